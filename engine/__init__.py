@@ -1,0 +1,54 @@
+"""engine: a durable workflow engine for multi-agent and data-parallel Python.
+
+Decorate functions with `@function()`, mark an entry point with `@application()`, create
+futures with `fn.future(...)` and return them as tail calls. Each function runs in executors of
+its own (Docker containers, or local processes), every finished call is checkpointed, and a
+failed or interrupted run resumes without redoing finished work.
+
+The public surface is this module, `engine.errors` and `engine.testing`; everything else is
+implementation. The names match the Tensorlake Applications SDK where they overlap.
+"""
+
+from engine.client import Request, run_local_application
+from engine.errors import (
+    DependencyFailed,
+    EngineError,
+    ExecutorLost,
+    FunctionError,
+    FunctionTimeout,
+    InfrastructureError,
+    OutOfMemory,
+    RequestCancelled,
+    RequestError,
+    RequestFailed,
+    SDKUsageError,
+)
+from engine.sdk.function import Function, application, function
+from engine.sdk.future import RETURN_WHEN, Future
+from engine.sdk.image import Image
+from engine.sdk.retries import Retries
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RETURN_WHEN",
+    "DependencyFailed",
+    "EngineError",
+    "ExecutorLost",
+    "Function",
+    "FunctionError",
+    "FunctionTimeout",
+    "Future",
+    "Image",
+    "InfrastructureError",
+    "OutOfMemory",
+    "Request",
+    "RequestCancelled",
+    "RequestError",
+    "RequestFailed",
+    "Retries",
+    "SDKUsageError",
+    "application",
+    "function",
+    "run_local_application",
+]

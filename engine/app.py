@@ -1,0 +1,337 @@
+"""An application as the engine runs it: the user's code, its functions' settings, its input.
+
+`load_app("app.py:main")` imports the user's file, finds the application function, merges each
+function's decorator settings with `engine.yaml`, and knows how to ship the code: the project
+directory (the directory the module is imported from) zipped deterministically, so the same
+code always has the same digest and executors can be reused across runs of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import io
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError
+
+from engine.config import EngineConfig, check_function_names, load_config
+from engine.errors import ConfigError, InputError, SDKUsageError
+from engine.sdk.function import Function, FunctionConfig, registered
+from engine.sdk.retries import Retries
+
+SKIP_DIRS = {
+    ".git", ".hg", ".engine", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache",
+    ".pytest_cache", ".ruff_cache", "build", "dist", ".tox",
+}
+MAX_CODE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class FunctionSettings:
+    """Effective settings of one function: decorator values overridden by engine.yaml."""
+
+    name: str
+    module: str
+    config: FunctionConfig
+    retries: Retries
+    secrets: dict[str, str] = field(default_factory=dict)
+    # Docker image to run it in; None for the runtime image (set by the docker backend's setup).
+    image_tag: str | None = None
+
+    def env(self) -> dict[str, str]:
+        return dict(self.secrets)
+
+
+@dataclass
+class AppSpec:
+    name: str
+    app_file: Path
+    module: str
+    code_root: Path
+    config_path: Path | None
+    config: EngineConfig
+    functions: dict[str, FunctionSettings]
+    env_source: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def settings(self, name: str) -> FunctionSettings:
+        found = self.functions.get(name)
+        if found is None:
+            fn = registered(name, self.module)
+            if fn is None:
+                raise SDKUsageError(f"no @function() named {name!r} in {self.app_file}")
+            found = self.functions[name] = self._settings_for(fn)
+        return found
+
+    def _settings_for(self, fn: Function[..., Any]) -> FunctionSettings:
+        override = self.config.functions.get(fn.name)
+        values = fn.config.model_dump()
+        if override is not None:
+            values.update({k: v for k, v in override.model_dump(exclude_unset=True).items() if k != "image"})
+        config = FunctionConfig(**{**values, "retries": values.get("retries")})
+        app_fn = registered(self.name, self.module)
+        app_retries = app_fn.application.retries if app_fn and app_fn.application else Retries()
+        retries = config.retries or app_retries
+        secrets = {}
+        for key in config.secrets:
+            if key not in self.env_source:
+                raise SDKUsageError(
+                    f"function {fn.name} needs secret {key!r}: set it in the environment or "
+                    "pass --env-file FILE"
+                )
+            secrets[key] = self.env_source[key]
+        image_tag = override.image if override is not None and override.image else None
+        return FunctionSettings(fn.name, fn.module, config, retries, secrets, image_tag)
+
+    @functools.cached_property
+    def code_zip(self) -> bytes:
+        return zip_project(self.code_root)
+
+    @functools.cached_property
+    def code_digest(self) -> str:
+        return hashlib.sha256(self.code_zip).hexdigest()
+
+    @property
+    def function(self) -> Function[..., Any]:
+        fn = registered(self.name, self.module)
+        assert fn is not None
+        return fn
+
+
+def zip_project(root: Path) -> bytes:
+    """Zip `root` deterministically (sorted, fixed timestamps), skipping caches and VCS dirs."""
+    buffer = io.BytesIO()
+    total = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(
+                d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info")
+            )
+            for name in sorted(filenames):
+                if name.endswith((".pyc", ".pyo")):
+                    continue
+                path = Path(dirpath) / name
+                if path.is_symlink() or not path.is_file():
+                    continue
+                total += path.stat().st_size
+                if total > MAX_CODE_BYTES:
+                    raise SDKUsageError(
+                        f"the project directory {root} is over {MAX_CODE_BYTES >> 20} MB: keep "
+                        "large data out of it (executors receive the whole directory)"
+                    )
+                info = zipfile.ZipInfo(str(path.relative_to(root)), date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def module_location(path: Path) -> tuple[str, Path]:
+    """The module name a file imports as, and the directory that must be on sys.path for it:
+    walk up through packages (directories with __init__.py)."""
+    path = path.resolve()
+    parts = [path.stem]
+    root = path.parent
+    while (root / "__init__.py").exists():
+        parts.insert(0, root.name)
+        root = root.parent
+    return ".".join(parts), root
+
+
+def import_file(path: Path) -> tuple[Any, str, Path]:
+    module_name, root = module_location(path)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        raise SDKUsageError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - user code failed at import: say where, briefly
+        tb = exc.__traceback__
+        where = ""
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.startswith(str(root)):
+                where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}: "
+            tb = tb.tb_next
+        raise SDKUsageError(f"{where}importing {path.name} failed: {type(exc).__name__}: {exc}") from None
+    return module, module_name, root
+
+
+def load_app(
+    target: str, config_path: Path | None = None, env_file: Path | None = None
+) -> AppSpec:
+    """Load `FILE.py:FUNCTION`. Raises `SDKUsageError` (or `ConfigError`) with one clear line."""
+    if ":" not in target:
+        raise SDKUsageError(f"expected FILE.py:FUNCTION, got {target!r}")
+    file_part, _, fn_name = target.rpartition(":")
+    path = Path(file_part)
+    if not path.is_file():
+        raise SDKUsageError(f"no such file: {file_part}")
+    module, module_name, root = import_file(path)
+    fn = getattr(module, fn_name, None)
+    if fn is None:
+        raise SDKUsageError(f"{file_part} has no function {fn_name!r}")
+    if not isinstance(fn, Function):
+        raise SDKUsageError(f"{file_part}:{fn_name} is not decorated with @function()")
+    if not fn.is_application:
+        raise SDKUsageError(
+            f"{file_part}:{fn_name} is not an application: put @application() above @function()"
+        )
+    return app_spec_for(fn, path, module_name, root, config_path, env_file)
+
+
+def app_spec_for(
+    fn: Function[..., Any], app_file: Path, module_name: str, root: Path,
+    config_path: Path | None = None, env_file: Path | None = None,
+) -> AppSpec:
+    if config_path is None and (app_file.parent / "engine.yaml").is_file():
+        config_path = app_file.parent / "engine.yaml"
+    config = load_config(config_path)
+    env = dict(os.environ)
+    if env_file is not None:
+        env.update(read_env_file(env_file))
+    spec = AppSpec(
+        name=fn.name, app_file=app_file.resolve(), module=module_name, code_root=root,
+        config_path=config_path, config=config, functions={}, env_source=env,
+    )
+    known = {f.name for f in _module_functions(module_name)}
+    check_function_names(config, config_path, known | set(_all_registered()))
+    for f in _module_functions(module_name):
+        spec.functions[f.name] = spec._settings_for(f)
+    spec.functions.setdefault(fn.name, spec._settings_for(fn))
+    return spec
+
+
+def app_spec_from_function(fn: Function[..., Any]) -> AppSpec:
+    """For `run_local_application`: locate the module that defines `fn`."""
+    module = sys.modules.get(fn.module)
+    file = getattr(module, "__file__", None)
+    if file is None:
+        raise SDKUsageError(f"cannot find the file that defines {fn.name}: define it in a .py file")
+    path = Path(file)
+    if fn.module == "__main__":
+        module_name, root = path.stem, path.parent.resolve()
+    else:
+        module_name = fn.module
+        root = path.resolve().parent
+        for _ in range(module_name.count(".")):
+            root = root.parent
+    return app_spec_for(fn, path, module_name, root)
+
+
+def _module_functions(module_name: str) -> list[Function[..., Any]]:
+    from engine.sdk.function import _REGISTRY
+
+    return [f for fns in _REGISTRY.values() for f in fns if f.module == module_name]
+
+
+def _all_registered() -> list[str]:
+    from engine.sdk.function import registered_names
+
+    return registered_names()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the env file ({exc.strerror})") from None
+    env = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        env[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return env
+
+
+# --- application input and output --------------------------------------------------------------
+
+
+def _params(fn: Function[..., Any]) -> list[inspect.Parameter]:
+    return list(inspect.signature(fn.fn).parameters.values())
+
+
+def _hints(fn: Function[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn.fn)
+    except Exception:  # noqa: BLE001 - unresolvable hints: validate nothing rather than fail
+        return {}
+
+
+def parse_input(fn: Function[..., Any], text: str | None) -> dict[str, Any]:
+    """`--input` JSON → validated keyword arguments. With one parameter the JSON is its value;
+    with several, an object of keyword arguments."""
+    params = _params(fn)
+    if text is None:
+        missing = [p.name for p in params if p.default is inspect.Parameter.empty]
+        if missing:
+            raise InputError(
+                f"{fn.name} needs input ({', '.join(missing)}): pass --input JSON"
+            )
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--input is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if len(params) == 1:
+        return validate_input(fn, (), {params[0].name: data})
+    if not isinstance(data, dict):
+        names = ", ".join(p.name for p in params)
+        raise InputError(f"{fn.name} takes several parameters ({names}): pass a JSON object of them")
+    return validate_input(fn, (), data)
+
+
+def validate_input(fn: Function[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Bind and validate an application's arguments against its type hints (pydantic)."""
+    params = _params(fn)
+    names = [p.name for p in params]
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        raise InputError(f"{fn.name} has no parameter {unknown[0]!r} (parameters: {', '.join(names)})")
+    if len(args) > len(params):
+        raise InputError(f"{fn.name} takes {len(params)} argument(s), got {len(args)}")
+    bound: dict[str, Any] = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key in bound:
+            raise InputError(f"{fn.name}: {key!r} given twice")
+        bound[key] = value
+    hints = _hints(fn)
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.name not in bound:
+            if p.default is inspect.Parameter.empty:
+                raise InputError(f"{fn.name}: missing input field {p.name!r}")
+            continue
+        hint = hints.get(p.name, Any)
+        try:
+            out[p.name] = TypeAdapter(hint).validate_python(bound[p.name])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join([p.name, *(str(x) for x in err["loc"])])
+            raise InputError(f"input field {loc}: {err['msg']}") from None
+    return out
+
+
+def to_json(value: Any) -> Any:
+    """An application's output as JSON-compatible data (pydantic models become dicts)."""
+    from pydantic_core import to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except Exception:  # noqa: BLE001 - fall back to a readable form rather than lose the result
+        return repr(value)
+
+
+__all__ = ["AppSpec", "ConfigError", "FunctionSettings", "load_app", "parse_input", "validate_input"]

@@ -1,0 +1,93 @@
+"""The backend interface: where function executors run.
+
+A backend starts and stops *executors* — one gRPC server process per function instance
+(`engine.executor`), either as a local OS process (`process`) or as a Docker container
+(`docker`). Backends only report what happened (an executor started, stopped, or died and
+why); the scheduler alone decides what happens next (retry, fail, replace).
+
+Every method is a coroutine: the scheduler runs on one asyncio loop and must never block it.
+Blocking SDKs (the Docker SDK, subprocess waits) are pushed to threads inside the backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Everything a backend needs to start one executor for one function."""
+
+    function: str
+    run_id: str
+    cpu: float = 1.0
+    memory_gb: float = 1.0
+    ephemeral_disk_gb: float = 10.0
+    gpu: str | None = None
+    # Image tag (docker backend). None means the runtime image.
+    image: str | None = None
+    concurrency: int = 1
+    # Secrets and other environment variables for the user's code. Never baked into an image.
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecutorHandle:
+    """A started executor. `address` is the host:port the scheduler dials over gRPC."""
+
+    id: str
+    address: str
+    function: str
+    # Backend-specific reference (a Popen, a container id); opaque to the scheduler.
+    ref: object = None
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """Why an executor is gone, as far as the backend can tell."""
+
+    exited: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    detail: str = ""
+
+
+class Backend(abc.ABC):
+    """Starts, stops and inspects executors. One instance per scheduler."""
+
+    #: Name used on the CLI and in YAML (`process`, `docker`).
+    name: str = ""
+
+    #: Host that executors use to reach the scheduler's callback server.
+    callback_host: str = "127.0.0.1"
+
+    #: Interface the scheduler's callback server binds to.
+    callback_bind_host: str = "127.0.0.1"
+
+    @abc.abstractmethod
+    async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
+        """Start an executor and return once its gRPC server accepts connections.
+
+        Raises `engine.errors.InfrastructureError` (or a subclass such as `ImageMissing`)
+        when the executor cannot be started.
+        """
+
+    @abc.abstractmethod
+    async def stop_executor(self, handle: ExecutorHandle) -> None:
+        """Stop and remove an executor. Idempotent; never raises for an executor already gone."""
+
+    @abc.abstractmethod
+    async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
+        """Report whether the executor has exited and why (exit code, out-of-memory kill)."""
+
+    async def logs(self, handle: ExecutorHandle) -> str:
+        """Whatever the executor wrote outside of calls (start-up errors). Best effort."""
+        return ""
+
+    async def close(self) -> None:
+        """Stop every executor this backend started. Called on normal exit and on Ctrl-C."""
+
+    async def cleanup_orphans(self) -> int:
+        """Remove executors left by an engine process that died. Returns how many."""
+        return 0

@@ -1,0 +1,99 @@
+"""The process backend: each executor is a local OS process (`python -m engine.executor`).
+
+For machines without a Docker engine, and for fast local development. The executor is the same
+program the docker backend runs in a container, spoken to over the same gRPC protocol; what the
+process backend cannot give is isolation: `cpu`, `memory` and `image` are not enforced (the
+docker backend enforces them), and every executor shares this machine's Python environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
+from engine.errors import InfrastructureError
+
+
+class ProcessBackend(Backend):
+    name = "process"
+    callback_host = "127.0.0.1"
+    callback_bind_host = "127.0.0.1"
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="engine-executors-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._counter = 0
+
+    async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
+        self._counter += 1
+        ident = f"{spec.function.replace('.', '_')}-{os.getpid()}-{self._counter}"
+        port_file = self.log_dir / f"{ident}.port"
+        log_path = self.log_dir / f"{ident}.log"
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.executor", "--listen", "127.0.0.1:0",
+                 "--port-file", str(port_file)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,  # Ctrl-C in the terminal reaches the engine, not each executor
+            )
+        self._procs[ident] = proc
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            if proc.poll() is not None:
+                self._procs.pop(ident, None)
+                raise InfrastructureError(
+                    f"executor for {spec.function} exited at start-up (code {proc.returncode}):\n"
+                    + _tail(log_path)
+                )
+            if time.monotonic() > deadline:
+                await self._stop(proc)
+                raise InfrastructureError(f"executor for {spec.function} did not start within 60 s")
+            await asyncio.sleep(0.01)
+        port = int(port_file.read_text())
+        port_file.unlink(missing_ok=True)
+        return ExecutorHandle(id=ident, address=f"127.0.0.1:{port}", function=spec.function, ref=proc)
+
+    async def stop_executor(self, handle: ExecutorHandle) -> None:
+        proc = self._procs.pop(handle.id, None)
+        if proc is not None:
+            await self._stop(proc)
+
+    async def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        await asyncio.to_thread(proc.wait)
+
+    async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
+        proc: subprocess.Popen[bytes] = handle.ref  # type: ignore[assignment]
+        try:
+            code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 2.0)
+        except asyncio.TimeoutError:
+            return ExitInfo(exited=False, detail="executor still running but unreachable")
+        detail = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return ExitInfo(exited=True, exit_code=code, detail=detail)
+
+    async def logs(self, handle: ExecutorHandle) -> str:
+        return _tail(self.log_dir / f"{handle.id}.log")
+
+    async def close(self) -> None:
+        procs, self._procs = list(self._procs.values()), {}
+        await asyncio.gather(*(self._stop(p) for p in procs))
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,406 @@
+"""The `engine` command line.
+
+    engine run FILE.py:FUNCTION [--input JSON] [--backend process|docker] [--config PATH]
+               [--state-dir DIR] [--env-file FILE] [--json]
+    engine resume RUN_ID [--json] [--backend ...] [--state-dir DIR]
+    engine runs [--json]
+    engine show RUN_ID [--json]
+    engine logs RUN_ID [--function NAME]
+    engine image build FILE.py [--force]
+    engine doctor
+
+Exit codes: 0 the run succeeded (or the command did its job), 1 the run failed, 2 a usage or
+input error — always one line on stderr saying what is wrong, never a traceback. Progress goes
+to stderr; with `--json`, stdout carries exactly one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import EngineError, InfrastructureError, SDKUsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageExit(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, as for every other user mistake
+        raise UsageExit(f"{self.prog}: {message}")
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    from engine.runner import default_state_dir
+
+    return Path(args.state_dir) if getattr(args, "state_dir", None) else default_state_dir()
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+class ProgressView:
+    """Calls queued / running / done / failed on stderr: a live line on a terminal, a line every
+    few seconds otherwise (CI logs)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.live: Any = None
+        self.started = time.monotonic()
+        self.last_plain = 0.0
+        self.last: dict[str, int] = {}
+        self.run_id = ""
+
+    def line(self, run_id: str, p: dict[str, int]) -> str:
+        return (f"run {run_id}  queued {p['queued']}  running {p['running']}  done {p['done']}"
+                f"  failed {p['failed']}  reused {p['reused']}  {time.monotonic() - self.started:.1f}s")
+
+    def __call__(self, run_id: str, p: dict[str, int]) -> None:
+        self.run_id, self.last = run_id, p
+        if self.console.is_terminal:
+            from rich.live import Live
+            from rich.text import Text
+
+            if self.live is None:
+                self.live = Live(Text(self.line(run_id, p)), console=self.console,
+                                 refresh_per_second=8, transient=False)
+                self.live.start()
+            self.live.update(Text(self.line(run_id, p)))
+        elif time.monotonic() - self.last_plain >= 2.0:
+            self.last_plain = time.monotonic()
+            print(self.line(run_id, p), file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"engine: {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        elif self.last:
+            print(self.line(self.run_id, self.last), file=sys.stderr, flush=True)
+
+
+# --- run / resume ------------------------------------------------------------------------
+
+
+def _report(outcome: Any, as_json: bool) -> int:
+    from engine import wire
+    from engine.app import to_json
+
+    result = to_json(outcome.result) if outcome.status == "succeeded" else None
+    error = wire.describe(outcome.failure) if outcome.failure is not None else None
+    if as_json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "result": result,
+                          "error": error}))
+    elif outcome.status == "succeeded":
+        print(result if isinstance(result, str) else json.dumps(result, indent=2))
+    else:
+        print(f"run {outcome.run_id} {outcome.status}: {error}", file=sys.stderr)
+        if outcome.failure is not None and outcome.failure.traceback:
+            print(outcome.failure.traceback.rstrip(), file=sys.stderr)
+        print(f"continue it with: engine resume {outcome.run_id}", file=sys.stderr)
+    return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.app import load_app, parse_input
+    from engine.runner import execute
+
+    app = load_app(args.target, Path(args.config) if args.config else None,
+                   Path(args.env_file) if args.env_file else None)
+    kwargs = parse_input(app.function, args.input)
+    view = ProgressView()
+    try:
+        outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
+                          progress=view, note=view.note)
+    finally:
+        view.close()
+    return _report(outcome, args.json)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine.app import load_app
+    from engine.runner import execute
+    from engine.store import open_store, store_url
+
+    state_dir = _state_dir(args)
+    store = open_store(store_url(state_dir))
+    try:
+        row = store.get_run(args.run_id)
+    finally:
+        store.close()
+    app = load_app(f"{row.app_file}:{row.application}",
+                   Path(row.config_path) if row.config_path else None,
+                   Path(args.env_file) if args.env_file else None)
+    view = ProgressView()
+    try:
+        outcome = execute(app, resume_id=args.run_id, state_dir=state_dir,
+                          backend=args.backend or row.backend, progress=view, note=view.note)
+    finally:
+        view.close()
+    return _report(outcome, args.json)
+
+
+# --- inspection --------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from engine.store import open_store, store_url
+
+    state_dir = _state_dir(args)
+    if not (state_dir / "engine.db").exists():
+        raise SDKUsageError(f"no runs in {state_dir}: start one with `engine run` (or pass --state-dir)")
+    return open_store(store_url(state_dir))
+
+
+def _duration(start: float | None, end: float | None) -> float | None:
+    if start is None:
+        return None
+    return round((end or time.time()) - start, 3)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = _open(args)
+    rows = store.list_runs(limit=args.limit)
+    store.close()
+    items = [{"run_id": r.run_id, "application": r.application, "status": r.status,
+              "start": r.created_at, "duration": _duration(r.started_at, r.ended_at)} for r in rows]
+    if args.json:
+        print(json.dumps(items))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "application", "status", "started", "duration")
+    for it in items:
+        table.add_row(it["run_id"], it["application"], it["status"],
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(it["start"])),
+                      f"{it['duration']:.1f}s" if it["duration"] is not None else "")
+    Console().print(table)
+    return EXIT_OK
+
+
+def run_details(store: Any, run_id: str) -> dict[str, Any]:
+    from engine import wire
+    from engine.app import to_json
+    from engine.wire.v1 import engine_pb2 as pb
+
+    row = store.get_run(run_id)
+    calls = store.load_calls(run_id)
+    reused = sum(1 for c in calls if c.status == "succeeded" and row.resumed_at
+                 and c.ended_at is not None and c.ended_at < row.resumed_at)
+    failure = pb.Failure.FromString(row.failure) if row.failure else None
+    result = None
+    if row.status == "succeeded" and row.result is not None:
+        try:
+            result = to_json(wire.loads(row.result))
+        except Exception:  # noqa: BLE001 - the result's classes may not be importable here
+            result = "<result not loadable here>"
+    return {
+        "run_id": row.run_id, "application": row.application, "status": row.status,
+        "result": result, "error": wire.describe(failure) if failure else None,
+        "backend": row.backend, "created_at": row.created_at, "started_at": row.started_at,
+        "ended_at": row.ended_at, "duration": _duration(row.started_at, row.ended_at),
+        "resumes": row.resumes,
+        "calls": {
+            "total": len(calls),
+            "succeeded": sum(1 for c in calls if c.status in ("succeeded", "tail")),
+            "failed": sum(1 for c in calls if c.status == "failed"),
+            "reused": reused,
+            "executions": sum(c.executions for c in calls),
+        },
+        "call_list": [
+            {"id": c.call_id, "function": c.function, "kind": c.kind, "parent": c.parent_id,
+             "status": c.status, "attempts": c.attempts, "executions": c.executions,
+             "tail": c.tail_id, "duration": _duration(c.started_at, c.ended_at) if c.ended_at else None,
+             "error": c.error_message}
+            for c in calls
+        ],
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        info = run_details(store, args.run_id)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(info))
+        return EXIT_OK
+    c = info["calls"]
+    print(f"run {info['run_id']}  {info['application']}  {info['status']}  "
+          f"{info['duration'] or 0:.2f}s  backend {info['backend']}")
+    if info["error"]:
+        print(f"error: {info['error']}")
+    elif info["status"] == "succeeded":
+        print(f"result: {json.dumps(info['result'])[:500]}")
+    print(f"calls: {c['total']} total, {c['succeeded']} succeeded, {c['failed']} failed, "
+          f"{c['reused']} reused, {c['executions']} executions")
+    for call in info["call_list"][: args.limit]:
+        dur = f"{call['duration']:.3f}s" if call["duration"] is not None else "-"
+        err = f"  {call['error'][:100]}" if call["error"] else ""
+        print(f"  {call['id']}  {call['function']:<20} {call['status']:<10} "
+              f"attempts {call['attempts']}  {dur}  parent {call['parent'] or '-'}{err}")
+    if len(info["call_list"]) > args.limit:
+        print(f"  ... {len(info['call_list']) - args.limit} more (--limit N, or --json)")
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        store.get_run(args.run_id)
+        entries = store.logs(args.run_id, args.function)
+    finally:
+        store.close()
+    for call_id, function, attempt, text in entries:
+        for line in text.rstrip("\n").splitlines():
+            print(f"[{function} {call_id[:10]} #{attempt}] {line}")
+    return EXIT_OK
+
+
+# --- images and doctor -------------------------------------------------------------------
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from engine import images
+
+    view = ProgressView()
+    images_needed = []
+    if args.target:
+        from engine.app import load_app
+
+        target = args.target
+        if ":" not in target:
+            target = _first_application(target)
+        app = load_app(target)
+        images_needed = [s.config.image for s in app.functions.values() if s.config.image is not None]
+    tags = images.build_images(images_needed, progress=view.note, force=args.force)
+    for name, tag in tags.items():
+        print(f"{name}: {tag}")
+    return EXIT_OK
+
+
+def _first_application(path: str) -> str:
+    from engine.app import import_file
+    from engine.sdk.function import Function
+
+    if not Path(path).is_file():
+        raise SDKUsageError(f"no such file: {path}")
+    module, _, _ = import_file(Path(path))
+    for name, value in vars(module).items():
+        if isinstance(value, Function) and value.is_application:
+            return f"{path}:{name}"
+    raise SDKUsageError(f"{path} defines no @application()")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from engine.doctor import run_checks
+
+    ok = True
+    for check in run_checks():
+        mark = "ok " if check.ok else "!! "
+        print(f"{mark} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            print(f"     fix: {check.fix}")
+        ok = ok and (check.ok or not check.required)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="engine", description="Durable workflows: every function in its own container.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state-dir", help="where runs are checkpointed (default .engine/ or $ENGINE_STATE_DIR)")
+
+    p = sub.add_parser("run", help="run an application")
+    p.add_argument("target", metavar="FILE.py:FUNCTION")
+    p.add_argument("--input", help="JSON input: the value of the one parameter, or an object of them")
+    p.add_argument("--backend", choices=["process", "docker", "auto"])
+    p.add_argument("--config", help="YAML config (default: engine.yaml beside the file)")
+    p.add_argument("--env-file", help="KEY=VALUE file the functions' secrets are read from")
+    p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a failed or interrupted run from its checkpoints")
+    p.add_argument("run_id")
+    p.add_argument("--backend", choices=["process", "docker", "auto"])
+    p.add_argument("--env-file")
+    p.add_argument("--json", action="store_true")
+    common(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("runs", help="list runs, newest first")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    common(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="a run's status, result, error and calls")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50, help="calls listed (default 50)")
+    common(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("logs", help="what a run's functions printed")
+    p.add_argument("run_id")
+    p.add_argument("--function")
+    common(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("image", help="container images")
+    isub = p.add_subparsers(dest="image_command", required=True, parser_class=_Parser)
+    b = isub.add_parser("build", help="build the runtime image and every image an application uses")
+    b.add_argument("target", nargs="?", metavar="FILE.py[:FUNCTION]")
+    b.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    b.set_defaults(func=cmd_image_build)
+
+    p = sub.add_parser("doctor", help="check Docker, images and Python versions")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except UsageExit as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except SDKUsageError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InfrastructureError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except EngineError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("engine: interrupted; executors stopped. Continue with `engine resume RUN_ID` "
+              "(see `engine runs`)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main"]

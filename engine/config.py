@@ -1,0 +1,88 @@
+"""`engine.yaml`: engine settings and per-function overrides of the decorator values.
+
+    backend: process            # process | docker
+    max_executors: 16           # executors running at once (blocked parents not counted)
+    idle_timeout: 10            # seconds an idle executor is kept
+    functions:
+      research: {cpu: 0.5, memory: 0.5, timeout: 120, retries: {max_retries: 3, initial_delay: 0.2}}
+
+Read from `--config PATH`, else `engine.yaml` beside the application file. Every mistake — an
+unknown key, a wrong type, a function the application does not define — is a `ConfigError` that
+names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import ConfigError
+from engine.sdk.retries import Retries
+
+
+class FunctionOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: float | None = Field(default=None, gt=0)
+    memory: float | None = Field(default=None, gt=0)
+    ephemeral_disk: float | None = Field(default=None, gt=0)
+    gpu: str | list[str] | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    retries: Retries | None = None
+    concurrency: int | None = Field(default=None, ge=1)
+    min_containers: int | None = Field(default=None, ge=0)
+    max_containers: int | None = Field(default=None, ge=1)
+    warm_containers: int | None = Field(default=None, ge=0)
+    secrets: list[str] | None = None
+    # Name of an image already built (e.g. `engine-fn-heavy:abc123`), replacing the decorator's.
+    image: str | None = None
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["process", "docker", "auto"] | None = None
+    max_executors: int | None = Field(default=None, ge=1)
+    idle_timeout: float | None = Field(default=None, ge=0)
+    functions: dict[str, FunctionOverride] = Field(default_factory=dict)
+
+
+def load_config(path: Path | None) -> EngineConfig:
+    """Parse and validate a config file; None gives the defaults."""
+    if path is None:
+        return EngineConfig()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return EngineConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return EngineConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{path}: unknown key {key!r}") from None
+        raise ConfigError(f"{path}: {key}: {err['msg']} (got {got!r})") from None
+
+
+def check_function_names(config: EngineConfig, path: Path | None, known: set[str]) -> None:
+    unknown = sorted(set(config.functions) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: functions.{unknown[0]}: no @function() of that name in the application "
+            f"(defined: {', '.join(sorted(known)) or 'none'})"
+        )

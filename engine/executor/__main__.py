@@ -1,0 +1,20 @@
+"""`python -m engine.executor --listen HOST:PORT [--port-file PATH]`."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.executor.server import serve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m engine.executor")
+    parser.add_argument("--listen", default="0.0.0.0:50051", help="address to serve gRPC on")
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--max-workers", type=int, default=256)
+    args = parser.parse_args()
+    serve(args.listen, args.port_file, args.max_workers)
+
+
+if __name__ == "__main__":
+    main()

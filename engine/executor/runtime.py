@@ -1,0 +1,134 @@
+"""The SDK runtime inside an executor: futures become Submit and Await calls to the scheduler.
+
+While a call runs, the SDK's `Future.run()`, `.result()`, `await` and `Future.wait` land here.
+Starting a future encodes it, and every unstarted future it depends on, as `FutureSpec`s (values
+cloudpickled, futures as references to their ids) and submits them to the scheduler's
+`SchedulerCallback` service; waiting asks the scheduler for outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from engine import wire
+from engine.errors import SDKUsageError
+from engine.sdk.future import RETURN_WHEN, Future
+from engine.sdk.runtime import Runtime
+from engine.wire.v1 import engine_pb2 as pb
+from engine.wire.v1 import engine_pb2_grpc as pb_grpc
+
+_RETURN_WHEN = {
+    RETURN_WHEN.ALL_COMPLETED: pb.RETURN_WHEN_ALL_COMPLETED,
+    RETURN_WHEN.FIRST_COMPLETED: pb.RETURN_WHEN_FIRST_COMPLETED,
+    RETURN_WHEN.FIRST_FAILURE: pb.RETURN_WHEN_FIRST_FAILURE,
+}
+
+
+def encode_value_arg(value: Any) -> pb.Arg:
+    return pb.Arg(value=wire.payload(value))
+
+
+class GraphEncoder:
+    """Encodes futures into FutureSpecs, dependencies first (post-order)."""
+
+    def __init__(self) -> None:
+        self.specs: list[pb.FutureSpec] = []
+        self.started: list[Future[Any]] = []
+
+    def add(self, fut: Future[Any]) -> None:
+        if fut.started:
+            return
+        fut._mark_started()  # before recursing: a graph is a DAG, but be safe against loops
+        self.started.append(fut)
+        arguments = pb.Arguments()
+        for value in fut.args:
+            arguments.args.append(self._arg(value))
+        for key in sorted(fut.kwargs):
+            arguments.kwargs[key].CopyFrom(self._arg(fut.kwargs[key]))
+        self.specs.append(
+            pb.FutureSpec(
+                id=fut.id, kind=wire.KIND_VALUES[fut.kind], function=fut.function.name,
+                arguments=arguments,
+            )
+        )
+
+    def _arg(self, value: Any) -> pb.Arg:
+        if isinstance(value, Future):
+            self.add(value)
+            return pb.Arg(ref=value.id)
+        if isinstance(value, (list, tuple)) and any(isinstance(v, Future) for v in value):
+            return pb.Arg(
+                list=pb.ArgList(items=[self._arg(v) for v in value], is_tuple=isinstance(value, tuple))
+            )
+        try:
+            return encode_value_arg(value)
+        except SDKUsageError:
+            raise
+        except Exception as exc:
+            raise SDKUsageError(
+                f"an argument of type {type(value).__name__} cannot be serialised with "
+                f"cloudpickle: {exc}"
+            ) from exc
+
+    def rollback(self) -> None:
+        """Submission failed: these futures are not started after all."""
+        for fut in self.started:
+            fut._started = False  # noqa: SLF001
+
+
+class ExecutorRuntime(Runtime):
+    """Runtime for one call: knows its run, its call id and the scheduler's address."""
+
+    def __init__(self, stub: pb_grpc.SchedulerCallbackStub, run_id: str, call_id: str) -> None:
+        self.stub = stub
+        self.run_id = run_id
+        self.call_id = call_id
+
+    def start(self, futures: Sequence[Future[Any]]) -> None:
+        encoder = GraphEncoder()
+        for fut in futures:
+            encoder.add(fut)
+        if not encoder.specs:
+            return
+        try:
+            self.stub.Submit(
+                pb.SubmitRequest(
+                    run_id=self.run_id, parent_call_id=self.call_id, futures=encoder.specs
+                )
+            )
+        except grpc.RpcError as exc:
+            encoder.rollback()
+            raise SDKUsageError(f"the scheduler refused these futures: {exc.details()}") from None
+        except BaseException:
+            encoder.rollback()
+            raise
+
+    def wait(
+        self, futures: Sequence[Future[Any]], timeout: float | None, return_when: RETURN_WHEN
+    ) -> None:
+        pending = {f.id: f for f in futures if not f.done()}
+        if not pending:
+            return
+        request = pb.AwaitRequest(
+            run_id=self.run_id,
+            parent_call_id=self.call_id,
+            ids=list(pending),
+            return_when=_RETURN_WHEN[return_when],
+        )
+        if timeout is not None:
+            request.timeout = max(0.0, timeout)
+        try:
+            response = self.stub.Await(request)
+        except grpc.RpcError as exc:
+            raise SDKUsageError(f"lost the scheduler while waiting: {exc.details()}") from None
+        for outcome in response.outcomes:
+            fut = pending.get(outcome.id)
+            if fut is None:
+                continue
+            if outcome.WhichOneof("result") == "value":
+                fut._resolve(value=wire.loads(outcome.value.data))  # noqa: SLF001
+            else:
+                fut._resolve(exception=wire.exception_from_failure(outcome.failure, self.run_id))  # noqa: SLF001

@@ -1,0 +1,246 @@
+"""The function executor: a gRPC server that runs calls of one function.
+
+One executor serves one function of one application (code bundle). The scheduler starts it (as
+a process or a container), sends `Initialize` once with the zipped project, then `Run` for every
+call routed to it, up to the function's `concurrency` at once. The executor keeps no state
+between calls beyond the imported code: every outcome goes back in the `RunResponse`, and the
+scheduler checkpoints it.
+
+A call's return value is either a value (pickled into the response), or a `Future` — a tail call:
+its graph is encoded into the response and the call is over; the executor's slot is free at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import traceback
+import zipfile
+from concurrent import futures as cf
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from engine import wire
+from engine.errors import SDKUsageError
+from engine.executor.runtime import ExecutorRuntime, GraphEncoder
+from engine.sdk import runtime as sdk_runtime
+from engine.sdk.function import Function, registered
+from engine.sdk.future import Future, future_of_coroutine
+from engine.wire.v1 import engine_pb2 as pb
+from engine.wire.v1 import engine_pb2_grpc as pb_grpc
+
+
+class _CallOutput(threading.local):
+    buffer: io.StringIO | None = None
+
+
+_call_output = _CallOutput()
+
+
+class _ThreadStream(io.TextIOBase):
+    """sys.stdout/sys.stderr: text written by a call goes to that call's log buffer."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def write(self, text: str) -> int:
+        buffer = _call_output.buffer
+        if buffer is not None:
+            return buffer.write(text)
+        return self.original.write(text)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        if _call_output.buffer is None:
+            self.original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _unpack_code(code_zip: bytes, digest: str) -> Path:
+    """Unpack the project into a fresh directory and make it read-only."""
+    root = Path(tempfile.mkdtemp(prefix=f"engine-code-{digest[:12]}-"))
+    with zipfile.ZipFile(io.BytesIO(code_zip)) as zf:
+        for member in zf.namelist():
+            target = (root / member).resolve()
+            if not str(target).startswith(str(root.resolve())):
+                raise SDKUsageError(f"code bundle entry escapes its directory: {member}")
+        zf.extractall(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444)
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o555)
+    os.chmod(root, 0o555)
+    return root
+
+
+class Executor(pb_grpc.FunctionExecutorServicer):
+    def __init__(self) -> None:
+        self.function: Function[..., Any] | None = None
+        self.code_digest = ""
+        self.code_dir: Path | None = None
+        self.callback: pb_grpc.SchedulerCallbackStub | None = None
+        self._channel: grpc.Channel | None = None
+        self._running = 0
+        self._lock = threading.Lock()
+
+    # --- Initialize ------------------------------------------------------------------------
+
+    def Initialize(self, request: pb.InitializeRequest, context: grpc.ServicerContext) -> pb.InitializeResponse:  # noqa: N802
+        if request.protocol_version != wire.PROTOCOL_VERSION:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"protocol version {request.protocol_version} not supported "
+                f"(this executor speaks {wire.PROTOCOL_VERSION}): rebuild the runtime image",
+            )
+        if not request.function or not request.module or not request.callback_address:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "function, module and callback_address are required")
+        with self._lock:
+            try:
+                if request.code_digest != self.code_digest:
+                    self.code_dir = _unpack_code(request.code_zip, request.code_digest)
+                    sys.path.insert(0, str(self.code_dir))
+                    os.chdir(self.code_dir)
+                    self.code_digest = request.code_digest
+                __import__(request.module)
+            except BaseException:  # noqa: BLE001 - report any import failure, with its traceback
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"importing {request.module} failed:\n{traceback.format_exc()}",
+                )
+            fn = registered(request.function, request.module)
+            if fn is None:
+                context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"no @function() named {request.function!r} after importing {request.module}",
+                )
+            self.function = fn
+            if self._channel is not None:
+                self._channel.close()
+            self._channel = grpc.insecure_channel(request.callback_address, options=wire.GRPC_OPTIONS)
+            self.callback = pb_grpc.SchedulerCallbackStub(self._channel)
+        return pb.InitializeResponse(python_version=wire.python_version())
+
+    # --- Run -------------------------------------------------------------------------------
+
+    def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.RunResponse:  # noqa: N802
+        fn, stub = self.function, self.callback
+        if fn is None or stub is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Run before Initialize")
+        buffer = io.StringIO()
+        _call_output.buffer = buffer
+        runtime = ExecutorRuntime(stub, request.run_id, request.call_id)
+        ctx = sdk_runtime.CallContext(runtime, request.run_id, request.call_id, fn.name)
+        token = sdk_runtime.enter(ctx)
+        with self._lock:
+            self._running += 1
+            sdk_runtime.set_process_default(ctx if self._running == 1 else None)
+        try:
+            response = self._run(fn, request, runtime)
+        finally:
+            with self._lock:
+                self._running -= 1
+                sdk_runtime.set_process_default(None)
+            sdk_runtime.leave(token)
+            _call_output.buffer = None
+        response.logs = buffer.getvalue()
+        return response
+
+    def _run(self, fn: Function[..., Any], request: pb.RunRequest, runtime: ExecutorRuntime) -> pb.RunResponse:
+        def fail(exc: BaseException, kind: int | None = None) -> pb.RunResponse:
+            return pb.RunResponse(
+                failure=wire.failure_from_exception(exc, function=fn.name, call_id=request.call_id, kind=kind)
+            )
+
+        try:
+            args, kwargs = decode_arguments(request.arguments)
+        except Exception as exc:  # noqa: BLE001
+            return fail(exc, pb.FAILURE_KIND_INTERNAL)
+        try:
+            if fn.is_async:
+                result = asyncio.run(_call_async(fn, args, kwargs))
+            else:
+                result = fn.fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the user's exception is the call's outcome
+            return fail(exc)
+
+        tail = result if isinstance(result, Future) else future_of_coroutine(result)
+        if tail is not None:
+            if asyncio.iscoroutine(result):
+                result.close()
+            try:
+                encoder = GraphEncoder()
+                encoder.add(tail)
+            except Exception as exc:  # noqa: BLE001
+                return fail(exc)
+            return pb.RunResponse(tail_call=pb.TailCall(root_id=tail.id, futures=encoder.specs))
+        try:
+            return pb.RunResponse(value=wire.payload(result))
+        except Exception as exc:  # noqa: BLE001
+            return fail(SDKUsageError(
+                f"{fn.name} returned a {type(result).__name__} that cannot be serialised: {exc}"
+            ))
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:  # noqa: N802
+        return pb.HealthResponse(running_calls=self._running)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        if self.code_dir is not None:
+            for dirpath, dirnames, _ in os.walk(self.code_dir):
+                os.chmod(dirpath, 0o755)
+            shutil.rmtree(self.code_dir, ignore_errors=True)
+
+
+async def _call_async(fn: Function[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return await fn.fn(*args, **kwargs)
+
+
+def decode_arg(arg: pb.Arg) -> Any:
+    which = arg.WhichOneof("kind")
+    if which == "value":
+        return wire.loads(arg.value.data)
+    if which == "list":
+        items = [decode_arg(a) for a in arg.list.items]
+        return tuple(items) if arg.list.is_tuple else items
+    raise ValueError(f"unresolved argument {which}: the scheduler must resolve references")
+
+
+def decode_arguments(arguments: pb.Arguments) -> tuple[list[Any], dict[str, Any]]:
+    return [decode_arg(a) for a in arguments.args], {k: decode_arg(v) for k, v in arguments.kwargs.items()}
+
+
+def serve(listen: str, port_file: str | None = None, max_workers: int = 256) -> None:
+    """Serve until SIGTERM/SIGINT. Writes the bound port to `port_file` once listening."""
+    import signal
+
+    sys.dont_write_bytecode = True
+    sys.stdout = _ThreadStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = _ThreadStream(sys.stderr)  # type: ignore[assignment]
+    executor = Executor()
+    server = grpc.server(cf.ThreadPoolExecutor(max_workers=max_workers), options=wire.GRPC_OPTIONS)
+    pb_grpc.add_FunctionExecutorServicer_to_server(executor, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise SystemExit(f"engine executor: cannot listen on {listen}")
+    server.start()
+    if port_file:
+        tmp = f"{port_file}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(port))
+        os.replace(tmp, port_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(grace=0)
+    executor.close()

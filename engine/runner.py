@@ -1,0 +1,213 @@
+"""Drive one run to its end in this process: the glue behind `engine run`, `engine resume` and
+`run_local_application`.
+
+It opens the store, picks and starts the backend, starts the scheduler, submits (or resumes) the
+run, reports progress while it executes and, whatever happens — success, failure, Ctrl-C —
+stops every executor before returning. A run interrupted by Ctrl-C is marked `cancelled` and
+stays resumable; one whose engine was killed stays `running` in the store until resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import wire
+from engine.app import AppSpec
+from engine.backends.base import Backend
+from engine.errors import SDKUsageError
+from engine.scheduler import Scheduler
+from engine.scheduler.scheduler import default_max_executors
+from engine.store import open_store, store_url
+from engine.wire.v1 import engine_pb2 as pb
+
+Progress = Callable[[str, dict[str, int]], None]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    result: Any = None
+    failure: pb.Failure | None = None
+
+    def error(self) -> Exception | None:
+        if self.failure is None:
+            return None
+        return wire.exception_from_failure(self.failure, self.run_id)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("ENGINE_STATE_DIR") or ".engine")
+
+
+def owner_tag() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    pid_text, _, host = owner.partition("@")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def choose_backend(requested: str | None, app: AppSpec | None) -> tuple[str, str | None]:
+    """The backend to use and, when it was a fallback, a one-line note saying so."""
+    name = requested or os.environ.get("ENGINE_BACKEND") or (app.config.backend if app else None) or "auto"
+    if name not in ("auto", "process", "docker"):
+        raise SDKUsageError(f"unknown backend {name!r}: use process or docker")
+    if name != "auto":
+        return name, None
+    try:
+        from engine.images import docker_client
+
+        docker_client()
+    except Exception:  # noqa: BLE001 - any failure to reach Docker means: fall back
+        return "process", "no Docker engine answers: running functions as local processes (--backend process)"
+    return "docker", None
+
+
+def make_backend(name: str, state_dir: Path, app: AppSpec | None,
+                 progress_line: Callable[[str], None] | None = None) -> Backend:
+    if name == "process":
+        from engine.backends.process import ProcessBackend
+
+        return ProcessBackend(log_dir=state_dir / "executors")
+    if name == "docker":
+        from engine.backends.docker import prepare_docker_backend
+
+        return prepare_docker_backend(app, progress_line)
+    raise SDKUsageError(f"unknown backend {name!r}: use process or docker")
+
+
+def execute(
+    app: AppSpec,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    resume_id: str | None = None,
+    state_dir: Path | None = None,
+    backend: str | None = None,
+    progress: Progress | None = None,
+    note: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Run (or resume) `app` to the end. Blocks. Safe to call from a thread with a running loop."""
+    state_dir = Path(state_dir or default_state_dir())
+    backend_name, fallback = choose_backend(backend, app)
+    if fallback and note:
+        note(fallback)
+    coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
+                  backend_name=backend_name, progress=progress, note=note)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside an event loop (a notebook, an async test): run in a thread of its own.
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="engine-run")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+async def _drive(
+    app: AppSpec, *, kwargs: dict[str, Any] | None, resume_id: str | None, state_dir: Path,
+    backend_name: str, progress: Progress | None, note: Callable[[str], None] | None,
+) -> RunOutcome:
+    store = open_store(store_url(state_dir))
+    try:
+        if resume_id is not None:
+            row = store.get_run(resume_id)
+            if row.status == "succeeded":
+                return _outcome_from_store(store, resume_id)
+            if _owner_alive(row.owner):
+                raise SDKUsageError(
+                    f"run {resume_id} is still being driven by engine process {row.owner}: "
+                    "stop it first (Ctrl-C) or wait for it"
+                )
+        backend = await asyncio.to_thread(make_backend, backend_name, state_dir, app, note)
+        max_exec = app.config.max_executors or default_max_executors()
+        idle = app.config.idle_timeout if app.config.idle_timeout is not None else 10.0
+        scheduler = Scheduler(store, backend, max_executors=max_exec, idle_timeout=idle)
+        await scheduler.start()
+        run = None
+        try:
+            if resume_id is not None:
+                run = scheduler.resume_run(app, resume_id)
+            else:
+                values = kwargs or {}
+                args = pb.Arguments()
+                for key, value in values.items():
+                    try:
+                        args.kwargs[key].value.data = wire.dumps(value)
+                    except Exception as exc:  # noqa: BLE001
+                        raise SDKUsageError(f"input {key!r} cannot be serialised: {exc}") from None
+                run = scheduler.submit_run(app, wire.dumps(values), args)
+            store.update_run(run.run_id, owner=owner_tag())
+            store.commit()
+            if progress is not None:
+                progress(run.run_id, run.progress())
+            while not run.done.is_set():
+                try:
+                    await asyncio.wait_for(run.done.wait(), 0.1)
+                except asyncio.TimeoutError:
+                    pass
+                if progress is not None:
+                    progress(run.run_id, run.progress())
+        except asyncio.CancelledError:
+            if run is not None and not run.done.is_set():
+                scheduler.cancel_run(run.run_id, "interrupted (Ctrl-C): continue it with `engine resume "
+                                     f"{run.run_id}`")
+                store.commit()
+            raise
+        finally:
+            if run is not None:
+                store.update_run(run.run_id, owner=None)
+            await scheduler.close()
+        return _outcome_from_store(store, run.run_id)
+    finally:
+        store.close()
+
+
+def _outcome_from_store(store: Any, run_id: str) -> RunOutcome:
+    row = store.get_run(run_id)
+    failure = pb.Failure.FromString(row.failure) if row.failure else None
+    result = wire.loads(row.result) if row.result is not None else None
+    return RunOutcome(run_id=run_id, status=row.status, result=result, failure=failure)
+
+
+def read_outcome(state_dir: Path, run_id: str) -> RunOutcome:
+    store = open_store(store_url(state_dir))
+    try:
+        return _outcome_from_store(store, run_id)
+    finally:
+        store.close()
+
+
+__all__ = ["RunOutcome", "choose_backend", "execute", "read_outcome"]

@@ -1,0 +1,852 @@
+"""The scheduler: turns futures and tail calls into a call graph and drives it to completion.
+
+It runs on one asyncio event loop, which also serves the `SchedulerCallback` gRPC service that
+running functions use to submit futures and wait for them. Nothing here blocks the loop: the
+store's writes are local SQLite statements, and backends push their blocking work to threads.
+
+Invariants, and where they are enforced:
+
+- **Checkpoint before use.** Every state change is written to the store as it happens, but acted
+  on (dependants released, waiters woken, the run finished) only in `_flush`, after the
+  transaction holding it commits. A crash can therefore lose work, never report work that the
+  store does not hold. `_flush` runs once per loop turn, so all completions of one turn share a
+  commit (group commit).
+- **Deterministic call IDs** (made by the SDK, `engine.sdk.runtime.child_id`). `_add_call` maps a
+  re-submitted ID onto the existing call: a finished call is reused from its checkpoint and never
+  runs again, unless its arguments changed (then it runs with the new ones).
+- **One runner per call.** A call is dispatched only from `queued`, and only `_dispatch` moves it
+  to `running`; its executor slot is held until the Run RPC returns or fails.
+- **A tail call ends its caller.** Once the `tail` state is committed, the caller is finished:
+  resume never re-executes it; its value is its tail call's.
+- **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
+  the scheduler turns that into a typed failure and applies the call's retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from engine import wire
+from engine.backends.base import Backend, ExecutorSpec
+from engine.errors import InfrastructureError, PythonVersionMismatch
+from engine.scheduler.callback import CallbackService
+from engine.scheduler.pools import ExecutorState, Pool
+from engine.scheduler.state import (
+    CANCELLED, FAILED, FINAL, PENDING, QUEUED, RUNNING, SUCCEEDED, TAIL, CallState, RunState,
+    Waiter,
+)
+from engine.sdk.runtime import child_id
+from engine.store import CallRow, RunRow, SQLiteStore
+from engine.wire.v1 import engine_pb2 as pb
+from engine.wire.v1 import engine_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from engine.app import AppSpec
+
+log = logging.getLogger("engine.scheduler")
+
+ROOT_FUNCTION_PARENT = None
+
+
+def root_call_id(run_id: str) -> str:
+    return child_id(run_id, 0, "call", "<root>")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+class Scheduler:
+    """Drives runs of applications on a backend, checkpointing into a store."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        backend: Backend,
+        *,
+        max_executors: int = 16,
+        idle_timeout: float = 10.0,
+        on_event: Callable[[RunState, CallState], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.max_executors = max_executors
+        self.idle_timeout = idle_timeout
+        self.on_event = on_event
+        self.runs: dict[str, RunState] = {}
+        self.pools: dict[tuple[str, str], Pool] = {}
+        self._to_notify: list[CallState] = []
+        self._flush_scheduled = False
+        self._server: grpc.aio.Server | None = None
+        self.callback_address = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # =========================================================================================
+    # lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = grpc.aio.server(options=wire.GRPC_OPTIONS)
+        pb_grpc.add_SchedulerCallbackServicer_to_server(CallbackService(self), self._server)
+        port = self._server.add_insecure_port(f"{self.backend.callback_bind_host}:0")
+        await self._server.start()
+        self.callback_address = f"{self.backend.callback_host}:{port}"
+        removed = await self.backend.cleanup_orphans()
+        if removed:
+            log.warning("removed %d executor(s) left behind by an engine that died", removed)
+
+    async def close(self) -> None:
+        """Stop every executor and the callback server. Runs in flight stay resumable."""
+        if self._closed:
+            return
+        self._closed = True
+        for run in self.runs.values():
+            for call in run.calls.values():
+                if call.task is not None and not call.task.done():
+                    call.task.cancel()
+                if call.retry_handle is not None:
+                    call.retry_handle.cancel()
+        self.store.commit()
+        for pool in self.pools.values():
+            for ex in pool.executors:
+                await ex.channel.close()
+        await self.backend.close()
+        if self._server is not None:
+            await self._server.stop(grace=0)
+
+    # =========================================================================================
+    # runs
+
+    def submit_run(
+        self, app: AppSpec, input_data: bytes, args_message: pb.Arguments, *,
+        run_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunState:
+        """Create a run of `app` whose root call gets `args_message` (values only)."""
+        run_id = run_id or new_run_id()
+        root = pb.FutureSpec(
+            id=root_call_id(run_id), kind=pb.NODE_KIND_CALL, function=app.name,
+            arguments=args_message,
+        )
+        now = time.time()
+        self.store.create_run(RunRow(
+            run_id=run_id, application=app.name, status="running", root_call_id=root.id,
+            app_file=str(app.app_file), module=app.module,
+            config_path=str(app.config_path) if app.config_path else None,
+            backend=self.backend.name, input=input_data, created_at=now, started_at=now,
+            idempotency_key=idempotency_key,
+        ))
+        run = RunState(run_id=run_id, app=app, root_id=root.id)
+        self.runs[run_id] = run
+        self._prestart(app)
+        self._add_call(run, root, parent_id=None)
+        self._schedule_flush()
+        return run
+
+    def resume_run(self, app: AppSpec, run_id: str) -> RunState:
+        """Continue a run from its checkpoints: finished calls are reused, never re-executed;
+        every other call goes back to `pending` and runs when its dependencies allow."""
+        row = self.store.get_run(run_id)
+        run = RunState(run_id=run_id, app=app, root_id=row.root_call_id)
+        self.runs[run_id] = run
+        rows = self.store.load_calls(run_id)
+        now = time.time()
+        for r in rows:
+            spec = pb.FutureSpec.FromString(r.spec)
+            call = CallState(run, spec, r.parent_id, r.args_digest, app.settings(spec.function))
+            call.executions = r.executions
+            call.created_at = r.created_at
+            if r.status == SUCCEEDED:
+                call.status = SUCCEEDED
+                call.result, call.result_digest = r.result, r.result_digest
+                call.started_at, call.ended_at = r.started_at, r.ended_at
+                run.reused += 1
+            elif r.status == TAIL:
+                call.status = TAIL
+                call.tail_id = r.tail_id
+                call.started_at, call.ended_at = r.started_at, r.ended_at
+            else:
+                call.status = PENDING
+            run.calls[call.id] = call
+            run.counts[call.status] += 1
+        if row.status == SUCCEEDED:
+            run.status = SUCCEEDED
+            run.done.set()
+            return run
+        self.store.update_run(
+            run_id, status="running", ended_at=None, failure=None, error_kind=None,
+            error_message=None, resumed_at=now, resumes=row.resumes + 1,
+        )
+        self.store.reset_unfinished(run_id)
+        self._prestart(app)
+        # Relink the graph. Calls are in creation order, so dependencies come first.
+        for call in run.calls.values():
+            if call.status == TAIL:
+                target = run.calls.get(call.tail_id or "")
+                if target is None:
+                    self._set_status(call, PENDING)  # map, or a tail graph never committed
+                else:
+                    self._link_tail(call, target)
+        for call in list(run.calls.values()):
+            if call.status == PENDING:
+                self._link_dependencies(call)
+        for call in list(run.calls.values()):
+            if call.status == PENDING and call.deps_pending == 0:
+                self._on_ready(call)
+        for call in list(run.calls.values()):
+            if call.status == SUCCEEDED and (call.tail_parents or call.collectors):
+                self._notify(call)
+        root = run.calls.get(run.root_id)
+        if root is not None and root.status == SUCCEEDED:
+            self._notify(root)
+        self._schedule_flush()
+        return run
+
+    def cancel_run(self, run_id: str, reason: str = "cancelled") -> None:
+        run = self.runs.get(run_id)
+        if run is None or run.done.is_set():
+            return
+        failure = wire.make_failure(pb.FAILURE_KIND_CANCELLED, reason, function="", call_id="")
+        for call in run.calls.values():
+            if call.status not in FINAL and call.status != TAIL:
+                self._cancel_call(call, failure)
+        root = run.calls[run.root_id]
+        if root.status == TAIL:
+            self._finish_call_failed(root, failure, error_kind="cancelled")
+        self._finish_run(run, CANCELLED, failure=failure)
+        self._schedule_flush()
+
+    def _prestart(self, app: AppSpec) -> None:
+        for settings in app.functions.values():
+            pool = self._pool(app, settings.name)
+            for _ in range(max(0, pool.warm_minimum - pool.live())):
+                self._start_executor(pool)
+
+    # =========================================================================================
+    # the graph
+
+    def _add_call(self, run: RunState, spec: pb.FutureSpec, parent_id: str | None) -> CallState:
+        """Add a future to the run, or map it onto the existing call with the same id."""
+        digest = wire.args_digest(spec.arguments)
+        existing = run.calls.get(spec.id)
+        if existing is not None:
+            if existing.args_digest == digest or existing.status != SUCCEEDED:
+                if existing.status == SUCCEEDED:
+                    run.reused += 1
+                return existing
+            # Same id, new arguments: the parent took another path. The checkpoint does not
+            # answer this call; run it again with the new arguments.
+            log.info("call %s (%s): arguments changed, running it again", spec.id, spec.function)
+            self._set_status(existing, PENDING)
+            existing.spec, existing.args_digest = spec, digest
+            existing.result = existing.result_digest = None
+            self.store.update_call(existing.id, spec=spec.SerializeToString(), args_digest=digest,
+                                   status=PENDING, result=None, result_digest=None)
+            self._link_dependencies(existing)
+            if existing.deps_pending == 0:
+                self._on_ready(existing)
+            return existing
+
+        call = CallState(run, spec, parent_id, digest, run.app.settings(spec.function))
+        run.calls[call.id] = call
+        run.counts[PENDING] += 1
+        self.store.insert_call(CallRow(
+            call_id=call.id, run_id=run.run_id, parent_id=parent_id, function=call.function,
+            kind=wire.KIND_NAMES[call.kind], spec=spec.SerializeToString(), args_digest=digest,
+            status=PENDING, created_at=call.created_at,
+        ))
+        self._emit(call)
+        self._link_dependencies(call)
+        if call.status == PENDING and call.deps_pending == 0:
+            self._on_ready(call)
+        return call
+
+    def _link_dependencies(self, call: CallState) -> None:
+        call.deps_pending = 0
+        for ref in wire.refs(call.spec.arguments):
+            dep = call.run.calls.get(ref)
+            if dep is None:
+                raise wire.InvalidMessage(f"future {call.id} depends on unknown future {ref}")
+            if dep.status == SUCCEEDED:
+                continue
+            if dep.status in (FAILED, CANCELLED) and dep.failure is not None:
+                self._finish_call_failed(call, dep.failure, error_kind="dependency_failed")
+                return
+            dep.dependants.append(call)
+            call.deps_pending += 1
+
+    def _link_tail(self, call: CallState, target: CallState) -> None:
+        call.tail_id = target.id
+        if target.status == SUCCEEDED:
+            self._finish_call_ok(call, self._result_bytes(target))
+        elif target.status in (FAILED, CANCELLED) and target.failure is not None:
+            self._finish_call_failed(call, target.failure)
+        else:
+            target.tail_parents.append(call)
+
+    def _on_ready(self, call: CallState) -> None:
+        """All dependencies have values: queue a call, or expand a map/reduce."""
+        if call.kind == pb.NODE_KIND_CALL:
+            self._set_status(call, QUEUED)
+            pool = self._pool(call.run.app, call.function)
+            pool.last_run_id = call.run.run_id
+            pool.queue.append(call)
+            self._pump(pool)
+            return
+        try:
+            self._expand(call)
+        except Exception as exc:  # noqa: BLE001 - a bad map input fails the call, not the engine
+            self._finish_call_failed(call, wire.failure_from_exception(
+                exc, function=call.function, call_id=call.id, kind=pb.FAILURE_KIND_REQUEST_ERROR))
+
+    def _expand(self, call: CallState) -> None:
+        run = call.run
+        args = call.spec.arguments.args
+        items = self._items(run, args[0])
+        fn = call.function
+        if call.kind == pb.NODE_KIND_MAP:
+            self._set_status(call, TAIL)
+            self.store.update_call(call.id, status=TAIL)
+            children = []
+            for i, item in enumerate(items):
+                spec = pb.FutureSpec(id=child_id(call.id, i, "call", fn), kind=pb.NODE_KIND_CALL,
+                                     function=fn, arguments=pb.Arguments(args=[item]))
+                children.append(self._add_call(run, spec, parent_id=call.id))
+            call.children = children
+            call.deps_pending = 0
+            for child in children:
+                if child.status in (FAILED, CANCELLED) and child.failure is not None:
+                    self._finish_call_failed(call, child.failure, error_kind="dependency_failed")
+                    return
+                if child.status != SUCCEEDED:
+                    child.collectors.append(call)
+                    call.deps_pending += 1
+            if call.deps_pending == 0:
+                self._collect(call)
+            return
+        # reduce: [initial] + items, folded left
+        seq = ([args[1]] if len(args) > 1 else []) + items
+        if not seq:
+            raise ValueError(f"reduce of {fn} over an empty list with no initial value")
+        self._set_status(call, TAIL)
+        self.store.update_call(call.id, status=TAIL)
+        acc = seq[0]
+        for i, item in enumerate(seq[1:], start=1):
+            spec = pb.FutureSpec(id=child_id(call.id, i, "call", fn), kind=pb.NODE_KIND_CALL,
+                                 function=fn, arguments=pb.Arguments(args=[acc, item]))
+            acc = pb.Arg(ref=self._add_call(run, spec, parent_id=call.id).id)
+        if acc.WhichOneof("kind") == "ref":
+            self.store.update_call(call.id, tail_id=acc.ref)
+            self._link_tail(call, run.calls[acc.ref])
+        else:
+            self._finish_call_ok(call, self._arg_bytes(run, acc))
+
+    def _items(self, run: RunState, arg: pb.Arg) -> list[pb.Arg]:
+        which = arg.WhichOneof("kind")
+        if which == "list":
+            return list(arg.list.items)
+        data = self._arg_bytes(run, arg)
+        value = wire.loads(data)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"map/reduce input must be a list, got {type(value).__name__}")
+        return [pb.Arg(value=wire.payload(v)) for v in value]
+
+    def _arg_bytes(self, run: RunState, arg: pb.Arg) -> bytes:
+        if arg.WhichOneof("kind") == "ref":
+            return self._result_bytes(run.calls[arg.ref])
+        return arg.value.data
+
+    def _collect(self, call: CallState) -> None:
+        values = [wire.loads(self._result_bytes(c)) for c in call.children]
+        self._finish_call_ok(call, wire.dumps(values))
+
+    def _result_bytes(self, call: CallState) -> bytes:
+        if call.result is not None:
+            return call.result
+        if call.result_digest is not None:
+            return self.store.get_blob(call.result_digest)
+        raise KeyError(f"call {call.id} has no result")
+
+    def _resolve_arguments(self, call: CallState) -> pb.Arguments:
+        run = call.run
+
+        def resolve(arg: pb.Arg) -> pb.Arg:
+            which = arg.WhichOneof("kind")
+            if which == "ref":
+                return pb.Arg(value=pb.Payload(data=self._result_bytes(run.calls[arg.ref])))
+            if which == "list":
+                return pb.Arg(list=pb.ArgList(items=[resolve(a) for a in arg.list.items],
+                                              is_tuple=arg.list.is_tuple))
+            return arg
+
+        src = call.spec.arguments
+        if not wire.refs(src):
+            return src
+        out = pb.Arguments(args=[resolve(a) for a in src.args])
+        for key, value in src.kwargs.items():
+            out.kwargs[key].CopyFrom(resolve(value))
+        return out
+
+    # =========================================================================================
+    # dispatch
+
+    def _pool(self, app: AppSpec, function: str) -> Pool:
+        key = (app.code_digest, function)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = Pool(app, app.settings(function))
+        return pool
+
+    def _active_executors(self) -> int:
+        return sum(
+            sum(1 for ex in p.executors if ex.active) + p.starting for p in self.pools.values()
+        )
+
+    def _pump(self, pool: Pool) -> None:
+        """Hand queued calls to free executor slots; start executors when there are none."""
+        while pool.queue:
+            ex = pool.free_executor()
+            if ex is None:
+                break
+            call = pool.queue.popleft()
+            if call.status != QUEUED:
+                continue  # cancelled or failed while queued
+            self._dispatch(call, ex)
+        want = pool.wanted()
+        room = self.max_executors - self._active_executors()
+        if pool.live() == 0 and want > 0:
+            room = max(room, 1)  # every function with work gets at least one executor
+        for _ in range(min(want, room)):
+            self._start_executor(pool)
+
+    def _pump_all(self) -> None:
+        for pool in list(self.pools.values()):
+            if pool.queue:
+                self._pump(pool)
+
+    def _dispatch(self, call: CallState, ex: ExecutorState) -> None:
+        ex.inflight += 1
+        call.executor = ex
+        if ex.reap is not None:
+            ex.reap.cancel()
+            ex.reap = None
+        call.attempts += 1
+        call.executions += 1
+        call.started_at = time.time()
+        self._set_status(call, RUNNING)
+        self.store.count_execution(call.id, call.attempts, call.started_at)
+        call.task = asyncio.ensure_future(self._execute(call, ex))
+
+    async def _execute(self, call: CallState, ex: ExecutorState) -> None:
+        settings = call.settings
+        request = pb.RunRequest(run_id=call.run.run_id, call_id=call.id, attempt=call.attempts,
+                                arguments=self._resolve_arguments(call))
+        response: pb.RunResponse | None = None
+        failure: pb.Failure | None = None
+        lost = False
+        try:
+            response = await ex.stub.Run(request, timeout=settings.config.timeout)
+        except asyncio.CancelledError:
+            ex.inflight -= 1
+            raise
+        except grpc.aio.AioRpcError as err:
+            lost = True
+            failure = await self._rpc_failure(call, ex, err)
+        ex.inflight -= 1
+        call.executor = None
+        if call.status != RUNNING or call.run.done.is_set():
+            pass  # cancelled while running: drop the outcome
+        elif response is not None:
+            if response.logs:
+                self.store.append_log(call.run.run_id, call.id, call.function, call.attempts, response.logs)
+            outcome = response.WhichOneof("outcome")
+            if outcome == "value":
+                self._finish_call_ok(call, response.value.data)
+            elif outcome == "tail_call":
+                self._tail_call(call, response.tail_call)
+            else:
+                self._attempt_failed(call, response.failure)
+        elif failure is not None:
+            self._attempt_failed(call, failure)
+        if lost:
+            await self._retire(ex)
+        else:
+            self._after_call(ex, tail=response is not None and response.HasField("tail_call"))
+        self._pump(ex.pool)
+        self._schedule_flush()
+
+    async def _rpc_failure(self, call: CallState, ex: ExecutorState, err: grpc.aio.AioRpcError) -> pb.Failure:
+        name, limit = call.function, call.settings.config
+        if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return wire.make_failure(
+                pb.FAILURE_KIND_TIMEOUT,
+                f"{name} timed out after {limit.timeout:g} s (attempt {call.attempts}); its executor was replaced",
+                function=name, call_id=call.id, type_name="FunctionTimeout")
+        info = await self.backend.exit_info(ex.handle)
+        if info.oom_killed:
+            return wire.make_failure(
+                pb.FAILURE_KIND_OUT_OF_MEMORY,
+                f"{name} ran out of memory (limit {limit.memory:g} GB) and was killed (attempt {call.attempts})",
+                function=name, call_id=call.id, type_name="OutOfMemory")
+        detail = info.detail or err.details() or err.code().name
+        code = f", exit code {info.exit_code}" if info.exit_code is not None else ""
+        return wire.make_failure(
+            pb.FAILURE_KIND_EXECUTOR_LOST,
+            f"the executor of {name} died mid-call ({detail}{code}, attempt {call.attempts})",
+            function=name, call_id=call.id, type_name="ExecutorLost")
+
+    def _after_call(self, ex: ExecutorState, *, tail: bool) -> None:
+        """An executor slot came free. A caller that handed off by tail call releases its
+        executor at once; otherwise idle executors go after `idle_timeout`."""
+        pool = ex.pool
+        if ex.inflight or pool.queue or ex.stopping:
+            return
+        idle_others = sum(1 for e in pool.executors if not e.stopping and e is not ex)
+        if idle_others + 1 <= pool.warm_minimum:
+            return
+        if tail:
+            asyncio.ensure_future(self._retire(ex))
+        elif self._loop is not None:
+            ex.reap = self._loop.call_later(self.idle_timeout, self._reap, ex)
+
+    def _reap(self, ex: ExecutorState) -> None:
+        ex.reap = None
+        if ex.inflight == 0 and not ex.stopping:
+            asyncio.ensure_future(self._retire(ex))
+
+    async def _retire(self, ex: ExecutorState) -> None:
+        if ex.stopping:
+            return
+        ex.stopping = True
+        if ex.reap is not None:
+            ex.reap.cancel()
+        pool = ex.pool
+        if ex in pool.executors:
+            pool.executors.remove(ex)
+        try:
+            await ex.channel.close()
+            await self.backend.stop_executor(ex.handle)
+        finally:
+            self._pump_all()
+
+    def _start_executor(self, pool: Pool) -> None:
+        pool.starting += 1
+        asyncio.ensure_future(self._start_executor_async(pool))
+
+    async def _start_executor_async(self, pool: Pool) -> None:
+        app, settings = pool.app, pool.settings
+        spec = ExecutorSpec(
+            function=settings.name, run_id=pool.last_run_id, cpu=settings.config.cpu,
+            memory_gb=settings.config.memory, ephemeral_disk_gb=settings.config.ephemeral_disk,
+            gpu=str(settings.config.gpu) if settings.config.gpu else None,
+            image=settings.image_tag, concurrency=settings.config.concurrency,
+            env=settings.env(),
+        )
+        handle = None
+        try:
+            handle = await self.backend.start_executor(spec)
+            channel = grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
+            ex = ExecutorState(handle, channel, pool)
+            reply = await ex.stub.Initialize(pb.InitializeRequest(
+                protocol_version=wire.PROTOCOL_VERSION, function=settings.name,
+                code_zip=app.code_zip, code_digest=app.code_digest, module=settings.module,
+                callback_address=self.callback_address, concurrency=settings.config.concurrency,
+            ), timeout=120)
+            if reply.python_version.split(".")[:2] != wire.python_version().split(".")[:2]:
+                raise PythonVersionMismatch(
+                    f"the executor runs Python {reply.python_version} but the engine runs "
+                    f"{wire.python_version()}; cloudpickle needs the same minor version on both "
+                    "sides: rebuild the image with `engine image build`"
+                )
+        except asyncio.CancelledError:
+            pool.starting -= 1
+            raise
+        except Exception as exc:  # noqa: BLE001 - every start failure fails the queued calls
+            pool.starting -= 1
+            pool.start_failures += 1
+            if handle is not None:
+                await self.backend.stop_executor(handle)
+            message = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            self._fail_queue(pool, f"could not start an executor for {settings.name}: {message}")
+            return
+        pool.starting -= 1
+        pool.start_failures = 0
+        if self._closed:
+            await self.backend.stop_executor(handle)
+            return
+        pool.executors.append(ex)
+        self._pump(pool)
+        self._after_call(ex, tail=False)
+        self._schedule_flush()
+
+    def _fail_queue(self, pool: Pool, message: str) -> None:
+        if pool.live() > 0:
+            return  # other executors can still serve the queue
+        while pool.queue:
+            call = pool.queue.popleft()
+            if call.status == QUEUED:
+                failure = wire.make_failure(pb.FAILURE_KIND_INTERNAL, message, function=call.function,
+                                            call_id=call.id, type_name="InfrastructureError")
+                self._finish_call_failed(call, failure)
+        self._schedule_flush()
+
+    # =========================================================================================
+    # outcomes
+
+    def _tail_call(self, call: CallState, tail: pb.TailCall) -> None:
+        run = call.run
+        try:
+            for spec in tail.futures:
+                wire.validate_spec(spec)
+                self._add_call(run, spec, parent_id=call.id)
+            target = run.calls.get(tail.root_id)
+            if target is None:
+                raise wire.InvalidMessage(f"tail call to unknown future {tail.root_id}")
+        except (wire.InvalidMessage, KeyError) as exc:
+            self._finish_call_failed(call, wire.make_failure(
+                pb.FAILURE_KIND_INTERNAL, f"bad tail call from {call.function}: {exc}",
+                function=call.function, call_id=call.id))
+            return
+        call.ended_at = time.time()
+        self._set_status(call, TAIL)
+        self.store.update_call(call.id, status=TAIL, tail_id=target.id, ended_at=call.ended_at)
+        self._link_tail(call, target)
+
+    def _attempt_failed(self, call: CallState, failure: pb.Failure) -> None:
+        policy = call.settings.retries
+        if failure.kind in wire.RETRYABLE and call.attempts <= policy.max_retries:
+            delay = policy.delay(call.attempts)
+            log.info("%s %s failed (attempt %d): %s; retrying in %.2fs", call.function, call.id,
+                     call.attempts, failure.message, delay)
+            self._set_status(call, QUEUED)
+            self.store.update_call(call.id, status=QUEUED, failure=failure.SerializeToString(),
+                                   error_kind=wire.failure_kind_name(failure.kind),
+                                   error_message=failure.message)
+            if self._loop is not None:
+                call.retry_handle = self._loop.call_later(delay, self._requeue, call)
+            return
+        self._finish_call_failed(call, failure)
+
+    def _requeue(self, call: CallState) -> None:
+        call.retry_handle = None
+        if call.status != QUEUED or call.run.done.is_set():
+            return
+        pool = self._pool(call.run.app, call.function)
+        pool.queue.append(call)
+        self._pump(pool)
+
+    def _finish_call_ok(self, call: CallState, data: bytes) -> None:
+        call.ended_at = time.time()
+        self._set_status(call, SUCCEEDED)
+        if len(data) > 64 * 1024:
+            call.result_digest = self.store.put_blob(data)
+            call.result = None
+            self.store.update_call(call.id, status=SUCCEEDED, result=None,
+                                   result_digest=call.result_digest, ended_at=call.ended_at,
+                                   failure=None, error_kind=None, error_message=None)
+        else:
+            call.result = data
+            self.store.update_call(call.id, status=SUCCEEDED, result=data, result_digest=None,
+                                   ended_at=call.ended_at, failure=None, error_kind=None,
+                                   error_message=None)
+        self._notify(call)
+
+    def _finish_call_failed(self, call: CallState, failure: pb.Failure, error_kind: str | None = None) -> None:
+        if call.status in FINAL:
+            return
+        if call.retry_handle is not None:
+            call.retry_handle.cancel()
+            call.retry_handle = None
+        call.failure = failure
+        call.ended_at = time.time()
+        self._set_status(call, FAILED)
+        self.store.update_call(call.id, status=FAILED, failure=failure.SerializeToString(),
+                               error_kind=error_kind or wire.failure_kind_name(failure.kind),
+                               error_message=failure.message, ended_at=call.ended_at)
+        self._notify(call)
+
+    def _cancel_call(self, call: CallState, failure: pb.Failure) -> None:
+        if call.task is not None and not call.task.done():
+            call.task.cancel()
+        if call.retry_handle is not None:
+            call.retry_handle.cancel()
+            call.retry_handle = None
+        call.failure = failure
+        call.ended_at = time.time()
+        self._set_status(call, CANCELLED)
+        self.store.update_call(call.id, status=CANCELLED, error_kind="cancelled",
+                               error_message=failure.message, ended_at=call.ended_at)
+        for w in call.waiters:
+            w.event.set()
+
+    def _notify(self, call: CallState) -> None:
+        """Act on a final call once its state is committed (see `_flush`)."""
+        self._to_notify.append(call)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Commit, then release everything that depended on what was committed. Acting may
+        write more (a tail caller finishing, a dependant failing): loop until quiet."""
+        self._flush_scheduled = False
+        while True:
+            self.store.commit()
+            batch, self._to_notify = self._to_notify, []
+            if not batch:
+                return
+            for call in batch:
+                self._propagate(call)
+
+    def _propagate(self, call: CallState) -> None:
+        run = call.run
+        for w in call.waiters:
+            if w.satisfied(run.calls):
+                w.event.set()
+        if call.status == SUCCEEDED:
+            dependants, call.dependants = call.dependants, []
+            for dep in dependants:
+                dep.deps_pending -= 1
+                if dep.deps_pending == 0 and dep.status == PENDING:
+                    self._on_ready(dep)
+            parents, call.tail_parents = call.tail_parents, []
+            for parent in parents:
+                if parent.status == TAIL:
+                    self._finish_call_ok(parent, self._result_bytes(call))
+            collectors, call.collectors = call.collectors, []
+            for collector in collectors:
+                collector.deps_pending -= 1
+                if collector.deps_pending == 0 and collector.status == TAIL:
+                    self._collect(collector)
+            if call.id == run.root_id:
+                self._finish_run(run, SUCCEEDED, result=self._result_bytes(call))
+        elif call.status == FAILED and call.failure is not None:
+            for dep in call.dependants:
+                self._finish_call_failed(dep, call.failure, error_kind="dependency_failed")
+            for parent in call.tail_parents + call.collectors:
+                self._finish_call_failed(parent, call.failure)
+            call.dependants, call.tail_parents, call.collectors = [], [], []
+            if call.id == run.root_id:
+                self._finish_run(run, FAILED, failure=call.failure)
+
+    def _finish_run(self, run: RunState, status: str, *, result: bytes | None = None,
+                    failure: pb.Failure | None = None) -> None:
+        if run.done.is_set():
+            return
+        run.status = status
+        run.failure = failure
+        fields: dict[str, Any] = {"status": status, "ended_at": time.time()}
+        if result is not None:
+            fields["result"] = result
+        if failure is not None:
+            fields.update(failure=failure.SerializeToString(),
+                          error_kind=wire.failure_kind_name(failure.kind),
+                          error_message=wire.describe(failure))
+        self.store.update_run(run.run_id, **fields)
+        # Calls nobody needs any more (started with .run() and never awaited) stop here.
+        cancel = wire.make_failure(pb.FAILURE_KIND_CANCELLED, f"run {status} before this call finished",
+                                   function="", call_id="")
+        for call in run.calls.values():
+            if call.status in (PENDING, QUEUED, RUNNING):
+                self._cancel_call(call, cancel)
+        self.store.commit()
+        run.done.set()
+        if self.on_event is not None:
+            self.on_event(run, run.calls[run.root_id])
+
+    # =========================================================================================
+    # the callback service's side
+
+    def submit_children(self, run_id: str, parent_id: str, specs: list[pb.FutureSpec]) -> None:
+        run = self._live_run(run_id)
+        parent = run.calls.get(parent_id)
+        if parent is None or parent.status != RUNNING:
+            raise wire.InvalidMessage(f"call {parent_id} is not running in run {run_id}")
+        for spec in specs:
+            wire.validate_spec(spec)
+            if spec.function not in run.app.functions:
+                run.app.settings(spec.function)  # raises with a clear message
+        for spec in specs:
+            self._add_call(run, spec, parent_id=parent_id)
+        self._schedule_flush()
+
+    async def await_children(self, request: pb.AwaitRequest) -> pb.AwaitResponse:
+        run = self._live_run(request.run_id)
+        missing = [i for i in request.ids if i not in run.calls]
+        if missing:
+            raise wire.InvalidMessage(f"unknown futures {missing[:3]}")
+        parent = run.calls.get(request.parent_call_id)
+        mode = request.return_when or pb.RETURN_WHEN_ALL_COMPLETED
+        waiter = Waiter(list(request.ids), mode)
+        timeout = request.timeout if request.HasField("timeout") else None
+        if not waiter.satisfied(run.calls):
+            for i in waiter.ids:
+                run.calls[i].waiters.append(waiter)
+            ex = self._executor_of(parent)
+            if ex is not None:
+                ex.blocked += 1
+                self._pump_all()  # a blocked executor frees room for the children it waits on
+            try:
+                await asyncio.wait_for(waiter.event.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                if ex is not None:
+                    ex.blocked -= 1
+                for i in waiter.ids:
+                    c = run.calls.get(i)
+                    if c is not None and waiter in c.waiters:
+                        c.waiters.remove(waiter)
+        response = pb.AwaitResponse()
+        for i in request.ids:
+            c = run.calls[i]
+            if c.status == SUCCEEDED:
+                response.outcomes.add(id=i, value=pb.Payload(data=self._result_bytes(c)))
+            elif c.status in (FAILED, CANCELLED) and c.failure is not None:
+                response.outcomes.add(id=i, failure=c.failure)
+        return response
+
+    def _live_run(self, run_id: str) -> RunState:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise wire.InvalidMessage(f"unknown run {run_id}")
+        if run.done.is_set():
+            raise wire.InvalidMessage(f"run {run_id} is already {run.status}")
+        return run
+
+    def _executor_of(self, call: CallState | None) -> ExecutorState | None:
+        if call is None or call.status != RUNNING:
+            return None
+        return call.executor  # type: ignore[no-any-return]
+
+    # =========================================================================================
+
+    def _set_status(self, call: CallState, status: str) -> None:
+        counts = call.run.counts
+        counts[call.status] -= 1
+        counts[status] += 1
+        call.status = status
+        if self.on_event is not None:
+            self.on_event(call.run, call)
+
+    def _emit(self, call: CallState) -> None:
+        if self.on_event is not None:
+            self.on_event(call.run, call)
+
+
+def default_max_executors() -> int:
+    return max(4, 4 * (os.cpu_count() or 1))
+
+
+__all__ = ["InfrastructureError", "Scheduler", "new_run_id", "root_call_id"]

@@ -1,0 +1,132 @@
+"""In-memory state of runs and calls, as the scheduler sees them.
+
+A call moves through these states (docs/state-machine.md draws them):
+
+    pending ──deps done──▶ queued ──dispatched──▶ running ──value──▶ succeeded
+       │                     ▲                       │ └──tail call──▶ tail ──tail's value──▶ succeeded
+       │                     └──retry (backoff)──────┤
+       └──a dependency failed──▶ failed ◀──retries exhausted / RequestError
+    any non-final state ──run cancelled──▶ cancelled
+
+`succeeded`, `failed` and `cancelled` are final for the current try of a run; `engine resume`
+moves every call that is not `succeeded` or `tail` back to `pending`. A `tail` call is finished
+executing and never runs again: its value is its tail call's value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.wire.v1 import engine_pb2 as pb
+
+if TYPE_CHECKING:
+    from engine.app import AppSpec, FunctionSettings
+
+PENDING = "pending"
+QUEUED = "queued"
+RUNNING = "running"
+TAIL = "tail"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+class CallState:
+    """One call (function call, map or reduce) of a run."""
+
+    __slots__ = (
+        "id", "run", "spec", "function", "kind", "parent_id", "args_digest", "status",
+        "attempts", "executions", "deps_pending", "dependants", "tail_id", "tail_parents",
+        "collectors", "children", "result", "result_digest", "failure", "waiters",
+        "started_at", "ended_at", "created_at", "task", "retry_handle", "settings", "executor",
+    )
+
+    def __init__(self, run: RunState, spec: pb.FutureSpec, parent_id: str | None,
+                 args_digest: str, settings: FunctionSettings) -> None:
+        self.id = spec.id
+        self.run = run
+        self.spec = spec
+        self.function = spec.function
+        self.kind = spec.kind
+        self.parent_id = parent_id
+        self.args_digest = args_digest
+        self.settings = settings
+        self.status = PENDING
+        self.attempts = 0
+        self.executions = 0
+        self.deps_pending = 0
+        self.dependants: list[CallState] = []
+        self.tail_id: str | None = None
+        # Calls whose value is this call's value (they returned it as a tail call).
+        self.tail_parents: list[CallState] = []
+        # Map calls collecting this call's value into their list.
+        self.collectors: list[CallState] = []
+        # For map: the item calls, in order.
+        self.children: list[CallState] = []
+        self.result: bytes | None = None
+        self.result_digest: str | None = None
+        self.failure: pb.Failure | None = None
+        self.waiters: list[Waiter] = []
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.retry_handle: asyncio.TimerHandle | None = None
+        self.executor: Any = None  # the ExecutorState running it, while running
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def __repr__(self) -> str:
+        return f"<Call {self.function} {self.id} {self.status}>"
+
+
+@dataclass
+class RunState:
+    run_id: str
+    app: AppSpec
+    root_id: str
+    calls: dict[str, CallState] = field(default_factory=dict)
+    status: str = "running"
+    counts: Counter[str] = field(default_factory=Counter)
+    reused: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: pb.Failure | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def progress(self) -> dict[str, int]:
+        c = self.counts
+        return {
+            "total": sum(c.values()),
+            "queued": c[PENDING] + c[QUEUED],
+            "running": c[RUNNING],
+            "done": c[SUCCEEDED] + c[TAIL],
+            "failed": c[FAILED] + c[CANCELLED],
+            "reused": self.reused,
+        }
+
+
+class Waiter:
+    """A parent call blocked in Await on some of its futures."""
+
+    __slots__ = ("ids", "mode", "event")
+
+    def __init__(self, ids: list[str], mode: int) -> None:
+        self.ids = ids
+        self.mode = mode
+        self.event = asyncio.Event()
+
+    def satisfied(self, calls: dict[str, CallState]) -> bool:
+        states = [calls[i] for i in self.ids]
+        if self.mode == pb.RETURN_WHEN_FIRST_COMPLETED:
+            return any(c.final for c in states)
+        if self.mode == pb.RETURN_WHEN_FIRST_FAILURE:
+            return any(c.status in (FAILED, CANCELLED) for c in states) or all(c.final for c in states)
+        return all(c.final for c in states)

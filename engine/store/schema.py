@@ -1,0 +1,79 @@
+"""The store's schema: every table, in one place, as ordered migrations.
+
+Migrations are append-only. Never edit one that has shipped: add the next. `tests/unit/
+test_store.py` checks that applying them in order yields the schema a fresh store has.
+
+Tables:
+- `runs`: one row per run (a request of an application): its input, where its code lives,
+  status and outcome.
+- `calls`: one row per call (function call, map or reduce) ever created in a run, keyed by its
+  deterministic id. `spec` is the serialised `FutureSpec` (the wire message, opaque to the
+  store); `result` holds a small value inline, `result_digest` names a large one in the blob
+  directory. `attempts` counts attempts in the current try of the call (reset by resume);
+  `executions` counts every time its body started, ever — the number crash tests check.
+- `logs`: what a call printed, per attempt.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE runs (
+        run_id          TEXT PRIMARY KEY,
+        application     TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        root_call_id    TEXT NOT NULL,
+        app_file        TEXT NOT NULL,
+        module          TEXT NOT NULL,
+        config_path     TEXT,
+        backend         TEXT NOT NULL,
+        input           BLOB NOT NULL,
+        result          BLOB,
+        failure         BLOB,
+        error_kind      TEXT,
+        error_message   TEXT,
+        created_at      REAL NOT NULL,
+        started_at      REAL,
+        ended_at        REAL,
+        idempotency_key TEXT UNIQUE,
+        resumed_at      REAL,
+        resumes         INTEGER NOT NULL DEFAULT 0,
+        owner           TEXT
+    );
+    CREATE TABLE calls (
+        call_id         TEXT PRIMARY KEY,
+        run_id          TEXT NOT NULL REFERENCES runs(run_id),
+        parent_id       TEXT,
+        function        TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        spec            BLOB NOT NULL,
+        args_digest     TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        executions      INTEGER NOT NULL DEFAULT 0,
+        tail_id         TEXT,
+        result          BLOB,
+        result_digest   TEXT,
+        failure         BLOB,
+        error_kind      TEXT,
+        error_message   TEXT,
+        created_at      REAL NOT NULL,
+        started_at      REAL,
+        ended_at        REAL
+    );
+    CREATE INDEX calls_by_run ON calls(run_id);
+    CREATE TABLE logs (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id          TEXT NOT NULL,
+        call_id         TEXT NOT NULL,
+        function        TEXT NOT NULL,
+        attempt         INTEGER NOT NULL,
+        text            TEXT NOT NULL,
+        created_at      REAL NOT NULL
+    );
+    CREATE INDEX logs_by_run ON logs(run_id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

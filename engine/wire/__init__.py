@@ -1,0 +1,196 @@
+"""The wire protocol: generated messages (`engine.wire.v1`) and the codec around them.
+
+Only this package and the layers beneath the SDK (executor, scheduler, backends) touch protobuf.
+The codec turns Python values into `Payload`s (cloudpickle), exceptions into `Failure`s and
+back, and validates inbound messages before they create state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import traceback as tb
+from typing import Any
+
+import cloudpickle
+
+from engine import errors
+from engine.wire.v1 import engine_pb2 as pb
+
+PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
+
+# Generous: values travel inline. 1 GiB is gRPC's hard ceiling for a message.
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+KIND_NAMES = {
+    pb.NODE_KIND_CALL: "call",
+    pb.NODE_KIND_MAP: "map",
+    pb.NODE_KIND_REDUCE: "reduce",
+}
+KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
+
+FAILURE_NAMES = {
+    pb.FAILURE_KIND_FUNCTION_ERROR: "function_error",
+    pb.FAILURE_KIND_REQUEST_ERROR: "request_error",
+    pb.FAILURE_KIND_TIMEOUT: "timeout",
+    pb.FAILURE_KIND_OUT_OF_MEMORY: "out_of_memory",
+    pb.FAILURE_KIND_EXECUTOR_LOST: "executor_lost",
+    pb.FAILURE_KIND_DEPENDENCY_FAILED: "dependency_failed",
+    pb.FAILURE_KIND_CANCELLED: "cancelled",
+    pb.FAILURE_KIND_INTERNAL: "internal",
+}
+
+_ERROR_TYPES: dict[int, type[errors.RequestFailed]] = {
+    pb.FAILURE_KIND_FUNCTION_ERROR: errors.FunctionError,
+    pb.FAILURE_KIND_REQUEST_ERROR: errors.RequestError,
+    pb.FAILURE_KIND_TIMEOUT: errors.FunctionTimeout,
+    pb.FAILURE_KIND_OUT_OF_MEMORY: errors.OutOfMemory,
+    pb.FAILURE_KIND_EXECUTOR_LOST: errors.ExecutorLost,
+    pb.FAILURE_KIND_DEPENDENCY_FAILED: errors.DependencyFailed,
+    pb.FAILURE_KIND_CANCELLED: errors.RequestCancelled,
+    pb.FAILURE_KIND_INTERNAL: errors.FunctionError,
+}
+
+# Failures that a retry may cure.
+RETRYABLE = {
+    pb.FAILURE_KIND_FUNCTION_ERROR,
+    pb.FAILURE_KIND_TIMEOUT,
+    pb.FAILURE_KIND_OUT_OF_MEMORY,
+    pb.FAILURE_KIND_EXECUTOR_LOST,
+}
+
+
+def python_version() -> str:
+    return ".".join(str(p) for p in sys.version_info[:3])
+
+
+def dumps(value: Any) -> bytes:
+    return cloudpickle.dumps(value, protocol=5)
+
+
+def loads(data: bytes) -> Any:
+    return cloudpickle.loads(data)
+
+
+def payload(value: Any) -> pb.Payload:
+    return pb.Payload(data=dumps(value))
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def args_digest(arguments: pb.Arguments) -> str:
+    return digest(arguments.SerializeToString(deterministic=True))[:32]
+
+
+# --- failures ----------------------------------------------------------------------------
+
+
+def failure_from_exception(
+    exc: BaseException, *, function: str, call_id: str, kind: int | None = None
+) -> pb.Failure:
+    if kind is None:
+        kind = (
+            pb.FAILURE_KIND_REQUEST_ERROR
+            if isinstance(exc, errors.RequestError)
+            else pb.FAILURE_KIND_FUNCTION_ERROR
+        )
+    failure = pb.Failure(
+        kind=kind,
+        type_name=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
+        function=function,
+        call_id=call_id,
+    )
+    try:
+        failure.exception.data = dumps(exc)
+    except Exception:  # noqa: BLE001 - an unpicklable exception still has type, message, traceback
+        pass
+    return failure
+
+
+def make_failure(kind: int, message: str, *, function: str, call_id: str, type_name: str = "") -> pb.Failure:
+    return pb.Failure(
+        kind=kind,
+        type_name=type_name or _ERROR_TYPES.get(kind, errors.FunctionError).__name__,
+        message=message,
+        function=function,
+        call_id=call_id,
+    )
+
+
+def describe(failure: pb.Failure) -> str:
+    """One line: what failed and why."""
+    what = f"{failure.type_name}: {failure.message}" if failure.type_name else failure.message
+    if failure.kind == pb.FAILURE_KIND_FUNCTION_ERROR:
+        return f"function {failure.function} raised {what}"
+    return what
+
+
+def exception_from_failure(failure: pb.Failure, run_id: str | None = None) -> errors.RequestFailed:
+    """The exception a caller (a parent call, or the user of `Request.output()`) receives."""
+    cls = _ERROR_TYPES.get(failure.kind, errors.FunctionError)
+    if failure.kind == pb.FAILURE_KIND_REQUEST_ERROR:
+        message = failure.message
+    else:
+        message = describe(failure)
+    exc = cls(
+        message,
+        run_id=run_id,
+        function=failure.function or None,
+        call_id=failure.call_id or None,
+        traceback=failure.traceback or None,
+    )
+    if failure.HasField("exception") and failure.kind == pb.FAILURE_KIND_FUNCTION_ERROR:
+        try:
+            exc.__cause__ = loads(failure.exception.data)
+        except Exception:  # noqa: BLE001 - the cause's class may not exist on this side
+            pass
+    return exc
+
+
+def failure_kind_name(kind: int) -> str:
+    return FAILURE_NAMES.get(kind, "unknown")
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+class InvalidMessage(ValueError):
+    """An inbound message that must not create state."""
+
+
+def validate_spec(spec: pb.FutureSpec) -> None:
+    if not spec.id:
+        raise InvalidMessage("future without id")
+    if spec.kind not in KIND_NAMES:
+        raise InvalidMessage(f"future {spec.id}: unknown kind {spec.kind}")
+    if not spec.function:
+        raise InvalidMessage(f"future {spec.id}: no function")
+    if spec.kind in (pb.NODE_KIND_MAP, pb.NODE_KIND_REDUCE) and not 1 <= len(spec.arguments.args) <= 2:
+        raise InvalidMessage(f"future {spec.id}: map/reduce takes items and an optional initial")
+
+
+def refs(arguments: pb.Arguments) -> list[str]:
+    """Every call id referenced by `arguments`, in order."""
+    found: list[str] = []
+
+    def visit(arg: pb.Arg) -> None:
+        which = arg.WhichOneof("kind")
+        if which == "ref":
+            found.append(arg.ref)
+        elif which == "list":
+            for item in arg.list.items:
+                visit(item)
+
+    for a in arguments.args:
+        visit(a)
+    for key in sorted(arguments.kwargs):
+        visit(arguments.kwargs[key])
+    return found
