@@ -89,7 +89,10 @@ class AppSpec:
                 )
             secrets[key] = self.env_source[key]
         image_tag = override.image if override is not None and override.image else None
-        return FunctionSettings(fn.name, fn.module, config, retries, secrets, image_tag)
+        # A function defined in a script run as __main__ is imported by executors under the
+        # script's own name.
+        module = self.module if fn.module == "__main__" else fn.module
+        return FunctionSettings(fn.name, module, config, retries, secrets, image_tag)
 
     @functools.cached_property
     def code_zip(self) -> bytes:
@@ -230,7 +233,13 @@ def app_spec_from_function(fn: Function[..., Any]) -> AppSpec:
 def _module_functions(module_name: str) -> list[Function[..., Any]]:
     from engine.sdk.function import _REGISTRY
 
-    return [f for fns in _REGISTRY.values() for f in fns if f.module == module_name]
+    return [f for fns in _REGISTRY.values() for f in fns
+            if f.module == module_name or (f.module == "__main__" and _main_stem() == module_name)]
+
+
+def _main_stem() -> str | None:
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return Path(file).stem if file else None
 
 
 def _all_registered() -> list[str]:
@@ -302,7 +311,7 @@ def validate_input(fn: Function[..., Any], args: tuple[Any, ...], kwargs: dict[s
         raise InputError(f"{fn.name} has no parameter {unknown[0]!r} (parameters: {', '.join(names)})")
     if len(args) > len(params):
         raise InputError(f"{fn.name} takes {len(params)} argument(s), got {len(args)}")
-    bound: dict[str, Any] = dict(zip(names, args))
+    bound: dict[str, Any] = dict(zip(names, args, strict=False))
     for key, value in kwargs.items():
         if key in bound:
             raise InputError(f"{fn.name}: {key!r} given twice")

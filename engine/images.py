@@ -153,6 +153,14 @@ def wheel_cache_dir() -> Path:
     return cache_dir() / "wheels" / f"cp{major}{minor}-{_arch()}"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _shorten(line: str, width: int = 120) -> str:
+    line = re.sub(r"\s+", " ", line)
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def _tail(lines: Iterable[str]) -> str:
     return "\n".join(lines).rstrip() or "(no output)"
 
@@ -673,11 +681,11 @@ def _docker_build(
             timeout=_BUILD_HTTP_TIMEOUT,
         ):
             if "stream" in chunk:
-                for line in chunk["stream"].splitlines():
+                for line in _ANSI.sub("", chunk["stream"]).splitlines():
                     if line.startswith("Step "):
                         step = line
                         output.clear()
-                        _say(progress, f"  {line}")
+                        _say(progress, f"  {_shorten(line)}")
                     elif line.strip():
                         output.append(line)
             if "error" in chunk:
@@ -919,17 +927,20 @@ def _dockerfile_env_value(value: str) -> str:
 def _function_dockerfile(image: Image, *, base_dockerfile: str) -> str:
     """The function image's Dockerfile: `base_dockerfile` (FROM the runtime image, or the
     runtime Dockerfile replayed on a custom base) plus the user's steps."""
-    pip_env = (
-        f"export PIP_NO_INDEX=1 PIP_FIND_LINKS={_FN_BUILD_DIR}/wheels "
-        f"PIP_CONSTRAINT={_FN_BUILD_DIR}/constraints.txt PIP_DISABLE_PIP_VERSION_CHECK=1 "
-        f"PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore; "
-    )
     lines = [
         base_dockerfile.rstrip(),
         "",
         "# --- function image steps " + "-" * 60,
         "USER root",
         f"COPY fn-build/ {_FN_BUILD_DIR}/",
+        # pip in `run` steps may only use the wheels downloaded on the host, and must keep the
+        # engine's pins. ARGs are in the steps' environment but not in the final image.
+        "ARG PIP_NO_INDEX=1",
+        f"ARG PIP_FIND_LINKS={_FN_BUILD_DIR}/wheels",
+        f"ARG PIP_CONSTRAINT={_FN_BUILD_DIR}/constraints.txt",
+        "ARG PIP_DISABLE_PIP_VERSION_CHECK=1",
+        "ARG PIP_NO_CACHE_DIR=1",
+        "ARG PIP_ROOT_USER_ACTION=ignore",
         # Build steps run at /, not in /home/engine or /tmp: both are tmpfs mounts at run time
         # and would hide what a step leaves there.
         "WORKDIR /",
@@ -938,8 +949,7 @@ def _function_dockerfile(image: Image, *, base_dockerfile: str) -> str:
     copy_index = {index: dest for index, _path, dest in _copy_sources(image)}
     for index, step in enumerate(image.steps):
         if step.kind == "run":
-            # pip inside the build may only use the wheels downloaded on the host.
-            lines.append("RUN " + json.dumps(["/bin/sh", "-c", pip_env + step.args[0]]))
+            lines.append("RUN " + json.dumps(["/bin/sh", "-c", step.args[0]]))
         elif step.kind == "env":
             key, value = step.args
             lines.append(f"ENV {key}={_dockerfile_env_value(value)}")

@@ -92,10 +92,41 @@ def make_backend(name: str, state_dir: Path, app: AppSpec | None,
 
         return ProcessBackend(log_dir=state_dir / "executors")
     if name == "docker":
-        from engine.backends.docker import prepare_docker_backend
-
-        return prepare_docker_backend(app, progress_line)
+        return _docker_backend(app, progress_line)
     raise SDKUsageError(f"unknown backend {name!r}: use process or docker")
+
+
+def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None) -> Backend:
+    """The docker backend, with every image the application needs built (offline, cached: a
+    no-op when they exist) and each function pointed at its image."""
+    import uuid
+
+    from engine import images
+    from engine.backends.docker import DockerBackend
+
+    backend = DockerBackend(instance_id=uuid.uuid4().hex[:12])
+    runtime_tag = images.runtime_image_tag()
+    if not _image_exists(runtime_tag) and say:
+        say(f"building the runtime image {runtime_tag} (once; `engine image build` does it ahead)")
+    images.build_runtime_image(progress=None)
+    if app is not None:
+        for settings in app.functions.values():
+            image = settings.config.image
+            if settings.image_tag is None and image is not None:
+                settings.image_tag = images.build_function_image(image, progress=say)
+    return backend
+
+
+def _image_exists(tag: str) -> bool:
+    import docker.errors
+
+    from engine.images import docker_client
+
+    try:
+        docker_client().api.inspect_image(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def execute(

@@ -41,7 +41,7 @@ class ProcessBackend(Backend):
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.executor", "--listen", "127.0.0.1:0",
-                 "--port-file", str(port_file)],
+                 "--port-file", str(port_file), "--parent-pid", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,  # Ctrl-C in the terminal reaches the engine, not each executor
             )

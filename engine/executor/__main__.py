@@ -12,8 +12,9 @@ def main() -> None:
     parser.add_argument("--listen", default="0.0.0.0:50051", help="address to serve gRPC on")
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--max-workers", type=int, default=256)
+    parser.add_argument("--parent-pid", type=int, help="exit when this process is no longer the parent")
     args = parser.parse_args()
-    serve(args.listen, args.port_file, args.max_workers)
+    serve(args.listen, args.port_file, args.max_workers, args.parent_pid)
 
 
 if __name__ == "__main__":

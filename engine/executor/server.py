@@ -196,7 +196,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         if self._channel is not None:
             self._channel.close()
         if self.code_dir is not None:
-            for dirpath, dirnames, _ in os.walk(self.code_dir):
+            for dirpath, _dirnames, _ in os.walk(self.code_dir):
                 os.chmod(dirpath, 0o755)
             shutil.rmtree(self.code_dir, ignore_errors=True)
 
@@ -219,8 +219,17 @@ def decode_arguments(arguments: pb.Arguments) -> tuple[list[Any], dict[str, Any]
     return [decode_arg(a) for a in arguments.args], {k: decode_arg(v) for k, v in arguments.kwargs.items()}
 
 
-def serve(listen: str, port_file: str | None = None, max_workers: int = 256) -> None:
-    """Serve until SIGTERM/SIGINT. Writes the bound port to `port_file` once listening."""
+def _exit_with_parent(parent_pid: int, stop: threading.Event) -> None:
+    """Local executors must not outlive the engine that started them (even after kill -9)."""
+    while not stop.wait(0.5):
+        if os.getppid() != parent_pid:
+            stop.set()
+
+
+def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
+          parent_pid: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or, with `parent_pid`, until that parent process is gone).
+    Writes the bound port to `port_file` once listening."""
     import signal
 
     sys.dont_write_bytecode = True
@@ -241,6 +250,8 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256) -> 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if parent_pid:
+        threading.Thread(target=_exit_with_parent, args=(parent_pid, stop), daemon=True).start()
     stop.wait()
     server.stop(grace=0)
     executor.close()

@@ -40,7 +40,16 @@ from engine.errors import InfrastructureError, PythonVersionMismatch
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.pools import ExecutorState, Pool
 from engine.scheduler.state import (
-    CANCELLED, FAILED, FINAL, PENDING, QUEUED, RUNNING, SUCCEEDED, TAIL, CallState, RunState,
+    CANCELLED,
+    FAILED,
+    FINAL,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TAIL,
+    CallState,
+    RunState,
     Waiter,
 )
 from engine.sdk.runtime import child_id

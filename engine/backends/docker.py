@@ -1,0 +1,471 @@
+"""The docker backend: each executor is a container on the local Docker engine.
+
+Why containers: a function's `cpu`, `memory` and `image` are then enforced (cgroups, its own
+filesystem), a crash or an out-of-memory kill takes down one executor and nothing else, and the
+kernel — not the user's code — reports *why* it died (`OOMKilled`), which lets the scheduler
+tell `OutOfMemory` from other failures.
+
+How a container is run, and why:
+
+- Image: `spec.image`, else `image_for(spec)`, else the runtime image (`engine.images`). A
+  missing image raises `ImageMissing` at once; nothing is built or pulled on this path.
+- Limits: `nano_cpus` from `cpu`; `mem_limit` = `memswap_limit` = `memory_gb`, so there is no
+  swap to hide behind and an overrun is an OOM kill the scheduler can see.
+- Least privilege: uid 10001, all capabilities dropped, `no-new-privileges`, and no Docker
+  socket mounted (an executor never controls Docker). With `code_read_only` (the default) the
+  root filesystem is read-only; `/tmp` and `/home/engine` are fresh tmpfs mounts, sized by
+  `ephemeral_disk_gb` (tmpfs pages count against the memory limit too). The image is
+  byte-compiled at build time and sets PYTHONDONTWRITEBYTECODE, so Python needs no writable
+  root; `pip install` at run time does, and is not supported (use `Image.run("pip install …")`).
+- Network: the default bridge. The scheduler dials the executor at its bridge IP on 50051 (no
+  published ports to allocate or leak) and the executor calls back to the bridge gateway
+  (`callback_host`, usually 172.17.0.1), which is also where the scheduler's callback server
+  binds, so it is reachable from containers and not from other machines.
+- Ownership: labels `engine.managed`, `engine.instance`, `engine.owner_pid`,
+  `engine.owner_start`, `engine.owner_host`, `engine.run`, `engine.function`. `close()` removes
+  this instance's containers; `cleanup_orphans()` removes those whose owning engine process is
+  gone (the pid is dead, or now belongs to a process that started later).
+
+Docker's SDK is blocking, so every call goes through `asyncio.to_thread`; one client (with a
+connection pool sized for concurrent starts) is shared. Nothing here runs per gRPC call: once a
+handle is returned the scheduler talks to the executor directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import socket
+import struct
+from collections.abc import Callable
+
+import docker
+import docker.errors
+import docker.types
+
+from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
+from engine.errors import (
+    DockerUnavailable,
+    ImageMissing,
+    InfrastructureError,
+    PythonVersionMismatch,
+)
+from engine.images import (
+    EXECUTOR_PORT,
+    EXECUTOR_UID,
+    FUNCTION_REPOSITORY_PREFIX,
+    LABEL_PYTHON,
+    docker_client,
+    host_python_version,
+    runtime_image_tag,
+)
+
+log = logging.getLogger(__name__)
+
+LABEL_MANAGED = "engine.managed"
+LABEL_INSTANCE = "engine.instance"
+LABEL_OWNER_PID = "engine.owner_pid"
+LABEL_OWNER_START = "engine.owner_start"
+LABEL_OWNER_HOST = "engine.owner_host"
+LABEL_RUN = "engine.run"
+LABEL_FUNCTION = "engine.function"
+
+#: How long an executor may take from `docker start` to accepting TCP connections.
+START_TIMEOUT_S = 30.0
+_LOG_TAIL_LINES = 60
+
+
+def _process_start_ticks(pid: int) -> str:
+    """Start time of a process (clock ticks since boot), to tell a live owner from a process
+    that reused its pid. Empty where /proc is not available."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    # The command name (field 2) may contain spaces and parentheses; fields after it are plain.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _owner_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start:
+        now = _process_start_ticks(pid)
+        if now and now != start:
+            return False  # the pid was reused
+    return True
+
+
+def _container_name(function: str) -> str:
+    cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", function).strip("-._")[:40] or "fn"
+    return f"engine-{cleaned}-{secrets.token_hex(4)}"
+
+
+def _gpu_requests(gpu: str | None) -> list[docker.types.DeviceRequest] | None:
+    if not gpu:
+        return None
+    # "A100:2" / "2" / "A100": the model is the scheduler's business; Docker only counts.
+    count_text = gpu.rsplit(":", 1)[-1] if ":" in gpu else gpu
+    count = int(count_text) if count_text.isdigit() else 1
+    return [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+
+
+class DockerBackend(Backend):
+    """Runs executors as containers on the local Docker engine.
+
+    `instance_id` names this scheduler instance (container labels, `close()`); `image_for`
+    picks an image for specs without `spec.image`; `command` replaces the image's entrypoint
+    (tests use it to run a stand-in server); `code_read_only` gives containers a read-only root
+    filesystem.
+
+    The constructor talks to Docker (ping, bridge network lookup) and raises `DockerUnavailable`
+    when no engine answers.
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        image_for: Callable[[ExecutorSpec], str] | None = None,
+        command: list[str] | None = None,
+        code_read_only: bool = True,
+    ) -> None:
+        self.instance_id = instance_id
+        self._image_for = image_for
+        self._command = list(command) if command else None
+        self._read_only = code_read_only
+        self._client = docker_client()
+        self._owner_pid = os.getpid()
+        self._owner_start = _process_start_ticks(self._owner_pid)
+        self._owner_host = socket.gethostname()
+        self._verified_images: set[str] = set()
+        gateway = self._bridge_gateway()
+        self.callback_host = gateway
+        self.callback_bind_host = gateway
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def _bridge_gateway(self) -> str:
+        """The default bridge's gateway address on this host (usually 172.17.0.1).
+
+        Docker 20.10 often leaves the default bridge's IPAM `Gateway` empty; then the address
+        of the bridge interface (`docker0`) is used, and failing that the subnet's first host
+        address, which is what Docker assigns to the bridge.
+        """
+        try:
+            network = self._client.api.inspect_network("bridge")
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(
+                f"Docker's default 'bridge' network is not available ({exc}): the docker "
+                "backend needs it for executors to reach the scheduler"
+            ) from exc
+        configs = [c for c in (network.get("IPAM") or {}).get("Config") or [] if c]
+        for config in configs:
+            gateway = config.get("Gateway") or ""
+            if gateway and ":" not in gateway:
+                return gateway.split("/")[0]
+        interface = (network.get("Options") or {}).get("com.docker.network.bridge.name", "docker0")
+        address = _interface_ipv4(interface)
+        if address:
+            return address
+        for config in configs:
+            subnet = config.get("Subnet") or ""
+            if subnet and ":" not in subnet:
+                return str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
+        raise DockerUnavailable(
+            "Docker's 'bridge' network has no IPv4 gateway: executors could not reach the "
+            "scheduler (check the daemon's `bip` setting)"
+        )
+
+    def _image(self, spec: ExecutorSpec) -> str:
+        if spec.image:
+            return spec.image
+        if self._image_for is not None:
+            image = self._image_for(spec)
+            if image:
+                return image
+        return runtime_image_tag()
+
+    def _verify_image(self, image: str) -> None:
+        if image in self._verified_images:
+            return
+        try:
+            attrs = self._client.api.inspect_image(image)
+        except docker.errors.NotFound:
+            hint = (
+                "run `engine image build FILE.py`"
+                if image.startswith(FUNCTION_REPOSITORY_PREFIX)
+                else "run `engine image build`"
+            )
+            raise ImageMissing(f"Image {image} is not built: {hint}") from None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"Docker engine error while looking up {image}: {exc}") from exc
+        python = ((attrs.get("Config") or {}).get("Labels") or {}).get(LABEL_PYTHON)
+        if python and python != host_python_version():
+            raise PythonVersionMismatch(
+                f"Image {image} has Python {python} but the engine runs on Python "
+                f"{host_python_version()}: cloudpickle needs the same minor version on both "
+                "sides. Rebuild it with `engine image build --force`."
+            )
+        self._verified_images.add(image)
+
+    # --- start ---------------------------------------------------------------------------
+
+    def _create_and_start(self, spec: ExecutorSpec, image: str) -> tuple[str, str]:
+        """Create and start the container; return (id, bridge IP). Blocking."""
+        self._verify_image(image)
+        memory = max(int(spec.memory_gb * 1024**3), 8 * 1024**2)
+        disk_mb = max(int(spec.ephemeral_disk_gb * 1024), 1)
+        tmpfs = {
+            "/tmp": f"rw,nosuid,nodev,size={disk_mb}m",
+            "/home/engine": (
+                f"rw,exec,nosuid,nodev,size={disk_mb}m,uid={EXECUTOR_UID},gid={EXECUTOR_UID}"
+            ),
+        }
+        api = self._client.api
+        host_config = api.create_host_config(
+            nano_cpus=int(spec.cpu * 1e9),
+            mem_limit=memory,
+            memswap_limit=memory,
+            read_only=self._read_only,
+            tmpfs=tmpfs,
+            network_mode="bridge",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=True,  # a real PID 1: reaps the user's subprocesses, forwards signals
+            log_config=docker.types.LogConfig(
+                type="json-file", config={"max-size": "10m", "max-file": "1"}
+            ),
+            device_requests=_gpu_requests(spec.gpu),
+        )
+        labels = {
+            LABEL_MANAGED: "1",
+            LABEL_INSTANCE: self.instance_id,
+            LABEL_OWNER_PID: str(self._owner_pid),
+            LABEL_OWNER_START: self._owner_start,
+            LABEL_OWNER_HOST: self._owner_host,
+            LABEL_RUN: spec.run_id,
+            LABEL_FUNCTION: spec.function,
+        }
+        try:
+            created = api.create_container(
+                image,
+                name=_container_name(spec.function),
+                entrypoint=self._command,
+                environment=dict(spec.env),
+                user=str(EXECUTOR_UID),
+                labels=labels,
+                host_config=host_config,
+                detach=True,
+            )
+        except docker.errors.ImageNotFound:
+            self._verified_images.discard(image)
+            raise ImageMissing(f"Image {image} is not built: run `engine image build`") from None
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(
+                f"Could not create a container for {spec.function} from {image}: {exc}"
+            ) from exc
+        container_id = created["Id"]
+        try:
+            api.start(container_id)
+            attrs = api.inspect_container(container_id)
+        except docker.errors.DockerException as exc:
+            self._remove(container_id)
+            raise InfrastructureError(
+                f"Could not start the container for {spec.function} from {image}: {exc}"
+            ) from exc
+        ip = _bridge_ip(attrs)
+        if not ip:
+            detail = _describe_state(attrs.get("State") or {})
+            logs = self._logs_tail(container_id)
+            self._remove(container_id)
+            raise InfrastructureError(
+                f"The executor container for {spec.function} has no bridge IP ({detail}).\n"
+                f"Its output:\n{logs}"
+            )
+        return container_id, ip
+
+    async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
+        image = self._image(spec)
+        container_id, ip = await asyncio.to_thread(self._create_and_start, spec, image)
+        try:
+            await self._wait_accepting(container_id, ip, spec.function)
+        except BaseException:
+            # Cancelled, timed out, or died: never leave the container behind.
+            await asyncio.to_thread(self._remove, container_id)
+            raise
+        return ExecutorHandle(
+            id=container_id,
+            address=f"{ip}:{EXECUTOR_PORT}",
+            function=spec.function,
+            ref=container_id,
+        )
+
+    async def _wait_accepting(self, container_id: str, ip: str, function: str) -> None:
+        """Poll a TCP connect to ip:50051 until it succeeds; check the container is still
+        running every half second so that a crash at start-up fails fast with its output."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        next_check = loop.time() + 0.5
+        while True:
+            try:
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(ip, EXECUTOR_PORT), timeout=1.0
+                )
+            except (OSError, asyncio.TimeoutError):
+                pass
+            else:
+                writer.close()
+                return
+            now = loop.time()
+            if now >= next_check or now >= deadline:
+                next_check = now + 0.5
+                state = await asyncio.to_thread(self._state, container_id)
+                if state is None or not state.get("Running"):
+                    logs = await asyncio.to_thread(self._logs_tail, container_id)
+                    raise InfrastructureError(
+                        f"The executor container for {function} stopped before accepting "
+                        f"connections ({_describe_state(state)}). Its output:\n{logs}"
+                    )
+                if now >= deadline:
+                    logs = await asyncio.to_thread(self._logs_tail, container_id)
+                    raise InfrastructureError(
+                        f"The executor container for {function} did not accept connections on "
+                        f"{ip}:{EXECUTOR_PORT} within {START_TIMEOUT_S:.0f} s. Its output:\n{logs}"
+                    )
+            await asyncio.sleep(0.02)
+
+    # --- inspection ----------------------------------------------------------------------
+
+    def _state(self, container_id: str) -> dict | None:
+        try:
+            return self._client.api.inspect_container(container_id).get("State") or {}
+        except docker.errors.NotFound:
+            return None
+
+    def _logs_tail(self, container_id: str) -> str:
+        try:
+            raw = self._client.api.logs(
+                container_id, stdout=True, stderr=True, tail=_LOG_TAIL_LINES
+            )
+        except docker.errors.DockerException:
+            return "(no logs: container removed)"
+        text = raw.decode("utf-8", "replace").rstrip()
+        return text or "(no output)"
+
+    async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
+        state = await asyncio.to_thread(self._state, str(handle.ref or handle.id))
+        if state is None:
+            return ExitInfo(exited=True, detail="container removed")
+        running = bool(state.get("Running"))
+        return ExitInfo(
+            exited=not running,
+            exit_code=None if running else state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            detail=_describe_state(state),
+        )
+
+    async def logs(self, handle: ExecutorHandle) -> str:
+        return await asyncio.to_thread(self._logs_tail, str(handle.ref or handle.id))
+
+    # --- stopping ------------------------------------------------------------------------
+
+    def _remove(self, container_id: str) -> bool:
+        """Kill and remove at once (no graceful stop: executors hold no state worth a 10 s
+        wait; finished calls are already checkpointed by the scheduler)."""
+        try:
+            self._client.api.remove_container(container_id, force=True)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # removal already in progress
+                return False
+            raise
+
+    async def stop_executor(self, handle: ExecutorHandle) -> None:
+        await asyncio.to_thread(self._remove, str(handle.ref or handle.id))
+
+    def _list(self, label: str) -> list[dict]:
+        return self._client.api.containers(all=True, filters={"label": label})
+
+    async def close(self) -> None:
+        try:
+            containers = await asyncio.to_thread(self._list, f"{LABEL_INSTANCE}={self.instance_id}")
+            results = await asyncio.gather(
+                *(asyncio.to_thread(self._remove, c["Id"]) for c in containers),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.warning("could not remove an executor container: %s", result)
+        except docker.errors.DockerException as exc:
+            log.warning("could not list executor containers to remove them: %s", exc)
+
+    async def cleanup_orphans(self) -> int:
+        containers = await asyncio.to_thread(self._list, f"{LABEL_MANAGED}=1")
+        orphans = []
+        for container in containers:
+            labels = container.get("Labels") or {}
+            if labels.get(LABEL_INSTANCE) == self.instance_id:
+                continue
+            if labels.get(LABEL_OWNER_HOST, self._owner_host) != self._owner_host:
+                continue  # owned by an engine on another machine sharing this Docker engine
+            try:
+                pid = int(labels.get(LABEL_OWNER_PID, ""))
+            except ValueError:
+                continue
+            if _owner_alive(pid, labels.get(LABEL_OWNER_START, "")):
+                continue
+            orphans.append(container["Id"])
+        removed = await asyncio.gather(*(asyncio.to_thread(self._remove, c) for c in orphans))
+        return sum(1 for r in removed if r)
+
+
+def _interface_ipv4(name: str) -> str:
+    """IPv4 address of a local network interface (Linux SIOCGIFADDR); empty if unknown."""
+    try:
+        import fcntl
+    except ImportError:
+        return ""
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            answer = fcntl.ioctl(sock.fileno(), 0x8915, request)  # SIOCGIFADDR
+        except OSError:
+            return ""
+    return socket.inet_ntoa(answer[20:24])
+
+
+def _bridge_ip(attrs: dict) -> str:
+    settings = attrs.get("NetworkSettings") or {}
+    bridge = (settings.get("Networks") or {}).get("bridge") or {}
+    return bridge.get("IPAddress") or settings.get("IPAddress") or ""
+
+
+def _describe_state(state: dict | None) -> str:
+    if state is None:
+        return "container removed"
+    if state.get("Running"):
+        return "running"
+    parts = [f"exited with code {state.get('ExitCode')}"]
+    if state.get("OOMKilled"):
+        parts.append("killed for exceeding its memory limit")
+    if state.get("Error"):
+        parts.append(state["Error"])
+    return ", ".join(parts) if state.get("Status") != "created" else "never started"
+
+
+__all__ = ["DockerBackend"]

@@ -1,0 +1,121 @@
+"""Fixtures shared by every test layer.
+
+- `state_dir`: a fresh state directory per test, exported as `ENGINE_STATE_DIR`, with
+  `ENGINE_BACKEND=process` so that nothing needs Docker unless a test asks for it.
+- `cli`: runs the real `engine` command line in a subprocess; returns `(code, stdout, stderr)`.
+- `apps`: imports a module from `tests/integration/apps/` (the directory executors receive).
+- `side_effects`: reads the lines that functions append to a file, to count executions.
+- `wait_until`: polls a condition with a deadline (never a bare sleep).
+
+Docker fixtures live with the docker tests; nothing here skips or starts Docker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+APPS_DIR = REPO / "tests" / "integration" / "apps"
+EXAMPLES_DIR = REPO / "examples"
+
+
+class CLIResult(NamedTuple):
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A per-test state directory; the process backend. Executors inherit this environment."""
+    path = tmp_path / "state"
+    path.mkdir()
+    monkeypatch.setenv("ENGINE_STATE_DIR", str(path))
+    monkeypatch.setenv("ENGINE_BACKEND", "process")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> CLIResult:
+    """`engine ARGS...` as a real subprocess, with this interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli(state_dir: Path) -> Callable[..., CLIResult]:
+    """`cli("run", "app.py:main", "--json")` → CLIResult, against this test's state dir."""
+    return run_cli
+
+
+@pytest.fixture
+def apps(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """`apps("app_graph")` imports tests/integration/apps/app_graph.py under its own name, which
+    is the name executors import it by (they receive the whole apps directory)."""
+    if str(APPS_DIR) not in sys.path:
+        monkeypatch.syspath_prepend(str(APPS_DIR))
+
+    def load(name: str) -> ModuleType:
+        return importlib.import_module(name)
+
+    return load
+
+
+class SideEffects:
+    """Lines functions appended to `path` (one per execution, by convention `tag|...`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def lines(self) -> list[str]:
+        try:
+            return [line for line in self.path.read_text().splitlines() if line]
+        except FileNotFoundError:
+            return []
+
+    def tagged(self, tag: str) -> list[list[str]]:
+        """Fields of every line whose first field is `tag`."""
+        return [fields[1:] for fields in (line.split("|") for line in self.lines()) if fields[0] == tag]
+
+    def count(self, tag: str, *fields: str) -> int:
+        return sum(1 for f in self.tagged(tag) if tuple(f[: len(fields)]) == fields)
+
+
+@pytest.fixture
+def side_effects(tmp_path: Path) -> SideEffects:
+    return SideEffects(tmp_path / "side-effects.log")
+
+
+def poll(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
+         what: str = "condition") -> Any:
+    """Return `condition()`'s first truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    return poll

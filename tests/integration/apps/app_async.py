@@ -1,0 +1,31 @@
+"""async functions: `await fn(x)` and `asyncio.gather(a(x), a(y))`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine import application, function
+from sidefx import record
+
+
+@function(concurrency=4)
+async def slow_double(x: int, log: str) -> int:
+    record(log, "start", x)
+    await asyncio.sleep(0.5)
+    record(log, "end", x)
+    return 2 * x
+
+
+@function()
+def triple(x: int) -> int:
+    return 3 * x
+
+
+@application()
+@function()
+async def gather_app(x: int, y: int, log: str) -> list[int]:
+    first = await slow_double(x, log)
+    both = await asyncio.gather(slow_double(x + 1, log), slow_double(y, log))
+    # A sync function called from async code blocks; its future form can be awaited.
+    third = await triple.future(first)
+    return [first, *both, third]

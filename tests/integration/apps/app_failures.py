@@ -1,0 +1,109 @@
+"""Failure handling: retries with backoff, RequestError, timeouts, a failing branch."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from engine import RequestError, Retries, application, function
+from sidefx import count, record, wait_for
+
+
+@function(retries=Retries(max_retries=3, initial_delay=0.1, delay_multiplier=5, max_delay=10))
+def flaky(log: str, failures: int) -> str:
+    """Fails its first `failures` executions."""
+    record(log, "flaky")
+    if count(log, "flaky") <= failures:
+        raise RuntimeError(f"flaky failure #{count(log, 'flaky')}")
+    return "ok"
+
+
+@application()
+@function()
+def retry_app(log: str, failures: int) -> str:
+    return flaky.future(log, failures)
+
+
+@function(retries=Retries(max_retries=3, initial_delay=0.05))
+def refuses(log: str) -> str:
+    record(log, "refuses")
+    raise RequestError("the input is unusable")
+
+
+@application()
+@function()
+def request_error_app(log: str) -> str:
+    return refuses.future(log)
+
+
+@function(retries=Retries(max_retries=3, initial_delay=0.05))
+def caller_of_refuses(log: str) -> str:
+    record(log, "caller")
+    return refuses(log)  # blocking: the RequestError propagates through this call
+
+
+@application()
+@function()
+def request_error_nested_app(log: str) -> str:
+    return caller_of_refuses.future(log)
+
+
+@function()
+def inherits(log: str) -> str:
+    record(log, "inherits")
+    if count(log, "inherits") < 2:
+        raise RuntimeError("first attempt fails")
+    return "second time lucky"
+
+
+@application(retries=Retries(max_retries=1, initial_delay=0.05))
+@function()
+def app_default_retries(log: str) -> str:
+    return inherits.future(log)
+
+
+@function(timeout=1)
+def snail(log: str) -> str:
+    record(log, "snail")
+    time.sleep(30)
+    return "too late"
+
+
+@application()
+@function()
+def timeout_app(log: str) -> str:
+    return snail.future(log)
+
+
+# --- a failing branch with healthy siblings, then resume -------------------------------------
+
+
+@function()
+def healthy(i: int, log: str) -> int:
+    record(log, "healthy", i)
+    return i
+
+
+@function()
+def fragile(n: int, log: str, flag: str) -> int:
+    """Fails while `flag` exists, after its n healthy siblings have finished (so the run's
+    failure cannot cancel them: the test checks each ran exactly once)."""
+    record(log, "fragile")
+    wait_for(log, "healthy", n)
+    if os.path.exists(flag):
+        raise RuntimeError("fragile is broken while the flag file exists")
+    return 100
+
+
+@application()
+@function()
+def branches(n: int, log: str, flag: str) -> int:
+    record(log, "branches")
+    parts = [healthy.future(i, log) for i in range(n)]
+    return join_logged.future(log, *parts, fragile.future(n, log, flag))
+
+
+@function()
+def join_logged(log: str, *values: int) -> int:
+    record(log, "join")
+    return sum(values)

@@ -1,0 +1,99 @@
+"""Call graphs: fan-out/fan-in by tail call, chained parallel stages, a future shared by several
+consumers, and futures started with .run() for control."""
+
+from __future__ import annotations
+
+from engine import application, function
+from sidefx import record, wait_for
+
+
+@function()
+def square(x: int, log: str) -> int:
+    record(log, "square", x)
+    return x * x
+
+
+@function()
+def increment(x: int, log: str) -> int:
+    record(log, "increment", x)
+    return x + 1
+
+
+@function()
+def total(*values: int) -> list[int]:
+    # Returns its inputs too, so tests can check their order.
+    return [sum(values), *values]
+
+
+@application()
+@function()
+def fan(n: int, log: str) -> list[int]:
+    """Fan out n squares, fan in with `total`, returned as a tail call."""
+    record(log, "fan")
+    return total.future(*[square.future(i, log) for i in range(n)])
+
+
+@application()
+@function()
+def stages(n: int, log: str) -> list[int]:
+    """Stage 1 squares in parallel; stage 2 increments each stage-1 result in parallel."""
+    record(log, "stages")
+    first = [square.future(i, log) for i in range(n)]
+    second = [increment.future(f, log) for f in first]
+    return total.future(*second)
+
+
+@function()
+def stage_one(n: int, log: str) -> list[int]:
+    record(log, "stage_one", n)
+    return [i * 10 for i in range(n)]
+
+
+@application()
+@function()
+def stages_blocking(n: int, log: str) -> list[int]:
+    """Stage 2 fans out over the *value* of stage 1, which the parent waits for."""
+    record(log, "stages_blocking")
+    items = stage_one(n, log)
+    return total.future(*[increment.future(x, log) for x in items])
+
+
+@function()
+def expensive(log: str) -> int:
+    record(log, "expensive")
+    return 7
+
+
+@function()
+def plus(x: int, y: int, log: str) -> int:
+    record(log, "plus", y)
+    return x + y
+
+
+@application()
+@function()
+def shared(log: str) -> list[int]:
+    """One future consumed by three callers and by the parent itself."""
+    base = expensive.future(log)
+    a = plus.future(base, 1, log)
+    b = plus.future(base, 2, log)
+    direct = base.result()
+    return total.future(a, b, base, direct)
+
+
+@function()
+def worker(tag: str, log: str) -> str:
+    record(log, "worker", tag)
+    return tag.upper()
+
+
+@application()
+@function()
+def control(log: str) -> dict:
+    """Start two futures with .run(), prove they run while the parent keeps working, then read
+    their results. Without .run() the wait below would time out: nobody started them."""
+    a = worker.future("a", log).run()
+    b = worker.future("b", log).run()
+    wait_for(log, "worker", 2, timeout=30)  # the parent's "work": it runs while they run
+    record(log, "parent_result")
+    return {"results": [a.result(), b.result()]}
