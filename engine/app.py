@@ -294,6 +294,10 @@ def parse_input(fn: Function[..., Any], text: str | None) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"--input is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not params:
+        if data not in (None, {}):
+            raise InputError(f"{fn.name} takes no input: drop --input (or pass null)")
+        return {}
     if len(params) == 1:
         return validate_input(fn, (), {params[0].name: data})
     if not isinstance(data, dict):

@@ -19,6 +19,8 @@ Three kinds of image, each cached by a content-derived tag:
    across builds, so a rebuild needs no network) and installed with `pip --no-index`. The
    engine package goes in as its source tree. The hash covers the engine source, the pins and
    the Dockerfile, so editing engine code yields a new tag and a stale image is never used.
+   (The base is not in the tag: after adding a `python:3.X-slim` image, rebuild with `force`.)
+   Old runtime tags only share layers with the current one; `prune_images()` removes them.
 3. Function: `engine-fn-<name>:<hash>` for a user's `engine.sdk.image.Image`, built FROM the
    runtime image (or from the Image's own `base_image`, with the runtime layers replayed on top
    of it). `pip install` commands in its `run` steps are found, their packages downloaded as
@@ -49,6 +51,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -198,6 +201,40 @@ def _run_logged(
         raise ImageBuildError(f"{step} failed (exit {code}). Last output:\n{_tail(tail)}")
 
 
+# Builds of the same tag from two processes (parallel test workers, two terminals) would both
+# run, and two debootstraps would both take a minute: builds hold a per-user file lock, and
+# check again for the image once they have it. Re-entrant within a process (a runtime build
+# makes the base; a function build makes the runtime).
+_lock = threading.RLock()
+_lock_depth = 0
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    global _lock_depth
+    with _lock:
+        if _lock_depth:
+            _lock_depth += 1
+            try:
+                yield
+            finally:
+                _lock_depth -= 1
+            return
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        with open(cache_dir() / "build.lock", "a+") as handle:
+            try:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except ImportError:  # not POSIX: the in-process lock still holds
+                pass
+            _lock_depth = 1
+            try:
+                yield
+            finally:
+                _lock_depth = 0
+
+
 # --- Docker client ---------------------------------------------------------------------------
 
 
@@ -245,25 +282,38 @@ def _python_of(client: docker.DockerClient, ref: str, attrs: dict) -> str:
                 return f"{match.group(1)}.{match.group(2)}"
     code = "import sys; print('%d.%d' % sys.version_info[:2])"
     try:
-        out = client.containers.run(
-            ref,
-            entrypoint=["python3", "-c", code],
-            command=[],
-            user="0",
-            network_mode="none",
-            remove=True,
-            stdout=True,
-            stderr=True,
-            labels={"engine.probe": "1"},
-        )
-    except docker.errors.ContainerError as exc:
-        raise ImageBuildError(
-            f"Image {ref} has no working python3 ({exc}): use a base image with "
-            f"Python {host_python_version()}"
-        ) from exc
+        exit_code, out = run_once(client, ref, ["python3", "-c", code], network_mode="none")
     except docker.errors.APIError as exc:
         raise ImageBuildError(f"Could not run python3 in image {ref}: {exc}") from exc
-    return out.decode("utf-8", "replace").strip()
+    if exit_code != 0 or not re.fullmatch(r"\d+\.\d+", out.strip()):
+        raise ImageBuildError(
+            f"Image {ref} has no working python3 (exit {exit_code}: {out.strip()[-300:]}): use a "
+            f"base image with Python {host_python_version()}"
+        )
+    return out.strip()
+
+
+def run_once(client: docker.DockerClient, ref: str, argv: list[str], **create: object) -> tuple[int, str]:
+    """Run `argv` in a throw-away container of `ref`; return (exit code, output).
+
+    Not `containers.run(remove=True)`: for a container that exits at once its logs can be read
+    before the logging driver has them, and come back empty.
+    """
+    container = client.api.create_container(
+        ref, entrypoint=argv, command=[], labels={"engine.probe": "1"}, **create
+    )
+    try:
+        client.api.start(container)
+        exit_code = int(client.api.wait(container)["StatusCode"])
+        deadline = time.monotonic() + 2
+        while True:
+            out = client.api.logs(container, stdout=True, stderr=True).decode("utf-8", "replace")
+            if out or time.monotonic() > deadline:
+                return exit_code, out
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(container, force=True)
 
 
 def _check_python(client: docker.DockerClient, ref: str, attrs: dict) -> str:
@@ -284,9 +334,7 @@ def image_python_version(tag: str) -> str:
     client = docker_client()
     attrs = _inspect_image(client, tag)
     if attrs is None:
-        raise ImageMissing(
-            f"Image {tag} is not in the local Docker engine: run `engine image build`"
-        )
+        raise ImageMissing(f"Image {tag} is not in the local Docker engine: run `engine image build`")
     return _python_of(client, tag, attrs)
 
 
@@ -325,7 +373,7 @@ def _debootstrap(rootfs: Path, progress: Progress = None) -> None:
         r"^I: (Retrieving Release|Resolving|Installing|Unpacking required|"
         r"Configuring required|Base system)"
     )
-    _run_logged(cmd, step="debootstrap", progress=progress, show=phases.match)
+    _run_logged(cmd, step="debootstrap", progress=progress, show=lambda line: bool(phases.match(line)))
 
 
 def _mounts_below(path: Path) -> list[str]:
@@ -345,9 +393,7 @@ def _remove_tree(path: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
     still = _mounts_below(path)
     if still:
-        raise ImageBuildError(
-            f"Could not unmount {', '.join(still)}; remove {path} by hand after unmounting"
-        )
+        raise ImageBuildError(f"Could not unmount {', '.join(still)}; remove {path} by hand after unmounting")
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -417,9 +463,7 @@ def _make_base_image(client: docker.DockerClient, tag: str, progress: Progress) 
         _remove_tree(work)
 
 
-def ensure_base_image(
-    progress: Progress = None, *, client: docker.DockerClient | None = None
-) -> str:
+def ensure_base_image(progress: Progress = None, *, client: docker.DockerClient | None = None) -> str:
     """Return a local base image tag with the host's Python, making one if needed.
 
     Prefers `python:3.X-slim` when the local engine has it; otherwise `engine-base:bookworm-py3.X`,
@@ -434,7 +478,9 @@ def ensure_base_image(
             _check_python(client, ref, attrs)
             return ref
     tag = base_image_candidates()[1]
-    _make_base_image(client, tag, progress)
+    with _build_lock():
+        if _inspect_image(client, tag) is None:  # made by another process meanwhile?
+            _make_base_image(client, tag, progress)
     return tag
 
 
@@ -450,7 +496,9 @@ def _marker_applies(marker: str) -> bool:
         from packaging.markers import Marker
     except ImportError:  # pip vendors it
         try:
-            from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
+            from pip._vendor.packaging.markers import (  # type: ignore[assignment,no-redef]
+                Marker,
+            )
         except ImportError:
             return True  # keep it; pinning only what is installed bounds the damage
     try:
@@ -573,14 +621,15 @@ def _find_wheels(directory: Path, pins: list[str]) -> tuple[list[Path], list[str
             key = _wheel_key(path.name)
             if key:
                 index.setdefault(key, path)
-    found, missing = [], []
+    found: list[Path] = []
+    missing: list[str] = []
     for pin in pins:
         name, version = pin.split("==", 1)
-        path = index.get((_normalize(name), version))
-        if path is None:
+        wheel = index.get((_normalize(name), version))
+        if wheel is None:
             missing.append(pin)
         else:
-            found.append(path)
+            found.append(wheel)
     return found, missing
 
 
@@ -696,9 +745,7 @@ def _docker_build(
     except docker.errors.DockerException as exc:
         error = str(exc)
     if error:
-        raise ImageBuildError(
-            f"Building {what} ({tag}) failed at {step}\n{_tail(output)}\n{error.strip()}"
-        )
+        raise ImageBuildError(f"Building {what} ({tag}) failed at {step}\n{_tail(output)}\n{error.strip()}")
     _say(progress, f"built {tag} in {time.monotonic() - started:.1f} s")
 
 
@@ -712,6 +759,14 @@ def build_runtime_image(progress: Progress = None, force: bool = False) -> str:
     tag = runtime_image_tag()
     if not force and _inspect_image(client, tag) is not None:
         return tag
+    with _build_lock():
+        if not force and _inspect_image(client, tag) is not None:
+            return tag
+        _build_runtime(client, tag, progress)
+    return tag
+
+
+def _build_runtime(client: docker.DockerClient, tag: str, progress: Progress) -> None:
     base = ensure_base_image(progress, client=client)
     _say(progress, f"building {tag} from {base}")
     with _build_context() as ctx:
@@ -726,7 +781,6 @@ def build_runtime_image(progress: Progress = None, force: bool = False) -> str:
             labels={LABEL_KIND: "runtime", LABEL_PYTHON: host_python_version(), LABEL_BASE: base},
             progress=progress,
         )
-    return tag
 
 
 # --- function images -------------------------------------------------------------------------
@@ -783,8 +837,7 @@ def _pip_invocation(tokens: list[str]) -> list[str] | None:
     """If `tokens` (one shell command) is a `pip install`, return the arguments after `install`."""
     i = 0
     while i < len(tokens) and (
-        re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", tokens[i])
-        or tokens[i] in ("sudo", "env", "exec", "command")
+        re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", tokens[i]) or tokens[i] in ("sudo", "env", "exec", "command")
     ):
         i += 1
     rest = tokens[i:]
@@ -815,7 +868,8 @@ def pip_download_args(command: str) -> list[list[str]]:
         tokens = list(lexer)
     except ValueError:
         return []  # unbalanced quotes: the shell will say so during the build
-    commands, current = [], []
+    commands: list[list[str]] = []
+    current: list[str] = []
     for token in tokens:
         if token in _SHELL_OPERATORS:
             commands.append(current)
@@ -861,11 +915,7 @@ def pip_download_args(command: str) -> list[list[str]]:
 
 
 def _is_local_requirement(arg: str) -> bool:
-    return (
-        arg.startswith((".", "/", "~", "file:"))
-        or arg.endswith((".whl", ".tar.gz", ".zip"))
-        or "$" in arg
-    )
+    return arg.startswith((".", "/", "~", "file:")) or arg.endswith((".whl", ".tar.gz", ".zip")) or "$" in arg
 
 
 def _copy_sources(image: Image) -> list[tuple[int, Path, str]]:
@@ -913,9 +963,7 @@ def function_image_tag(image: Image) -> str:
     Copied files' contents are not in the tag (so a scheduler can compute it from any
     directory); they are recorded as a label and a build with changed files rebuilds the tag.
     """
-    digest = _sha256(
-        [b"engine-fn/1", runtime_image_tag().encode(), _steps_fingerprint(image).encode()]
-    )
+    digest = _sha256([b"engine-fn/1", runtime_image_tag().encode(), _steps_fingerprint(image).encode()])
     return f"{FUNCTION_REPOSITORY_PREFIX}{_repository_name(image.name)}:{digest[:12]}"
 
 
@@ -1012,9 +1060,23 @@ def build_function_image(image: Image, progress: Progress = None, force: bool = 
     client = docker_client()
     tag = function_image_tag(image)
     content = _content_digest(image)
-    attrs = _inspect_image(client, tag)
-    if not force and attrs is not None and _labels(attrs).get(LABEL_CONTENT) == content:
+
+    def up_to_date() -> bool:
+        attrs = _inspect_image(client, tag)
+        return attrs is not None and _labels(attrs).get(LABEL_CONTENT) == content
+
+    if not force and up_to_date():
         return tag
+    with _build_lock():
+        if not force and up_to_date():
+            return tag
+        _build_function(client, image, tag, content, progress)
+    return tag
+
+
+def _build_function(
+    client: docker.DockerClient, image: Image, tag: str, content: str, progress: Progress
+) -> None:
     labels = {
         LABEL_KIND: "function",
         LABEL_PYTHON: host_python_version(),
@@ -1051,9 +1113,7 @@ def build_function_image(image: Image, progress: Progress = None, force: bool = 
                 shutil.copytree(path, target, symlinks=True)
             else:
                 shutil.copy2(path, target)
-        (ctx / "Dockerfile").write_text(
-            _function_dockerfile(image, base_dockerfile=base_dockerfile)
-        )
+        (ctx / "Dockerfile").write_text(_function_dockerfile(image, base_dockerfile=base_dockerfile))
         _say(progress, f"building {tag}")
         _docker_build(
             client,
@@ -1064,12 +1124,9 @@ def build_function_image(image: Image, progress: Progress = None, force: bool = 
             labels=labels,
             progress=progress,
         )
-    return tag
 
 
-def build_images(
-    images: Iterable[Image], progress: Progress = None, force: bool = False
-) -> dict[str, str]:
+def build_images(images: Iterable[Image], progress: Progress = None, force: bool = False) -> dict[str, str]:
     """Build the runtime image and each distinct user image; return {image name: tag}.
 
     Functions without an image use `runtime_image_tag()`. Raises `SDKUsageError` when two
@@ -1085,9 +1142,7 @@ def build_images(
                 f"Two different images are named {image.name!r}: give each Image its own name"
             )
     build_runtime_image(progress, force=force)
-    return {
-        name: build_function_image(image, progress, force=force) for name, image in distinct.items()
-    }
+    return {name: build_function_image(image, progress, force=force) for name, image in distinct.items()}
 
 
 def list_engine_images() -> list[tuple[str, str]]:
@@ -1101,6 +1156,40 @@ def list_engine_images() -> list[tuple[str, str]]:
                 rows.append((item.get("Created", 0), tag, created))
     rows.sort(reverse=True)
     return [(tag, created) for _, tag, created in rows]
+
+
+def prune_images(progress: Progress = None, *, dry_run: bool = False) -> list[str]:
+    """Remove runtime images other than the current one, and function images built on them.
+
+    Each edit of the engine's code makes a new runtime tag; the old ones only share layers.
+    Images still used by a container are kept. Returns the removed (or, with `dry_run`, the
+    removable) tags.
+    """
+    client = docker_client()
+    current = runtime_image_tag()
+    removed = []
+    for item in client.api.images(filters={"label": LABEL_KIND}):
+        labels = item.get("Labels") or {}
+        kind = labels.get(LABEL_KIND)
+        stale = (kind == "runtime" and current not in (item.get("RepoTags") or [])) or (
+            kind == "function"
+            and labels.get(LABEL_BASE, "").startswith(RUNTIME_REPOSITORY + ":")
+            and labels.get(LABEL_BASE) != current
+        )
+        if not stale:
+            continue
+        for ref in [t for t in item.get("RepoTags") or [] if t != "<none>:<none>"] or [item["Id"]]:
+            if dry_run:
+                removed.append(ref)
+                continue
+            try:
+                client.api.remove_image(ref, noprune=False)
+            except docker.errors.APIError as exc:
+                _say(progress, f"kept {ref}: {exc.explanation or exc}")
+                continue
+            removed.append(ref)
+            _say(progress, f"removed {ref}")
+    return removed
 
 
 __all__ = [
@@ -1120,6 +1209,7 @@ __all__ = [
     "list_engine_images",
     "pinned_requirements",
     "pip_download_args",
+    "prune_images",
     "runtime_image_tag",
     "runtime_wheels",
     "wheel_cache_dir",

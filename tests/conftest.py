@@ -6,6 +6,7 @@
 - `apps`: imports a module from `tests/integration/apps/` (the directory executors receive).
 - `side_effects`: reads the lines that functions append to a file, to count executions.
 - `wait_until`: polls a condition with a deadline (never a bare sleep).
+- `show`: a run's details as `engine show RUN_ID --json` prints them, read in-process.
 
 Docker fixtures live with the docker tests; nothing here skips or starts Docker.
 """
@@ -27,6 +28,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 APPS_DIR = REPO / "tests" / "integration" / "apps"
 EXAMPLES_DIR = REPO / "examples"
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    return EXAMPLES_DIR
 
 
 class CLIResult(NamedTuple):
@@ -119,3 +125,20 @@ def poll(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 
 @pytest.fixture
 def wait_until() -> Callable[..., Any]:
     return poll
+
+
+@pytest.fixture
+def show(state_dir: Path) -> Callable[[str], dict[str, Any]]:
+    """`show(run_id)`: what `engine show RUN_ID --json` prints, read in this process."""
+
+    def details(run_id: str) -> dict[str, Any]:
+        from engine.cli import run_details
+        from engine.store import open_store, store_url
+
+        store = open_store(store_url(state_dir))
+        try:
+            return run_details(store, run_id)
+        finally:
+            store.close()
+
+    return details

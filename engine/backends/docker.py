@@ -26,14 +26,18 @@ How a container is run, and why:
   this instance's containers; `cleanup_orphans()` removes those whose owning engine process is
   gone (the pid is dead, or now belongs to a process that started later).
 
-Docker's SDK is blocking, so every call goes through `asyncio.to_thread`; one client (with a
-connection pool sized for concurrent starts) is shared. Nothing here runs per gRPC call: once a
+Docker's SDK is blocking, so every call runs on this backend's own thread pool (not asyncio's
+default executor, which has only cpu+4 threads and is shared with the rest of the scheduler: a
+burst of container starts must not starve it); one client, with a connection pool as large as
+the thread pool, is shared. Nothing here runs per gRPC call: once a
 handle is returned the scheduler talks to the executor directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import ipaddress
 import logging
 import os
@@ -42,6 +46,8 @@ import secrets
 import socket
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import docker
 import docker.errors
@@ -77,6 +83,10 @@ LABEL_FUNCTION = "engine.function"
 #: How long an executor may take from `docker start` to accepting TCP connections.
 START_TIMEOUT_S = 30.0
 _LOG_TAIL_LINES = 60
+#: Concurrent Docker API calls (the client's connection pool is 32).
+_DOCKER_THREADS = 16
+
+T = TypeVar("T")
 
 
 def _process_start_ticks(pid: int) -> str:
@@ -151,11 +161,16 @@ class DockerBackend(Backend):
         self._owner_start = _process_start_ticks(self._owner_pid)
         self._owner_host = socket.gethostname()
         self._verified_images: set[str] = set()
+        self._runtime_tag: str | None = None
+        self._pool = ThreadPoolExecutor(max_workers=_DOCKER_THREADS, thread_name_prefix="docker")
         gateway = self._bridge_gateway()
         self.callback_host = gateway
         self.callback_bind_host = gateway
 
     # --- setup ---------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _bridge_gateway(self) -> str:
         """The default bridge's gateway address on this host (usually 172.17.0.1).
@@ -196,7 +211,11 @@ class DockerBackend(Backend):
             image = self._image_for(spec)
             if image:
                 return image
-        return runtime_image_tag()
+        if self._runtime_tag is None:
+            # Resolved once: the image must match the engine code this process loaded, even if
+            # the source tree is edited while it runs.
+            self._runtime_tag = runtime_image_tag()
+        return self._runtime_tag
 
     def _verify_image(self, image: str) -> None:
         if image in self._verified_images:
@@ -230,9 +249,7 @@ class DockerBackend(Backend):
         disk_mb = max(int(spec.ephemeral_disk_gb * 1024), 1)
         tmpfs = {
             "/tmp": f"rw,nosuid,nodev,size={disk_mb}m",
-            "/home/engine": (
-                f"rw,exec,nosuid,nodev,size={disk_mb}m,uid={EXECUTOR_UID},gid={EXECUTOR_UID}"
-            ),
+            "/home/engine": (f"rw,exec,nosuid,nodev,size={disk_mb}m,uid={EXECUTOR_UID},gid={EXECUTOR_UID}"),
         }
         api = self._client.api
         host_config = api.create_host_config(
@@ -245,9 +262,7 @@ class DockerBackend(Backend):
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             init=True,  # a real PID 1: reaps the user's subprocesses, forwards signals
-            log_config=docker.types.LogConfig(
-                type="json-file", config={"max-size": "10m", "max-file": "1"}
-            ),
+            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "10m", "max-file": "1"}),
             device_requests=_gpu_requests(spec.gpu),
         )
         labels = {
@@ -299,12 +314,19 @@ class DockerBackend(Backend):
 
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         image = self._image(spec)
-        container_id, ip = await asyncio.to_thread(self._create_and_start, spec, image)
+        creating = self._pool.submit(self._create_and_start, spec, image)
+        try:
+            container_id, ip = await asyncio.shield(asyncio.wrap_future(creating))
+        except asyncio.CancelledError:
+            # The thread still creates and starts the container: remove it once it has (the
+            # callback runs in that thread, so this holds even if the event loop is closing).
+            creating.add_done_callback(self._remove_when_created)
+            raise
         try:
             await self._wait_accepting(container_id, ip, spec.function)
         except BaseException:
             # Cancelled, timed out, or died: never leave the container behind.
-            await asyncio.to_thread(self._remove, container_id)
+            await self._call(self._remove, container_id)
             raise
         return ExecutorHandle(
             id=container_id,
@@ -312,6 +334,11 @@ class DockerBackend(Backend):
             function=spec.function,
             ref=container_id,
         )
+
+    def _remove_when_created(self, creating: concurrent.futures.Future) -> None:
+        if not creating.cancelled() and creating.exception() is None:
+            with contextlib.suppress(docker.errors.DockerException):
+                self._remove(creating.result()[0])
 
     async def _wait_accepting(self, container_id: str, ip: str, function: str) -> None:
         """Poll a TCP connect to ip:50051 until it succeeds; check the container is still
@@ -332,15 +359,15 @@ class DockerBackend(Backend):
             now = loop.time()
             if now >= next_check or now >= deadline:
                 next_check = now + 0.5
-                state = await asyncio.to_thread(self._state, container_id)
+                state = await self._call(self._state, container_id)
                 if state is None or not state.get("Running"):
-                    logs = await asyncio.to_thread(self._logs_tail, container_id)
+                    logs = await self._call(self._logs_tail, container_id)
                     raise InfrastructureError(
                         f"The executor container for {function} stopped before accepting "
                         f"connections ({_describe_state(state)}). Its output:\n{logs}"
                     )
                 if now >= deadline:
-                    logs = await asyncio.to_thread(self._logs_tail, container_id)
+                    logs = await self._call(self._logs_tail, container_id)
                     raise InfrastructureError(
                         f"The executor container for {function} did not accept connections on "
                         f"{ip}:{EXECUTOR_PORT} within {START_TIMEOUT_S:.0f} s. Its output:\n{logs}"
@@ -357,16 +384,14 @@ class DockerBackend(Backend):
 
     def _logs_tail(self, container_id: str) -> str:
         try:
-            raw = self._client.api.logs(
-                container_id, stdout=True, stderr=True, tail=_LOG_TAIL_LINES
-            )
+            raw = self._client.api.logs(container_id, stdout=True, stderr=True, tail=_LOG_TAIL_LINES)
         except docker.errors.DockerException:
             return "(no logs: container removed)"
         text = raw.decode("utf-8", "replace").rstrip()
         return text or "(no output)"
 
     async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
-        state = await asyncio.to_thread(self._state, str(handle.ref or handle.id))
+        state = await self._call(self._state, str(handle.ref or handle.id))
         if state is None:
             return ExitInfo(exited=True, detail="container removed")
         running = bool(state.get("Running"))
@@ -378,7 +403,7 @@ class DockerBackend(Backend):
         )
 
     async def logs(self, handle: ExecutorHandle) -> str:
-        return await asyncio.to_thread(self._logs_tail, str(handle.ref or handle.id))
+        return await self._call(self._logs_tail, str(handle.ref or handle.id))
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -396,16 +421,16 @@ class DockerBackend(Backend):
             raise
 
     async def stop_executor(self, handle: ExecutorHandle) -> None:
-        await asyncio.to_thread(self._remove, str(handle.ref or handle.id))
+        await self._call(self._remove, str(handle.ref or handle.id))
 
     def _list(self, label: str) -> list[dict]:
         return self._client.api.containers(all=True, filters={"label": label})
 
     async def close(self) -> None:
         try:
-            containers = await asyncio.to_thread(self._list, f"{LABEL_INSTANCE}={self.instance_id}")
+            containers = await self._call(self._list, f"{LABEL_INSTANCE}={self.instance_id}")
             results = await asyncio.gather(
-                *(asyncio.to_thread(self._remove, c["Id"]) for c in containers),
+                *(self._call(self._remove, c["Id"]) for c in containers),
                 return_exceptions=True,
             )
             for result in results:
@@ -415,7 +440,7 @@ class DockerBackend(Backend):
             log.warning("could not list executor containers to remove them: %s", exc)
 
     async def cleanup_orphans(self) -> int:
-        containers = await asyncio.to_thread(self._list, f"{LABEL_MANAGED}=1")
+        containers = await self._call(self._list, f"{LABEL_MANAGED}=1")
         orphans = []
         for container in containers:
             labels = container.get("Labels") or {}
@@ -430,7 +455,7 @@ class DockerBackend(Backend):
             if _owner_alive(pid, labels.get(LABEL_OWNER_START, "")):
                 continue
             orphans.append(container["Id"])
-        removed = await asyncio.gather(*(asyncio.to_thread(self._remove, c) for c in orphans))
+        removed = await asyncio.gather(*(self._call(self._remove, c) for c in orphans))
         return sum(1 for r in removed if r)
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import queue
 import shutil
 import sys
 import tempfile
 import threading
 import traceback
 import zipfile
+from collections.abc import Iterator
 from concurrent import futures as cf
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self.callback: pb_grpc.SchedulerCallbackStub | None = None
         self._channel: grpc.Channel | None = None
         self._running = 0
+        self.concurrency = 1
         self._lock = threading.Lock()
 
     # --- Initialize ------------------------------------------------------------------------
@@ -123,18 +126,54 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                     f"no @function() named {request.function!r} after importing {request.module}",
                 )
             self.function = fn
+            self.concurrency = max(1, request.concurrency)
             if self._channel is not None:
                 self._channel.close()
             self._channel = grpc.insecure_channel(request.callback_address, options=wire.GRPC_OPTIONS)
             self.callback = pb_grpc.SchedulerCallbackStub(self._channel)
         return pb.InitializeResponse(python_version=wire.python_version())
 
-    # --- Run -------------------------------------------------------------------------------
+    # --- Calls ---------------------------------------------------------------------------
 
-    def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> pb.RunResponse:  # noqa: N802
+    def Calls(self, request_iterator: Iterator[pb.RunRequest], context: grpc.ServicerContext) -> Iterator[pb.RunResponse]:  # noqa: N802
+        """Run every request on a worker thread; answer each as it finishes."""
         fn, stub = self.function, self.callback
         if fn is None or stub is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Run before Initialize")
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Calls before Initialize")
+        done: queue.SimpleQueue[pb.RunResponse | None] = queue.SimpleQueue()
+        workers = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
+
+        def work(request: pb.RunRequest) -> None:
+            try:
+                response = self.run_call(request)
+            except BaseException as exc:  # noqa: BLE001 - never leave the scheduler waiting
+                response = pb.RunResponse(failure=wire.failure_from_exception(
+                    exc, function=fn.name, call_id=request.call_id, kind=pb.FAILURE_KIND_INTERNAL))
+            response.call_id = request.call_id
+            done.put(response)
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    workers.submit(work, request)
+            except Exception:  # noqa: BLE001 - the scheduler went away: stop answering
+                pass
+            finally:
+                done.put(None)
+
+        threading.Thread(target=read, name="calls-reader", daemon=True).start()
+        try:
+            while True:
+                response = done.get()
+                if response is None:
+                    return
+                yield response
+        finally:
+            workers.shutdown(wait=False)
+
+    def run_call(self, request: pb.RunRequest) -> pb.RunResponse:
+        fn, stub = self.function, self.callback
+        assert fn is not None and stub is not None
         buffer = io.StringIO()
         _call_output.buffer = buffer
         runtime = ExecutorRuntime(stub, request.run_id, request.call_id)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from engine.backends.base import ExecutorHandle
+from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
@@ -24,8 +25,20 @@ if TYPE_CHECKING:
     from engine.scheduler.state import CallState
 
 
+class ExecutorGone(Exception):
+    """The executor's call stream ended: it died, was stopped, or could not be reached."""
+
+
 class ExecutorState:
-    __slots__ = ("handle", "channel", "stub", "inflight", "blocked", "stopping", "reap", "pool")
+    """One live executor: its gRPC channel and the one `Calls` stream every call goes over.
+
+    Requests are written under a lock (gRPC allows one pending write per stream); a reader
+    task matches each response to its call by `call_id`. When the stream ends, every call still
+    waiting on it fails with `ExecutorGone`, and the scheduler asks the backend why.
+    """
+
+    __slots__ = ("handle", "channel", "stub", "inflight", "blocked", "stopping", "reap", "pool",
+                 "stream", "pending", "write_lock", "reader")
 
     def __init__(self, handle: ExecutorHandle, channel: grpc.aio.Channel, pool: Pool) -> None:
         self.handle = handle
@@ -37,6 +50,46 @@ class ExecutorState:
         self.stopping = False
         self.reap: asyncio.TimerHandle | None = None
         self.pool = pool
+        self.stream: Any = None
+        self.pending: dict[str, asyncio.Future[pb.RunResponse]] = {}
+        self.write_lock = asyncio.Lock()
+        self.reader: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        self.stream = self.stub.Calls()
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        error = ExecutorGone("the executor closed its call stream")
+        try:
+            async for response in self.stream:
+                waiter = self.pending.pop(response.call_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(response)
+        except grpc.aio.AioRpcError as exc:
+            error = ExecutorGone(exc.details() or exc.code().name)
+        except asyncio.CancelledError:
+            error = ExecutorGone("the executor was stopped")
+        finally:
+            pending, self.pending = self.pending, {}
+            for waiter in pending.values():
+                if not waiter.done():
+                    waiter.set_exception(error)
+
+    async def call(self, request: pb.RunRequest, timeout: float) -> pb.RunResponse:
+        """Send one call and wait for its response. Raises `ExecutorGone`, or the builtin
+        `TimeoutError` after `timeout` seconds (the call may still be running)."""
+        waiter: asyncio.Future[pb.RunResponse] = asyncio.get_running_loop().create_future()
+        self.pending[request.call_id] = waiter
+        try:
+            try:
+                async with self.write_lock:
+                    await self.stream.write(request)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as exc:
+                raise ExecutorGone(f"could not send the call: {exc}") from None
+            return await asyncio.wait_for(waiter, timeout)
+        finally:
+            self.pending.pop(request.call_id, None)
 
     @property
     def active(self) -> bool:
@@ -56,6 +109,9 @@ class Pool:
         self.start_failures = 0
         # The run whose call last queued here: labels the executors this pool starts.
         self.last_run_id = ""
+        # Moving average of call durations, and when the first call was dispatched.
+        self.avg_call: float | None = None
+        self.first_dispatch: float | None = None
 
     @property
     def concurrency(self) -> int:
@@ -78,8 +134,17 @@ class Pool:
     def live(self) -> int:
         return sum(1 for ex in self.executors if not ex.stopping) + self.starting
 
-    def wanted(self) -> int:
-        """How many more executors the queue could use right now."""
+    def observe_call(self, seconds: float) -> None:
+        self.avg_call = seconds if self.avg_call is None else 0.8 * self.avg_call + 0.2 * seconds
+
+    def wanted(self, now: float, start_cost: float) -> int:
+        """How many more executors to start now.
+
+        Starting an executor costs `start_cost` seconds (a process or container start, measured).
+        A new one is worth it only when the queue would otherwise wait longer than that: with
+        trivial calls one executor drains a thousand of them faster than a second one starts,
+        while slow calls (an LLM request) get an executor each, up to the caps.
+        """
         free_slots = sum(self.concurrency - ex.inflight for ex in self.executors if not ex.stopping)
         free_slots += self.starting * self.concurrency
         backlog = len(self.queue) - free_slots
@@ -89,4 +154,18 @@ class Pool:
         cap = self.settings.config.max_containers
         if cap is not None:
             need = min(need, cap - self.live())
-        return max(0, need)
+        if need <= 0:
+            return 0
+        if self.live() == 0:
+            return 1 if self.avg_call is None else need
+        if self.avg_call is not None:
+            per_call = self.avg_call
+        elif self.first_dispatch is not None:
+            per_call = now - self.first_dispatch  # nothing finished yet: at least this slow
+        else:
+            return 0  # the first executor is still starting
+        slots = max(1, self.live() * self.concurrency)
+        wait = per_call * len(self.queue) / slots
+        if wait <= start_cost:
+            return 0
+        return min(need, max(1, int(wait / start_cost)))

@@ -38,7 +38,7 @@ from engine import wire
 from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch
 from engine.scheduler.callback import CallbackService
-from engine.scheduler.pools import ExecutorState, Pool
+from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
 from engine.scheduler.state import (
     CANCELLED,
     FAILED,
@@ -98,6 +98,9 @@ class Scheduler:
         self.callback_address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # Seconds an executor takes to start and initialise (moving average; see Pool.wanted).
+        self.start_cost = 0.5
+        self._ticker: asyncio.Task[None] | None = None
 
     # =========================================================================================
     # lifecycle
@@ -109,6 +112,7 @@ class Scheduler:
         port = self._server.add_insecure_port(f"{self.backend.callback_bind_host}:0")
         await self._server.start()
         self.callback_address = f"{self.backend.callback_host}:{port}"
+        self._ticker = asyncio.ensure_future(self._tick())
         removed = await self.backend.cleanup_orphans()
         if removed:
             log.warning("removed %d executor(s) left behind by an engine that died", removed)
@@ -118,6 +122,8 @@ class Scheduler:
         if self._closed:
             return
         self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
         for run in self.runs.values():
             for call in run.calls.values():
                 if call.task is not None and not call.task.done():
@@ -429,12 +435,20 @@ class Scheduler:
             if call.status != QUEUED:
                 continue  # cancelled or failed while queued
             self._dispatch(call, ex)
-        want = pool.wanted()
+        if not pool.queue:
+            return
+        want = pool.wanted(time.time(), self.start_cost)
         room = self.max_executors - self._active_executors()
         if pool.live() == 0 and want > 0:
             room = max(room, 1)  # every function with work gets at least one executor
         for _ in range(min(want, room)):
             self._start_executor(pool)
+
+    async def _tick(self) -> None:
+        """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event)."""
+        while True:
+            await asyncio.sleep(0.2)
+            self._pump_all()
 
     def _pump_all(self) -> None:
         for pool in list(self.pools.values()):
@@ -450,6 +464,8 @@ class Scheduler:
         call.attempts += 1
         call.executions += 1
         call.started_at = time.time()
+        if ex.pool.first_dispatch is None:
+            ex.pool.first_dispatch = call.started_at
         self._set_status(call, RUNNING)
         self.store.count_execution(call.id, call.attempts, call.started_at)
         call.task = asyncio.ensure_future(self._execute(call, ex))
@@ -460,17 +476,23 @@ class Scheduler:
                                 arguments=self._resolve_arguments(call))
         response: pb.RunResponse | None = None
         failure: pb.Failure | None = None
-        lost = False
         try:
-            response = await ex.stub.Run(request, timeout=settings.config.timeout)
+            response = await ex.call(request, settings.config.timeout)
         except asyncio.CancelledError:
             ex.inflight -= 1
             raise
-        except grpc.aio.AioRpcError as err:
-            lost = True
-            failure = await self._rpc_failure(call, ex, err)
+        except (TimeoutError, asyncio.TimeoutError):
+            failure = wire.make_failure(
+                pb.FAILURE_KIND_TIMEOUT,
+                f"{call.function} timed out after {settings.config.timeout:g} s "
+                f"(attempt {call.attempts}); its executor was replaced",
+                function=call.function, call_id=call.id, type_name="FunctionTimeout")
+        except ExecutorGone as gone:
+            failure = await self._lost_failure(call, ex, str(gone))
         ex.inflight -= 1
         call.executor = None
+        if response is not None and call.started_at is not None:
+            ex.pool.observe_call(time.time() - call.started_at)
         if call.status != RUNNING or call.run.done.is_set():
             pass  # cancelled while running: drop the outcome
         elif response is not None:
@@ -485,27 +507,28 @@ class Scheduler:
                 self._attempt_failed(call, response.failure)
         elif failure is not None:
             self._attempt_failed(call, failure)
-        if lost:
-            await self._retire(ex)
+        if response is None:
+            await self._retire(ex)  # timed out or gone: never reuse it
         else:
-            self._after_call(ex, tail=response is not None and response.HasField("tail_call"))
+            self._after_call(ex, tail=response.HasField("tail_call"))
         self._pump(ex.pool)
         self._schedule_flush()
 
-    async def _rpc_failure(self, call: CallState, ex: ExecutorState, err: grpc.aio.AioRpcError) -> pb.Failure:
+    async def _lost_failure(self, call: CallState, ex: ExecutorState, detail: str) -> pb.Failure:
         name, limit = call.function, call.settings.config
-        if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return wire.make_failure(
-                pb.FAILURE_KIND_TIMEOUT,
-                f"{name} timed out after {limit.timeout:g} s (attempt {call.attempts}); its executor was replaced",
-                function=name, call_id=call.id, type_name="FunctionTimeout")
+        # The stream breaks the moment the process dies; the container's state (and its
+        # OOMKilled flag) may take a moment longer to settle.
+        deadline = time.monotonic() + 3.0
         info = await self.backend.exit_info(ex.handle)
+        while not info.exited and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            info = await self.backend.exit_info(ex.handle)
         if info.oom_killed:
             return wire.make_failure(
                 pb.FAILURE_KIND_OUT_OF_MEMORY,
                 f"{name} ran out of memory (limit {limit.memory:g} GB) and was killed (attempt {call.attempts})",
                 function=name, call_id=call.id, type_name="OutOfMemory")
-        detail = info.detail or err.details() or err.code().name
+        detail = info.detail or detail
         code = f", exit code {info.exit_code}" if info.exit_code is not None else ""
         return wire.make_failure(
             pb.FAILURE_KIND_EXECUTOR_LOST,
@@ -541,6 +564,8 @@ class Scheduler:
         if ex in pool.executors:
             pool.executors.remove(ex)
         try:
+            if ex.reader is not None:
+                ex.reader.cancel()
             await ex.channel.close()
             await self.backend.stop_executor(ex.handle)
         finally:
@@ -560,6 +585,7 @@ class Scheduler:
             env=settings.env(),
         )
         handle = None
+        started = time.monotonic()
         try:
             handle = await self.backend.start_executor(spec)
             channel = grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
@@ -588,6 +614,8 @@ class Scheduler:
             return
         pool.starting -= 1
         pool.start_failures = 0
+        self.start_cost = 0.7 * self.start_cost + 0.3 * (time.monotonic() - started)
+        ex.open()
         if self._closed:
             await self.backend.stop_executor(handle)
             return
@@ -631,7 +659,10 @@ class Scheduler:
 
     def _attempt_failed(self, call: CallState, failure: pb.Failure) -> None:
         policy = call.settings.retries
-        if failure.kind in wire.RETRYABLE and call.attempts <= policy.max_retries:
+        # A failure that escaped from one of this call's children names that child: the child
+        # already had its retries, and re-running the parent would only meet the same outcome.
+        own = not failure.call_id or failure.call_id == call.id
+        if own and failure.kind in wire.RETRYABLE and call.attempts <= policy.max_retries:
             delay = policy.delay(call.attempts)
             log.info("%s %s failed (attempt %d): %s; retrying in %.2fs", call.function, call.id,
                      call.attempts, failure.message, delay)

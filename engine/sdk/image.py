@@ -125,8 +125,7 @@ class Image:
             )
         if not isinstance(value, str):
             raise SDKUsageError(
-                f"Image {self._name!r}: env({key!r}, ...) value must be a string, "
-                f"got {type(value).__name__}"
+                f"Image {self._name!r}: env({key!r}, ...) value must be a string, got {type(value).__name__}"
             )
         if "\n" in value or "\r" in value:
             raise SDKUsageError(f"Image {self._name!r}: env({key!r}, ...) value has a newline")
@@ -146,9 +145,7 @@ class Image:
     def workdir(self, directory: str) -> Image:
         """Set the working directory for later steps and for the function at run time."""
         if not isinstance(directory, str) or not directory.strip():
-            raise SDKUsageError(
-                f"Image {self._name!r}: workdir() needs a non-empty path, got {directory!r}"
-            )
+            raise SDKUsageError(f"Image {self._name!r}: workdir() needs a non-empty path, got {directory!r}")
         self._steps.append(ImageStep("workdir", (directory,)))
         return self
 

@@ -94,6 +94,9 @@ def args_digest(arguments: pb.Arguments) -> str:
 def failure_from_exception(
     exc: BaseException, *, function: str, call_id: str, kind: int | None = None
 ) -> pb.Failure:
+    propagated = getattr(exc, "_engine_failure", None)
+    if propagated is not None and kind is None:
+        return propagated  # type: ignore[no-any-return]
     if kind is None:
         kind = (
             pb.FAILURE_KIND_REQUEST_ERROR
@@ -147,6 +150,9 @@ def exception_from_failure(failure: pb.Failure, run_id: str | None = None) -> er
         call_id=failure.call_id or None,
         traceback=failure.traceback or None,
     )
+    # Kept so that a parent which lets this exception escape reports the child's failure, root
+    # cause and all, rather than wrapping it in one of its own.
+    exc._engine_failure = failure  # type: ignore[attr-defined]
     if failure.HasField("exception") and failure.kind == pb.FAILURE_KIND_FUNCTION_ERROR:
         try:
             exc.__cause__ = loads(failure.exception.data)

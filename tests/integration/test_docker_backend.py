@@ -86,7 +86,7 @@ def instance_id(client):
 
 @pytest.fixture
 def backend(runtime_tag, instance_id):
-    b = DockerBackend(instance_id=instance_id, command=SERVER)
+    b = DockerBackend(instance_id=instance_id, command=SERVER, image_for=lambda _: runtime_tag)
     yield b
     run(b.close())
 
@@ -153,7 +153,7 @@ def test_start_runs_a_locked_down_container_and_stop_removes_it(client, backend,
 def test_exit_info_reports_an_oom_kill(client, runtime_tag, instance_id):
     # Listen first (so start succeeds), then allocate far past the 64 MB limit.
     hog = ["python3", "-c", LISTEN + "time.sleep(0.3); b = b'x' * (512 * 1024 * 1024); time.sleep(60)"]
-    backend = DockerBackend(instance_id=instance_id, command=hog)
+    backend = DockerBackend(instance_id=instance_id, command=hog, image_for=lambda _: runtime_tag)
     try:
         handle = run(backend.start_executor(spec(memory_gb=64 / 1024)))
         info = wait_for(lambda: (i := run(backend.exit_info(handle))).exited and i)
@@ -165,7 +165,7 @@ def test_exit_info_reports_an_oom_kill(client, runtime_tag, instance_id):
 
 def test_an_executor_that_dies_at_start_fails_with_its_output(client, runtime_tag, instance_id):
     crash = ["python3", "-c", "print('boom-marker', flush=True); raise SystemExit(3)"]
-    backend = DockerBackend(instance_id=instance_id, command=crash)
+    backend = DockerBackend(instance_id=instance_id, command=crash, image_for=lambda _: runtime_tag)
     with pytest.raises(InfrastructureError) as caught:
         run(backend.start_executor(spec()))
     assert "boom-marker" in str(caught.value)
@@ -173,12 +173,32 @@ def test_an_executor_that_dies_at_start_fails_with_its_output(client, runtime_ta
     assert ours(client, instance_id) == []  # the failed container is not left behind
 
 
+@pytest.mark.parametrize("when", ["created", "running"])
+def test_a_cancelled_start_leaves_no_container(client, runtime_tag, instance_id, when):
+    mute = ["sleep", "600"]  # never listens
+    backend = DockerBackend(instance_id=instance_id, command=mute, image_for=lambda _: runtime_tag)
+
+    def reached():
+        found = ours(client, instance_id)
+        return found and (when == "created" or found[0]["State"] == "running")
+
+    async def start_then_cancel():
+        task = asyncio.create_task(backend.start_executor(spec()))
+        await asyncio.to_thread(wait_for, reached, 20, 0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(start_then_cancel())
+    wait_for(lambda: ours(client, instance_id) == [], 10)
+
+
 def test_a_missing_image_says_how_to_build_it(backend):
     with pytest.raises(ImageMissing, match="engine image build"):
         run(backend.start_executor(spec(image="engine-runtime:py3.11-000000000000")))
 
 
-def test_containers_reach_the_callback_host_and_back(client, backend, instance_id):
+def test_containers_reach_the_callback_host_and_back(client, backend, instance_id, runtime_tag):
     assert backend.callback_host == backend.callback_bind_host
     gateway = client.api.inspect_network("bridge")["IPAM"]["Config"][0].get("Gateway")
     if gateway:
@@ -195,7 +215,7 @@ def test_containers_reach_the_callback_host_and_back(client, backend, instance_i
             "socket.create_connection((os.environ['CB_HOST'], int(os.environ['CB_PORT'])))"
             ".sendall(b'hello from the container'); " + LISTEN + "time.sleep(600)",
         ]
-        b2 = DockerBackend(instance_id=instance_id, command=hello)
+        b2 = DockerBackend(instance_id=instance_id, command=hello, image_for=lambda _: runtime_tag)
         env = {"CB_HOST": backend.callback_host, "CB_PORT": str(port)}
         handle = run(b2.start_executor(spec(env=env)))
         conn, _ = server.accept()
@@ -207,7 +227,7 @@ def test_containers_reach_the_callback_host_and_back(client, backend, instance_i
 
 def test_logs_return_the_executor_output(backend, instance_id, runtime_tag):
     chatty = ["python3", "-c", "print('log-marker', flush=True); " + LISTEN + "time.sleep(600)"]
-    b2 = DockerBackend(instance_id=instance_id, command=chatty)
+    b2 = DockerBackend(instance_id=instance_id, command=chatty, image_for=lambda _: runtime_tag)
     handle = run(b2.start_executor(spec()))
     assert "log-marker" in wait_for(lambda: "log-marker" in (t := run(b2.logs(handle))) and t, 10)
     run(b2.close())
@@ -249,7 +269,7 @@ def test_cleanup_orphans_removes_containers_of_dead_engines_only(client, backend
 
 
 def test_the_real_executor_entrypoint_accepts_connections(client, runtime_tag, instance_id):
-    backend = DockerBackend(instance_id=instance_id)
+    backend = DockerBackend(instance_id=instance_id, image_for=lambda _: runtime_tag)
     try:
         handle = run(backend.start_executor(spec()))
         socket.create_connection(handle.address.rsplit(":", 1), timeout=2).close()
@@ -262,16 +282,13 @@ def test_the_real_executor_entrypoint_accepts_connections(client, runtime_tag, i
 
 def test_runtime_image_imports_the_engine_as_uid_10001(client, runtime_tag):
     code = "import engine, grpc, google.protobuf, cloudpickle, pydantic, yaml, os; print(os.getuid())"
-    out = client.containers.run(
-        runtime_tag,
-        entrypoint=["python3", "-c", code],
-        user="10001",
-        read_only=True,
-        tmpfs={"/tmp": "", "/home/engine": "uid=10001"},
-        remove=True,
-        labels={"engine.test": "1"},
+    host_config = client.api.create_host_config(
+        read_only=True, tmpfs={"/tmp": "", "/home/engine": "uid=10001"}
     )
-    assert out.decode().strip() == "10001"
+    code_, out = images.run_once(
+        client, runtime_tag, ["python3", "-c", code], user="10001", host_config=host_config
+    )
+    assert (code_, out.strip()) == (0, "10001")
     labels = client.api.inspect_image(runtime_tag)["Config"]["Labels"]
     assert labels["engine.python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert images.image_python_version(runtime_tag) == labels["engine.python"]
@@ -291,9 +308,10 @@ def test_base_image_is_made_once(client, monkeypatch):
 
 
 def test_build_runtime_image_is_idempotent(runtime_tag):
+    first = images.build_runtime_image()
     lines: list[str] = []
     started = time.monotonic()
-    assert images.build_runtime_image(progress=lines.append) == runtime_tag
+    assert images.build_runtime_image(progress=lines.append) == first
     assert time.monotonic() - started < 5
     assert not any("Step" in line for line in lines)
 
@@ -316,8 +334,8 @@ def test_function_image_installs_pip_packages_offline(client, runtime_tag, tmp_p
             "print(six.__name__, os.environ['GREETING'], open('/opt/assets/a.txt').read(), "
             "os.getcwd(), os.getuid(), 'PIP_NO_INDEX' in os.environ)"
         )
-        out = client.containers.run(tag, entrypoint=["python3", "-c", check], remove=True)
-        assert out.decode().split() == [
+        _, out = images.run_once(client, tag, ["python3", "-c", check])
+        assert out.split() == [
             "six",
             "say",
             '"hi"',
@@ -332,10 +350,12 @@ def test_function_image_installs_pip_packages_offline(client, runtime_tag, tmp_p
         assert images.build_function_image(image) == tag  # cached
         assert time.monotonic() - started < 5
 
+        first_id = client.api.inspect_image(tag)["Id"]
         (tmp_path / "assets" / "a.txt").write_text("second")  # copied content changed: rebuild
         assert images.build_function_image(image) == tag
-        out = client.containers.run(tag, entrypoint=["cat", "/opt/assets/a.txt"], remove=True)
-        assert out == b"second"
+        assert client.api.inspect_image(tag)["Id"] != first_id
+        client.images.remove(first_id, force=True)
+        assert images.run_once(client, tag, ["cat", "/opt/assets/a.txt"]) == (0, "second")
         assert dict(images.list_engine_images())[tag]
     finally:
         client.images.remove(tag, force=True)

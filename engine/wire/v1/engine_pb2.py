@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65ngine/v1/engine.proto\x12\tengine.v1\"\x17\n\x07Payload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"e\n\x03\x41rg\x12#\n\x05value\x18\x01 \x01(\x0b\x32\x12.engine.v1.PayloadH\x00\x12\r\n\x03ref\x18\x02 \x01(\tH\x00\x12\"\n\x04list\x18\x03 \x01(\x0b\x32\x12.engine.v1.ArgListH\x00\x42\x06\n\x04kind\":\n\x07\x41rgList\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.engine.v1.Arg\x12\x10\n\x08is_tuple\x18\x02 \x01(\x08\"\x9a\x01\n\tArguments\x12\x1c\n\x04\x61rgs\x18\x01 \x03(\x0b\x32\x0e.engine.v1.Arg\x12\x30\n\x06kwargs\x18\x02 \x03(\x0b\x32 .engine.v1.Arguments.KwargsEntry\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.engine.v1.Arg:\x02\x38\x01\"v\n\nFutureSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.engine.v1.NodeKind\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\'\n\targuments\x18\x04 \x01(\x0b\x32\x14.engine.v1.Arguments\"\xb0\x01\n\x07\x46\x61ilure\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.engine.v1.FailureKind\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12%\n\texception\x18\x05 \x01(\x0b\x32\x12.engine.v1.Payload\x12\x10\n\x08\x66unction\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x07 \x01(\t\"\xc1\x01\n\x11InitializeRequest\x12\x34\n\x10protocol_version\x18\x01 \x01(\x0e\x32\x1a.engine.v1.ProtocolVersion\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x10\n\x08\x63ode_zip\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63ode_digest\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\x12\x18\n\x10\x63\x61llback_address\x18\x06 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\",\n\x12InitializeResponse\x12\x16\n\x0epython_version\x18\x01 \x01(\t\"g\n\nRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\'\n\targuments\x18\x04 \x01(\x0b\x32\x14.engine.v1.Arguments\"C\n\x08TailCall\x12\x0f\n\x07root_id\x18\x01 \x01(\t\x12&\n\x07\x66utures\x18\x02 \x03(\x0b\x32\x15.engine.v1.FutureSpec\"\x9c\x01\n\x0bRunResponse\x12#\n\x05value\x18\x01 \x01(\x0b\x32\x12.engine.v1.PayloadH\x00\x12(\n\ttail_call\x18\x02 \x01(\x0b\x32\x13.engine.v1.TailCallH\x00\x12%\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x12.engine.v1.FailureH\x00\x12\x0c\n\x04logs\x18\x04 \x01(\tB\t\n\x07outcome\"\x0f\n\rHealthRequest\"\'\n\x0eHealthResponse\x12\x15\n\rrunning_calls\x18\x01 \x01(\r\"_\n\rSubmitRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x02 \x01(\t\x12&\n\x07\x66utures\x18\x03 \x03(\x0b\x32\x15.engine.v1.FutureSpec\"\x10\n\x0eSubmitResponse\"\x91\x01\n\x0c\x41waitRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12*\n\x0breturn_when\x18\x04 \x01(\x0e\x32\x15.engine.v1.ReturnWhen\x12\x14\n\x07timeout\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"k\n\x07Outcome\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x12.engine.v1.PayloadH\x00\x12%\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x12.engine.v1.FailureH\x00\x42\x08\n\x06result\"5\n\rAwaitResponse\x12$\n\x08outcomes\x18\x01 \x03(\x0b\x32\x12.engine.v1.Outcome*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01*b\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eNODE_KIND_CALL\x10\x01\x12\x11\n\rNODE_KIND_MAP\x10\x02\x12\x14\n\x10NODE_KIND_REDUCE\x10\x03*\xa1\x02\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x46\x41ILURE_KIND_FUNCTION_ERROR\x10\x01\x12\x1e\n\x1a\x46\x41ILURE_KIND_REQUEST_ERROR\x10\x02\x12\x18\n\x14\x46\x41ILURE_KIND_TIMEOUT\x10\x03\x12\x1e\n\x1a\x46\x41ILURE_KIND_OUT_OF_MEMORY\x10\x04\x12\x1e\n\x1a\x46\x41ILURE_KIND_EXECUTOR_LOST\x10\x05\x12\"\n\x1e\x46\x41ILURE_KIND_DEPENDENCY_FAILED\x10\x06\x12\x1a\n\x16\x46\x41ILURE_KIND_CANCELLED\x10\x07\x12\x19\n\x15\x46\x41ILURE_KIND_INTERNAL\x10\x08*\x88\x01\n\nReturnWhen\x12\x1b\n\x17RETURN_WHEN_UNSPECIFIED\x10\x00\x12\x1d\n\x19RETURN_WHEN_ALL_COMPLETED\x10\x01\x12\x1f\n\x1bRETURN_WHEN_FIRST_COMPLETED\x10\x02\x12\x1d\n\x19RETURN_WHEN_FIRST_FAILURE\x10\x03\x32\xd2\x01\n\x10\x46unctionExecutor\x12I\n\nInitialize\x12\x1c.engine.v1.InitializeRequest\x1a\x1d.engine.v1.InitializeResponse\x12\x34\n\x03Run\x12\x15.engine.v1.RunRequest\x1a\x16.engine.v1.RunResponse\x12=\n\x06Health\x12\x18.engine.v1.HealthRequest\x1a\x19.engine.v1.HealthResponse2\x8e\x01\n\x11SchedulerCallback\x12=\n\x06Submit\x12\x18.engine.v1.SubmitRequest\x1a\x19.engine.v1.SubmitResponse\x12:\n\x05\x41wait\x12\x17.engine.v1.AwaitRequest\x1a\x18.engine.v1.AwaitResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65ngine/v1/engine.proto\x12\tengine.v1\"\x17\n\x07Payload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"e\n\x03\x41rg\x12#\n\x05value\x18\x01 \x01(\x0b\x32\x12.engine.v1.PayloadH\x00\x12\r\n\x03ref\x18\x02 \x01(\tH\x00\x12\"\n\x04list\x18\x03 \x01(\x0b\x32\x12.engine.v1.ArgListH\x00\x42\x06\n\x04kind\":\n\x07\x41rgList\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.engine.v1.Arg\x12\x10\n\x08is_tuple\x18\x02 \x01(\x08\"\x9a\x01\n\tArguments\x12\x1c\n\x04\x61rgs\x18\x01 \x03(\x0b\x32\x0e.engine.v1.Arg\x12\x30\n\x06kwargs\x18\x02 \x03(\x0b\x32 .engine.v1.Arguments.KwargsEntry\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.engine.v1.Arg:\x02\x38\x01\"v\n\nFutureSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.engine.v1.NodeKind\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\'\n\targuments\x18\x04 \x01(\x0b\x32\x14.engine.v1.Arguments\"\xb0\x01\n\x07\x46\x61ilure\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.engine.v1.FailureKind\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12%\n\texception\x18\x05 \x01(\x0b\x32\x12.engine.v1.Payload\x12\x10\n\x08\x66unction\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x07 \x01(\t\"\xc1\x01\n\x11InitializeRequest\x12\x34\n\x10protocol_version\x18\x01 \x01(\x0e\x32\x1a.engine.v1.ProtocolVersion\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x10\n\x08\x63ode_zip\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63ode_digest\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\x12\x18\n\x10\x63\x61llback_address\x18\x06 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\",\n\x12InitializeResponse\x12\x16\n\x0epython_version\x18\x01 \x01(\t\"g\n\nRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\'\n\targuments\x18\x04 \x01(\x0b\x32\x14.engine.v1.Arguments\"C\n\x08TailCall\x12\x0f\n\x07root_id\x18\x01 \x01(\t\x12&\n\x07\x66utures\x18\x02 \x03(\x0b\x32\x15.engine.v1.FutureSpec\"\xad\x01\n\x0bRunResponse\x12#\n\x05value\x18\x01 \x01(\x0b\x32\x12.engine.v1.PayloadH\x00\x12(\n\ttail_call\x18\x02 \x01(\x0b\x32\x13.engine.v1.TailCallH\x00\x12%\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x12.engine.v1.FailureH\x00\x12\x0c\n\x04logs\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\tB\t\n\x07outcome\"\x0f\n\rHealthRequest\"\'\n\x0eHealthResponse\x12\x15\n\rrunning_calls\x18\x01 \x01(\r\"_\n\rSubmitRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x02 \x01(\t\x12&\n\x07\x66utures\x18\x03 \x03(\x0b\x32\x15.engine.v1.FutureSpec\"\x10\n\x0eSubmitResponse\"\x91\x01\n\x0c\x41waitRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12*\n\x0breturn_when\x18\x04 \x01(\x0e\x32\x15.engine.v1.ReturnWhen\x12\x14\n\x07timeout\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"k\n\x07Outcome\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x12.engine.v1.PayloadH\x00\x12%\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x12.engine.v1.FailureH\x00\x42\x08\n\x06result\"5\n\rAwaitResponse\x12$\n\x08outcomes\x18\x01 \x03(\x0b\x32\x12.engine.v1.Outcome*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01*b\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eNODE_KIND_CALL\x10\x01\x12\x11\n\rNODE_KIND_MAP\x10\x02\x12\x14\n\x10NODE_KIND_REDUCE\x10\x03*\xa1\x02\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x46\x41ILURE_KIND_FUNCTION_ERROR\x10\x01\x12\x1e\n\x1a\x46\x41ILURE_KIND_REQUEST_ERROR\x10\x02\x12\x18\n\x14\x46\x41ILURE_KIND_TIMEOUT\x10\x03\x12\x1e\n\x1a\x46\x41ILURE_KIND_OUT_OF_MEMORY\x10\x04\x12\x1e\n\x1a\x46\x41ILURE_KIND_EXECUTOR_LOST\x10\x05\x12\"\n\x1e\x46\x41ILURE_KIND_DEPENDENCY_FAILED\x10\x06\x12\x1a\n\x16\x46\x41ILURE_KIND_CANCELLED\x10\x07\x12\x19\n\x15\x46\x41ILURE_KIND_INTERNAL\x10\x08*\x88\x01\n\nReturnWhen\x12\x1b\n\x17RETURN_WHEN_UNSPECIFIED\x10\x00\x12\x1d\n\x19RETURN_WHEN_ALL_COMPLETED\x10\x01\x12\x1f\n\x1bRETURN_WHEN_FIRST_COMPLETED\x10\x02\x12\x1d\n\x19RETURN_WHEN_FIRST_FAILURE\x10\x03\x32\xd8\x01\n\x10\x46unctionExecutor\x12I\n\nInitialize\x12\x1c.engine.v1.InitializeRequest\x1a\x1d.engine.v1.InitializeResponse\x12:\n\x05\x43\x61lls\x12\x15.engine.v1.RunRequest\x1a\x16.engine.v1.RunResponse(\x01\x30\x01\x12=\n\x06Health\x12\x18.engine.v1.HealthRequest\x1a\x19.engine.v1.HealthResponse2\x8e\x01\n\x11SchedulerCallback\x12=\n\x06Submit\x12\x18.engine.v1.SubmitRequest\x1a\x19.engine.v1.SubmitResponse\x12:\n\x05\x41wait\x12\x17.engine.v1.AwaitRequest\x1a\x18.engine.v1.AwaitResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ARGUMENTS_KWARGSENTRY']._loaded_options = None
   _globals['_ARGUMENTS_KWARGSENTRY']._serialized_options = b'8\001'
-  _globals['_PROTOCOLVERSION']._serialized_start=1741
-  _globals['_PROTOCOLVERSION']._serialized_end=1822
-  _globals['_NODEKIND']._serialized_start=1824
-  _globals['_NODEKIND']._serialized_end=1922
-  _globals['_FAILUREKIND']._serialized_start=1925
-  _globals['_FAILUREKIND']._serialized_end=2214
-  _globals['_RETURNWHEN']._serialized_start=2217
-  _globals['_RETURNWHEN']._serialized_end=2353
+  _globals['_PROTOCOLVERSION']._serialized_start=1758
+  _globals['_PROTOCOLVERSION']._serialized_end=1839
+  _globals['_NODEKIND']._serialized_start=1841
+  _globals['_NODEKIND']._serialized_end=1939
+  _globals['_FAILUREKIND']._serialized_start=1942
+  _globals['_FAILUREKIND']._serialized_end=2231
+  _globals['_RETURNWHEN']._serialized_start=2234
+  _globals['_RETURNWHEN']._serialized_end=2370
   _globals['_PAYLOAD']._serialized_start=37
   _globals['_PAYLOAD']._serialized_end=60
   _globals['_ARG']._serialized_start=62
@@ -64,23 +64,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TAILCALL']._serialized_start=1028
   _globals['_TAILCALL']._serialized_end=1095
   _globals['_RUNRESPONSE']._serialized_start=1098
-  _globals['_RUNRESPONSE']._serialized_end=1254
-  _globals['_HEALTHREQUEST']._serialized_start=1256
-  _globals['_HEALTHREQUEST']._serialized_end=1271
-  _globals['_HEALTHRESPONSE']._serialized_start=1273
-  _globals['_HEALTHRESPONSE']._serialized_end=1312
-  _globals['_SUBMITREQUEST']._serialized_start=1314
-  _globals['_SUBMITREQUEST']._serialized_end=1409
-  _globals['_SUBMITRESPONSE']._serialized_start=1411
-  _globals['_SUBMITRESPONSE']._serialized_end=1427
-  _globals['_AWAITREQUEST']._serialized_start=1430
-  _globals['_AWAITREQUEST']._serialized_end=1575
-  _globals['_OUTCOME']._serialized_start=1577
-  _globals['_OUTCOME']._serialized_end=1684
-  _globals['_AWAITRESPONSE']._serialized_start=1686
-  _globals['_AWAITRESPONSE']._serialized_end=1739
-  _globals['_FUNCTIONEXECUTOR']._serialized_start=2356
-  _globals['_FUNCTIONEXECUTOR']._serialized_end=2566
-  _globals['_SCHEDULERCALLBACK']._serialized_start=2569
-  _globals['_SCHEDULERCALLBACK']._serialized_end=2711
+  _globals['_RUNRESPONSE']._serialized_end=1271
+  _globals['_HEALTHREQUEST']._serialized_start=1273
+  _globals['_HEALTHREQUEST']._serialized_end=1288
+  _globals['_HEALTHRESPONSE']._serialized_start=1290
+  _globals['_HEALTHRESPONSE']._serialized_end=1329
+  _globals['_SUBMITREQUEST']._serialized_start=1331
+  _globals['_SUBMITREQUEST']._serialized_end=1426
+  _globals['_SUBMITRESPONSE']._serialized_start=1428
+  _globals['_SUBMITRESPONSE']._serialized_end=1444
+  _globals['_AWAITREQUEST']._serialized_start=1447
+  _globals['_AWAITREQUEST']._serialized_end=1592
+  _globals['_OUTCOME']._serialized_start=1594
+  _globals['_OUTCOME']._serialized_end=1701
+  _globals['_AWAITRESPONSE']._serialized_start=1703
+  _globals['_AWAITRESPONSE']._serialized_end=1756
+  _globals['_FUNCTIONEXECUTOR']._serialized_start=2373
+  _globals['_FUNCTIONEXECUTOR']._serialized_end=2589
+  _globals['_SCHEDULERCALLBACK']._serialized_start=2592
+  _globals['_SCHEDULERCALLBACK']._serialized_end=2734
 # @@protoc_insertion_point(module_scope)

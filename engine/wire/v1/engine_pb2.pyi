@@ -171,16 +171,18 @@ class TailCall(_message.Message):
     def __init__(self, root_id: _Optional[str] = ..., futures: _Optional[_Iterable[_Union[FutureSpec, _Mapping]]] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("value", "tail_call", "failure", "logs")
+    __slots__ = ("value", "tail_call", "failure", "logs", "call_id")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TAIL_CALL_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
     value: Payload
     tail_call: TailCall
     failure: Failure
     logs: str
-    def __init__(self, value: _Optional[_Union[Payload, _Mapping]] = ..., tail_call: _Optional[_Union[TailCall, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., logs: _Optional[str] = ...) -> None: ...
+    call_id: str
+    def __init__(self, value: _Optional[_Union[Payload, _Mapping]] = ..., tail_call: _Optional[_Union[TailCall, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., logs: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()

@@ -6,7 +6,7 @@ import os
 import time
 
 from engine import RequestError, Retries, application, function
-from sidefx import count, record, wait_for
+from sidefx import count, record, wait_for_checkpoints
 
 
 @function(retries=Retries(max_retries=3, initial_delay=0.1, delay_multiplier=5, max_delay=10))
@@ -22,6 +22,18 @@ def flaky(log: str, failures: int) -> str:
 @function()
 def retry_app(log: str, failures: int) -> str:
     return flaky.future(log, failures)
+
+
+@function(retries=Retries(max_retries=2, initial_delay=0.05, delay_multiplier=1))
+def always_fails(log: str) -> str:
+    record(log, "always_fails")
+    raise RuntimeError("always fails")
+
+
+@application()
+@function()
+def exhausted_app(log: str) -> str:
+    return always_fails.future(log)
 
 
 @function(retries=Retries(max_retries=3, initial_delay=0.05))
@@ -78,7 +90,7 @@ def timeout_app(log: str) -> str:
 # --- a failing branch with healthy siblings, then resume -------------------------------------
 
 
-@function()
+@function(concurrency=8)
 def healthy(i: int, log: str) -> int:
     record(log, "healthy", i)
     return i
@@ -86,10 +98,10 @@ def healthy(i: int, log: str) -> int:
 
 @function()
 def fragile(n: int, log: str, flag: str) -> int:
-    """Fails while `flag` exists, after its n healthy siblings have finished (so the run's
+    """Fails while `flag` exists, once its n healthy siblings are checkpointed (so the run's
     failure cannot cancel them: the test checks each ran exactly once)."""
     record(log, "fragile")
-    wait_for(log, "healthy", n)
+    wait_for_checkpoints("healthy", n)
     if os.path.exists(flag):
         raise RuntimeError("fragile is broken while the flag file exists")
     return 100

@@ -36,3 +36,26 @@ def wait_for(log: str, tag: str, n: int, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"gave up waiting for {n} {tag!r} lines in {log}")
         time.sleep(0.02)
+
+
+def wait_for_checkpoints(function: str, n: int, timeout: float = 30.0) -> None:
+    """Block until `n` calls of `function` are checkpointed as succeeded in the engine's store
+    ($ENGINE_STATE_DIR, process backend only): read-only, so it changes nothing it observes."""
+    import sqlite3
+
+    db = os.path.join(os.environ["ENGINE_STATE_DIR"], "engine.db")
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            done = conn.execute(
+                "SELECT count(*) FROM calls WHERE function = ? AND status = 'succeeded'",
+                (function,),
+            ).fetchone()[0]
+        finally:
+            conn.close()
+        if done >= n:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {n} checkpointed {function} calls")
+        time.sleep(0.02)

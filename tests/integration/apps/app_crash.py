@@ -1,0 +1,28 @@
+"""Many parallel calls of staggered length, for killing the engine mid-run."""
+
+from __future__ import annotations
+
+import time
+
+from engine import application, function
+from sidefx import record
+
+
+@function(concurrency=10)
+def work(i: int, log: str) -> int:
+    record(log, "start", i)
+    time.sleep(0.3 + 0.12 * i)
+    record(log, "end", i)
+    return i * i
+
+
+@function()
+def gather(*values: int) -> int:
+    return sum(values)
+
+
+@application()
+@function()
+def crash_app(n: int, log: str) -> int:
+    record(log, "root")
+    return gather.future(*[work.future(i, log) for i in range(n)])

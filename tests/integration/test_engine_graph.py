@@ -1,0 +1,222 @@
+"""Call graphs on real executor processes over real gRPC: fan-out/fan-in, chained stages,
+map/reduce, async functions, shared futures, futures for control and Future.wait."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import FunctionError, RequestError, run_local_application
+
+
+def by_function(info: dict[str, Any]) -> Counter[str]:
+    """Executions per function, from the store."""
+    counts: Counter[str] = Counter()
+    for call in info["call_list"]:
+        counts[call["function"]] += call["executions"]
+    return counts
+
+
+def test_fan_out_fan_in_by_tail_call(apps, state_dir, side_effects, show) -> None:
+    app = apps("app_graph")
+    request = run_local_application(app.fan, 5, str(side_effects))
+    assert request.status == "succeeded"
+    assert request.output() == [0 + 1 + 4 + 9 + 16, 0, 1, 4, 9, 16]  # inputs in order
+    assert [side_effects.count("square", str(i)) for i in range(5)] == [1] * 5
+    info = show(request.id)
+    assert info["status"] == "succeeded"
+    assert by_function(info) == {"fan": 1, "square": 5, "total": 1}
+    root = next(c for c in info["call_list"] if c["parent"] is None)
+    assert root["function"] == "fan" and root["tail"] is not None
+    total = next(c for c in info["call_list"] if c["function"] == "total")
+    assert root["tail"] == total["id"]
+    assert all(c["parent"] == root["id"] for c in info["call_list"] if c is not root)
+
+
+def test_chained_parallel_stages(apps, state_dir, side_effects, show) -> None:
+    app = apps("app_graph")
+    request = run_local_application(app.stages, 4, str(side_effects))
+    # stage 1: 0 1 4 9, stage 2: 1 2 5 10
+    assert request.output() == [18, 1, 2, 5, 10]
+    assert sorted(int(f[0]) for f in side_effects.tagged("increment")) == [0, 1, 4, 9]
+    assert by_function(show(request.id)) == {"stages": 1, "square": 4, "increment": 4, "total": 1}
+    # Each stage-2 call started only after its own stage-1 input was done.
+    ends = {int(f[0]): float(f[1]) for f in side_effects.tagged("square")}
+    starts = {int(f[0]): float(f[1]) for f in side_effects.tagged("increment")}
+    for i in range(4):
+        assert starts[i * i] >= ends[i]
+
+
+def test_stage_two_fans_out_over_stage_one_value(apps, state_dir, side_effects) -> None:
+    app = apps("app_graph")
+    request = run_local_application(app.stages_blocking, 3, str(side_effects))
+    assert request.output() == [0 + 1 + 11 + 21, 1, 11, 21]
+    assert side_effects.count("stage_one") == 1
+
+
+def test_map_over_a_list(apps, state_dir, side_effects, show, monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    request = run_local_application(app.map_list, [3, 1, 2])
+    assert request.output() == [6, 2, 4]  # in input order
+    assert sorted(f[0] for f in side_effects.tagged("double")) == ["1", "2", "3"]
+    info = show(request.id)
+    assert by_function(info) == {"map_list": 1, "double": 3}
+    kinds = Counter(c["kind"] for c in info["call_list"])
+    assert kinds == {"call": 4, "map": 1}
+
+
+def test_map_over_an_empty_list(apps, state_dir, side_effects, monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    assert run_local_application(app.map_list, []).output() == []
+    assert side_effects.lines() == []
+
+
+def test_map_over_a_future_of_a_list(apps, state_dir, side_effects, monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    assert run_local_application(app.map_of_future, 4).output() == [2, 4, 6, 8]
+    assert side_effects.count("numbers") == 1
+    assert len(side_effects.tagged("double")) == 4
+
+
+def test_map_over_futures(apps, state_dir, side_effects, monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    assert run_local_application(app.map_of_futures, 3).output() == [0, 4, 8]
+    assert len(side_effects.tagged("double")) == 6
+
+
+def test_reduce_with_initial_is_a_left_fold(apps, state_dir, side_effects, monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    assert run_local_application(app.reduce_with_initial, [1, 2, 3], 10).output() == 16
+    # One call per item, each taking the previous accumulator: ((10+1)+2)+3.
+    steps = [(int(f[0]), int(f[1])) for f in side_effects.tagged("add")]
+    assert steps == [(10, 1), (11, 2), (13, 3)]
+
+
+def test_reduce_without_initial_starts_from_the_first_item(apps, state_dir, side_effects,
+                                                            monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    assert run_local_application(app.reduce_no_initial, [5, 6, 7]).output() == 18
+    assert [(int(f[0]), int(f[1])) for f in side_effects.tagged("add")] == [(5, 6), (11, 7)]
+
+
+def test_reduce_of_one_item_returns_it_without_a_call(apps, state_dir, side_effects, show,
+                                                      monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    request = run_local_application(app.reduce_no_initial, [42])
+    assert request.output() == 42
+    assert side_effects.tagged("add") == []
+    assert "add" not in {c["function"] for c in show(request.id)["call_list"] if c["kind"] == "call"}
+    # An empty list with an initial value is the initial value, also without a call.
+    assert run_local_application(app.reduce_with_initial, [], 9).output() == 9
+    assert side_effects.tagged("add") == []
+
+
+def test_reduce_of_nothing_without_initial_fails(apps, state_dir, side_effects,
+                                                 monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    request = run_local_application(app.reduce_no_initial, [])
+    assert request.status == "failed"
+    with pytest.raises(RequestError, match="empty"):
+        request.output()
+    assert side_effects.tagged("add") == []
+
+
+def test_map_then_reduce_over_futures(apps, state_dir, side_effects, monkeypatch) -> None:
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(side_effects))
+    app = apps("app_mapreduce")
+    assert run_local_application(app.map_then_reduce, 4).output() == 2 + 4 + 6 + 8
+    assert len(side_effects.tagged("double")) == 4 and len(side_effects.tagged("add")) == 4
+
+
+def test_async_functions_await_and_gather(apps, state_dir, side_effects) -> None:
+    app = apps("app_async")
+    request = run_local_application(app.gather_app, 1, 10, str(side_effects))
+    assert request.output() == [2, 4, 20, 6]
+    start = {int(f[0]): float(f[1]) for f in side_effects.tagged("start")}
+    end = {int(f[0]): float(f[1]) for f in side_effects.tagged("end")}
+    assert sorted(start) == [1, 2, 10]
+    # `await` finishes the first call before the gathered ones begin...
+    assert end[1] <= min(start[2], start[10])
+    # ...and gather runs its two calls at the same time (each sleeps 0.5 s).
+    assert max(start[2], start[10]) < min(end[2], end[10])
+
+
+def test_a_future_consumed_by_several_callers_runs_once(apps, state_dir, side_effects,
+                                                        show) -> None:
+    app = apps("app_graph")
+    request = run_local_application(app.shared, str(side_effects))
+    assert request.output() == [8 + 9 + 7 + 7, 8, 9, 7, 7]
+    assert side_effects.count("expensive") == 1
+    assert sorted(f[0] for f in side_effects.tagged("plus")) == ["1", "2"]
+    assert by_function(show(request.id))["expensive"] == 1
+
+
+def test_futures_started_with_run_work_while_the_parent_does(apps, state_dir,
+                                                             side_effects) -> None:
+    app = apps("app_graph")
+    request = run_local_application(app.control, str(side_effects))
+    assert request.output() == {"results": ["A", "B"]}
+    # Both workers ran before the parent asked for any result.
+    parent_result_at = float(side_effects.tagged("parent_result")[0][0])
+    assert all(float(f[1]) < parent_result_at for f in side_effects.tagged("worker"))
+
+
+def test_wait_first_completed_returns_while_the_slow_call_runs(apps, state_dir, side_effects,
+                                                               show) -> None:
+    app = apps("app_wait")
+    request = run_local_application(app.first_completed, str(side_effects))
+    out = request.output()
+    assert out["done"] == ["fast"] and out["not_done"] == 1 and out["slow_done"] is False
+    assert out["waited"] < 30
+    assert side_effects.count("sleeper_end", "slow") == 0
+    # The slow call nobody waited for was stopped when the run ended.
+    slow = [c for c in show(request.id)["call_list"] if c["status"] == "cancelled"]
+    assert [c["function"] for c in slow] == ["sleeper"]
+
+
+def test_wait_first_failure(apps, state_dir, side_effects) -> None:
+    app = apps("app_wait")
+    out = run_local_application(app.first_failure, str(side_effects)).output()
+    assert out == {
+        "done": 2, "not_done": 1, "slow_done": False, "bad_exception": "FunctionError",
+        "bad_function": "failer", "bad_cause": "ValueError", "ok_result": "ok",
+    }
+
+
+def test_wait_all_completed_does_not_raise(apps, state_dir, side_effects) -> None:
+    app = apps("app_wait")
+    out = run_local_application(app.all_completed, str(side_effects)).output()
+    assert out == {"done": 3, "not_done": 0, "values": ["a", "b"],
+                   "bad_exception": "FunctionError"}
+
+
+def test_wait_and_result_with_timeout(apps, state_dir, side_effects) -> None:
+    app = apps("app_wait")
+    out = run_local_application(app.wait_timeout, str(side_effects)).output()
+    assert out["done"] == ["fast"] and out["not_done"] == 1
+    assert 1.4 <= out["waited"] < 10
+    assert out["result_timeout"] == "TimeoutError"
+
+
+def test_fanout_example_from_the_cli(cli, state_dir, examples_dir) -> None:
+    code, out, err = cli("run", "app.py:orchestrator", "--input", '"What made 2008 possible?"',
+                         "--json", cwd=examples_dir / "fanout")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "succeeded" and result["error"] is None
+    assert result["result"].splitlines() == [
+        "notes on 2008 (4 chars)", "notes on made (4 chars)", "notes on possible (8 chars)",
+        "notes on what (4 chars)",
+    ]
