@@ -29,7 +29,7 @@ demo: image
 
 # Everything CI runs: generated code up to date, lint, and the whole suite with Docker tests.
 test: image protos-check lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	ENGINE_REQUIRE_DOCKER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

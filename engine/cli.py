@@ -6,7 +6,8 @@
     engine runs [--json]
     engine show RUN_ID [--json]
     engine logs RUN_ID [--function NAME]
-    engine image build FILE.py [--force]
+    engine image build [FILE.py] [--force]
+    engine image prune [--dry-run]
     engine doctor
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run failed, 2 a usage or
@@ -292,6 +293,18 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_image_prune(args: argparse.Namespace) -> int:
+    from engine import images
+
+    removed = images.prune_images(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for tag in removed:
+        print(f"{verb} {tag}")
+    if not removed:
+        print("nothing to remove")
+    return EXIT_OK
+
+
 def _first_application(path: str) -> str:
     from engine.app import import_file
     from engine.sdk.function import Function
@@ -371,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("target", nargs="?", metavar="FILE.py[:FUNCTION]")
     b.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     b.set_defaults(func=cmd_image_build)
+
+    pr = isub.add_parser("prune", help="remove runtime and function images of older engine code")
+    pr.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    pr.set_defaults(func=cmd_image_prune)
 
     p = sub.add_parser("doctor", help="check Docker, images and Python versions")
     p.set_defaults(func=cmd_doctor)

@@ -11,7 +11,7 @@ Three kinds of image, each cached by a content-derived tag:
 
 1. Base: `python:3.X-slim` if the local engine already has it (the ordinary path), otherwise
    `engine-base:bookworm-py3.X`, made once with `debootstrap --variant=minbase` and
-   `docker import` (about 70 s + 13 s; never repeated while the image exists).
+   `docker import` (about 70 s + 3 s here; never repeated while the image exists).
 2. Runtime: `engine-runtime:py3.X-<hash>`, from `runtime_image/Dockerfile`. Its dependencies
    (grpcio, protobuf, cloudpickle, pydantic, pyyaml, rich and what they require) are pinned to
    the versions installed on the host — the generated protobuf code and the pickles must match
@@ -32,8 +32,8 @@ The Python minor version of every image must equal the host's: cloudpickle's out
 portable between equal minor versions. Images carry it as the label `engine.python`, and a
 mismatch raises `PythonVersionMismatch` before anything runs.
 
-The Docker SDK is blocking; these functions are for the CLI and for threads (the docker backend
-calls them through `asyncio.to_thread`).
+The Docker SDK is blocking: call these from the CLI or from a thread, never on an event loop.
+Builds hold a per-user file lock, so parallel builds of one tag run once.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def _python_of(client: docker.DockerClient, ref: str, attrs: dict) -> str:
                 return f"{match.group(1)}.{match.group(2)}"
     code = "import sys; print('%d.%d' % sys.version_info[:2])"
     try:
-        exit_code, out = run_once(client, ref, ["python3", "-c", code], network_mode="none")
+        exit_code, out = run_once(client, ref, ["python3", "-c", code], network_disabled=True)
     except docker.errors.APIError as exc:
         raise ImageBuildError(f"Could not run python3 in image {ref}: {exc}") from exc
     if exit_code != 0 or not re.fullmatch(r"\d+\.\d+", out.strip()):
@@ -543,9 +543,9 @@ def _pinned_requirements() -> tuple[str, ...]:
     return tuple(sorted(pins.values(), key=str.lower))
 
 
-def _engine_source_files() -> list[Path]:
+def _engine_source_files(root: Path = _ENGINE_DIR) -> list[Path]:
     files = []
-    for dirpath, dirnames, filenames in os.walk(_ENGINE_DIR):
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
         for filename in sorted(filenames):
             if filename.endswith((".pyc", ".pyo")) or filename.startswith("."):
@@ -584,16 +584,20 @@ def runtime_image_tag() -> str:
     cached = _runtime_tag_cache.get(stamp)
     if cached:
         return cached
-    parts = [b"engine-runtime/1", host_python_version().encode(), _arch().encode()]
-    parts += [pin.encode() for pin in pinned_requirements()]
-    parts.append(_dockerfile_text().encode())
-    for path in files:
-        parts.append(path.relative_to(_ENGINE_DIR).as_posix().encode())
-        parts.append(path.read_bytes())
-    tag = f"{RUNTIME_REPOSITORY}:py{host_python_version()}-{_sha256(parts)[:12]}"
+    tag = _runtime_tag_of(_ENGINE_DIR, _dockerfile_text())
     _runtime_tag_cache.clear()
     _runtime_tag_cache[stamp] = tag
     return tag
+
+
+def _runtime_tag_of(engine_root: Path, dockerfile: str) -> str:
+    parts = [b"engine-runtime/1", host_python_version().encode(), _arch().encode()]
+    parts += [pin.encode() for pin in pinned_requirements()]
+    parts.append(dockerfile.encode())
+    for path in _engine_source_files(engine_root):
+        parts.append(path.relative_to(engine_root).as_posix().encode())
+        parts.append(path.read_bytes())
+    return f"{RUNTIME_REPOSITORY}:py{host_python_version()}-{_sha256(parts)[:12]}"
 
 
 def _pip_platform_args() -> list[str]:
@@ -762,16 +766,21 @@ def build_runtime_image(progress: Progress = None, force: bool = False) -> str:
     with _build_lock():
         if not force and _inspect_image(client, tag) is not None:
             return tag
-        _build_runtime(client, tag, progress)
-    return tag
+        return _build_runtime(client, tag, progress, force)
 
 
-def _build_runtime(client: docker.DockerClient, tag: str, progress: Progress) -> None:
+def _build_runtime(client: docker.DockerClient, tag: str, progress: Progress, force: bool) -> str:
     base = ensure_base_image(progress, client=client)
-    _say(progress, f"building {tag} from {base}")
     with _build_context() as ctx:
         _stage_runtime_context(ctx, progress)
-        (ctx / "Dockerfile").write_text(_dockerfile_text())
+        dockerfile = _dockerfile_text()
+        (ctx / "Dockerfile").write_text(dockerfile)
+        # The tag of what was actually staged: if the source changed since `tag` was computed,
+        # the image must not go out under the old tag.
+        tag = _runtime_tag_of(ctx / "engine", dockerfile)
+        if not force and _inspect_image(client, tag) is not None:
+            return tag
+        _say(progress, f"building {tag} from {base}")
         _docker_build(
             client,
             ctx,
@@ -781,6 +790,7 @@ def _build_runtime(client: docker.DockerClient, tag: str, progress: Progress) ->
             labels={LABEL_KIND: "runtime", LABEL_PYTHON: host_python_version(), LABEL_BASE: base},
             progress=progress,
         )
+    return tag
 
 
 # --- function images -------------------------------------------------------------------------
@@ -1211,6 +1221,7 @@ __all__ = [
     "pip_download_args",
     "prune_images",
     "runtime_image_tag",
+    "run_once",
     "runtime_wheels",
     "wheel_cache_dir",
 ]

@@ -104,16 +104,18 @@ def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None) -> B
     from engine import images
     from engine.backends.docker import DockerBackend
 
-    backend = DockerBackend(instance_id=uuid.uuid4().hex[:12])
     runtime_tag = images.runtime_image_tag()
     if not _image_exists(runtime_tag) and say:
         say(f"building the runtime image {runtime_tag} (once; `engine image build` does it ahead)")
-    images.build_runtime_image(progress=None)
+    runtime_tag = images.build_runtime_image(progress=None)
     if app is not None:
         for settings in app.functions.values():
             image = settings.config.image
             if settings.image_tag is None and image is not None:
                 settings.image_tag = images.build_function_image(image, progress=say)
+    # The tag of exactly what was built: the tag derives from the engine's source, and must not
+    # be recomputed later.
+    backend = DockerBackend(instance_id=uuid.uuid4().hex[:12], image_for=lambda spec: runtime_tag)
     return backend
 
 

@@ -26,7 +26,14 @@ APP = "containers.py"
 def docker_client():
     from engine import images
 
-    client = images.docker_client()  # raises DockerUnavailable with what to do
+    from engine.errors import DockerUnavailable
+
+    try:
+        client = images.docker_client()
+    except DockerUnavailable as exc:
+        if os.environ.get("ENGINE_REQUIRE_DOCKER") == "1":  # CI: a missing engine is a failure
+            raise
+        pytest.skip(str(exc))
     images.build_runtime_image()
     return client
 

@@ -119,3 +119,82 @@ def branches(n: int, log: str, flag: str) -> int:
 def join_logged(log: str, *values: int) -> int:
     record(log, "join")
     return sum(values)
+
+
+# --- executors that die, parents that fail after their children ----------------------------------
+
+
+@function(retries=Retries(max_retries=1, initial_delay=0.05))
+def dies_once(log: str) -> int:
+    record(log, "dies_once", os.getpid())
+    if count(log, "dies_once") == 1:
+        os._exit(3)  # the executor process dies mid-call
+    return os.getpid()
+
+
+@application()
+@function()
+def executor_lost_app(log: str) -> int:
+    return dies_once.future(log)
+
+
+@function()
+def always_dies(log: str) -> int:
+    record(log, "always_dies")
+    os._exit(4)
+
+
+@application()
+@function()
+def executor_lost_fatal_app(log: str) -> int:
+    return always_dies.future(log)
+
+
+@function(retries=Retries(max_retries=1, initial_delay=0.05))
+def parent_fails_after_children(log: str) -> int:
+    """Blocks on two children, then fails on its first attempt: the retry must reuse them."""
+    record(log, "parent")
+    total = healthy(1, log) + healthy(2, log)
+    if count(log, "parent") == 1:
+        raise RuntimeError("the parent fails after its children finished")
+    return total
+
+
+@application()
+@function()
+def parent_retry_app(log: str) -> int:
+    return parent_fails_after_children.future(log)
+
+
+@application()
+@function()
+def blocking_parent(log: str, flag: str) -> int:
+    """Not a tail call: it waits for its children, then fails while `flag` exists."""
+    record(log, "blocking_parent")
+    values = [healthy(i, log) for i in range(3)]
+    mapped = healthy_square.map(values)
+    if os.path.exists(flag):
+        raise RuntimeError("the parent is broken while the flag file exists")
+    return sum(values) + sum(mapped)
+
+
+@function(concurrency=8)
+def healthy_square(x: int) -> int:
+    return x * x
+
+
+@function()
+def big(size: int) -> str:
+    return "x" * size
+
+
+@function()
+def length(text: str) -> int:
+    return len(text)
+
+
+@application()
+@function()
+def big_values(size: int) -> dict:
+    text = big.future(size)
+    return {"length": length(text), "text": text.result()}
