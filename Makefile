@@ -36,6 +36,7 @@ test-unit: setup
 
 lint: setup
 	$(BIN)/ruff check engine tests examples benchmarks
+	$(BIN)/mypy engine
 
 protos: setup
 	PATH=$(BIN):$$PATH bash scripts/gen_protos.sh

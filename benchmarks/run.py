@@ -277,7 +277,7 @@ def main() -> int:
     parser.add_argument("--work-max-containers", type=int, help="override work's max_containers")
     parser.add_argument("--max-minutes", type=float, default=30,
                         help="skip the remaining sizes once this much time has gone (default 30)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed for one process")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds allowed for one process")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

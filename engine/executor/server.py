@@ -140,6 +140,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         fn, stub = self.function, self.callback
         if fn is None or stub is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Calls before Initialize")
+        assert fn is not None
         done: queue.SimpleQueue[pb.RunResponse | None] = queue.SimpleQueue()
         workers = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
 
@@ -194,7 +195,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         return response
 
     def _run(self, fn: Function[..., Any], request: pb.RunRequest, runtime: ExecutorRuntime) -> pb.RunResponse:
-        def fail(exc: BaseException, kind: int | None = None) -> pb.RunResponse:
+        def fail(exc: BaseException, kind: pb.FailureKind | None = None) -> pb.RunResponse:
             return pb.RunResponse(
                 failure=wire.failure_from_exception(exc, function=fn.name, call_id=request.call_id, kind=kind)
             )

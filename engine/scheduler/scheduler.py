@@ -480,6 +480,7 @@ class Scheduler:
             response = await ex.call(request, settings.config.timeout)
         except asyncio.CancelledError:
             ex.inflight -= 1
+            call.executor = None
             raise
         except (TimeoutError, asyncio.TimeoutError):
             failure = wire.make_failure(
@@ -714,6 +715,10 @@ class Scheduler:
         self._notify(call)
 
     def _cancel_call(self, call: CallState, failure: pb.Failure) -> None:
+        if call.status == RUNNING and call.executor is not None:
+            # Its code is still running there: stop the executor, so that nothing of a
+            # cancelled run keeps working, nor takes a slot another call would be given.
+            asyncio.ensure_future(self._retire(call.executor))
         if call.task is not None and not call.task.done():
             call.task.cancel()
         if call.retry_handle is not None:

@@ -92,7 +92,7 @@ def args_digest(arguments: pb.Arguments) -> str:
 
 
 def failure_from_exception(
-    exc: BaseException, *, function: str, call_id: str, kind: int | None = None
+    exc: BaseException, *, function: str, call_id: str, kind: pb.FailureKind | None = None
 ) -> pb.Failure:
     propagated = getattr(exc, "_engine_failure", None)
     if propagated is not None and kind is None:
@@ -118,7 +118,7 @@ def failure_from_exception(
     return failure
 
 
-def make_failure(kind: int, message: str, *, function: str, call_id: str, type_name: str = "") -> pb.Failure:
+def make_failure(kind: pb.FailureKind, message: str, *, function: str, call_id: str, type_name: str = "") -> pb.Failure:
     return pb.Failure(
         kind=kind,
         type_name=type_name or _ERROR_TYPES.get(kind, errors.FunctionError).__name__,
@@ -161,7 +161,7 @@ def exception_from_failure(failure: pb.Failure, run_id: str | None = None) -> er
     return exc
 
 
-def failure_kind_name(kind: int) -> str:
+def failure_kind_name(kind: pb.FailureKind) -> str:
     return FAILURE_NAMES.get(kind, "unknown")
 
 

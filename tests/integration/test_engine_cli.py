@@ -182,3 +182,15 @@ def test_logs_show_what_functions_printed(cli) -> None:
     assert "shouting 'hello ada'" in out
     code, out, err = cli("logs", run_id, "--function", "shout")
     assert code == 0 and "shouting" in out and "greet ada" not in out
+
+
+def test_secrets_come_from_the_env_file(cli, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("ENGINE_TEST_TOKEN_7F3A", raising=False)
+    app = APP.parent / "app_secret.py"
+    one_line_error(*cli("run", f"{app}:secret_app", "--input", '"!"'), "ENGINE_TEST_TOKEN_7F3A")
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text("ENGINE_TEST_TOKEN_7F3A=abc123\n")
+    code, out, err = cli("run", f"{app}:secret_app", "--input", '"!"', "--env-file", str(env_file),
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["result"] == "321cba!"

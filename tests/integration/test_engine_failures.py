@@ -405,3 +405,25 @@ def test_large_values_travel_and_are_checkpointed_as_blobs(apps, state_dir, show
     blobs = [p for p in (state_dir / "blobs").rglob("*") if p.is_file()]
     assert blobs, "values over 64 KiB are stored as blob files"
     assert show(request.id)["status"] == "succeeded"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG: resume runs a failed child again with the arguments its parent passed the first "
+    "time, not the ones the re-executed parent passes now: Scheduler.resume_run queues every "
+    "unfinished call whose dependencies are met, even children of a call that is itself "
+    "re-executed, and Scheduler._add_call keeps an unfinished call's old spec when its parent "
+    "re-submits the id with new arguments (`existing.args_digest == digest or existing.status "
+    "!= SUCCEEDED` returns `existing`)"))
+def test_resume_uses_the_arguments_the_rerun_parent_passes(apps, state_dir, side_effects, cli,
+                                                           tmp_path) -> None:
+    app = apps("app_failures")
+    value = tmp_path / "value.txt"
+    value.write_text("bad")
+    request = run_local_application(app.reads_its_input, str(value), str(side_effects))
+    with pytest.raises(FunctionError, match="bad value"):
+        request.output()
+    value.write_text("good")  # the user fixes the input the parent reads
+    code, out, err = cli("resume", request.id, "--json")
+    assert side_effects.count("check_value", "bad") == 1  # never again with the stale value
+    assert code == 0, out
+    assert json.loads(out)["result"] == "good!"

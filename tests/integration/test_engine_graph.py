@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine import FunctionError, RequestError, run_local_application
+from engine import RequestError, run_local_application
 
 
 def by_function(info: dict[str, Any]) -> Counter[str]:
@@ -157,7 +157,7 @@ def test_a_future_consumed_by_several_callers_runs_once(apps, state_dir, side_ef
                                                         show) -> None:
     app = apps("app_graph")
     request = run_local_application(app.shared, str(side_effects))
-    assert request.output() == [8 + 9 + 7 + 7, 8, 9, 7, 7]
+    assert request.output() == [8, 9, 0, 7, 7]
     assert side_effects.count("expensive") == 1
     assert sorted(f[0] for f in side_effects.tagged("plus")) == ["1", "2"]
     assert by_function(show(request.id))["expensive"] == 1
@@ -220,3 +220,49 @@ def test_fanout_example_from_the_cli(cli, state_dir, examples_dir) -> None:
         "notes on 2008 (4 chars)", "notes on made (4 chars)", "notes on possible (8 chars)",
         "notes on what (4 chars)",
     ]
+
+
+def test_tail_call_from_a_tail_call(apps, state_dir) -> None:
+    app = apps("app_graph")
+    assert run_local_application(app.tail_chain, 4).output() == 41
+
+
+def test_tail_call_to_futures_already_started_or_done(apps, state_dir) -> None:
+    app = apps("app_graph")
+    assert run_local_application(app.tail_of_started, 1).output() == [5, 2, 3]
+
+
+def test_recursion_does_not_deadlock_with_one_executor_slot(apps, state_dir, cli,
+                                                            tmp_path) -> None:
+    # A blocked parent does not count against max_executors: each level can start the next.
+    config = tmp_path / "tight.yaml"
+    config.write_text("max_executors: 1\n")
+    app_file = Path(apps("app_graph").__file__)
+    code, out, err = cli("run", f"{app_file}:recurse", "--input", "3", "--json",
+                         "--config", str(config), timeout=60)
+    assert code == 0, err
+    assert json.loads(out)["result"] == 3
+
+
+def test_max_containers_one_runs_calls_one_at_a_time(apps, state_dir, side_effects) -> None:
+    app = apps("app_graph")
+    assert run_local_application(app.serial_app, 3, str(side_effects)).output() == [3, 0, 1, 2]
+    spans = sorted(
+        (float(s[1]), float(e[1]))
+        for s in side_effects.tagged("serial_start")
+        for e in side_effects.tagged("serial_end") if s[0] == e[0]
+    )
+    assert len(spans) == 3
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end  # never two at once
+
+
+def test_run_local_application_inside_an_event_loop(apps, state_dir, side_effects) -> None:
+    import asyncio
+
+    app = apps("app_graph")
+
+    async def main() -> Any:
+        return run_local_application(app.fan, 2, str(side_effects)).output()
+
+    assert asyncio.run(main()) == [1, 0, 1]

@@ -91,6 +91,9 @@ def test_pydantic_model_parameter() -> None:
 
 def test_no_input() -> None:
     assert parse_input(no_params, None) == {}
+    assert parse_input(no_params, "null") == {}
+    with pytest.raises(InputError, match="no input"):
+        parse_input(no_params, "3")
     with pytest.raises(InputError, match="question"):
         parse_input(one_str, None)
     with pytest.raises(InputError, match="name"):

@@ -158,7 +158,7 @@ def test_retries_delay_is_exponential_and_capped() -> None:
 
 def test_retries_are_frozen() -> None:
     r = Retries(2)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="frozen"):
         r.max_retries = 5  # type: ignore[misc]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from engine import application, function
 from sidefx import record
+
+from engine import application, function
 
 
 @function(concurrency=10)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from engine import RequestError, Retries, application, function
 from sidefx import count, record, wait_for_checkpoints
+
+from engine import RequestError, Retries, application, function
 
 
 @function(retries=Retries(max_retries=3, initial_delay=0.1, delay_multiplier=5, max_delay=10))
@@ -198,3 +199,23 @@ def length(text: str) -> int:
 def big_values(size: int) -> dict:
     text = big.future(size)
     return {"length": length(text), "text": text.result()}
+
+
+# --- resume after the user fixed what a parent passes to its child -------------------------------
+
+
+@function()
+def check_value(value: str, log: str) -> str:
+    record(log, "check_value", value)
+    if value != "good":
+        raise ValueError(f"bad value {value!r}")
+    return value
+
+
+@application()
+@function()
+def reads_its_input(path: str, log: str) -> str:
+    """Passes the content of `path` (which the user fixes between tries) to its child."""
+    with open(path) as fh:
+        value = fh.read().strip()
+    return check_value(value, log) + "!"

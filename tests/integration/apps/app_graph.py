@@ -3,8 +3,9 @@ consumers, and futures started with .run() for control."""
 
 from __future__ import annotations
 
-from engine import application, function
 from sidefx import record, wait_for
+
+from engine import application, function
 
 
 @function()
@@ -70,15 +71,22 @@ def plus(x: int, y: int, log: str) -> int:
     return x + y
 
 
+@function()
+def flatten(values: list, pair: tuple) -> list:
+    assert isinstance(values, list) and isinstance(pair, tuple)
+    return [*values, *pair]
+
+
 @application()
 @function()
-def shared(log: str) -> list[int]:
-    """One future consumed by three callers and by the parent itself."""
+def shared(log: str) -> list:
+    """One future consumed by several callers (positionally, by keyword, inside a list and a
+    tuple) and by the parent itself."""
     base = expensive.future(log)
     a = plus.future(base, 1, log)
-    b = plus.future(base, 2, log)
+    b = plus.future(x=base, y=2, log=log)
     direct = base.result()
-    return total.future(a, b, base, direct)
+    return flatten.future([a, b, 0], pair=(base, direct))
 
 
 @function()
@@ -97,3 +105,59 @@ def control(log: str) -> dict:
     wait_for(log, "worker", 2, timeout=30)  # the parent's "work": it runs while they run
     record(log, "parent_result")
     return {"results": [a.result(), b.result()]}
+
+
+# --- tail calls in odd places, recursion, pool limits -------------------------------------------
+
+
+@function()
+def leaf(x: int) -> int:
+    return x + 1
+
+
+@function()
+def middle(x: int) -> int:
+    return leaf.future(x * 10)  # a tail call from a call that is itself a tail call
+
+
+@application()
+@function()
+def tail_chain(x: int) -> int:
+    return middle.future(x)
+
+
+@application()
+@function()
+def tail_of_started(x: int) -> list[int]:
+    running = leaf.future(x).run()
+    finished = leaf.future(x + 1)
+    finished.result()
+    return total.future(running, finished)  # both already started, one already done
+
+
+@function()
+def depth(n: int) -> int:
+    """Recursion: each level blocks on the next, in an executor of the same function."""
+    return 0 if n == 0 else depth(n - 1) + 1
+
+
+@application()
+@function()
+def recurse(n: int) -> int:
+    return depth(n)
+
+
+@function(max_containers=1, concurrency=1)
+def serial(i: int, log: str) -> int:
+    record(log, "serial_start", i)
+    import time
+
+    time.sleep(0.2)
+    record(log, "serial_end", i)
+    return i
+
+
+@application()
+@function()
+def serial_app(n: int, log: str) -> list[int]:
+    return total.future(*[serial.future(i, log) for i in range(n)])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from engine import application, function
 from sidefx import record
+
+from engine import application, function
 
 
 @function()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
-from engine import RETURN_WHEN, Future, application, function
 from sidefx import record
+
+from engine import RETURN_WHEN, Future, application, function
 
 
 @function(concurrency=8)
