@@ -5,11 +5,10 @@ futures with `fn.future(...)` and return them as tail calls. Each function runs 
 its own (Docker containers, or local processes), every finished call is checkpointed, and a
 failed or interrupted run resumes without redoing finished work.
 
-The public surface is this module, `engine.errors` and `engine.testing`; everything else is
-implementation. The names match the Tensorlake Applications SDK where they overlap.
+The public surface is this module and `engine.errors`; everything else is implementation. The names match the Tensorlake Applications SDK where they overlap.
 """
 
-from engine.client import Request, run_local_application
+from engine.client import Request, run_local_application, run_remote_application
 from engine.errors import (
     DependencyFailed,
     EngineError,
@@ -51,4 +50,5 @@ __all__ = [
     "application",
     "function",
     "run_local_application",
+    "run_remote_application",
 ]

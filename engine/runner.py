@@ -43,6 +43,14 @@ class RunOutcome:
         return wire.exception_from_failure(self.failure, self.run_id)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a run executed: its executors are stopped and it is marked `cancelled`."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("ENGINE_STATE_DIR") or ".engine")
 
@@ -146,12 +154,18 @@ def execute(
     backend_name, fallback = choose_backend(backend, app)
     if fallback and note:
         note(fallback)
+    started: dict[str, str] = {}
     coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
-                  backend_name=backend_name, progress=progress, note=note)
+                  backend_name=backend_name, progress=progress, note=note, started=started)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        try:
+            return asyncio.run(coro)
+        except KeyboardInterrupt:
+            if "run_id" in started:
+                raise RunInterrupted(started["run_id"]) from None
+            raise
     # Called from inside an event loop (a notebook, an async test): run in a thread of its own.
     box: dict[str, Any] = {}
 
@@ -172,6 +186,7 @@ def execute(
 async def _drive(
     app: AppSpec, *, kwargs: dict[str, Any] | None, resume_id: str | None, state_dir: Path,
     backend_name: str, progress: Progress | None, note: Callable[[str], None] | None,
+    started: dict[str, str],
 ) -> RunOutcome:
     store = open_store(store_url(state_dir))
     try:
@@ -202,6 +217,7 @@ async def _drive(
                     except Exception as exc:  # noqa: BLE001
                         raise SDKUsageError(f"input {key!r} cannot be serialised: {exc}") from None
                 run = scheduler.submit_run(app, wire.dumps(values), args)
+            started["run_id"] = run.run_id
             store.update_run(run.run_id, owner=owner_tag())
             store.commit()
             if progress is not None:

@@ -30,6 +30,12 @@ APPS_DIR = REPO / "tests" / "integration" / "apps"
 EXAMPLES_DIR = REPO / "examples"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared in pyproject.toml; repeated here so that the marker is known whichever
+    # configuration file pytest picks up.
+    config.addinivalue_line("markers", "docker: needs a running Docker engine and the runtime image")
+
+
 @pytest.fixture
 def examples_dir() -> Path:
     return EXAMPLES_DIR

@@ -45,6 +45,7 @@ class CallState:
         "attempts", "executions", "deps_pending", "dependants", "tail_id", "tail_parents",
         "collectors", "children", "result", "result_digest", "failure", "waiters",
         "started_at", "ended_at", "created_at", "task", "retry_handle", "settings", "executor",
+        "dormant",
     )
 
     def __init__(self, run: RunState, spec: pb.FutureSpec, parent_id: str | None,
@@ -79,6 +80,8 @@ class CallState:
         self.task: asyncio.Task[Any] | None = None
         self.retry_handle: asyncio.TimerHandle | None = None
         self.executor: Any = None  # the ExecutorState running it, while running
+        # Resumed under a parent that will execute again: not scheduled until re-created.
+        self.dormant = False
 
     @property
     def final(self) -> bool:

@@ -174,6 +174,7 @@ def _as_future(obj: Any) -> Future[Any]:
     fut = future_of_coroutine(obj)
     if fut is None:
         raise SDKUsageError(f"expected a Future, got {type(obj).__name__}")
+    obj.close()  # the Future runs instead of the coroutine: silence "never awaited"
     return fut
 
 

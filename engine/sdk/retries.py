@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import SDKUsageError
 
 
 class Retries(BaseModel):
@@ -21,7 +23,12 @@ class Retries(BaseModel):
     delay_multiplier: float = Field(default=2.0, ge=1.0)
 
     def __init__(self, max_retries: int = 0, **kwargs: float) -> None:
-        super().__init__(max_retries=max_retries, **kwargs)
+        try:
+            super().__init__(max_retries=max_retries, **kwargs)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "Retries"
+            raise SDKUsageError(f"Retries({where}=...): {err['msg']}") from None
 
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry number `retry_number` (1-based)."""

@@ -7,6 +7,7 @@ Chosen by URL; `sqlite:///<path>` is the one implemented (the default is
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from engine.errors import SDKUsageError
@@ -25,4 +26,10 @@ def open_store(url: str) -> SQLiteStore:
     if not url.startswith(prefix):
         raise SDKUsageError(f"unsupported store URL {url!r}: use sqlite:///PATH")
     path = Path(url[len(prefix):])
-    return SQLiteStore(path, path.parent / "blobs")
+    try:
+        return SQLiteStore(path, path.parent / "blobs")
+    except (OSError, sqlite3.Error) as exc:
+        raise SDKUsageError(
+            f"cannot use state directory {path.parent}: {getattr(exc, 'strerror', None) or exc} "
+            "(pass --state-dir DIR or set ENGINE_STATE_DIR)"
+        ) from None

@@ -128,11 +128,6 @@ def test_runs_newest_first(cli) -> None:
     assert out.index(ids[2]) < out.index(ids[1]) < out.index(ids[0])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: `engine runs` truncates run ids ('20261122-021413-…') at 80 columns, the width rich "
-    "uses whenever stdout is not a terminal (CI logs, pipes), so the id cannot be copied into "
-    "`engine resume`: engine/cli.py cmd_runs builds Table('run', ...) with default overflow; "
-    "give the run column no_wrap=True/min_width=len(run_id) (or overflow='fold')"))
 def test_runs_table_shows_whole_run_ids(cli) -> None:
     code, out, err = cli("run", f"{APP}:greet", "--input", '{"name": "a"}', "--json")
     run_id = json.loads(out)["run_id"]
@@ -194,3 +189,10 @@ def test_secrets_come_from_the_env_file(cli, tmp_path, monkeypatch) -> None:
                          "--json")
     assert code == 0, err
     assert json.loads(out)["result"] == "321cba!"
+
+
+def test_unusable_state_dir_is_one_line(cli, tmp_path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    one_line_error(*cli("run", f"{APP}:greet", "--input", '{"name": "a"}', "--state-dir",
+                        str(not_a_dir)), "state")

@@ -31,6 +31,7 @@ PUBLIC = [
     "application",
     "function",
     "run_local_application",
+    "run_remote_application",
 ]
 
 ERRORS = [

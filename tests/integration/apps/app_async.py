@@ -6,7 +6,7 @@ import asyncio
 
 from sidefx import record
 
-from engine import application, function
+from engine import Future, application, function
 
 
 @function(concurrency=4)
@@ -30,3 +30,25 @@ async def gather_app(x: int, y: int, log: str) -> list[int]:
     # A sync function called from async code blocks; its future form can be awaited.
     third = await triple.future(first)
     return [first, *both, third]
+
+
+@function()
+async def adouble(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+@function()
+async def aadd(a: int, b: int) -> int:
+    return a + b
+
+
+@application()
+@function()
+async def async_map_reduce(n: int) -> dict:
+    """map and reduce of async functions are awaited; calls may go to Future.wait as is."""
+    values = await adouble.map(list(range(n)))
+    total = await aadd.reduce(values, 0)
+    done, not_done = Future.wait([adouble(100), adouble(200)])
+    return {"values": values, "total": total, "waited": sorted(f.result() for f in done),
+            "not_done": len(not_done)}

@@ -10,9 +10,9 @@ from engine import application, function
 
 
 @function(concurrency=10)
-def work(i: int, log: str) -> int:
+def work(i: int, log: str, step: float) -> int:
     record(log, "start", i)
-    time.sleep(0.3 + 0.12 * i)
+    time.sleep(0.3 + step * i)
     record(log, "end", i)
     return i * i
 
@@ -24,6 +24,7 @@ def gather(*values: int) -> int:
 
 @application()
 @function()
-def crash_app(n: int, log: str) -> int:
+def crash_app(n: int, log: str, step: float = 0.12) -> int:
+    """n calls; call i takes 0.3 + step * i seconds, so they finish one after another."""
     record(log, "root")
-    return gather.future(*[work.future(i, log) for i in range(n)])
+    return gather.future(*[work.future(i, log, step) for i in range(n)])

@@ -10,10 +10,11 @@ from sidefx import count, record, wait_for_checkpoints
 from engine import RequestError, Retries, application, function
 
 
-@function(retries=Retries(max_retries=3, initial_delay=0.1, delay_multiplier=5, max_delay=10))
+@function(retries=Retries(max_retries=3, initial_delay=0.1, delay_multiplier=8, max_delay=10))
 def flaky(log: str, failures: int) -> str:
     """Fails its first `failures` executions."""
     record(log, "flaky")
+    print(f"flaky attempt {count(log, 'flaky')}")
     if count(log, "flaky") <= failures:
         raise RuntimeError(f"flaky failure #{count(log, 'flaky')}")
     return "ok"

@@ -161,3 +161,20 @@ def serial(i: int, log: str) -> int:
 @function()
 def serial_app(n: int, log: str) -> list[int]:
     return total.future(*[serial.future(i, log) for i in range(n)])
+
+
+@function(concurrency=3, max_containers=1)
+def together(i: int, log: str) -> int:
+    import os
+    import time
+
+    record(log, "together_start", i, os.getpid())
+    time.sleep(0.4)
+    record(log, "together_end", i, os.getpid())
+    return i
+
+
+@application()
+@function()
+def together_app(n: int, log: str) -> list[int]:
+    return total.future(*[together.future(i, log) for i in range(n)])

@@ -51,7 +51,7 @@ def first_completed(log: str) -> dict:
 def first_failure(log: str) -> dict:
     _warm(log)
     ok = sleeper.future(0.05, "ok", log)
-    bad = failer.future(0.3, log)
+    bad = failer.future(1.0, log)
     slow = sleeper.future(60, "slow", log)
     done, not_done = Future.wait([ok, bad, slow], return_when=RETURN_WHEN.FIRST_FAILURE)
     exc = bad.exception
