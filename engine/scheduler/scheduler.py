@@ -100,6 +100,8 @@ class Scheduler:
         self._closed = False
         # Seconds an executor takes to start and initialise (moving average; see Pool.wanted).
         self.start_cost = 0.5
+        self._pools_to_pump: set[Pool] = set()
+        self._pump_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
 
     # =========================================================================================
@@ -143,22 +145,31 @@ class Scheduler:
 
     def submit_run(
         self, app: AppSpec, input_data: bytes, args_message: pb.Arguments, *,
-        run_id: str | None = None, idempotency_key: str | None = None,
+        run_id: str | None = None, idempotency_key: str | None = None, queued: bool = False,
     ) -> RunState:
-        """Create a run of `app` whose root call gets `args_message` (values only)."""
+        """Create a run of `app` whose root call gets `args_message` (values only).
+
+        `queued=True` starts a run whose row already exists as `queued` (written by the server's
+        durable queue when it accepted the request), keeping its id, input and creation time.
+        The row's move to `running` and the root call commit in one transaction, so a crash
+        leaves the run either still queued or started with its root call, never in between.
+        """
         run_id = run_id or new_run_id()
         root = pb.FutureSpec(
             id=root_call_id(run_id), kind=pb.NODE_KIND_CALL, function=app.name,
             arguments=args_message,
         )
         now = time.time()
-        self.store.create_run(RunRow(
-            run_id=run_id, application=app.name, status="running", root_call_id=root.id,
-            app_file=str(app.app_file), module=app.module,
-            config_path=str(app.config_path) if app.config_path else None,
-            backend=self.backend.name, input=input_data, created_at=now, started_at=now,
-            idempotency_key=idempotency_key,
-        ))
+        if queued:
+            self.store.update_run(run_id, status="running", started_at=now, backend=self.backend.name)
+        else:
+            self.store.create_run(RunRow(
+                run_id=run_id, application=app.name, status="running", root_call_id=root.id,
+                app_file=str(app.app_file), module=app.module,
+                config_path=str(app.config_path) if app.config_path else None,
+                backend=self.backend.name, input=input_data, created_at=now, started_at=now,
+                idempotency_key=idempotency_key,
+            ))
         run = RunState(run_id=run_id, app=app, root_id=root.id)
         self.runs[run_id] = run
         self._prestart(app)
@@ -210,11 +221,19 @@ class Scheduler:
                     self._set_status(call, PENDING)  # map, or a tail graph never committed
                 else:
                     self._link_tail(call, target)
+        # A call whose parent will execute again waits for that parent to create it again
+        # (`_add_call` wakes it): the parent may now pass other arguments, or take another path.
+        for call in run.calls.values():  # creation order: parents before their children
+            parent = run.calls.get(call.parent_id or "")
+            if call.status == PENDING and parent is not None and (
+                parent.dormant or parent.status not in (SUCCEEDED, TAIL)
+            ):
+                call.dormant = True
         for call in list(run.calls.values()):
-            if call.status == PENDING:
+            if call.status == PENDING and not call.dormant:
                 self._link_dependencies(call)
         for call in list(run.calls.values()):
-            if call.status == PENDING and call.deps_pending == 0:
+            if call.status == PENDING and not call.dormant and call.deps_pending == 0:
                 self._on_ready(call)
         for call in list(run.calls.values()):
             if call.status == SUCCEEDED and (call.tail_parents or call.collectors):
@@ -252,10 +271,25 @@ class Scheduler:
         """Add a future to the run, or map it onto the existing call with the same id."""
         digest = wire.args_digest(spec.arguments)
         existing = run.calls.get(spec.id)
+        if existing is not None and existing.dormant:
+            # Resumed, and waiting for its re-executed parent to create it again: now it has.
+            existing.dormant = False
+            if existing.args_digest != digest:
+                existing.spec, existing.args_digest = spec, digest
+                self.store.update_call(existing.id, spec=spec.SerializeToString(), args_digest=digest)
+            self._link_dependencies(existing)
+            if existing.status == PENDING and existing.deps_pending == 0:
+                self._on_ready(existing)
+            return existing
         if existing is not None:
-            if existing.args_digest == digest or existing.status != SUCCEEDED:
+            if existing.args_digest == digest or existing.status not in (SUCCEEDED, PENDING, QUEUED):
                 if existing.status == SUCCEEDED:
                     run.reused += 1
+                return existing
+            if existing.status in (PENDING, QUEUED):
+                # Not started yet: it runs with the arguments its parent gives it now.
+                existing.spec, existing.args_digest = spec, digest
+                self.store.update_call(existing.id, spec=spec.SerializeToString(), args_digest=digest)
                 return existing
             # Same id, new arguments: the parent took another path. The checkpoint does not
             # answer this call; run it again with the new arguments.
@@ -280,13 +314,22 @@ class Scheduler:
         ))
         self._emit(call)
         self._link_dependencies(call)
+        if call.kind == pb.NODE_KIND_CALL and not self._closed:
+            # Start the function's first executor now, while the call waits for its
+            # dependencies: a fan-in's combiner is then warm when its inputs are done.
+            pool = self._pool(run.app, call.function)
+            if pool.live() == 0:
+                pool.last_run_id = run.run_id
+                self._start_executor(pool)
         if call.status == PENDING and call.deps_pending == 0:
             self._on_ready(call)
         return call
 
     def _link_dependencies(self, call: CallState) -> None:
         call.deps_pending = 0
-        for ref in wire.refs(call.spec.arguments):
+        refs = wire.refs(call.spec.arguments)
+        call.has_refs = bool(refs)
+        for ref in refs:
             dep = call.run.calls.get(ref)
             if dep is None:
                 raise wire.InvalidMessage(f"future {call.id} depends on unknown future {ref}")
@@ -314,7 +357,7 @@ class Scheduler:
             pool = self._pool(call.run.app, call.function)
             pool.last_run_id = call.run.run_id
             pool.queue.append(call)
-            self._pump(pool)
+            self._want_pump(pool)
             return
         try:
             self._expand(call)
@@ -403,7 +446,7 @@ class Scheduler:
             return arg
 
         src = call.spec.arguments
-        if not wire.refs(src):
+        if not call.has_refs:
             return src
         out = pb.Arguments(args=[resolve(a) for a in src.args])
         for key, value in src.kwargs.items():
@@ -424,6 +467,20 @@ class Scheduler:
         return sum(
             sum(1 for ex in p.executors if ex.active) + p.starting for p in self.pools.values()
         )
+
+    def _want_pump(self, pool: Pool) -> None:
+        """Pump `pool` once this loop turn is done: a fan-out queues thousands of calls in one
+        turn, and they are handed out together."""
+        self._pools_to_pump.add(pool)
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_marked)
+
+    def _pump_marked(self) -> None:
+        self._pump_scheduled = False
+        pools, self._pools_to_pump = self._pools_to_pump, set()
+        for pool in pools:
+            self._pump(pool)
 
     def _pump(self, pool: Pool) -> None:
         """Hand queued calls to free executor slots; start executors when there are none."""
@@ -682,7 +739,7 @@ class Scheduler:
             return
         pool = self._pool(call.run.app, call.function)
         pool.queue.append(call)
-        self._pump(pool)
+        self._want_pump(pool)
 
     def _finish_call_ok(self, call: CallState, data: bytes) -> None:
         call.ended_at = time.time()
@@ -706,10 +763,13 @@ class Scheduler:
         if call.retry_handle is not None:
             call.retry_handle.cancel()
             call.retry_handle = None
+        # A caller that handed off by tail call fails with its tail, but its stored state stays
+        # `tail`: it finished executing, and resume must relink it, never run it again.
+        stored = TAIL if call.status == TAIL else FAILED
         call.failure = failure
         call.ended_at = time.time()
         self._set_status(call, FAILED)
-        self.store.update_call(call.id, status=FAILED, failure=failure.SerializeToString(),
+        self.store.update_call(call.id, status=stored, failure=failure.SerializeToString(),
                                error_kind=error_kind or wire.failure_kind_name(failure.kind),
                                error_message=failure.message, ended_at=call.ended_at)
         self._notify(call)

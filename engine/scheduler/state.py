@@ -45,7 +45,7 @@ class CallState:
         "attempts", "executions", "deps_pending", "dependants", "tail_id", "tail_parents",
         "collectors", "children", "result", "result_digest", "failure", "waiters",
         "started_at", "ended_at", "created_at", "task", "retry_handle", "settings", "executor",
-        "dormant",
+        "dormant", "has_refs",
     )
 
     def __init__(self, run: RunState, spec: pb.FutureSpec, parent_id: str | None,
@@ -82,6 +82,8 @@ class CallState:
         self.executor: Any = None  # the ExecutorState running it, while running
         # Resumed under a parent that will execute again: not scheduled until re-created.
         self.dormant = False
+        # Whether its arguments reference other calls (set when its dependencies are linked).
+        self.has_refs = True
 
     @property
     def final(self) -> bool:

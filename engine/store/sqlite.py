@@ -103,6 +103,10 @@ class SQLiteStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._in_tx = False
+        self._inserts: list[list[Any]] = []
+        self._insert_sql = (
+            f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})"
+        )
         self._migrate()
 
     # --- schema ----------------------------------------------------------------------------
@@ -127,9 +131,18 @@ class SQLiteStore:
         if not self._in_tx:
             self.db.execute("BEGIN")
             self._in_tx = True
+        if self._inserts:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write buffered call inserts in one statement (a fan-out adds thousands in a row)."""
+        rows, self._inserts = self._inserts, []
+        self.db.executemany(self._insert_sql, rows)
 
     def commit(self) -> None:
         if self._in_tx:
+            if self._inserts:
+                self._drain()
             self.db.execute("COMMIT")
             self._in_tx = False
 
@@ -166,21 +179,50 @@ class SQLiteStore:
         ).fetchone()
         return RunRow(*row) if row else None
 
-    def list_runs(self, limit: int = 100) -> list[RunRow]:
+    def list_runs(self, limit: int = 100, *, application: str | None = None,
+                  status: str | None = None) -> list[RunRow]:
+        """Newest first, optionally only one application's and/or one status's runs."""
+        where, params = self._run_filter(application=application, status=status)
         rows = self.db.execute(
-            f"SELECT {', '.join(RUN_FIELDS)} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs{where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (*params, limit),
         ).fetchall()
         return [RunRow(*r) for r in rows]
+
+    def runs_in_order(self, statuses: tuple[str, ...]) -> list[RunRow]:
+        """Runs in any of `statuses`, oldest first: the order a durable queue starts them in.
+        A resumed run queues again as of its resume, not its creation."""
+        marks = ", ".join("?" * len(statuses))
+        rows = self.db.execute(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE status IN ({marks}) "
+            "ORDER BY COALESCE(resumed_at, created_at), rowid",
+            statuses,
+        ).fetchall()
+        return [RunRow(*r) for r in rows]
+
+    def count_runs(self, *, application: str | None = None, status: str | None = None) -> int:
+        where, params = self._run_filter(application=application, status=status)
+        return int(self.db.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[0])
+
+    @staticmethod
+    def _run_filter(*, application: str | None, status: str | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if application is not None:
+            clauses.append("application = ?")
+            params.append(application)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     # --- calls -----------------------------------------------------------------------------
 
     def insert_call(self, call: CallRow) -> None:
-        self._tx()
-        self.db.execute(
-            f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) "
-            f"VALUES ({', '.join('?' * len(CALL_FIELDS))})",
-            [getattr(call, f) for f in CALL_FIELDS],
-        )
+        """Buffered: written before the next other statement of this store, or the commit."""
+        if not self._in_tx:
+            self.db.execute("BEGIN")
+            self._in_tx = True
+        self._inserts.append([getattr(call, f) for f in CALL_FIELDS])
 
     def update_call(self, call_id: str, **fields: Any) -> None:
         self._tx()
@@ -205,6 +247,8 @@ class SQLiteStore:
         )
 
     def load_calls(self, run_id: str) -> list[CallRow]:
+        if self._inserts:
+            self._drain()
         rows = self.db.execute(
             f"SELECT {', '.join(CALL_FIELDS)} FROM calls WHERE run_id = ? ORDER BY created_at, rowid",
             (run_id,),
@@ -259,12 +303,16 @@ class SQLiteStore:
             (run_id, call_id, function, attempt, text, time.time()),
         )
 
-    def logs(self, run_id: str, function: str | None = None) -> list[tuple[str, str, int, str]]:
+    def logs(self, run_id: str, function: str | None = None,
+             call_id: str | None = None) -> list[tuple[str, str, int, str]]:
         query = "SELECT call_id, function, attempt, text FROM logs WHERE run_id = ?"
         params: list[Any] = [run_id]
         if function:
             query += " AND function = ?"
             params.append(function)
+        if call_id:
+            query += " AND call_id = ?"
+            params.append(call_id)
         return [tuple(r) for r in self.db.execute(query + " ORDER BY id", params)]  # type: ignore[misc]
 
 

@@ -1,0 +1,267 @@
+"""The HTTP routes: JSON in, JSON out, one-line error messages.
+
+Every error is `{"error": "<one line saying what is wrong and what to do>", "status": N}`:
+400 malformed request (not JSON, not a zip), 401 missing or wrong token, 404 unknown
+application, run or path, 405 wrong method, 409 the run's state does not allow it, 413 body too
+large, 422 input that does not match the application's type hints (the message names the
+field), 500 a bug (logged with its traceback; the client sees one line).
+
+Authentication: with a token configured, every `/v1/...` route and `/metrics` need
+`Authorization: Bearer <token>`. The dashboard's files, `/healthz` and `/openapi.json` carry no
+data and are served to anyone; the dashboard asks for the token and sends it with each call.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from engine import wire
+from engine.app import to_json
+from engine.errors import ConfigError, InputError, RunNotFound, SDKUsageError
+from engine.server.control import Conflict, ControlPlane, UnknownApplication
+from engine.server.deployments import BadBundle, Deployment
+from engine.server.http import EventStream, HTTPError, Request, Response
+from engine.server.metrics import Registry
+from engine.server.openapi import openapi_document
+from engine.server.views import RUN_FINAL, DagBuilder, call_counts, failure_json, logs_json, run_summary
+
+log = logging.getLogger("engine.server.api")
+
+STATIC = Path(__file__).resolve().parent / "static"
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+MAX_LIST = 10_000
+
+Route = tuple[str, re.Pattern[str], Callable[[Request], Awaitable[Any]], bool]
+
+
+class API:
+    def __init__(self, control: ControlPlane, registry: Registry, token: str | None) -> None:
+        self.control = control
+        self.registry = registry
+        self.token = token
+        self.dag = DagBuilder()
+        self.routes: list[Route] = []
+        add = self._add
+        add("GET", r"/", self.dashboard, auth=False)
+        add("GET", r"/static/(?P<file>[A-Za-z0-9_.-]+)", self.static, auth=False)
+        add("GET", r"/healthz", self.healthz, auth=False)
+        add("GET", r"/openapi.json", self.openapi, auth=False)
+        add("GET", r"/metrics", self.metrics)
+        add("POST", r"/v1/deployments", self.deploy)
+        add("GET", r"/v1/applications", self.list_applications)
+        add("GET", r"/v1/applications/(?P<name>[^/]+)", self.get_application)
+        add("POST", r"/v1/applications/(?P<name>[^/]+)/runs", self.submit)
+        add("GET", r"/v1/runs", self.list_runs)
+        add("GET", r"/v1/runs/(?P<run_id>[^/]+)", self.get_run)
+        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/dag", self.get_dag)
+        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/events", self.events)
+        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/logs", self.logs)
+        add("POST", r"/v1/runs/(?P<run_id>[^/]+)/cancel", self.cancel)
+        add("POST", r"/v1/runs/(?P<run_id>[^/]+)/resume", self.resume)
+
+    def _add(self, method: str, pattern: str, handler: Callable[[Request], Awaitable[Any]],
+             auth: bool = True) -> None:
+        self.routes.append((method, re.compile(pattern + r"/?\Z"), handler, auth))
+
+    # --- dispatch ------------------------------------------------------------------------------
+
+    async def __call__(self, request: Request) -> Response | EventStream:
+        allowed = []
+        for method, pattern, handler, auth in self.routes:
+            match = pattern.match(request.path)
+            if match is None:
+                continue
+            if method != request.method:
+                allowed.append(method)
+                continue
+            if auth:
+                self._authenticate(request)
+            request.params = match.groupdict()
+            try:
+                result = await handler(request)
+            except UnknownApplication as exc:
+                raise HTTPError(404, str(exc)) from None
+            except RunNotFound:
+                raise HTTPError(404, f"no run {request.params.get('run_id')!r}: see GET /v1/runs") from None
+            except Conflict as exc:
+                raise HTTPError(409, str(exc)) from None
+            except BadBundle as exc:
+                raise HTTPError(400, str(exc)) from None
+            except (InputError, ConfigError, SDKUsageError) as exc:
+                raise HTTPError(422, str(exc)) from None
+            if isinstance(result, (Response, EventStream)):
+                return result
+            return Response.json(200, result, {"Cache-Control": "no-store"})
+        if allowed:
+            error = HTTPError(405, f"{request.method} is not allowed on {request.path} (use {', '.join(allowed)})")
+            error.headers["Allow"] = ", ".join(allowed)
+            raise error
+        raise HTTPError(404, f"no such path {request.path}: see /openapi.json")
+
+    def _authenticate(self, request: Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            error = HTTPError(401, "missing or wrong token: send `Authorization: Bearer <token>` "
+                                   "(the server's --token or ENGINE_TOKEN)")
+            error.headers["WWW-Authenticate"] = 'Bearer realm="engine"'
+            raise error
+
+    # --- dashboard and service routes ------------------------------------------------------------
+
+    async def dashboard(self, request: Request) -> Response:
+        return self._file("index.html")
+
+    async def static(self, request: Request) -> Response:
+        return self._file(request.params["file"])
+
+    def _file(self, name: str) -> Response:
+        path = STATIC / name
+        if not path.is_file():
+            raise HTTPError(404, f"no such file {name}")
+        return Response(200, path.read_bytes(), CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+                        {"Cache-Control": "no-cache"})
+
+    async def healthz(self, request: Request) -> dict[str, Any]:
+        return {"ok": True, "runs_queued": len(self.control.queue), "runs_running": len(self.control.active)}
+
+    async def openapi(self, request: Request) -> dict[str, Any]:
+        return openapi_document()
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(200, self.registry.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    # --- applications ----------------------------------------------------------------------------
+
+    async def deploy(self, request: Request) -> Response:
+        file = request.query.get("file")
+        if not file:
+            raise HTTPError(400, "say which file defines the applications: POST /v1/deployments?file=app.py")
+        if not request.body:
+            raise HTTPError(400, "the request body must be the zipped project")
+        results = self.control.deployments.deploy(request.body, file)
+        out = []
+        for dep, new in results:
+            await self.control.prepare(dep)
+            out.append({**self._application(dep), "new": new})
+            log.info("deployed", extra={"fields": {"application": dep.name, "version": dep.version,
+                                                   "new": new, "digest": dep.digest[:12]}})
+        return Response.json(201 if any(new for _, new in results) else 200, {"applications": out})
+
+    async def list_applications(self, request: Request) -> dict[str, Any]:
+        apps = []
+        for name in self.control.deployments.names():
+            try:
+                apps.append(self._application(self.control.deployments.get(name)))
+            except SDKUsageError as exc:
+                apps.append({"name": name, "error": str(exc)})
+        return {"applications": apps}
+
+    async def get_application(self, request: Request) -> dict[str, Any]:
+        return self._application(self.control.deployment(request.params["name"]))
+
+    def _application(self, dep: Deployment) -> dict[str, Any]:
+        fn = dep.function
+        params = []
+        if fn is not None:
+            try:
+                hints = get_type_hints(fn.fn)
+            except Exception:  # noqa: BLE001 - unresolvable hints: show none
+                hints = {}
+            for p in inspect.signature(fn.fn).parameters.values():
+                hint = hints.get(p.name)
+                params.append({"name": p.name, "type": _type_name(hint) if hint is not None else None,
+                               "required": p.default is inspect.Parameter.empty})
+        return {**dep.summary(), "versions": [d.version for d in self.control.deployments.versions(dep.name)],
+                "parameters": params, "description": (fn.config.description if fn else "") or None}
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    async def submit(self, request: Request) -> Response:
+        if len(request.body) > MAX_INPUT_BYTES:
+            raise HTTPError(413, f"input over {MAX_INPUT_BYTES >> 20} MiB")
+        present = bool(request.body.strip())
+        try:
+            data = json.loads(request.body) if present else None
+        except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+        status, body = self.control.submit(request.params["name"], data, present,
+                                           request.headers.get("idempotency-key") or None)
+        return Response.json(status, body, {"Location": f"/v1/runs/{body['run_id']}"})
+
+    async def list_runs(self, request: Request) -> dict[str, Any]:
+        q = request.query
+        try:
+            limit = max(1, min(int(q.get("limit") or 100), MAX_LIST))
+        except ValueError:
+            raise HTTPError(400, "limit must be a number") from None
+        reader = self.control.reader
+        rows = reader.list_runs(limit, application=q.get("application") or None, status=q.get("status") or None)
+        deployments = self.control.deployments
+        return {"runs": [run_summary(r, deployments.version_of(r.application, r.app_file)) for r in rows],
+                "total": reader.count_runs(application=q.get("application") or None,
+                                           status=q.get("status") or None)}
+
+    async def get_run(self, request: Request) -> dict[str, Any]:
+        reader = self.control.reader
+        row = reader.get_run(request.params["run_id"])
+        deployments = self.control.deployments
+        out = run_summary(row, deployments.version_of(row.application, row.app_file))
+        out["result"] = None
+        if row.status == "succeeded" and row.result is not None:
+            try:
+                dep = deployments.for_app_file(row.application, row.app_file)
+                if dep is not None:
+                    deployments.activate(dep)
+                out["result"] = to_json(wire.loads(row.result))
+            except Exception as exc:  # noqa: BLE001 - the value's classes may not load here
+                out["result_error"] = f"the result cannot be decoded here: {type(exc).__name__}: {exc}"
+        out["error"] = failure_json(row.failure)
+        out["calls"] = call_counts(reader.load_calls(row.run_id), row.status in RUN_FINAL,
+                                   self.control.queued_calls(row.run_id))
+        return out
+
+    async def get_dag(self, request: Request) -> dict[str, Any]:
+        reader = self.control.reader
+        row = reader.get_run(request.params["run_id"])
+        dag = self.dag.build(reader.load_calls(row.run_id), row.status in RUN_FINAL,
+                             self.control.queued_calls(row.run_id))
+        version = self.control.deployments.version_of(row.application, row.app_file)
+        return {"run": {**run_summary(row, version), "error": failure_json(row.failure)},
+                "root": row.root_call_id, **dag, "generated_at": time.time()}
+
+    async def events(self, request: Request) -> EventStream:
+        run_id = request.params["run_id"]
+        self.control.reader.get_run(run_id)  # 404 before the stream starts
+        return EventStream(self.control.events(run_id))
+
+    async def logs(self, request: Request) -> dict[str, Any]:
+        run_id = request.params["run_id"]
+        self.control.reader.get_run(run_id)
+        return {"logs": logs_json(self.control.reader, run_id, request.query.get("call") or None,
+                                  request.query.get("function") or None)}
+
+    async def cancel(self, request: Request) -> dict[str, Any]:
+        return self.control.cancel(request.params["run_id"])
+
+    async def resume(self, request: Request) -> Response:
+        return Response.json(202, self.control.resume(request.params["run_id"]))
+
+
+def _type_name(hint: Any) -> str:
+    name = getattr(hint, "__name__", None)
+    if name and not getattr(hint, "__args__", None):
+        return str(name)
+    return str(hint).replace("typing.", "")

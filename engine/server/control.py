@@ -1,0 +1,455 @@
+"""The control plane: accepted runs, the durable queue, and the scheduler that executes them.
+
+Run states as the server sees them (the `runs.status` column):
+
+    accepted ──▶ queued ──capacity──▶ running ──▶ succeeded | failed | cancelled
+                   │                                          │ POST …/resume
+                   └──POST …/cancel──▶ cancelled ◀────────────┘ (back to queued)
+
+Invariants, and where they are enforced:
+
+- **An accepted run is durable.** `submit` commits the run's row (status `queued`, its input,
+  its version's application file) *before* answering 202. After that, only a committed
+  transition moves it: a `kill -9` at any point leaves it `queued` (started again, oldest
+  first, by `recover`) or `running` (resumed from its checkpoints by `recover`).
+- **A burst is never refused.** Admission does not depend on capacity: a run beyond
+  `max_concurrent_runs` waits in the store. Nothing here answers 503.
+- **Oldest first.** `_pump` starts queued runs in the order they were accepted (or re-queued
+  by a resume); `recover` rebuilds that order from the store (`SQLiteStore.runs_in_order`).
+- **One driver per run.** A run is executed only by the scheduler of the server holding the
+  state directory's lock (`main.py`); its row's `owner` names that process. Runs that an
+  `engine run`/`engine resume` process still drives (owner alive) are left alone.
+- **A run finishes on its version.** The run's row records its version's application file;
+  starting and resuming it load that version (`Deployments.for_app_file`), whatever is
+  deployed since.
+
+Calls inside runs are the scheduler's business (and its invariants); this module only watches
+them, through the scheduler's `on_event` callback, to wake server-sent-event subscribers and to
+record metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from engine import wire
+from engine.app import validate_input
+from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
+from engine.errors import InputError, RunNotFound, SDKUsageError
+from engine.runner import _owner_alive, owner_tag
+from engine.scheduler.scheduler import Scheduler, root_call_id
+from engine.scheduler.state import FINAL, QUEUED, RUNNING, CallState, RunState
+from engine.server.deployments import Deployment, Deployments
+from engine.server.http import sse_event
+from engine.server.metrics import LATENCY_BUCKETS, Registry
+from engine.server.views import RUN_FINAL, node, run_summary
+from engine.store import RunRow, SQLiteStore
+from engine.wire.v1 import engine_pb2 as pb
+
+if TYPE_CHECKING:
+    from engine.sdk.function import Function
+
+log = logging.getLogger("engine.server")
+
+
+class Conflict(SDKUsageError):
+    """The request is valid but the run's state does not allow it (HTTP 409)."""
+
+
+class UnknownApplication(SDKUsageError):
+    """No application of that name is deployed (HTTP 404)."""
+
+
+def new_run_id() -> str:
+    # Longer than the CLI's: a burst of hundreds of runs in one second must not collide.
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:12]
+
+
+def input_kwargs(fn: Function[..., Any], data: Any, present: bool) -> dict[str, Any]:
+    """A request body (JSON, already parsed) → the application's keyword arguments, unvalidated.
+    With one parameter the body is its value; with several, an object of them."""
+    import inspect
+
+    params = list(inspect.signature(fn.fn).parameters.values())
+    if not params:
+        if present and data not in (None, {}):
+            raise InputError(f"{fn.name} takes no input: send an empty body, null or {{}}")
+        return {}
+    if not present:
+        names = ", ".join(p.name for p in params)
+        raise InputError(f"{fn.name} needs input ({names}): send it as the JSON request body")
+    if len(params) == 1:
+        return {params[0].name: data}
+    if not isinstance(data, dict):
+        names = ", ".join(p.name for p in params)
+        raise InputError(f"{fn.name} takes several parameters ({names}): send a JSON object of them")
+    return dict(data)
+
+
+class CountingBackend(Backend):
+    """The server's backend, counting executor starts for `/metrics`."""
+
+    def __init__(self, inner: Backend, registry: Registry) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.callback_host = inner.callback_host
+        self.callback_bind_host = inner.callback_bind_host
+        self.starts = registry.counter(
+            "engine_executor_starts_total",
+            "Executors started: containers on the docker backend, processes on the process backend.")
+        self.start_failures = registry.counter(
+            "engine_executor_start_failures_total", "Executors that failed to start.")
+
+    async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
+        try:
+            handle = await self.inner.start_executor(spec)
+        except BaseException:
+            self.start_failures.inc(backend=self.name, function=spec.function)
+            raise
+        self.starts.inc(backend=self.name, function=spec.function)
+        return handle
+
+    async def stop_executor(self, handle: ExecutorHandle) -> None:
+        await self.inner.stop_executor(handle)
+
+    async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
+        return await self.inner.exit_info(handle)
+
+    async def logs(self, handle: ExecutorHandle) -> str:
+        return await self.inner.logs(handle)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def cleanup_orphans(self) -> int:
+        return await self.inner.cleanup_orphans()
+
+
+class ControlPlane:
+    def __init__(self, *, store: SQLiteStore, reader: SQLiteStore, scheduler: Scheduler,
+                 deployments: Deployments, max_concurrent_runs: int, registry: Registry,
+                 backend_name: str) -> None:
+        self.store = store          # the scheduler's connection: every write goes through it
+        self.reader = reader        # a second connection: sees only committed state
+        self.scheduler = scheduler
+        self.deployments = deployments
+        self.max_concurrent_runs = max_concurrent_runs
+        self.backend_name = backend_name
+        self.owner = owner_tag()
+        self.queue: deque[str] = deque()
+        self.active: set[str] = set()
+        self.closing = False
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._queued_at: dict[str, float] = {}
+        self._pump_scheduled = False
+        scheduler.on_event = self.on_event
+
+        m = registry
+        m.gauge("engine_runs_queued", "Runs accepted and waiting for capacity (the durable queue's depth).",
+                lambda: len(self.queue))
+        m.gauge("engine_runs_running", "Runs executing now.", lambda: len(self.active))
+        m.gauge("engine_calls_queued",
+                "Calls ready to run and waiting for an executor slot (including retry back-off).",
+                lambda: sum(r.counts[QUEUED] for r in self.scheduler.runs.values()))
+        m.gauge("engine_calls_running", "Calls executing now.",
+                lambda: sum(r.counts[RUNNING] for r in self.scheduler.runs.values()))
+        m.gauge("engine_executors_live", "Executors started or starting, by backend.",
+                lambda: {(("backend", backend_name),):
+                         sum(p.live() for p in self.scheduler.pools.values())})
+        self.m_submitted = m.counter("engine_runs_accepted_total", "Runs accepted (HTTP 202), by application.")
+        self.m_runs_finished = m.counter("engine_runs_finished_total", "Runs that ended, by status.")
+        self.m_calls_finished = m.counter("engine_calls_finished_total",
+                                          "Calls that ended, by outcome (succeeded, failed, cancelled).")
+        self.m_dispatch = m.histogram(
+            "engine_call_dispatch_latency_seconds",
+            "From a call being ready (queued) to its dispatch to an executor, first attempts only.",
+            LATENCY_BUCKETS)
+        self.m_run_wait = m.histogram(
+            "engine_run_queue_seconds", "From a run being accepted to its start.", LATENCY_BUCKETS)
+
+    # =========================================================================================
+    # accepting runs
+
+    def submit(self, name: str, data: Any, present: bool,
+               idempotency_key: str | None) -> tuple[int, dict[str, Any]]:
+        """Validate and durably queue a run of `name` with the request body `data` (parsed
+        JSON; `present` is False for an empty body). Returns (HTTP status, body)."""
+        dep = self.deployment(name)
+        if idempotency_key:
+            existing = self.store.find_run_by_key(idempotency_key)
+            if existing is not None:
+                if existing.application != name:
+                    raise Conflict(f"Idempotency-Key {idempotency_key!r} was used for a run of "
+                                   f"{existing.application}, not {name}")
+                return 202, {"run_id": existing.run_id, "status": existing.status, "replayed": True}
+        assert dep.function is not None and dep.spec is not None
+        self.deployments.activate(dep)
+        kwargs = input_kwargs(dep.function, data, present)
+        validate_input(dep.function, (), kwargs)  # raises InputError naming the field
+        run_id = new_run_id()
+        spec = dep.spec
+        self.store.create_run(RunRow(
+            run_id=run_id, application=name, status="queued", root_call_id=root_call_id(run_id),
+            app_file=str(spec.app_file), module=spec.module,
+            config_path=str(spec.config_path) if spec.config_path else None,
+            backend=self.backend_name, input=wire.dumps(kwargs), created_at=time.time(),
+            idempotency_key=idempotency_key or None,
+        ))
+        self.store.commit()  # durable before the 202
+        self.queue.append(run_id)
+        self.m_submitted.inc(application=name)
+        log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
+                                                   "version": dep.version}})
+        self._schedule_pump()
+        return 202, {"run_id": run_id, "status": "queued"}
+
+    def deployment(self, name: str) -> Deployment:
+        try:
+            return self.deployments.get(name)
+        except KeyError:
+            known = ", ".join(self.deployments.names()) or "none"
+            raise UnknownApplication(
+                f"no application named {name!r} is deployed (deployed: {known}); "
+                "deploy it with `engine deploy FILE.py`") from None
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        row = self.store.get_run(run_id)
+        if row.status == "queued":
+            failure = wire.make_failure(pb.FAILURE_KIND_CANCELLED, "cancelled before it started",
+                                        function="", call_id="")
+            self.store.update_run(run_id, status="cancelled", ended_at=time.time(),
+                                  failure=failure.SerializeToString(), error_kind="cancelled",
+                                  error_message=wire.describe(failure))
+            self.store.commit()
+            try:
+                self.queue.remove(run_id)
+            except ValueError:
+                pass
+            self.m_runs_finished.inc(status="cancelled")
+        elif row.status == "running" and run_id in self.active:
+            # Its running calls' executors are stopped too (`Scheduler._cancel_call`).
+            self.scheduler.cancel_run(run_id, "cancelled by request")
+            self.store.commit()
+        elif row.status == "running":
+            raise Conflict(f"run {run_id} is driven by another engine process ({row.owner}): stop it there")
+        else:
+            raise Conflict(f"run {run_id} is already {row.status}")
+        log.info("run cancelled", extra={"fields": {"run_id": run_id}})
+        self._notify(run_id)
+        return {"run_id": run_id, "status": "cancelled"}
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        """Queue a failed or cancelled run again; when it starts, finished calls are reused
+        from their checkpoints and only the rest run (`Scheduler.resume_run`)."""
+        row = self.store.get_run(run_id)
+        if row.status not in ("failed", "cancelled"):
+            what = "nothing to resume" if row.status == "succeeded" else "it is not finished"
+            raise Conflict(f"run {run_id} is {row.status}: {what}")
+        if self.deployments.version_of(row.application, row.app_file) is None:
+            raise Conflict(f"run {run_id} is not a run of a deployed application's version: "
+                           f"continue it with `engine resume {run_id}`")
+        self.store.update_run(run_id, status="queued", resumed_at=time.time(), ended_at=None,
+                              failure=None, error_kind=None, error_message=None)
+        self.store.commit()
+        self.queue.append(run_id)
+        log.info("run resumed", extra={"fields": {"run_id": run_id}})
+        self._notify(run_id)
+        self._schedule_pump()
+        return {"run_id": run_id, "status": "queued"}
+
+    # =========================================================================================
+    # starting runs
+
+    def recover(self) -> None:
+        """After a restart: resume the runs this server was executing when it stopped (or was
+        killed), and queue the accepted ones again, oldest first."""
+        resumed = 0
+        for row in self.store.runs_in_order(("running",)):
+            if self.deployments.version_of(row.application, row.app_file) is None:
+                continue  # a run of `engine run`: `engine resume` continues it
+            if _owner_alive(row.owner):
+                continue  # an `engine resume` process is driving it
+            self._start(row)
+            resumed += 1
+        for row in self.store.runs_in_order(("queued",)):
+            self.queue.append(row.run_id)
+        self.store.commit()
+        if resumed or self.queue:
+            log.info("recovered runs", extra={"fields": {"resumed": resumed, "queued": len(self.queue)}})
+        self._schedule_pump()
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Start queued runs, oldest first, while fewer than `max_concurrent_runs` execute."""
+        self._pump_scheduled = False
+        started = False
+        while self.queue and len(self.active) < self.max_concurrent_runs and not self.closing:
+            run_id = self.queue.popleft()
+            try:
+                row = self.store.get_run(run_id)
+            except RunNotFound:
+                continue
+            if row.status != "queued":
+                continue  # cancelled meanwhile
+            self._start(row)
+            started = True
+        if started:
+            self.store.commit()
+
+    def _start(self, row: RunRow) -> None:
+        run_id = row.run_id
+        dep = self.deployments.for_app_file(row.application, row.app_file)
+        try:
+            if dep is None or dep.spec is None or dep.function is None:
+                raise SDKUsageError(f"the deployed version this run was accepted on ({row.app_file}) is gone")
+            self.deployments.activate(dep)
+            has_calls = bool(self.store.db.execute(
+                "SELECT 1 FROM calls WHERE run_id = ? LIMIT 1", (run_id,)).fetchone())
+            if has_calls:
+                run = self.scheduler.resume_run(dep.spec, run_id)
+            else:
+                kwargs = validate_input(dep.function, (), wire.loads(row.input))
+                args = pb.Arguments()
+                for key, value in kwargs.items():
+                    args.kwargs[key].value.data = wire.dumps(value)
+                run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True)
+                self.m_run_wait.observe(time.time() - row.created_at)
+        except Exception as exc:  # noqa: BLE001 - a run that cannot start fails; the server goes on
+            message = f"could not start: {exc}"
+            log.error("run failed to start", extra={"fields": {"run_id": run_id, "error": str(exc)}})
+            failure = wire.make_failure(pb.FAILURE_KIND_INTERNAL, message, function="", call_id="",
+                                        type_name="InfrastructureError")
+            self.store.update_run(run_id, status="failed", ended_at=time.time(),
+                                  failure=failure.SerializeToString(), error_kind="internal",
+                                  error_message=message)
+            self.m_runs_finished.inc(status="failed")
+            self._notify(run_id)
+            return
+        self.store.update_run(run_id, owner=self.owner)
+        self.active.add(run_id)
+        log.info("run started", extra={"fields": {"run_id": run_id, "application": row.application,
+                                                  "resumed": has_calls}})
+        if run.done.is_set():  # resumed a run whose checkpoints already hold its result
+            self._run_finished(run)
+        self._notify(run_id)
+
+    # =========================================================================================
+    # watching the scheduler
+
+    def on_event(self, run: RunState, call: CallState) -> None:
+        """The scheduler's callback, on every call transition and when a run ends. Runs on the
+        loop, inside the scheduler's step: it only records and wakes, never acts."""
+        if run.done.is_set():
+            if run.run_id in self.active:
+                self._run_finished(run)
+        else:
+            status = call.status
+            if status == QUEUED and call.attempts == 0:
+                self._queued_at[call.id] = time.monotonic()
+            elif status == RUNNING:
+                began = self._queued_at.pop(call.id, None)
+                if began is not None:
+                    self.m_dispatch.observe(time.monotonic() - began, backend=self.backend_name)
+            elif status in FINAL:
+                self._queued_at.pop(call.id, None)
+                self.m_calls_finished.inc(outcome=status)
+        self._notify(run.run_id)
+
+    def _run_finished(self, run: RunState) -> None:
+        self.active.discard(run.run_id)
+        self.store.update_run(run.run_id, owner=None)
+        self.m_runs_finished.inc(status=run.status)
+        log.info("run finished", extra={"fields": {"run_id": run.run_id, "status": run.status,
+                                                   "seconds": round(time.time() - run.started_at, 3)}})
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._forget, run.run_id)
+        self._schedule_pump()
+
+    def _forget(self, run_id: str) -> None:
+        # A long-lived server must not keep every finished run's call graph in memory; the
+        # store has it all.
+        run = self.scheduler.runs.get(run_id)
+        if run is not None and run.done.is_set() and run_id not in self.active:
+            del self.scheduler.runs[run_id]
+
+    def _notify(self, run_id: str) -> None:
+        for event in self._watchers.get(run_id, ()):
+            event.set()
+
+    async def events(self, run_id: str) -> AsyncIterator[bytes]:
+        """Server-sent events of one run: `run` (its summary, whenever its status changes),
+        `call` (a node of the DAG, whenever its status or attempts change), then `end`. The
+        first events describe the current state. Read from committed state only."""
+        wake = asyncio.Event()
+        self._watchers.setdefault(run_id, set()).add(wake)
+        sent_calls: dict[str, tuple[str, int]] = {}
+        sent_status = None
+        last_beat = time.monotonic()
+        try:
+            while True:
+                wake.clear()
+                row = self.reader.get_run(run_id)
+                version = self._version_of(row)
+                queued = self.queued_calls(run_id)
+                for c in self.reader.load_calls(run_id):
+                    shown = node(c, row.status in RUN_FINAL, queued)
+                    key = (shown["status"], c.attempts)
+                    if sent_calls.get(c.call_id) != key:
+                        sent_calls[c.call_id] = key
+                        yield sse_event("call", shown)
+                if row.status != sent_status:
+                    sent_status = row.status
+                    yield sse_event("run", run_summary(row, version))
+                if row.status in RUN_FINAL:
+                    yield sse_event("end", {"run_id": run_id, "status": row.status})
+                    return
+                try:
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                    await asyncio.sleep(0.05)  # one read for a burst of transitions
+                except asyncio.TimeoutError:
+                    pass
+                if time.monotonic() - last_beat > 15:
+                    last_beat = time.monotonic()
+                    yield b": keep-alive\n\n"
+        finally:
+            watchers = self._watchers.get(run_id)
+            if watchers is not None:
+                watchers.discard(wake)
+                if not watchers:
+                    del self._watchers[run_id]
+
+    def queued_calls(self, run_id: str) -> frozenset[str]:
+        """Calls of a live run waiting for an executor slot (see `views.node`)."""
+        run = self.scheduler.runs.get(run_id)
+        if run is None or not run.counts[QUEUED]:
+            return frozenset()
+        return frozenset(c.id for c in run.calls.values() if c.status == QUEUED)
+
+    def _version_of(self, row: RunRow) -> int | None:
+        return self.deployments.version_of(row.application, row.app_file)
+
+    async def prepare(self, dep: Deployment) -> None:
+        """Make a new version runnable on this backend: on docker, build the images its
+        functions name (offline, cached; nothing to do on the process backend)."""
+        if self.backend_name != "docker" or dep.spec is None:
+            return
+        from engine import images
+
+        for settings in dep.spec.functions.values():
+            image = settings.config.image
+            if settings.image_tag is None and image is not None:
+                settings.image_tag = await asyncio.to_thread(images.build_function_image, image)
+
+    async def close(self) -> None:
+        self.closing = True
+        await self.scheduler.close()

@@ -1,0 +1,1 @@
+"""9. Async functions (see app.py)."""

@@ -1,0 +1,1 @@
+"""5. Chaining parallel stages (see app.py)."""

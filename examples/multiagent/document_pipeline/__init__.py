@@ -1,0 +1,1 @@
+"""4. Document processing pipeline (see app.py)."""

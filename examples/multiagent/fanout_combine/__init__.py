@@ -1,0 +1,1 @@
+"""1. Fan-out and combine (see app.py)."""

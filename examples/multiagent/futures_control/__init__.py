@@ -1,0 +1,1 @@
+"""6. Futures for more control (see app.py)."""

@@ -1,0 +1,1 @@
+"""3. Multi-perspective analysis (see app.py)."""

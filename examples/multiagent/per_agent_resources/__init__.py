@@ -1,0 +1,1 @@
+"""7. Different resources per agent (see app.py)."""

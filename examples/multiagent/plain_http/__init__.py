@@ -1,0 +1,1 @@
+"""10. Any framework inside a function (see app.py)."""

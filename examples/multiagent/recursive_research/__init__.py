@@ -1,0 +1,1 @@
+"""8. Recursive fan-out (see app.py)."""

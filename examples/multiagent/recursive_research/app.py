@@ -1,0 +1,62 @@
+"""8. Recursive fan-out: one request becomes a tree of agents.
+
+`research(question, depth)` splits its question into up to `branching` sub-questions (structured
+output, validated), calls itself on each one level deeper, and returns `synthesise` over their
+answers as a tail call — so a parent never waits in a container while its subtree works. At
+`max_depth` (never more than 3) it answers directly. With the defaults (depth 3, branching 10)
+one request is up to 1 + 10 + 100 + 1,000 = 1,111 research calls; pass smaller numbers to try it.
+Every finished node is checkpointed, so a failure deep in the tree reruns only that branch on
+`engine resume`.
+
+    cd examples/multiagent/recursive_research
+    engine run app.py:research --input '{"question": "Why is the sky blue?", "branching": 2, "max_depth": 1}'
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from engine import application, function
+from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, ask_json, clip
+
+DEPTH_CAP = 3
+BRANCHING_CAP = 10
+
+Question = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=80)]
+
+
+class SubQuestions(BaseModel):
+    questions: list[Question] = Field(min_length=1, max_length=BRANCHING_CAP)
+
+
+class Node(BaseModel):
+    question: str
+    depth: int
+    answer: str
+    children: list[Node] = Field(default_factory=list)
+
+
+@application()
+@function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
+def research(question: str, depth: int = 0, model: str | None = None, branching: int = BRANCHING_CAP,
+             max_depth: int = DEPTH_CAP) -> Node:
+    max_depth = max(0, min(max_depth, DEPTH_CAP))
+    branching = max(0, min(branching, BRANCHING_CAP))
+    if depth >= max_depth or branching == 0:
+        text = ask(f"Answer in one sentence: {question}", model=model, max_tokens=40)
+        return Node(question=question, depth=depth, answer=clip(text))
+    split = ask_json(f"Split this question into {branching} simpler sub-questions: {question}",
+                     SubQuestions, model=model, max_tokens=24 * branching)
+    subs = list(dict.fromkeys(split.questions))[:branching]
+    children = [research.future(q, depth + 1, model, branching, max_depth) for q in subs]
+    return synthesise.future(question, depth, model, *children)
+
+
+@function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
+def synthesise(question: str, depth: int, model: str | None, *children: Node) -> Node:
+    notes = "\n".join(f"- {c.question} {clip(c.answer, 150)}" for c in children)
+    text = ask(f"Question: {question}\nNotes:\n{notes}\nAnswer the question in one or two sentences.",
+               model=model, max_tokens=50)
+    return Node(question=question, depth=depth, answer=clip(text), children=list(children))

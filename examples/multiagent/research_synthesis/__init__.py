@@ -1,0 +1,1 @@
+"""2. Parallel research with synthesis (see app.py)."""

@@ -1,0 +1,189 @@
+"""A real `engine server` process for the server and dashboard tests, and a small HTTP client.
+
+`ServerProcess` starts `python -m engine.cli server` on a free loopback port with the process
+backend, waits (with a deadline) until `/healthz` answers, and stops it with SIGTERM — or
+`kill -9`, for the crash tests — and then makes sure that no executor it started is left:
+process executors watch their parent and exit with it, but one busy in a call may outlive it
+for a moment, so they are looked up by the exact `--parent-pid` the server gave them and
+killed by pid.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_APPS = Path(__file__).resolve().parent / "server_apps"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, state_dir: Path, *, port: int | None = None, token: str | None = None,
+                 extra: tuple[str, ...] = (), log_path: Path | None = None) -> None:
+        self.state_dir = state_dir
+        self.port = port or free_port()
+        self.token = token
+        self.extra = extra
+        self.log_path = log_path or state_dir.parent / f"server-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pids: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = {**os.environ, "ENGINE_BACKEND": "process", "PYTHONUNBUFFERED": "1"}
+        env.pop("ENGINE_TOKEN", None)
+        env.pop("ENGINE_SERVER", None)
+        args = [sys.executable, "-m", "engine.cli", "server", "--port", str(self.port),
+                "--state-dir", str(self.state_dir), "--backend", "process", *self.extra]
+        if self.token:
+            args += ["--token", self.token]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env=env, cwd=REPO)
+        log.close()
+        self.pids.append(self.proc.pid)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                status, _ = self.request("GET", "/healthz", timeout=2)
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer within {timeout} s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a deadline; then any executor left behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reap_executors()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def _reap_executors(self) -> None:
+        marks = {f"--parent-pid\x00{pid}\x00" for pid in self.pids}
+        deadline = time.monotonic() + 5
+        while True:
+            left = [pid for pid, cmd in _processes() if any(m in cmd for m in marks)]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                for pid in left:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                return
+            time.sleep(0.1)
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                headers: dict[str, str] | None = None, token: str | None | bool = True,
+                timeout: float = 30) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            send = dict(headers or {})
+            if token is True and self.token:
+                send["Authorization"] = f"Bearer {self.token}"
+            elif isinstance(token, str):
+                send["Authorization"] = f"Bearer {token}"
+            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            conn.request(method, path, body=data, headers=send)
+            response = conn.getresponse()
+            payload = response.read()
+            if "json" in (response.getheader("Content-Type") or ""):
+                return response.status, json.loads(payload)
+            return response.status, payload.decode(errors="replace")
+        finally:
+            conn.close()
+
+    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        status, data = self.request(method, path, body, **kw)
+        assert status < 300, (status, data)
+        return data
+
+    def deploy(self, file: Path) -> dict[str, Any]:
+        env = {**os.environ, "ENGINE_SERVER": self.url}
+        if self.token:
+            env["ENGINE_TOKEN"] = self.token
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "deploy", str(file), "--json"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def submit(self, app: str, body: Any, headers: dict[str, str] | None = None) -> str:
+        status, data = self.request("POST", f"/v1/applications/{app}/runs", body, headers=headers)
+        assert status == 202, (status, data)
+        return data["run_id"]  # type: ignore[no-any-return]
+
+    def wait(self, run_id: str, timeout: float = 60.0,
+             statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.ok("GET", f"/v1/runs/{run_id}")
+            if run["status"] in statuses:
+                return run  # type: ignore[no-any-return]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {run['status']} after {timeout} s")
+            time.sleep(0.05)
+
+
+def _processes() -> list[tuple[int, str]]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        found.append((int(entry), cmd + "\x00"))
+    return found
+
+
+def poll(condition: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
