@@ -73,13 +73,12 @@ class AppSpec:
 
     def _settings_for(self, fn: Function[..., Any]) -> FunctionSettings:
         override = self.config.functions.get(fn.name)
-        values = fn.config.model_dump()
-        values["retries"] = fn.config.retries
+        config: FunctionConfig = fn.config
         if override is not None:
-            values.update({k: getattr(override, k) for k in override.model_fields_set if k != "image"})
+            changes = {k: getattr(override, k) for k in override.model_fields_set if k != "image"}
             if override.retries is not None:
-                values["retries"] = override.retries.to_retries()
-        config = FunctionConfig(**values)
+                changes["retries"] = override.retries.to_retries()
+            config = config.replace(**changes)
         app_fn = registered(self.name, self.module)
         app_retries = app_fn.application.retries if app_fn and app_fn.application else Retries()
         retries = config.retries or app_retries

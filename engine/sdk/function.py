@@ -12,48 +12,77 @@ imports the user's module can find it by name.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import SDKUsageError
 from engine.sdk.future import MISSING, Future, coroutine_for, unwrap_future
-from engine.sdk.retries import Retries
+from engine.sdk.retries import Retries, check_int, check_number
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class FunctionConfig(BaseModel):
+@dataclass(frozen=True)
+class FunctionConfig:
     """Resources and policies of one function. Memory and disk in GB, timeout in seconds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
     description: str = ""
-    cpu: float = Field(default=1.0, gt=0)
-    memory: float = Field(default=1.0, gt=0)
-    ephemeral_disk: float = Field(default=10.0, gt=0)
+    cpu: float = 1.0
+    memory: float = 1.0
+    ephemeral_disk: float = 10.0
     gpu: str | list[str] | None = None
-    timeout: float = Field(default=300, gt=0, le=7 * 24 * 3600)
+    timeout: float = 300
     image: Any = None
-    secrets: list[str] = Field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
     retries: Retries | None = None
-    concurrency: int = Field(default=1, ge=1, le=1000)
-    min_containers: int | None = Field(default=None, ge=0)
-    max_containers: int | None = Field(default=None, ge=1)
-    warm_containers: int | None = Field(default=None, ge=0)
+    concurrency: int = 1
+    min_containers: int | None = None
+    max_containers: int | None = None
+    warm_containers: int | None = None
+
+    def __post_init__(self) -> None:
+        where = "@function()"
+        if not isinstance(self.description, str):
+            raise SDKUsageError(f"{where}: description must be a string")
+        check_number(where, "cpu", self.cpu, above=0)
+        check_number(where, "memory", self.memory, above=0)
+        check_number(where, "ephemeral_disk", self.ephemeral_disk, above=0)
+        check_number(where, "timeout", self.timeout, above=0, maximum=7 * 24 * 3600)
+        check_int(where, "concurrency", self.concurrency, 1, 1000)
+        for name, low in (("min_containers", 0), ("max_containers", 1), ("warm_containers", 0)):
+            value = getattr(self, name)
+            if value is not None:
+                check_int(where, name, value, low)
+        if self.retries is not None and not isinstance(self.retries, Retries):
+            raise SDKUsageError(f"{where}: retries must be Retries(...), got {self.retries!r}")
+        if not isinstance(self.secrets, list) or not all(isinstance(x, str) for x in self.secrets):
+            raise SDKUsageError(f"{where}: secrets must be a list of environment variable names")
+        if self.gpu is not None and not isinstance(self.gpu, (str, list)):
+            raise SDKUsageError(f"{where}: gpu must be a string like 'A100' or a list of them")
+        if self.image is not None and not _is_image(self.image):
+            raise SDKUsageError(f"{where}: image must be an engine.Image, got {type(self.image).__name__}")
+
+    def replace(self, **changes: Any) -> FunctionConfig:
+        return dataclasses.replace(self, **changes)
 
 
-class ApplicationConfig(BaseModel):
+def _is_image(value: Any) -> bool:
+    from engine.sdk.image import Image
+
+    return isinstance(value, Image)
+
+
+@dataclass(frozen=True)
+class ApplicationConfig:
     """Settings of an application entry point."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    tags: dict[str, str] = Field(default_factory=dict)
-    retries: Retries = Field(default_factory=Retries)
+    tags: dict[str, str] = field(default_factory=dict)
+    retries: Retries = field(default_factory=Retries)
     region: str | None = None
     allow: list[str] | None = None
 
@@ -199,15 +228,12 @@ def function(
     call, `concurrency` calls served at once by one executor, `min_containers`/`max_containers`/
     `warm_containers` bound its executor pool. Raises `SDKUsageError` for invalid values.
     """
-    try:
-        config = FunctionConfig(
-            description=description, cpu=cpu, memory=memory, ephemeral_disk=ephemeral_disk,
-            gpu=gpu, timeout=timeout, image=image, secrets=list(secrets or []),
-            retries=retries, concurrency=concurrency, min_containers=min_containers,
-            max_containers=max_containers, warm_containers=warm_containers,
-        )
-    except ValidationError as exc:
-        raise SDKUsageError(f"@function(): {_first_error(exc)}") from None
+    config = FunctionConfig(
+        description=description, cpu=cpu, memory=memory, ephemeral_disk=ephemeral_disk,
+        gpu=gpu, timeout=timeout, image=image, secrets=list(secrets or []),
+        retries=retries, concurrency=concurrency, min_containers=min_containers,
+        max_containers=max_containers, warm_containers=warm_containers,
+    )
 
     def decorate(fn: Callable[P, R]) -> Function[P, R]:
         if isinstance(fn, Function):
@@ -250,15 +276,11 @@ def application(
                     f"application {fn.name}: parameter {param.name!r} must be a plain "
                     "positional-or-keyword parameter (no *args, **kwargs or keyword-only)"
                 )
+        if retries is not None and not isinstance(retries, Retries):
+            raise SDKUsageError(f"@application(): retries must be Retries(...), got {retries!r}")
         fn.application = ApplicationConfig(
             tags=dict(tags or {}), retries=retries or Retries(), region=region, allow=allow
         )
         return fn
 
     return decorate
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pickle
 from collections.abc import Sequence
 from typing import Any
@@ -158,13 +159,15 @@ def test_retries_delay_is_exponential_and_capped() -> None:
 
 def test_retries_are_frozen() -> None:
     r = Retries(2)
-    with pytest.raises(ValueError, match="frozen"):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.max_retries = 5  # type: ignore[misc]
 
 
 def test_retries_rejects_bad_values_with_usage_error() -> None:
+    with pytest.raises(TypeError):  # an unknown keyword, as for any Python callable
+        Retries(backoff=2.0)  # type: ignore[call-arg]
     for kwargs in ({"max_retries": -1}, {"initial_delay": -1.0}, {"delay_multiplier": 0.5},
-                   {"max_retries": 101}, {"backoff": 2.0}):
+                   {"max_retries": 101}, {"max_retries": 1.5}):
         try:
             Retries(**kwargs)
         except SDKUsageError:
