@@ -82,8 +82,10 @@ def input_kwargs(fn: Function[..., Any], data: Any, present: bool) -> dict[str, 
             raise InputError(f"{fn.name} takes no input: send an empty body, null or {{}}")
         return {}
     if not present:
-        names = ", ".join(p.name for p in params)
-        raise InputError(f"{fn.name} needs input ({names}): send it as the JSON request body")
+        missing = [p.name for p in params if p.default is inspect.Parameter.empty]
+        if missing:
+            raise InputError(f"{fn.name} needs input ({', '.join(missing)}): send it as the JSON request body")
+        return {}  # every parameter has a default
     if len(params) == 1:
         return {params[0].name: data}
     if not isinstance(data, dict):

@@ -193,6 +193,80 @@ def test_3_multi_perspective_analysis(run_example) -> None:
     finished_without_failures(run)
 
 
+def test_3_a_failed_specialist_resumes_without_asking_the_others_again(llm, tmp_path) -> None:
+    """The model server goes away after two specialists have answered: the third fails after its
+    retries and the run fails; `engine resume` (against a server that is back) asks only the
+    failed specialist and the judge — the two finished verdicts come from their checkpoints."""
+    server = _load_script()
+    host = llm.base_url.split("//")[1].split(":")[0]
+    port = server.free_port(host)
+    doomed = server.start(host, port, threads=1)
+    env = {**os.environ, "OPENAI_BASE_URL": server.base_url(host, port), "OPENAI_API_KEY": llm.api_key,
+           "ENGINE_STATE_DIR": str(tmp_path / "state")}
+    env.pop("ENGINE_BACKEND", None)
+    folder = MULTIAGENT / "multi_perspective"
+    specialists = ("risk_review", "finance_review", "legal_review")
+
+    def engine(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=folder, env={**env, **extra},
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+    def finished_specialists() -> int:
+        # Read the store directly: polling through the CLI is too slow to catch the moment.
+        from engine.errors import SDKUsageError
+        from engine.store import open_store, store_url
+
+        state = Path(env["ENGINE_STATE_DIR"])
+        if not (state / "engine.db").exists():
+            return 0
+        try:
+            store = open_store(store_url(state))
+        except SDKUsageError:  # the engine is still creating the schema (see the report on _migrate)
+            return 0
+        try:
+            runs = store.list_runs()
+            return sum(1 for c in store.load_calls(runs[0].run_id)
+                       if c.function in specialists and c.status == "succeeded") if runs else 0
+        finally:
+            store.close()
+
+    try:
+        server.wait_ready(server.base_url(host, port), timeout=120, proc=doomed)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "run", "app.py:review", "--backend", "docker", "--json",
+             "--input", json.dumps({"proposal": "Open a second office in Lisbon next year.", "model": MODEL})],
+            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while finished_specialists() < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "two specialists never finished"
+            time.sleep(0.05)
+    finally:
+        server.stop(doomed)
+    out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    outcome = json.loads(out.strip().splitlines()[-1])
+    if outcome["status"] == "succeeded":
+        pytest.skip("the judge had answered before the server stopped")
+    assert outcome["status"] == "failed", err
+    before = {c["function"]: c for c in json.loads(engine("show", outcome["run_id"], "--json").stdout)["call_list"]}
+    # Usually the third specialist is the one that fails; if it was quicker than the kill, the
+    # judge is. Either way, what had finished is never asked again.
+    finished = [f for f in specialists if before[f]["status"] == "succeeded"]
+    assert len(finished) >= 2 and before["judge"]["status"] != "succeeded"
+
+    resumed = engine("resume", outcome["run_id"], "--json", OPENAI_BASE_URL=llm.base_url)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "succeeded"
+    shown = json.loads(engine("show", outcome["run_id"], "--json").stdout)
+    after = {c["function"]: c for c in shown["call_list"]}
+    assert all(after[f]["executions"] == 1 for f in finished)
+    assert shown["calls"]["reused"] >= len(finished)
+    assert all(after[f]["status"] == "succeeded" for f in (*specialists, "judge"))
+    for f in set(specialists) - set(finished):
+        assert after[f]["executions"] > before[f]["executions"]
+    _no_containers_left(outcome["run_id"])
+
+
 def test_4_document_pipeline_map_reduce(run_example) -> None:
     documents = ["Invoice 42: 3 chairs, 120 EUR, due 1 May.",
                  "The delivery was late and the box was broken. I want a refund."]

@@ -25,7 +25,6 @@ APP = "containers.py"
 @pytest.fixture(scope="module")
 def docker_client():
     from engine import images
-
     from engine.errors import DockerUnavailable
 
     try:
