@@ -39,17 +39,35 @@ def docker_client():
 
 def engine_containers(client, **labels):
     filters = ["engine.managed=1"] + [f"engine.{k}={v}" for k, v in labels.items()]
-    return client.containers.list(all=True, filters={"label": filters})
+    # The raw listing: `containers.list` inspects each one and races with their removal.
+    return [client.containers.prepare_model(c)
+            for c in client.api.containers(all=True, filters={"label": filters})]
+
+
+def runs_in(state_dir: Path) -> list[str]:
+    from engine.store import open_store, store_url
+
+    if not (state_dir / "engine.db").exists():
+        return []
+    store = open_store(store_url(state_dir))
+    try:
+        return [r.run_id for r in store.list_runs()]
+    finally:
+        store.close()
 
 
 @pytest.fixture
-def docker(docker_client):
+def docker(docker_client, tmp_path):
     yield docker_client
+
+    def left():  # containers of this test's runs (other engines may share the Docker engine)
+        return [c.name for run in runs_in(tmp_path / "state")
+                for c in engine_containers(docker_client, run=run)]
+
     deadline = time.monotonic() + 15
-    while engine_containers(docker_client) and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = [c.name for c in engine_containers(docker_client)]
-    assert not left, f"containers left behind: {left}"
+    assert not left(), f"containers left behind: {left()}"
 
 
 @pytest.fixture
@@ -217,9 +235,9 @@ def test_engine_killed_mid_run_resumes_without_rerunning_finished_calls(docker, 
             proc.kill()
     done_before = finished_steps()
     assert done_before < 12
-    assert engine_containers(docker), "the killed engine's containers should still be there"
     code, out, err = cli(env, "runs", "--json")
     run_id = json.loads(out)[0]["run_id"]
+    assert engine_containers(docker, run=run_id), "the killed engine's containers should still be there"
     code, out, err = cli(env, "resume", run_id, "--json")
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
@@ -243,9 +261,10 @@ def test_ctrl_c_stops_every_container_and_leaves_the_run_resumable(docker, env):
             proc.kill()
     assert proc.returncode == 130
     assert "Traceback" not in err
-    wait_for(lambda: not engine_containers(docker), 15, "no containers left")
     code, out, _ = cli(env, "runs", "--json")
-    assert json.loads(out)[0]["status"] == "cancelled"
+    run = json.loads(out)[0]
+    assert run["status"] == "cancelled"
+    wait_for(lambda: not engine_containers(docker, run=run["run_id"]), 15, "no containers left")
 
 
 def test_doctor_reports_docker_and_the_runtime_image(docker, env):
