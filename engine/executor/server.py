@@ -141,17 +141,17 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         if fn is None or stub is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Calls before Initialize")
         assert fn is not None
+        if self.concurrency == 1:
+            # The scheduler never sends a second call before the first is answered: run each on
+            # this stream's own thread, with no hand-offs (the hot path of a chain of calls).
+            for request in request_iterator:
+                yield self._answer(fn, request)
+            return
         done: queue.SimpleQueue[pb.RunResponse | None] = queue.SimpleQueue()
         workers = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
 
         def work(request: pb.RunRequest) -> None:
-            try:
-                response = self.run_call(request)
-            except BaseException as exc:  # noqa: BLE001 - never leave the scheduler waiting
-                response = pb.RunResponse(failure=wire.failure_from_exception(
-                    exc, function=fn.name, call_id=request.call_id, kind=pb.FAILURE_KIND_INTERNAL))
-            response.call_id = request.call_id
-            done.put(response)
+            done.put(self._answer(fn, request))
 
         def read() -> None:
             try:
@@ -171,6 +171,15 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                 yield response
         finally:
             workers.shutdown(wait=False)
+
+    def _answer(self, fn: Function[..., Any], request: pb.RunRequest) -> pb.RunResponse:
+        try:
+            response = self.run_call(request)
+        except BaseException as exc:  # noqa: BLE001 - never leave the scheduler waiting
+            response = pb.RunResponse(failure=wire.failure_from_exception(
+                exc, function=fn.name, call_id=request.call_id, kind=pb.FAILURE_KIND_INTERNAL))
+        response.call_id = request.call_id
+        return response
 
     def run_call(self, request: pb.RunRequest) -> pb.RunResponse:
         fn, stub = self.function, self.callback
