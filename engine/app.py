@@ -61,6 +61,8 @@ class AppSpec:
     config: EngineConfig
     functions: dict[str, FunctionSettings]
     env_source: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    # False for commands that never run functions (building images): secrets may be absent.
+    require_secrets: bool = True
 
     def settings(self, name: str) -> FunctionSettings:
         found = self.functions.get(name)
@@ -85,6 +87,8 @@ class AppSpec:
         secrets = {}
         for key in config.secrets:
             if key not in self.env_source:
+                if not self.require_secrets:
+                    continue
                 raise SDKUsageError(
                     f"function {fn.name} needs secret {key!r}: set it in the environment or "
                     "pass --env-file FILE"
@@ -171,7 +175,8 @@ def import_file(path: Path) -> tuple[Any, str, Path]:
 
 
 def load_app(
-    target: str, config_path: Path | None = None, env_file: Path | None = None
+    target: str, config_path: Path | None = None, env_file: Path | None = None,
+    *, require_secrets: bool = True,
 ) -> AppSpec:
     """Load `FILE.py:FUNCTION`. Raises `SDKUsageError` (or `ConfigError`) with one clear line."""
     if ":" not in target:
@@ -190,12 +195,14 @@ def load_app(
         raise SDKUsageError(
             f"{file_part}:{fn_name} is not an application: put @application() above @function()"
         )
-    return app_spec_for(fn, path, module_name, root, config_path, env_file)
+    return app_spec_for(fn, path, module_name, root, config_path, env_file,
+                        require_secrets=require_secrets)
 
 
 def app_spec_for(
     fn: Function[..., Any], app_file: Path, module_name: str, root: Path,
     config_path: Path | None = None, env_file: Path | None = None,
+    *, require_secrets: bool = True,
 ) -> AppSpec:
     if config_path is None and (app_file.parent / "engine.yaml").is_file():
         config_path = app_file.parent / "engine.yaml"
@@ -206,6 +213,7 @@ def app_spec_for(
     spec = AppSpec(
         name=fn.name, app_file=app_file.resolve(), module=module_name, code_root=root,
         config_path=config_path, config=config, functions={}, env_source=env,
+        require_secrets=require_secrets,
     )
     known = {f.name for f in _module_functions(module_name)}
     check_function_names(config, config_path, known | set(_all_registered()))

@@ -1,12 +1,12 @@
 """The `engine` command line.
 
-    engine run FILE.py:FUNCTION [--input JSON] [--backend process|docker] [--config PATH]
+    engine run FILE.py:FUNCTION [--input JSON] [--backend process|docker|swarm] [--config PATH]
                [--state-dir DIR] [--env-file FILE] [--json]
     engine resume RUN_ID [--json] [--backend ...] [--state-dir DIR]
     engine runs [--json]
     engine show RUN_ID [--json]
     engine logs RUN_ID [--function NAME]
-    engine image build [FILE.py] [--force]
+    engine image build [FILE.py] [--force] [--push REGISTRY]
     engine image prune [--dry-run]
     engine doctor
     engine server [--host H] [--port P] [--state-dir DIR] [--config PATH] [--backend B] [--token T]
@@ -195,6 +195,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _importable(app_file: str) -> None:
+    """Put the run's project on sys.path, so that its result's classes can be unpickled."""
+    from engine.app import module_location
+
+    if Path(app_file).is_file():
+        root = str(module_location(Path(app_file))[1])
+        if root not in sys.path:
+            sys.path.insert(0, root)
+
+
 def run_details(store: Any, run_id: str) -> dict[str, Any]:
     from engine import wire
     from engine.app import to_json
@@ -202,6 +212,7 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
 
     row = store.get_run(run_id)
     calls = store.load_calls(run_id)
+    _importable(row.app_file)
     reused = sum(1 for c in calls if c.status == "succeeded" and row.resumed_at
                  and c.ended_at is not None and c.ended_at < row.resumed_at)
     failure = pb.Failure.FromString(row.failure) if row.failure else None
@@ -289,9 +300,17 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         target = args.target
         if ":" not in target:
             target = _first_application(target)
-        app = load_app(target)
+        app = load_app(target, require_secrets=False)
         images_needed = [s.config.image for s in app.functions.values() if s.config.image is not None]
+    if args.push:
+        images.registry_image(args.push, "")  # a malformed address fails before the build
     tags = images.build_images(images_needed, progress=view.note, force=args.force)
+    if args.push:
+        # What cluster nodes pull (the swarm backend): the runtime image and every function image.
+        names = ["runtime", *tags]
+        pushed = images.push_images([images.runtime_image_tag(), *tags.values()], args.push,
+                                    progress=view.note)
+        tags = dict(zip(names, pushed, strict=True))
     for name, tag in tags.items():
         print(f"{name}: {tag}")
     return EXIT_OK
@@ -393,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an application")
     p.add_argument("target", metavar="FILE.py:FUNCTION")
     p.add_argument("--input", help="JSON input: the value of the one parameter, or an object of them")
-    p.add_argument("--backend", choices=["process", "docker", "auto"])
+    p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
     p.add_argument("--config", help="YAML config (default: engine.yaml beside the file)")
     p.add_argument("--env-file", help="KEY=VALUE file the functions' secrets are read from")
     p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
@@ -402,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a failed or interrupted run from its checkpoints")
     p.add_argument("run_id")
-    p.add_argument("--backend", choices=["process", "docker", "auto"])
+    p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
     p.add_argument("--env-file")
     p.add_argument("--json", action="store_true")
     common(p)
@@ -432,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = isub.add_parser("build", help="build the runtime image and every image an application uses")
     b.add_argument("target", nargs="?", metavar="FILE.py[:FUNCTION]")
     b.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    b.add_argument("--push", metavar="REGISTRY", help="then push them to REGISTRY (host:port), for the swarm backend")
     b.set_defaults(func=cmd_image_build)
 
     pr = isub.add_parser("prune", help="remove runtime and function images of older engine code")
@@ -445,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; others need --token)")
     p.add_argument("--port", type=int, default=8900)
     p.add_argument("--config", help="YAML config: backend, max_executors, idle_timeout, max_concurrent_runs")
-    p.add_argument("--backend", choices=["process", "docker", "auto"])
+    p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
     p.add_argument("--token", help="require `Authorization: Bearer TOKEN` (default $ENGINE_TOKEN)")
     p.add_argument("--max-concurrent-runs", type=int, metavar="N", help="runs executing at once (default 16)")
     common(p)

@@ -1,6 +1,6 @@
 """`engine.yaml`: engine settings and per-function overrides of the decorator values.
 
-    backend: process            # process | docker
+    backend: process            # process | docker | swarm (docs/swarm.md)
     max_executors: 16           # executors running at once (blocked parents not counted)
     idle_timeout: 10            # seconds an idle executor is kept
     max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
@@ -54,17 +54,40 @@ class FunctionOverride(BaseModel):
     secrets: list[str] | None = None
     # Name of an image already built (e.g. `engine-fn-heavy:abc123`), replacing the decorator's.
     image: str | None = None
+    # Swarm placement constraints, e.g. ["node.labels.gpu==true"] (swarm backend only).
+    constraints: list[str] | None = None
+
+    def model_post_init(self, context: Any) -> None:
+        # Placement is the backend's business, not a `FunctionConfig` field, and the application
+        # loader copies every *set* field into the function's `FunctionConfig`: keep it out of
+        # the set fields. The swarm backend reads `constraints` from here directly.
+        self.__pydantic_fields_set__.discard("constraints")
+
+
+class SwarmConfig(BaseModel):
+    """`swarm:` — settings of the swarm backend (docs/swarm.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Where nodes pull engine images from (`engine image build --push REGISTRY`), e.g. 10.0.0.5:5000.
+    registry: str | None = None
+    # The attachable overlay network executors join (default engine-net; created when absent).
+    network: str | None = None
+    # The address executors call the scheduler back on when the engine is not attached to the
+    # network (default: this machine's address on the route to the Swarm manager).
+    advertise: str | None = None
 
 
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["process", "docker", "auto"] | None = None
+    backend: Literal["process", "docker", "swarm", "auto"] | None = None
     max_executors: int | None = Field(default=None, ge=1)
     idle_timeout: float | None = Field(default=None, ge=0)
     # `engine server` only: runs executing at once; the rest wait, durably, in the store.
     max_concurrent_runs: int | None = Field(default=None, ge=1)
     functions: dict[str, FunctionOverride] = Field(default_factory=dict)
+    swarm: SwarmConfig | None = None
 
 
 def load_config(path: Path | None) -> EngineConfig:

@@ -65,6 +65,7 @@ from engine.errors import (
     DockerUnavailable,
     ImageBuildError,
     ImageMissing,
+    InfrastructureError,
     PythonVersionMismatch,
     SDKUsageError,
 )
@@ -1155,6 +1156,55 @@ def build_images(images: Iterable[Image], progress: Progress = None, force: bool
     return {name: build_function_image(image, progress, force=force) for name, image in distinct.items()}
 
 
+# --- pushing to a registry (for clusters: the swarm backend) ---------------------------------
+
+
+def registry_image(registry: str, tag: str) -> str:
+    """`tag` as it is named in `registry`: `10.0.0.5:5000/engine-runtime:py3.11-<hash>`.
+
+    Raises `SDKUsageError` for an address with a scheme (`http://...`): Docker names registries
+    by host[:port] only; plain HTTP is the registry's and the engines' configuration.
+    """
+    address = registry.strip().rstrip("/")
+    if not address or "://" in address or any(c.isspace() for c in address):
+        raise SDKUsageError(
+            f"registry {registry!r}: give its address as HOST[:PORT] (e.g. 10.0.0.5:5000), "
+            "without http:// or https://"
+        )
+    return f"{address}/{tag}"
+
+
+def push_images(tags: Iterable[str], registry: str, progress: Progress = None) -> list[str]:
+    """Push local images to `registry` under the same repository and tag; return their names
+    there (what cluster nodes pull).
+
+    The registry must accept pushes from the local engine: over TLS, or over plain HTTP when it
+    is on loopback (Docker allows that by default) or is in the engine's
+    `insecure-registries`. The extra local tag a push needs is removed afterwards. Raises
+    `ImageMissing` for an image that is not built, `InfrastructureError` when the push fails.
+    """
+    client = docker_client()
+    pushed = []
+    for tag in dict.fromkeys(tags):
+        if _inspect_image(client, tag) is None:
+            raise ImageMissing(f"Image {tag} is not built: run `engine image build` first")
+        remote = registry_image(registry, tag)
+        repository, _, version = remote.rpartition(":")
+        _say(progress, f"pushing {remote}")
+        try:
+            client.api.tag(tag, repository, version)
+            for line in client.api.push(repository, tag=version, stream=True, decode=True):
+                if isinstance(line, dict) and line.get("error"):
+                    raise InfrastructureError(f"pushing {remote} failed: {line['error']}")
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"pushing {remote} failed: {exc}") from exc
+        finally:
+            with contextlib.suppress(docker.errors.DockerException):
+                client.api.remove_image(remote, noprune=True)
+        pushed.append(remote)
+    return pushed
+
+
 def list_engine_images() -> list[tuple[str, str]]:
     """(tag, created) of every image the engine built (base, runtime, function), newest first."""
     client = docker_client()
@@ -1220,6 +1270,8 @@ __all__ = [
     "pinned_requirements",
     "pip_download_args",
     "prune_images",
+    "push_images",
+    "registry_image",
     "runtime_image_tag",
     "run_once",
     "runtime_wheels",

@@ -80,8 +80,8 @@ def _owner_alive(owner: str | None) -> bool:
 def choose_backend(requested: str | None, app: AppSpec | None) -> tuple[str, str | None]:
     """The backend to use and, when it was a fallback, a one-line note saying so."""
     name = requested or os.environ.get("ENGINE_BACKEND") or (app.config.backend if app else None) or "auto"
-    if name not in ("auto", "process", "docker"):
-        raise SDKUsageError(f"unknown backend {name!r}: use process or docker")
+    if name not in ("auto", "process", "docker", "swarm"):
+        raise SDKUsageError(f"unknown backend {name!r}: use process, docker or swarm")
     if name != "auto":
         return name, None
     try:
@@ -101,7 +101,11 @@ def make_backend(name: str, state_dir: Path, app: AppSpec | None,
         return ProcessBackend(log_dir=state_dir / "executors")
     if name == "docker":
         return _docker_backend(app, progress_line)
-    raise SDKUsageError(f"unknown backend {name!r}: use process or docker")
+    if name == "swarm":
+        from engine.backends.swarm import swarm_backend
+
+        return swarm_backend(app)
+    raise SDKUsageError(f"unknown backend {name!r}: use process, docker or swarm")
 
 
 def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None) -> Backend:

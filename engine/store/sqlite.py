@@ -118,12 +118,21 @@ class SQLiteStore:
                 f"{self.path} was written by a newer engine (schema {version}, this engine knows "
                 f"{SCHEMA_VERSION}): upgrade the engine or use another --state-dir"
             )
-        for number in range(version, SCHEMA_VERSION):
-            self.db.execute("BEGIN IMMEDIATE")
-            for statement in _statements(MIGRATIONS[number]):
-                self.db.execute(statement)
-            self.db.execute(f"PRAGMA user_version={number + 1}")
+        if version == SCHEMA_VERSION:
+            return
+        # Under the write lock, read the version again: another process opening the same new
+        # state directory may have migrated it in the meantime.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[number]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={number + 1}")
             self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     # --- transactions ----------------------------------------------------------------------
 

@@ -63,19 +63,19 @@ class MalformedAnswer(ValueError):
 
 def ask(prompt: str, *, model: str | None = None, max_tokens: int = 48, temperature: float = 0.7,
         response_format: dict[str, Any] | None = None) -> str:
-    """One user message in, the reply's text out. Raises `openai.APIError` subclasses when the
-    server cannot be reached or refuses the request."""
+    """One user message in, the reply's text out. Raises `MalformedAnswer` for an empty reply and
+    `openai.APIError` subclasses when the server cannot be reached or refuses the request."""
     from openai import OpenAI  # only functions that call the model need the package
 
-    client = OpenAI(timeout=90, max_retries=1)
     extra: dict[str, Any] = {"response_format": response_format} if response_format else {}
-    reply = client.chat.completions.create(
-        model=model or DEFAULT_MODEL,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=temperature,
-        **extra,
-    )
+    with OpenAI(timeout=90, max_retries=1) as client:
+        reply = client.chat.completions.create(
+            model=model or DEFAULT_MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            temperature=temperature,
+            **extra,
+        )
     return _text(reply)
 
 
@@ -84,13 +84,13 @@ async def ask_async(prompt: str, *, model: str | None = None, max_tokens: int = 
     """`ask` for `async def` functions, through `openai.AsyncOpenAI`."""
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(timeout=90, max_retries=1)
-    reply = await client.chat.completions.create(
-        model=model or DEFAULT_MODEL,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=temperature,
-    )
+    async with AsyncOpenAI(timeout=90, max_retries=1) as client:
+        reply = await client.chat.completions.create(
+            model=model or DEFAULT_MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
     return _text(reply)
 
 

@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -221,7 +222,9 @@ def test_3_a_failed_specialist_resumes_without_asking_the_others_again(llm, tmp_
             return 0
         try:
             store = open_store(store_url(state))
-        except SDKUsageError:  # the engine is still creating the schema (see the report on _migrate)
+        except SDKUsageError:
+            # The engine is creating the schema right now: SQLiteStore._migrate reads the schema
+            # version before taking the write lock, so a second opener re-runs the migration.
             return 0
         try:
             runs = store.list_runs()
@@ -230,6 +233,7 @@ def test_3_a_failed_specialist_resumes_without_asking_the_others_again(llm, tmp_
         finally:
             store.close()
 
+    proc: subprocess.Popen[str] | None = None
     try:
         server.wait_ready(server.base_url(host, port), timeout=120, proc=doomed)
         proc = subprocess.Popen(
@@ -241,9 +245,14 @@ def test_3_a_failed_specialist_resumes_without_asking_the_others_again(llm, tmp_
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "two specialists never finished"
             time.sleep(0.05)
+        # SIGKILL, an outage: on SIGTERM uvicorn would finish the request in flight first.
+        os.killpg(doomed.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
     finally:
         server.stop(doomed)
-    out, err = proc.communicate(timeout=RUN_TIMEOUT)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # the engine stops its containers on Ctrl-C
+            proc.wait(timeout=60)
     outcome = json.loads(out.strip().splitlines()[-1])
     if outcome["status"] == "succeeded":
         pytest.skip("the judge had answered before the server stopped")
@@ -254,6 +263,7 @@ def test_3_a_failed_specialist_resumes_without_asking_the_others_again(llm, tmp_
     finished = [f for f in specialists if before[f]["status"] == "succeeded"]
     assert len(finished) >= 2 and before["judge"]["status"] != "succeeded"
 
+    print(f"\nfailed with the server gone: {[f for f, c in before.items() if c['status'] == 'failed']}")
     resumed = engine("resume", outcome["run_id"], "--json", OPENAI_BASE_URL=llm.base_url)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "succeeded"

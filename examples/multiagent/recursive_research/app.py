@@ -4,9 +4,9 @@
 output, validated), calls itself on each one level deeper, and returns `synthesise` over their
 answers as a tail call — so a parent never waits in a container while its subtree works. At
 `max_depth` (never more than 3) it answers directly. With the defaults (depth 3, branching 10)
-one request is up to 1 + 10 + 100 + 1,000 = 1,111 research calls; pass smaller numbers to try it.
-Every finished node is checkpointed, so a failure deep in the tree reruns only that branch on
-`engine resume`.
+one request is up to 1 + 10 + 100 + 1,000 = 1,111 research calls (and 111 syntheses); pass
+smaller numbers to try it. Every finished node is checkpointed, so a failure deep in the tree
+reruns only that branch on `engine resume`.
 
     cd examples/multiagent/recursive_research
     engine run app.py:research --input '{"question": "Why is the sky blue?", "branching": 2, "max_depth": 1}'
