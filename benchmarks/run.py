@@ -794,10 +794,22 @@ def resume_once(backend: str, n: int, timeout: float) -> dict[str, Any]:
         store = open_store(store_url(state_dir))
         try:
             row = store.get_run(run_id)
+            stored = store.load_calls(run_id)
         finally:
             store.close()
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+    # Where the resumed run's time went: executor start-up, the remaining branches, the end.
+    resumed = row.resumed_at or 0.0
+    redone = [c for c in stored if c.started_at is not None and c.started_at >= resumed]
+    first_start = min((c.started_at for c in redone if c.started_at is not None), default=None)
+    last_branch = max((c.ended_at for c in redone if c.function == "branch" and c.ended_at), default=None)
+    phases = {
+        "to_first_dispatch_s": first_start - resumed if first_start else None,
+        "branches_s": last_branch - first_start if first_start and last_branch else None,
+        "after_branches_s": row.ended_at - last_branch if row.ended_at and last_branch else None,
+        "calls_executed": len(redone),
+    }
     after = {c["id"]: c["executions"] for c in info["call_list"]}
     reexecuted = [cid for cid, ex in finished.items() if after.get(cid, ex) > ex]
     left = check_left_behind(run_id, "after engine resume exited") if backend == "docker" else 0
@@ -812,7 +824,7 @@ def resume_once(backend: str, n: int, timeout: float) -> dict[str, Any]:
         "executors_gone_after_kill_s": executors_gone_s, "executors_alive_10s_after_kill": len(stray),
         "resume_wall_s": resume_wall,
         "resume_in_run_s": (row.ended_at - row.resumed_at) if row.ended_at and row.resumed_at else None,
-        "remaining_ideal_s": branches_left * RESUME_BRANCH_S / RESUME_SLOTS,
+        "remaining_ideal_s": branches_left * RESUME_BRANCH_S / RESUME_SLOTS, "resumed_phases": phases,
         "containers_left": left, "loadavg_1m": os.getloadavg()[0],
     }
 

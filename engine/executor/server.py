@@ -1,8 +1,9 @@
 """The function executor: a gRPC server that runs calls of one function.
 
 One executor serves one function of one application (code bundle). The scheduler starts it (as
-a process or a container), sends `Initialize` once with the zipped project, then `Run` for every
-call routed to it, up to the function's `concurrency` at once. The executor keeps no state
+a process or a container), sends `Initialize` once with the zipped project, then opens one `Calls`
+stream and writes a `RunRequest` on it for every call routed here, up to the function's
+`concurrency` at once; each `RunResponse` goes back on the stream as its call finishes. The executor keeps no state
 between calls beyond the imported code: every outcome goes back in the `RunResponse`, and the
 scheduler checkpoints it.
 

@@ -15,7 +15,7 @@ Invariants, and where they are enforced:
   re-submitted ID onto the existing call: a finished call is reused from its checkpoint and never
   runs again, unless its arguments changed (then it runs with the new ones).
 - **One runner per call.** A call is dispatched only from `queued`, and only `_dispatch` moves it
-  to `running`; its executor slot is held until the Run RPC returns or fails.
+  to `running`; its executor slot is held until its response arrives or the stream breaks.
 - **A tail call ends its caller.** Once the `tail` state is committed, the caller is finished:
   resume never re-executes it; its value is its tail call's.
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
