@@ -91,6 +91,8 @@ FLOOR_LABEL = "engine-bench"
 # either are removed at exit if an engine left them behind.
 _ENGINE_PIDS: set[int] = set()
 _RUN_IDS: set[str] = set()
+# Child processes still running (each in its own session): stopped at exit.
+_CHILDREN: set[subprocess.Popen[Any]] = set()
 _LEAKS: list[dict[str, Any]] = []
 
 
@@ -132,19 +134,30 @@ def run_cmd(cmd: list[str], timeout: float, *, cwd: Path = REPO, env: dict[str, 
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+    _CHILDREN.add(proc)
     if engine:
         _ENGINE_PIDS.add(proc.pid)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        stop_child(proc)
+        raise TimeoutError(f"`{' '.join(cmd)}` took more than {timeout:g} s") from None
+    finally:
+        _CHILDREN.discard(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.perf_counter() - start
+
+
+def stop_child(proc: subprocess.Popen[Any]) -> None:
+    """Interrupt a child (an engine stops its executors on SIGINT), then kill its session."""
+    if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            out, err = proc.communicate(timeout=15)
+            proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        raise TimeoutError(f"`{' '.join(cmd)}` took more than {timeout:g} s") from None
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.perf_counter() - start
+            with_suppress(os.killpg, proc.pid, signal.SIGKILL)
+            proc.communicate()
+    else:
+        with_suppress(os.killpg, proc.pid, signal.SIGKILL)  # what it left in its session
 
 
 def engine_containers(label: str) -> list[str]:
@@ -163,9 +176,20 @@ def check_left_behind(run_id: str, when: str) -> int:
     return len(ids)
 
 
+def with_suppress(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def cleanup() -> None:
-    """Everything this benchmark started: floor containers, and containers of engine runs it
-    started (by run id, or by the pid of an engine process that never reported its run)."""
+    """Everything this benchmark started: child processes still running, floor containers, and
+    containers of engine runs it started (by run id, or by the pid of an engine process that
+    never reported its run)."""
+    for proc in list(_CHILDREN):
+        stop_child(proc)
+    _CHILDREN.clear()
     if shutil.which("docker") is None:
         return
     ids = set(engine_containers(f"{FLOOR_LABEL}=1"))
@@ -252,18 +276,21 @@ def first_dispatch(state_dir: Path, run_id: str) -> dict[str, Any]:
 
 
 def hop_stats(calls: list[Any]) -> dict[str, Any]:
-    """A chain's hops in dispatch order: each hop is `dispatch → its tail call processed`
-    (the Run round trip and the function) then `→ the next hop dispatched` (the scheduler:
-    the tail call's graph added, checkpointed, dispatched)."""
+    """A chain's hops in dispatch order. A hop is split at the next hop's creation (its row is
+    made when the scheduler processes the tail call): dispatch → the tail call processed (the Run
+    round trip over the stream and the function) and → the next hop dispatched (the scheduler:
+    checkpoint, queue, pump). A tail caller's own `ended_at` is rewritten when the chain's value
+    finally arrives, so it cannot be used here."""
     hops = sorted((c for c in calls if c.started_at is not None), key=lambda c: c.started_at)
     if len(hops) < 2:
         return {}
-    rpc = [(c.ended_at - c.started_at) * 1000 for c in hops[:-1] if c.ended_at is not None]
-    gap = [(b.started_at - a.ended_at) * 1000 for a, b in zip(hops, hops[1:], strict=False) if a.ended_at is not None]
-    intervals = [(b.started_at - a.started_at) * 1000 for a, b in zip(hops, hops[1:], strict=False)]
+    pairs = list(zip(hops, hops[1:], strict=False))
+    rpc = [(b.created_at - a.started_at) * 1000 for a, b in pairs]
+    sched = [(b.started_at - b.created_at) * 1000 for _, b in pairs]
+    intervals = [(b.started_at - a.started_at) * 1000 for a, b in pairs]
     return {"hops": len(hops), "mean_interval_ms": statistics.mean(intervals),
             "median_interval_ms": statistics.median(intervals), "p90_interval_ms": pct(intervals, 0.9),
-            "median_rpc_ms": median(rpc), "median_scheduler_ms": median(gap)}
+            "median_rpc_ms": median(rpc), "median_scheduler_ms": median(sched)}
 
 
 def tree_levels(calls: list[Any], t0: float) -> dict[str, Any]:
@@ -730,6 +757,7 @@ def resume_once(backend: str, n: int, timeout: float) -> dict[str, Any]:
         began = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
+        _CHILDREN.add(proc)
         _ENGINE_PIDS.add(proc.pid)
         run_id: str | None = None
         done = 0
@@ -748,9 +776,12 @@ def resume_once(backend: str, n: int, timeout: float) -> dict[str, Any]:
             executors = _executor_pids(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             killed_at = time.perf_counter() - began
+            proc.wait(timeout=30)
         finally:
-            if proc.poll() is None and proc.returncode is None:
-                proc.wait(timeout=30)
+            if proc.poll() is None:
+                stop_child(proc)  # only when something above failed: the kill is SIGKILL
+            proc.wait(timeout=30)
+            _CHILDREN.discard(proc)
             if proc.stderr:
                 proc.stderr.close()
         assert run_id is not None
@@ -775,7 +806,7 @@ def resume_once(backend: str, n: int, timeout: float) -> dict[str, Any]:
                 if time.perf_counter() > deadline:
                     stray = alive
                     for pid in stray:
-                        with_suppress_kill(pid)
+                        with_suppress(os.kill, pid, signal.SIGKILL)
                     break
                 time.sleep(0.02)
         branches_left = n - sum(1 for _cid, fn, status, _ex in before if fn == "branch" and status == "succeeded")
@@ -836,13 +867,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2:].split()[0] != "Z"
-
-
-def with_suppress_kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def part_tensorlake(args: argparse.Namespace, results: dict[str, Any], budget: Budget) -> None:

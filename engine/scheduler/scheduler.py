@@ -62,7 +62,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engine.scheduler")
 
-ROOT_FUNCTION_PARENT = None
+
+# Executors of one function being started at once (see `_pump`).
+MAX_STARTS_IN_FLIGHT = max(2, os.cpu_count() or 1)
 
 
 def root_call_id(run_id: str) -> str:
@@ -235,6 +237,13 @@ class Scheduler:
         for call in list(run.calls.values()):
             if call.status == PENDING and not call.dormant and call.deps_pending == 0:
                 self._on_ready(call)
+        for call in run.calls.values():
+            # As for new calls: a function's first executor starts while its calls still wait.
+            if call.status == PENDING and not call.dormant and call.kind == pb.NODE_KIND_CALL:
+                pool = self._pool(app, call.function)
+                if pool.live() == 0:
+                    pool.last_run_id = run_id
+                    self._start_executor(pool)
         for call in list(run.calls.values()):
             if call.status == SUCCEEDED and (call.tail_parents or call.collectors):
                 self._notify(call)
@@ -498,7 +507,9 @@ class Scheduler:
         room = self.max_executors - self._active_executors()
         if pool.live() == 0 and want > 0:
             room = max(room, 1)  # every function with work gets at least one executor
-        for _ in range(min(want, room)):
+        # Starts compete for the same cores: a few at a time, each re-judged once it is up.
+        in_flight = max(0, MAX_STARTS_IN_FLIGHT - pool.starting)
+        for _ in range(min(want, room, in_flight)):
             self._start_executor(pool)
 
     async def _tick(self) -> None:
