@@ -77,7 +77,9 @@ class AppSpec:
         override = self.config.functions.get(fn.name)
         config: FunctionConfig = fn.config
         if override is not None:
-            changes = {k: getattr(override, k) for k in override.model_fields_set if k != "image"}
+            # `image` and `constraints` are the backend's business, not FunctionConfig fields.
+            changes = {k: getattr(override, k) for k in override.model_fields_set
+                       if k not in ("image", "constraints")}
             if override.retries is not None:
                 changes["retries"] = override.retries.to_retries()
             config = config.replace(**changes)

@@ -57,11 +57,6 @@ class FunctionOverride(BaseModel):
     # Swarm placement constraints, e.g. ["node.labels.gpu==true"] (swarm backend only).
     constraints: list[str] | None = None
 
-    def model_post_init(self, context: Any) -> None:
-        # Placement is the backend's business, not a `FunctionConfig` field, and the application
-        # loader copies every *set* field into the function's `FunctionConfig`: keep it out of
-        # the set fields. The swarm backend reads `constraints` from here directly.
-        self.__pydantic_fields_set__.discard("constraints")
 
 
 class SwarmConfig(BaseModel):

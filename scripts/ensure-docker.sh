@@ -35,6 +35,8 @@ need_root() {
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+# The Swarm tests' image registry (there is no other registry on these machines).
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 
 # A docker that already answers (e.g. Docker Desktop, a rootless engine) is good enough: only
 # install the engine when nothing answers.

@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Also declared in pyproject.toml; repeated here so that the marker is known whichever
     # configuration file pytest picks up.
     config.addinivalue_line("markers", "docker: needs a running Docker engine and the runtime image")
+    config.addinivalue_line("markers", "swarm: builds a 3-host Docker Swarm on this machine")
 
 
 @pytest.fixture

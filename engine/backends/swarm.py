@@ -28,9 +28,11 @@ checkpointed by the scheduler. docs/swarm.md is the full design; in short:
     by default this machine's address on the route to the manager, where the callback server
     binds. Tasks then need no overlay network at all.
 - **Losing a node**: its tasks' streams break (or, for a machine that vanished, go silent until
-  gRPC's keepalive gives up); `exit_info` then reports the node as down, so the scheduler fails
-  only those calls as `ExecutorLost` and retries them; Swarm places new executors on the
-  remaining nodes. A start that lands on a node that turns out to be down is placed again.
+  gRPC's keepalive gives up); `exit_info` then reports the executor lost — from Swarm when it has
+  marked the node down, else because the executor no longer accepts a connection — so the
+  scheduler fails only those calls as `ExecutorLost` and retries them. Until Swarm notices
+  (about three missed heartbeats, 15 s by default), new executors are kept off that node with a
+  `node.id!=` constraint; a start that lands on a lost node anyway is placed again.
 - **No shared filesystem**: nothing is mounted from the scheduler's machine. Code travels in
   `Initialize`, arguments and results inline in gRPC messages (up to `wire.MAX_MESSAGE_BYTES`).
 - Ownership as on the docker backend: service labels `engine.managed`, `engine.instance`,
@@ -99,6 +101,13 @@ START_TIMEOUT_S = 120.0
 _PLACEMENTS = 3
 _POLL_S = 0.15
 _NODES_TTL_S = 1.0
+#: How long new executors avoid a node whose executor stopped answering before Swarm noticed
+#: (Swarm marks a lost node down after about three missed heartbeats: 15 s by default).
+SUSPECT_S = 60.0
+#: Probes of an executor that lost its call stream, and of its node: live ones accept at once.
+_PROBE_S = 0.5
+#: Every Swarm node serves its gossip (container network discovery) on this TCP port.
+_SWARM_PORT = 7946
 _LOG_TAIL_LINES = 60
 _THREADS = 16
 #: Task states before `running`, and after it (docs.docker.com, "Swarm task states").
@@ -148,6 +157,22 @@ def _route_source(destination: str) -> str:
         return str(sock.getsockname()[0])
 
 
+def _node_address(node: dict[str, Any]) -> str:
+    host = str((node.get("Status") or {}).get("Addr") or "")
+    if host in ("", "0.0.0.0"):  # a manager may report no address of its own
+        host = str((node.get("ManagerStatus") or {}).get("Addr") or "").rsplit(":", 1)[0]
+    return host
+
+
+def _accepts(address: str, timeout: float) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _gb(nbytes: int) -> str:
     return f"{nbytes / 1024**3:g} GB"
 
@@ -193,6 +218,9 @@ class SwarmBackend(Backend):
         self._verified_images: set[str] = set()
         self._nodes: dict[str, dict[str, Any]] = {}
         self._nodes_at = 0.0
+        # Nodes where an executor stopped answering while Swarm still reports the node ready:
+        # node id -> until when new executors avoid it (see `_exit_info`).
+        self._suspects: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="swarm")
 
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -299,6 +327,15 @@ class SwarmBackend(Backend):
             node = self._nodes_by_id(True).get(node_id)
         return node or {}
 
+    def _suspected(self) -> set[str]:
+        now = time.monotonic()
+        return {node for node, until in list(self._suspects.items()) if until > now}
+
+    def _placement(self, function: str) -> list[str]:
+        """The function's constraints, and none of the nodes suspected lost."""
+        avoid = [f"node.id!={node}" for node in sorted(self._suspected())]
+        return list(self._constraints.get(function) or []) + avoid
+
     # --- start ---------------------------------------------------------------------------
 
     def _service_spec(self, spec: ExecutorSpec, image: str) -> dict[str, Any]:
@@ -327,7 +364,7 @@ class SwarmBackend(Backend):
             resources=docker.types.Resources(cpu_limit=nano_cpus, mem_limit=memory,
                                              cpu_reservation=nano_cpus, mem_reservation=memory),
             restart_policy=docker.types.RestartPolicy(condition="none"),
-            placement=docker.types.Placement(constraints=self._constraints.get(spec.function) or None),
+            placement=docker.types.Placement(constraints=self._placement(spec.function) or None),
             log_driver=docker.types.DriverConfig("json-file", {"max-size": "10m", "max-file": "1"}),
             networks=[{"Target": self._network_id}] if self.attached else None,
         )
@@ -379,10 +416,7 @@ class SwarmBackend(Backend):
             return ""
         ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
         port = next((p.get("PublishedPort") for p in ports if p.get("TargetPort") == EXECUTOR_PORT), None)
-        node = self._node(str(task.get("NodeID") or ""))
-        host = (node.get("Status") or {}).get("Addr") or ""
-        if host in ("", "0.0.0.0"):  # a manager may report no address of its own
-            host = ((node.get("ManagerStatus") or {}).get("Addr") or "").rsplit(":", 1)[0]
+        host = _node_address(self._node(str(task.get("NodeID") or "")))
         return f"{host}:{port}" if port and host else ""
 
     def _placement_problem(self, spec: ExecutorSpec, task: dict[str, Any]) -> str | None:
@@ -447,7 +481,8 @@ class SwarmBackend(Backend):
             state = status.get("State", "new")
             node_id = str(task.get("NodeID") or "")
             node = await self._call(self._node, node_id) if node_id else {}
-            if node and (node.get("Status") or {}).get("State") not in ("ready", None):
+            lost = node_id in self._suspected() or (node.get("Status") or {}).get("State") not in ("ready", None)
+            if node and lost:
                 log.info("executor for %s placed on %s, which is down (placement %d)", spec.function,
                          (node.get("Description") or {}).get("Hostname"), placement)
                 await self._call(self._remove, service_id)
@@ -516,7 +551,7 @@ class SwarmBackend(Backend):
 
     # --- inspection ----------------------------------------------------------------------
 
-    def _exit_info(self, ref: TaskRef) -> ExitInfo:
+    def _exit_info(self, ref: TaskRef, address: str) -> ExitInfo:
         try:
             tasks = self._client.api.tasks(filters={"service": ref.service_id})
         except docker.errors.NotFound:
@@ -530,8 +565,20 @@ class SwarmBackend(Backend):
             node = self._node(ref.node_id, refresh=True)
             node_state = (node.get("Status") or {}).get("State", "unknown")
             if node_state != "ready":
-                address = (node.get("Status") or {}).get("Addr") or "?"
-                return ExitInfo(exited=True, detail=f"node {ref.node} ({address}) is {node_state}")
+                where = (node.get("Status") or {}).get("Addr") or "?"
+                return ExitInfo(exited=True, detail=f"node {ref.node} ({where}) is {node_state}")
+            # Swarm has not noticed anything: a container that just died is reported a moment
+            # later, a lost node only after about three missed heartbeats. The scheduler asks
+            # because the executor's stream broke. When neither the executor nor the node's
+            # Swarm port (7946, which every node serves) accepts a connection, the node is lost
+            # or cut off from us: say so now, and keep new executors off it for a while.
+            node_address = _node_address(node)
+            if (not _accepts(address, _PROBE_S) and node_address
+                    and not _accepts(f"{node_address}:{_SWARM_PORT}", _PROBE_S)):
+                self._suspects[ref.node_id] = time.monotonic() + SUSPECT_S
+                return ExitInfo(exited=True, detail=(
+                    f"node {ref.node} ({node_address}) does not answer: lost or cut off (Swarm "
+                    "still reports it ready)"))
             return ExitInfo(exited=False, detail=f"task {state} on {ref.node}")
         code = (status.get("ContainerStatus") or {}).get("ExitCode")
         err = status.get("Err") or status.get("Message") or state
@@ -545,7 +592,7 @@ class SwarmBackend(Backend):
         ref = handle.ref
         if not isinstance(ref, TaskRef):
             return ExitInfo(exited=True, detail="unknown executor")
-        return await self._call(self._exit_info, ref)
+        return await self._call(self._exit_info, ref, handle.address)
 
     def _logs_tail(self, service_id: str) -> str:
         try:
@@ -586,7 +633,6 @@ class SwarmBackend(Backend):
                     log.warning("could not remove an executor service: %s", result)
         except docker.errors.DockerException as exc:
             log.warning("could not list executor services to remove them: %s", exc)
-        self._pool.shutdown(wait=False)
 
     async def cleanup_orphans(self) -> int:
         services = await self._call(self._services, f"{LABEL_MANAGED}=1")

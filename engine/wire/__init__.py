@@ -24,6 +24,15 @@ MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # A peer that vanishes (a node lost, a cable cut) sends nothing: keepalive pings break the
+    # connection within ~10 s instead of waiting for each call's timeout (docs/swarm.md).
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Server side: accept those pings on long, quiet calls rather than closing the connection.
+    ("grpc.http2.min_ping_interval_without_data_ms", 4_000),
+    ("grpc.http2.max_ping_strikes", 0),
 ]
 
 KIND_NAMES = {

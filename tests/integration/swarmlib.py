@@ -27,9 +27,10 @@ Why it is built this way:
 - Traffic between two nodes is bridged through `eswbr` in the root namespace, where Docker's
   FORWARD policy is DROP: one rule in `DOCKER-USER` (the chain Docker leaves to users) accepts
   it, and is deleted again by `down()`.
-- A host is "killed" the way a machine dies: every process of that host — dockerd, its
-  containerd, every shim and every container process under them — gets SIGKILL, and its link
-  goes down, so that nothing answers for it any more (no RST, no ICMP).
+- A host is "killed" the way a machine dies: its link goes down, then every process of that
+  host — dockerd, its containerd, every shim and every container process under them — gets
+  SIGKILL. Nothing answers for it any more, and nothing it sent while dying (a FIN, an RST)
+  gets out.
 - `down()` leaves nothing: processes, mounts under the engines' directories, the containers'
   cgroups, namespaces, links, the iptables rule, data directories, registry storage. `up()` calls
   it first, so a session that crashed is cleaned up by the next one. A lock file keeps two test
@@ -188,17 +189,29 @@ def _unmount_below(*paths: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-def _remove_cgroups(container_ids: list[str]) -> None:
-    """cgroup directories a killed engine's containers leave behind (cgroupfs driver, parent
-    `/docker`, shared with the machine's engine: only these containers' own directories)."""
+def _remove_cgroups(container_ids: list[str], timeout: float = 5.0) -> list[str]:
+    """Remove the cgroup directories a killed engine's containers leave behind (cgroupfs driver,
+    parent `/docker`, shared with the machine's engine: only these containers' own directories).
+    A directory is busy until the kernel has reaped its last process: retried for `timeout`
+    seconds. Returns those still there."""
     root = Path("/sys/fs/cgroup")
-    if not root.is_dir():
-        return
-    for controller in root.iterdir():
-        for cid in container_ids:
-            for base in (controller / "docker" / cid, controller / "system.slice" / f"docker-{cid}.scope"):
-                with contextlib.suppress(OSError):
-                    base.rmdir()
+    if not root.is_dir() or not container_ids:
+        return []
+    paths = [controller / "docker" / cid for controller in root.iterdir() for cid in container_ids]
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for path in paths:
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(path)
+        if not left or time.monotonic() > deadline:
+            return [str(p) for p in left]
+        paths = left
+        time.sleep(0.1)
 
 
 # --- the cluster -----------------------------------------------------------------------------
@@ -261,6 +274,8 @@ class Cluster:
     hosts: list[Host] = field(default_factory=list)
     registries: list[subprocess.Popen[bytes]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: cgroup directories `down()` could not remove (reported by `leftovers()`).
+    stale_cgroups: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.hosts = [Host(i) for i in range(1, self.size + 1)]
@@ -361,9 +376,10 @@ class Cluster:
 
     # --- images --------------------------------------------------------------------------
 
-    def push_runtime(self, env: dict[str, str] | None = None) -> str:
-        """`engine image build --push` on the machine's engine, then a pull on every node (in
-        parallel), so that no test waits for a first pull. Returns the image as nodes name it."""
+    def push_runtime(self, env: dict[str, str] | None = None, prepull: bool = True) -> str:
+        """`engine image build --push` on the machine's engine, then (`prepull`) a pull on every
+        node in parallel, so that no test waits for a first pull. Returns the image as nodes
+        name it."""
         started = time.monotonic()
         environment = {k: v for k, v in (env or os.environ).items() if k != "DOCKER_HOST"}
         proc = subprocess.run(
@@ -375,6 +391,8 @@ class Cluster:
         self.timings["push_s"] = time.monotonic() - started
         tag = _runtime_tag()
         image = f"{REGISTRY}/{tag}"
+        if not prepull:
+            return image
         started = time.monotonic()
         with ThreadPoolExecutor(len(self.hosts)) as pool:
             list(pool.map(lambda h: h.client(timeout=600).images.pull(image), self.hosts))
@@ -396,19 +414,22 @@ class Cluster:
     # --- failures ------------------------------------------------------------------------
 
     def kill_host(self, name: str) -> float:
-        """Power a host off: SIGKILL to everything it runs, then its link down. Returns when."""
+        """Power a host off: its link down, then SIGKILL to everything it runs. Returns when.
+
+        In that order: a dying process closes its sockets, and a FIN or RST reaching its peers
+        would tell them at once — a machine that loses power tells nobody anything."""
         host = self.host(name)
         pids = _processes_naming(host.exec_root)
-        _kill_all(pids)
-        when = time.time()
         _run("ip", "link", "set", host.veth, "down")
+        when = time.time()
+        _kill_all(pids)
         _wait(lambda: _gone(pids), 10, f"the processes of {name} to exit")
         return when
 
     def revive_host(self, name: str) -> None:
         """Power a killed host on again: its engine restarts from its data root and rejoins."""
         host = self.host(name)
-        _unmount_below(host.exec_root)
+        _unmount_below(host.data_root, host.exec_root)
         _run("ip", "link", "set", host.veth, "up")
         self._start_engine(host)
         _wait(lambda: host.client(timeout=5).ping(), _START_TIMEOUT, f"dockerd of {name}")
@@ -417,32 +438,21 @@ class Cluster:
     # --- down ----------------------------------------------------------------------------
 
     def down(self, quiet: bool = False) -> None:
-        """Remove everything `up()` made, whether or not it is running. Idempotent."""
+        """Remove everything `up()` made, whether or not it is running. Idempotent.
+
+        Engines are killed, not stopped: their state is deleted anyway, and a graceful stop
+        waits on every container (and the manager's raft log). What a killed engine leaves —
+        mounts, its containers' cgroups — is removed by hand, as after `kill_host`."""
         started = time.monotonic()
-        # Engines first, gracefully (each stops its containers and unmounts what it mounted),
-        # then whatever is left is killed and unmounted by hand.
-        engines = {}
         for host in self.hosts:
             pids = _processes_naming(host.exec_root)
-            if pids:
-                engines[host.name] = pids
-                daemon = [p for p in pids if _cmdline(p)[:1] and _cmdline(p)[0].endswith("dockerd")]
-                _kill_all(set(daemon), signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while engines and time.monotonic() < deadline and not all(
-            not any(_cmdline(p)[:1] and _cmdline(p)[0].endswith("dockerd") for p in pids)
-            for pids in engines.values()
-        ):
-            time.sleep(0.2)
-        for host in self.hosts:
-            leftovers = _processes_naming(host.exec_root)
-            _kill_all(leftovers)
+            _kill_all(pids)
             with contextlib.suppress(RuntimeError):
-                _wait(lambda p=leftovers: _gone(p), 10, "killed processes to exit")
+                _wait(lambda p=pids: _gone(p), 10, f"the processes of {host.name} to exit")
             _unmount_below(host.data_root, host.exec_root)
             containers = host.data_root / "containers"
             if containers.is_dir():
-                _remove_cgroups(os.listdir(containers))
+                self.stale_cgroups += _remove_cgroups(os.listdir(containers))
             _run("ip", "netns", "del", host.netns, check=False)
             _run("ip", "link", "del", host.veth, check=False)
         for proc in self.registries:
@@ -479,6 +489,7 @@ class Cluster:
         for chain in ("DOCKER-USER", "FORWARD"):
             if _run("iptables", "-C", chain, *IPTABLES_RULE, check=False).returncode == 0:
                 found.append(f"iptables rule in {chain}")
+        found += [f"cgroup {p}" for p in self.stale_cgroups if os.path.exists(p)]
         return found
 
 
@@ -507,27 +518,40 @@ def ensure_prerequisites() -> None:
     if not os.path.exists(registry_binary()):
         log("installing docker-registry (apt-get)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker-registry"],
-                       env=env, check=True, capture_output=True)
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker-registry"]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True)
+            subprocess.run(install, env=env, check=True, capture_output=True)
 
 
 @contextlib.contextmanager
 def exclusive(timeout: float = 900) -> Iterator[None]:
-    """One cluster per machine: hold this while it exists."""
-    with open(LOCK_PATH, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"another session holds {LOCK_PATH} (its swarm cluster)") from None
-                time.sleep(1)
+    """One cluster per machine: hold this while it exists. The lock file is removed on release
+    (a waiter that then holds the lock of a removed file notices, and takes the new one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        handle = open(LOCK_PATH, "a+")
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"another session holds {LOCK_PATH} (its swarm cluster)") from None
+            time.sleep(1)
+            continue
+        try:
+            same = os.stat(LOCK_PATH).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            LOCK_PATH.unlink()
+        handle.close()
 
 
 def main(argv: list[str]) -> int:
