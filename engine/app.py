@@ -46,6 +46,8 @@ class FunctionSettings:
     secrets: dict[str, str] = field(default_factory=dict)
     # Docker image to run it in; None for the runtime image (set by the docker backend's setup).
     image_tag: str | None = None
+    # Placement constraints from engine.yaml (swarm backend).
+    constraints: tuple[str, ...] = ()
 
     def env(self) -> dict[str, str]:
         return dict(self.secrets)
@@ -100,7 +102,8 @@ class AppSpec:
         # A function defined in a script run as __main__ is imported by executors under the
         # script's own name.
         module = self.module if fn.module == "__main__" else fn.module
-        return FunctionSettings(fn.name, module, config, retries, secrets, image_tag)
+        constraints = tuple(override.constraints or ()) if override is not None else ()
+        return FunctionSettings(fn.name, module, config, retries, secrets, image_tag, constraints)
 
     @functools.cached_property
     def code_zip(self) -> bytes:

@@ -217,9 +217,10 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
                  and c.ended_at is not None and c.ended_at < row.resumed_at)
     failure = pb.Failure.FromString(row.failure) if row.failure else None
     result = None
-    if row.status == "succeeded" and row.result is not None:
+    data = store.run_result(row) if row.status == "succeeded" else None
+    if data is not None:
         try:
-            result = to_json(wire.loads(row.result))
+            result = to_json(wire.loads(data))
         except Exception:  # noqa: BLE001 - the result's classes may not be importable here
             result = "<result not loadable here>"
     return {
@@ -464,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("server", help="serve the HTTP API and the dashboard")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; others need --token)")
     p.add_argument("--port", type=int, default=8900)
-    p.add_argument("--config", help="YAML config: backend, max_executors, idle_timeout, max_concurrent_runs")
+    p.add_argument("--config", help="YAML config: backend, max_executors, idle_timeout, max_concurrent_runs, swarm")
     p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
     p.add_argument("--token", help="require `Authorization: Bearer TOKEN` (default $ENGINE_TOKEN)")
     p.add_argument("--max-concurrent-runs", type=int, metavar="N", help="runs executing at once (default 16)")

@@ -21,6 +21,7 @@ from typing import Any
 from engine import wire
 from engine.app import AppSpec
 from engine.backends.base import Backend
+from engine.config import EngineConfig
 from engine.errors import SDKUsageError
 from engine.scheduler import Scheduler
 from engine.scheduler.scheduler import default_max_executors
@@ -94,7 +95,10 @@ def choose_backend(requested: str | None, app: AppSpec | None) -> tuple[str, str
 
 
 def make_backend(name: str, state_dir: Path, app: AppSpec | None,
-                 progress_line: Callable[[str], None] | None = None) -> Backend:
+                 progress_line: Callable[[str], None] | None = None,
+                 config: EngineConfig | None = None) -> Backend:
+    """The backend `name`, set up for `app` (a run) or for any application (`engine server`,
+    app None). `config` is the engine.yaml whose `swarm:` section applies (default: the app's)."""
     if name == "process":
         from engine.backends.process import ProcessBackend
 
@@ -104,7 +108,9 @@ def make_backend(name: str, state_dir: Path, app: AppSpec | None,
     if name == "swarm":
         from engine.backends.swarm import swarm_backend
 
-        return swarm_backend(app)
+        if config is None and app is not None:
+            config = app.config
+        return swarm_backend(config.swarm if config is not None else None, app)
     raise SDKUsageError(f"unknown backend {name!r}: use process, docker or swarm")
 
 
@@ -251,7 +257,8 @@ async def _drive(
 def _outcome_from_store(store: Any, run_id: str) -> RunOutcome:
     row = store.get_run(run_id)
     failure = pb.Failure.FromString(row.failure) if row.failure else None
-    result = wire.loads(row.result) if row.result is not None else None
+    data = store.run_result(row)
+    result = wire.loads(data) if data is not None else None
     return RunOutcome(run_id=run_id, status=row.status, result=result, failure=failure)
 
 

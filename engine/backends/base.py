@@ -30,6 +30,8 @@ class ExecutorSpec:
     concurrency: int = 1
     # Secrets and other environment variables for the user's code. Never baked into an image.
     env: dict[str, str] = field(default_factory=dict)
+    # Placement constraints (swarm backend), e.g. ("node.labels.gpu==true",). Others ignore them.
+    constraints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

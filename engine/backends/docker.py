@@ -45,7 +45,7 @@ import re
 import secrets
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -114,6 +114,27 @@ def _owner_alive(pid: int, start: str) -> bool:
         if now and now != start:
             return False  # the pid was reused
     return True
+
+
+def orphaned(labels: dict[str, str], instance_id: str, owner_host: str) -> bool:
+    """Whether a labelled executor (a container, a Swarm service) was left behind by an engine on
+    this machine that is gone. Another machine's engine may well be alive: never touched."""
+    if labels.get(LABEL_INSTANCE) == instance_id or labels.get(LABEL_OWNER_HOST) != owner_host:
+        return False
+    try:
+        pid = int(labels.get(LABEL_OWNER_PID, ""))
+    except ValueError:
+        return False
+    return not _owner_alive(pid, labels.get(LABEL_OWNER_START, ""))
+
+
+async def remove_each(remove: Callable[[str], Awaitable[bool]], ids: list[str], what: str) -> int:
+    """Remove executors at once; a failure is logged, never raised. Returns how many went."""
+    results = await asyncio.gather(*(remove(i) for i in ids), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            log.warning("could not remove an executor %s: %s", what, result)
+    return sum(1 for r in results if r is True)
 
 
 def _container_name(function: str) -> str:
@@ -426,37 +447,22 @@ class DockerBackend(Backend):
     def _list(self, label: str) -> list[dict]:
         return self._client.api.containers(all=True, filters={"label": label})
 
+    async def _remove_async(self, container_id: str) -> bool:
+        return await self._call(self._remove, container_id)
+
     async def close(self) -> None:
         try:
             containers = await self._call(self._list, f"{LABEL_INSTANCE}={self.instance_id}")
-            results = await asyncio.gather(
-                *(self._call(self._remove, c["Id"]) for c in containers),
-                return_exceptions=True,
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    log.warning("could not remove an executor container: %s", result)
         except docker.errors.DockerException as exc:
             log.warning("could not list executor containers to remove them: %s", exc)
+            return
+        await remove_each(self._remove_async, [c["Id"] for c in containers], "container")
 
     async def cleanup_orphans(self) -> int:
         containers = await self._call(self._list, f"{LABEL_MANAGED}=1")
-        orphans = []
-        for container in containers:
-            labels = container.get("Labels") or {}
-            if labels.get(LABEL_INSTANCE) == self.instance_id:
-                continue
-            if labels.get(LABEL_OWNER_HOST, self._owner_host) != self._owner_host:
-                continue  # owned by an engine on another machine sharing this Docker engine
-            try:
-                pid = int(labels.get(LABEL_OWNER_PID, ""))
-            except ValueError:
-                continue
-            if _owner_alive(pid, labels.get(LABEL_OWNER_START, "")):
-                continue
-            orphans.append(container["Id"])
-        removed = await asyncio.gather(*(self._call(self._remove, c) for c in orphans))
-        return sum(1 for r in removed if r)
+        orphans = [c["Id"] for c in containers
+                   if orphaned(c.get("Labels") or {}, self.instance_id, self._owner_host)]
+        return await remove_each(self._remove_async, orphans, "container")
 
 
 def _interface_ipv4(name: str) -> str:

@@ -57,7 +57,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -76,14 +76,16 @@ from engine.backends.docker import (
     LABEL_OWNER_START,
     LABEL_RUN,
     _interface_ipv4,
-    _owner_alive,
     _process_start_ticks,
+    orphaned,
+    remove_each,
 )
 from engine.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from engine.images import EXECUTOR_PORT, EXECUTOR_UID, docker_client, registry_image, runtime_image_tag
 
 if TYPE_CHECKING:
     from engine.app import AppSpec
+    from engine.config import SwarmConfig
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +183,10 @@ class SwarmBackend(Backend):
     """Runs executors as Swarm services through a manager's Docker API.
 
     `registry` is where nodes pull images from (None: they already have them); `image_for`
-    picks the local tag for specs without `spec.image`; `constraints` maps function names to
-    Swarm placement constraints; `network` is the attachable overlay network (created when
+    picks the local tag for specs without `spec.image`; placement constraints come with each
+    `ExecutorSpec` (engine.yaml's `functions.NAME.constraints`, per application, so two deployed
+    applications may place functions of the same name differently); `network` is the attachable
+    overlay network (created when
     absent); `advertise` is the callback address when this process is not on that network;
     `command` replaces the image's entrypoint (tests).
 
@@ -198,7 +202,6 @@ class SwarmBackend(Backend):
         instance_id: str,
         registry: str | None,
         image_for: Callable[[ExecutorSpec], str] | None = None,
-        constraints: Mapping[str, Sequence[str]] | None = None,
         network: str | None = None,
         advertise: str | None = None,
         command: list[str] | None = None,
@@ -207,7 +210,6 @@ class SwarmBackend(Backend):
         self.instance_id = instance_id
         self.registry = registry
         self._image_for = image_for
-        self._constraints = {k: list(v) for k, v in (constraints or {}).items()}
         self._command = list(command) if command else None
         self._read_only = code_read_only
         self._client = docker_client()
@@ -331,10 +333,10 @@ class SwarmBackend(Backend):
         now = time.monotonic()
         return {node for node, until in list(self._suspects.items()) if until > now}
 
-    def _placement(self, function: str) -> list[str]:
+    def _placement(self, spec: ExecutorSpec) -> list[str]:
         """The function's constraints, and none of the nodes suspected lost."""
         avoid = [f"node.id!={node}" for node in sorted(self._suspected())]
-        return list(self._constraints.get(function) or []) + avoid
+        return list(spec.constraints) + avoid
 
     # --- start ---------------------------------------------------------------------------
 
@@ -364,7 +366,7 @@ class SwarmBackend(Backend):
             resources=docker.types.Resources(cpu_limit=nano_cpus, mem_limit=memory,
                                              cpu_reservation=nano_cpus, mem_reservation=memory),
             restart_policy=docker.types.RestartPolicy(condition="none"),
-            placement=docker.types.Placement(constraints=self._placement(spec.function) or None),
+            placement=docker.types.Placement(constraints=self._placement(spec) or None),
             log_driver=docker.types.DriverConfig("json-file", {"max-size": "10m", "max-file": "1"}),
             networks=[{"Target": self._network_id}] if self.attached else None,
         )
@@ -425,7 +427,7 @@ class SwarmBackend(Backend):
         if "no suitable node" not in err:
             return None
         if "constraint" in err:
-            wanted = ", ".join(self._constraints.get(spec.function) or []) or "none"
+            wanted = ", ".join(spec.constraints) or "none"
             return f"no node satisfies the placement constraints of {spec.function} ({wanted}): {err}"
         if "insufficient resources" in err:
             memory, cpus = int(spec.memory_gb * 1024**3), int(spec.cpu * 1e9)
@@ -623,60 +625,53 @@ class SwarmBackend(Backend):
     def _services(self, label: str) -> list[dict[str, Any]]:
         return list(self._client.api.services(filters={"label": label}))
 
+    async def _remove_async(self, service_id: str) -> bool:
+        return await self._call(self._remove, service_id)
+
     async def close(self) -> None:
         try:
             services = await self._call(self._services, f"{LABEL_INSTANCE}={self.instance_id}")
-            results = await asyncio.gather(*(self._call(self._remove, s["ID"]) for s in services),
-                                           return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    log.warning("could not remove an executor service: %s", result)
         except docker.errors.DockerException as exc:
             log.warning("could not list executor services to remove them: %s", exc)
+            return
+        await remove_each(self._remove_async, [s["ID"] for s in services], "service")
 
     async def cleanup_orphans(self) -> int:
         services = await self._call(self._services, f"{LABEL_MANAGED}=1")
-        orphans = []
-        for service in services:
-            labels = (service.get("Spec") or {}).get("Labels") or {}
-            if labels.get(LABEL_INSTANCE) == self.instance_id:
-                continue
-            if labels.get(LABEL_OWNER_HOST) != self._owner_host:
-                continue  # another engine's, on another machine: it may well be alive
-            try:
-                pid = int(labels.get(LABEL_OWNER_PID, ""))
-            except ValueError:
-                continue
-            if not _owner_alive(pid, labels.get(LABEL_OWNER_START, "")):
-                orphans.append(service["ID"])
-        removed = await asyncio.gather(*(self._call(self._remove, s) for s in orphans))
-        return sum(1 for r in removed if r)
+        orphans = [s["ID"] for s in services
+                   if orphaned((s.get("Spec") or {}).get("Labels") or {}, self.instance_id, self._owner_host)]
+        return await remove_each(self._remove_async, orphans, "service")
 
 
-def swarm_backend(app: AppSpec | None) -> SwarmBackend:
-    """The swarm backend for `app`: its `swarm:` settings (environment variables win), its
-    functions' placement constraints, and each function pointed at its image's tag (images are
-    not built here: `engine image build --push REGISTRY` builds and pushes them)."""
+def use_pushed_images(app: AppSpec) -> None:
+    """Point each function of `app` with an `Image` at that image's tag. Images are not built
+    here: `engine image build --push REGISTRY` builds and pushes them, and the backend checks
+    that the registry has each one before its first executor starts."""
     from engine import images
+
+    for function in app.functions.values():
+        if function.image_tag is None and function.config.image is not None:
+            function.image_tag = images.function_image_tag(function.config.image)
+
+
+def swarm_backend(settings: SwarmConfig | None, app: AppSpec | None = None) -> SwarmBackend:
+    """The swarm backend with `settings` (the `swarm:` section of engine.yaml, or of
+    `engine server --config`; environment variables win), and `app`'s functions pointed at
+    their images."""
     from engine.config import SwarmConfig
 
-    settings = (app.config.swarm if app is not None else None) or SwarmConfig()
-    constraints: dict[str, list[str]] = {}
+    settings = settings or SwarmConfig()
     if app is not None:
-        constraints = {name: list(o.constraints) for name, o in app.config.functions.items() if o.constraints}
-        for function in app.functions.values():
-            if function.image_tag is None and function.config.image is not None:
-                function.image_tag = images.function_image_tag(function.config.image)
+        use_pushed_images(app)
     # Resolved once: the image must match the engine code this process loaded.
     runtime_tag = runtime_image_tag()
     return SwarmBackend(
         instance_id=uuid.uuid4().hex[:12],
         registry=os.environ.get(ENV_REGISTRY) or settings.registry,
         image_for=lambda spec: runtime_tag,
-        constraints=constraints,
         network=os.environ.get(ENV_NETWORK) or settings.network,
         advertise=os.environ.get(ENV_ADVERTISE) or settings.advertise,
     )
 
 
-__all__ = ["ENV_NODE", "SwarmBackend", "TaskRef", "swarm_backend"]
+__all__ = ["ENV_NODE", "SwarmBackend", "TaskRef", "swarm_backend", "use_pushed_images"]

@@ -2,8 +2,9 @@
 
 While a call runs, the SDK's `Future.run()`, `.result()`, `await` and `Future.wait` land here.
 Starting a future encodes it, and every unstarted future it depends on, as `FutureSpec`s (values
-cloudpickled, futures as references to their ids) and submits them to the scheduler's
-`SchedulerCallback` service; waiting asks the scheduler for outcomes.
+cloudpickled — large ones put in the scheduler's Blobs service first — futures as references to
+their ids) and submits them to the scheduler's `SchedulerCallback` service; waiting asks the
+scheduler for outcomes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import grpc
 
 from engine import wire
-from engine.errors import SDKUsageError
+from engine.errors import InfrastructureError, SDKUsageError
 from engine.sdk.future import RETURN_WHEN, Future
 from engine.sdk.runtime import Runtime
 from engine.wire.v1 import engine_pb2 as pb
@@ -27,16 +28,13 @@ _RETURN_WHEN = {
 }
 
 
-def encode_value_arg(value: Any) -> pb.Arg:
-    return pb.Arg(value=wire.payload(value))
-
-
 class GraphEncoder:
-    """Encodes futures into FutureSpecs, dependencies first (post-order)."""
+    """Encodes futures into FutureSpecs, dependencies first (post-order), for one message."""
 
-    def __init__(self) -> None:
+    def __init__(self, blobs: wire.BlobStore) -> None:
         self.specs: list[pb.FutureSpec] = []
         self.started: list[Future[Any]] = []
+        self.payloads = wire.PayloadEncoder(blobs)
 
     def add(self, fut: Future[Any]) -> None:
         if fut.started:
@@ -64,8 +62,8 @@ class GraphEncoder:
                 list=pb.ArgList(items=[self._arg(v) for v in value], is_tuple=isinstance(value, tuple))
             )
         try:
-            return encode_value_arg(value)
-        except SDKUsageError:
+            return pb.Arg(value=self.payloads.value(value))
+        except (SDKUsageError, InfrastructureError):
             raise
         except Exception as exc:
             raise SDKUsageError(
@@ -82,13 +80,15 @@ class GraphEncoder:
 class ExecutorRuntime(Runtime):
     """Runtime for one call: knows its run, its call id and the scheduler's address."""
 
-    def __init__(self, stub: pb_grpc.SchedulerCallbackStub, run_id: str, call_id: str) -> None:
+    def __init__(self, stub: pb_grpc.SchedulerCallbackStub, blobs: wire.BlobStore, run_id: str,
+                 call_id: str) -> None:
         self.stub = stub
+        self.blobs = blobs
         self.run_id = run_id
         self.call_id = call_id
 
     def start(self, futures: Sequence[Future[Any]]) -> None:
-        encoder = GraphEncoder()
+        encoder = GraphEncoder(self.blobs)
         for fut in futures:
             encoder.add(fut)
         if not encoder.specs:
@@ -129,6 +129,6 @@ class ExecutorRuntime(Runtime):
             if fut is None:
                 continue
             if outcome.WhichOneof("result") == "value":
-                fut._resolve(value=wire.loads(outcome.value.data))  # noqa: SLF001
+                fut._resolve(value=wire.load_payload(outcome.value, self.blobs))  # noqa: SLF001
             else:
                 fut._resolve(exception=wire.exception_from_failure(outcome.failure, self.run_id))  # noqa: SLF001

@@ -9,6 +9,8 @@ scheduler checkpoints it.
 
 A call's return value is either a value (pickled into the response), or a `Future` — a tail call:
 its graph is encoded into the response and the call is over; the executor's slot is free at once.
+Values too large to travel inline go to and come from the scheduler's Blobs service
+(`engine.executor.blobs`), over the same channel as the callbacks.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import grpc
 
 from engine import wire
 from engine.errors import SDKUsageError
+from engine.executor.blobs import BlobClient
 from engine.executor.runtime import ExecutorRuntime, GraphEncoder
 from engine.sdk import runtime as sdk_runtime
 from engine.sdk.function import Function, registered
@@ -91,6 +94,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self.code_digest = ""
         self.code_dir: Path | None = None
         self.callback: pb_grpc.SchedulerCallbackStub | None = None
+        self.blobs: BlobClient | None = None
         self._channel: grpc.Channel | None = None
         self._running = 0
         self.concurrency = 1
@@ -132,6 +136,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                 self._channel.close()
             self._channel = grpc.insecure_channel(request.callback_address, options=wire.GRPC_OPTIONS)
             self.callback = pb_grpc.SchedulerCallbackStub(self._channel)
+            self.blobs = BlobClient(self._channel)
         return pb.InitializeResponse(python_version=wire.python_version())
 
     # --- Calls ---------------------------------------------------------------------------
@@ -183,11 +188,11 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         return response
 
     def run_call(self, request: pb.RunRequest) -> pb.RunResponse:
-        fn, stub = self.function, self.callback
-        assert fn is not None and stub is not None
+        fn, stub, blobs = self.function, self.callback, self.blobs
+        assert fn is not None and stub is not None and blobs is not None
         buffer = io.StringIO()
         _call_output.buffer = buffer
-        runtime = ExecutorRuntime(stub, request.run_id, request.call_id)
+        runtime = ExecutorRuntime(stub, blobs, request.run_id, request.call_id)
         ctx = sdk_runtime.CallContext(runtime, request.run_id, request.call_id, fn.name)
         token = sdk_runtime.enter(ctx)
         with self._lock:
@@ -201,7 +206,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                 sdk_runtime.set_process_default(None)
             sdk_runtime.leave(token)
             _call_output.buffer = None
-        response.logs = buffer.getvalue()
+        response.logs = _clip_logs(buffer.getvalue())
         return response
 
     def _run(self, fn: Function[..., Any], request: pb.RunRequest, runtime: ExecutorRuntime) -> pb.RunResponse:
@@ -211,7 +216,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             )
 
         try:
-            args, kwargs = decode_arguments(request.arguments)
+            args, kwargs = decode_arguments(request.arguments, runtime.blobs)
         except Exception as exc:  # noqa: BLE001
             return fail(exc, pb.FAILURE_KIND_INTERNAL)
         try:
@@ -227,17 +232,18 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             if asyncio.iscoroutine(result):
                 result.close()
             try:
-                encoder = GraphEncoder()
+                encoder = GraphEncoder(runtime.blobs)
                 encoder.add(tail)
             except Exception as exc:  # noqa: BLE001
                 return fail(exc)
             return pb.RunResponse(tail_call=pb.TailCall(root_id=tail.id, futures=encoder.specs))
         try:
-            return pb.RunResponse(value=wire.payload(result))
+            data = wire.dumps(result)
         except Exception as exc:  # noqa: BLE001
             return fail(SDKUsageError(
                 f"{fn.name} returned a {type(result).__name__} that cannot be serialised: {exc}"
             ))
+        return pb.RunResponse(value=wire.PayloadEncoder(runtime.blobs).data(data))
 
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:  # noqa: N802
         return pb.HealthResponse(running_calls=self._running)
@@ -255,18 +261,30 @@ async def _call_async(fn: Function[..., Any], args: list[Any], kwargs: dict[str,
     return await fn.fn(*args, **kwargs)
 
 
-def decode_arg(arg: pb.Arg) -> Any:
+def decode_arg(arg: pb.Arg, blobs: wire.BlobStore) -> Any:
     which = arg.WhichOneof("kind")
     if which == "value":
-        return wire.loads(arg.value.data)
+        return wire.load_payload(arg.value, blobs)
     if which == "list":
-        items = [decode_arg(a) for a in arg.list.items]
+        items = [decode_arg(a, blobs) for a in arg.list.items]
         return tuple(items) if arg.list.is_tuple else items
     raise ValueError(f"unresolved argument {which}: the scheduler must resolve references")
 
 
-def decode_arguments(arguments: pb.Arguments) -> tuple[list[Any], dict[str, Any]]:
-    return [decode_arg(a) for a in arguments.args], {k: decode_arg(v) for k, v in arguments.kwargs.items()}
+def decode_arguments(arguments: pb.Arguments, blobs: wire.BlobStore) -> tuple[list[Any], dict[str, Any]]:
+    return ([decode_arg(a, blobs) for a in arguments.args],
+            {k: decode_arg(v, blobs) for k, v in arguments.kwargs.items()})
+
+
+# What one call's output keeps: the end of it, where the error usually is.
+MAX_LOG_CHARS = 1024 * 1024
+
+
+def _clip_logs(text: str) -> str:
+    if len(text) <= MAX_LOG_CHARS:
+        return text
+    dropped = len(text) - MAX_LOG_CHARS
+    return f"[engine: the first {dropped} characters of this call's output were dropped]\n" + text[-MAX_LOG_CHARS:]
 
 
 def _exit_with_parent(parent_pid: int, stop: threading.Event) -> None:

@@ -1,8 +1,9 @@
 """The scheduler: turns futures and tail calls into a call graph and drives it to completion.
 
 It runs on one asyncio event loop, which also serves the `SchedulerCallback` gRPC service that
-running functions use to submit futures and wait for them. Nothing here blocks the loop: the
-store's writes are local SQLite statements, and backends push their blocking work to threads.
+running functions use to submit futures and wait for them, and the `Blobs` service through which
+values too large to travel inline move (`engine.scheduler.blobs`). Nothing here blocks the loop:
+the store's writes are local SQLite statements, and backends push their blocking work to threads.
 
 Invariants, and where they are enforced:
 
@@ -18,6 +19,8 @@ Invariants, and where they are enforced:
   to `running`; its executor slot is held until its response arrives or the stream breaks.
 - **A tail call ends its caller.** Once the `tail` state is committed, the caller is finished:
   resume never re-executes it; its value is its tail call's.
+- **Large values move by reference.** A result stored as a blob is handed on as its digest
+  (`wire.PayloadEncoder.reference`), never read into the scheduler to be copied into a message.
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
   the scheduler turns that into a typed failure and applies the call's retry policy.
 """
@@ -37,6 +40,7 @@ import grpc
 from engine import wire
 from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch
+from engine.scheduler.blobs import BlobService
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
 from engine.scheduler.state import (
@@ -97,6 +101,7 @@ class Scheduler:
         self._to_notify: list[CallState] = []
         self._flush_scheduled = False
         self._server: grpc.aio.Server | None = None
+        self.blobs = BlobService(store)
         self.callback_address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -113,6 +118,7 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self._server = grpc.aio.server(options=wire.GRPC_OPTIONS)
         pb_grpc.add_SchedulerCallbackServicer_to_server(CallbackService(self), self._server)
+        pb_grpc.add_BlobsServicer_to_server(self.blobs, self._server)
         port = self._server.add_insecure_port(f"{self.backend.callback_bind_host}:0")
         await self._server.start()
         self.callback_address = f"{self.backend.callback_host}:{port}"
@@ -172,6 +178,7 @@ class Scheduler:
                 backend=self.backend.name, input=input_data, created_at=now, started_at=now,
                 idempotency_key=idempotency_key,
             ))
+        self._spill_large_values(root.arguments)
         run = RunState(run_id=run_id, app=app, root_id=root.id)
         self.runs[run_id] = run
         self._prestart(app)
@@ -353,7 +360,7 @@ class Scheduler:
     def _link_tail(self, call: CallState, target: CallState) -> None:
         call.tail_id = target.id
         if target.status == SUCCEEDED:
-            self._finish_call_ok(call, self._result_bytes(target))
+            self._succeed(call, target.result, target.result_digest)
         elif target.status in (FAILED, CANCELLED) and target.failure is not None:
             self._finish_call_failed(call, target.failure)
         else:
@@ -414,22 +421,21 @@ class Scheduler:
             self.store.update_call(call.id, tail_id=acc.ref)
             self._link_tail(call, run.calls[acc.ref])
         else:
-            self._finish_call_ok(call, self._arg_bytes(run, acc))
+            self._finish_with_payload(call, acc.value)
 
     def _items(self, run: RunState, arg: pb.Arg) -> list[pb.Arg]:
         which = arg.WhichOneof("kind")
         if which == "list":
             return list(arg.list.items)
-        data = self._arg_bytes(run, arg)
+        if which == "ref":
+            data = self._result_bytes(run.calls[arg.ref])
+        else:
+            data = wire.payload_bytes(arg.value, self.store)
         value = wire.loads(data)
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"map/reduce input must be a list, got {type(value).__name__}")
-        return [pb.Arg(value=wire.payload(v)) for v in value]
-
-    def _arg_bytes(self, run: RunState, arg: pb.Arg) -> bytes:
-        if arg.WhichOneof("kind") == "ref":
-            return self._result_bytes(run.calls[arg.ref])
-        return arg.value.data
+        # Each item becomes one call's argument: a large item is stored once, as a blob.
+        return [pb.Arg(value=wire.PayloadEncoder(self.store).value(v)) for v in value]
 
     def _collect(self, call: CallState) -> None:
         values = [wire.loads(self._result_bytes(c)) for c in call.children]
@@ -442,13 +448,30 @@ class Scheduler:
             return self.store.get_blob(call.result_digest)
         raise KeyError(f"call {call.id} has no result")
 
+    def _result_payload(self, call: CallState, encoder: wire.PayloadEncoder) -> pb.Payload:
+        """A finished call's value for a message: inline, or its blob by reference."""
+        if call.result is not None:
+            return encoder.data(call.result)
+        digest = call.result_digest
+        if digest is None:
+            raise KeyError(f"call {call.id} has no result")
+        return encoder.reference(digest, self.store.blob_size(digest), lambda: self.store.get_blob(digest))
+
+    def _spill_large_values(self, arguments: pb.Arguments) -> None:
+        """Put the large inline values of `arguments` (a run's input) in the blob store."""
+        encoder = wire.PayloadEncoder(self.store)
+        for arg in wire.leaves(arguments):
+            if arg.WhichOneof("kind") == "value" and not arg.value.blob:
+                arg.value.CopyFrom(encoder.data(arg.value.data))
+
     def _resolve_arguments(self, call: CallState) -> pb.Arguments:
         run = call.run
+        encoder = wire.PayloadEncoder(self.store)
 
         def resolve(arg: pb.Arg) -> pb.Arg:
             which = arg.WhichOneof("kind")
             if which == "ref":
-                return pb.Arg(value=pb.Payload(data=self._result_bytes(run.calls[arg.ref])))
+                return pb.Arg(value=self._result_payload(run.calls[arg.ref], encoder))
             if which == "list":
                 return pb.Arg(list=pb.ArgList(items=[resolve(a) for a in arg.list.items],
                                               is_tuple=arg.list.is_tuple))
@@ -569,7 +592,7 @@ class Scheduler:
                 self.store.append_log(call.run.run_id, call.id, call.function, call.attempts, response.logs)
             outcome = response.WhichOneof("outcome")
             if outcome == "value":
-                self._finish_call_ok(call, response.value.data)
+                self._finish_with_payload(call, response.value)
             elif outcome == "tail_call":
                 self._tail_call(call, response.tail_call)
             else:
@@ -651,7 +674,7 @@ class Scheduler:
             memory_gb=settings.config.memory, ephemeral_disk_gb=settings.config.ephemeral_disk,
             gpu=str(settings.config.gpu) if settings.config.gpu else None,
             image=settings.image_tag, concurrency=settings.config.concurrency,
-            env=settings.env(),
+            env=settings.env(), constraints=settings.constraints,
         )
         handle = None
         started = time.monotonic()
@@ -753,19 +776,27 @@ class Scheduler:
         self._want_pump(pool)
 
     def _finish_call_ok(self, call: CallState, data: bytes) -> None:
+        result, digest = self.store.keep(data)
+        self._succeed(call, result, digest)
+
+    def _finish_with_payload(self, call: CallState, payload: pb.Payload) -> None:
+        if not payload.blob:
+            self._finish_call_ok(call, payload.data)
+        elif self.store.has_blob(payload.blob):
+            self._succeed(call, None, payload.blob)  # put by the executor through Blobs
+        else:
+            self._attempt_failed(call, wire.make_failure(
+                pb.FAILURE_KIND_EXECUTOR_LOST, f"{call.function} returned blob {payload.blob[:12]}, "
+                "which never reached the scheduler", function=call.function, call_id=call.id))
+
+    def _succeed(self, call: CallState, result: bytes | None, digest: str | None) -> None:
+        """Record the call's value: `result` inline or the blob `digest` (one of the two)."""
         call.ended_at = time.time()
         self._set_status(call, SUCCEEDED)
-        if len(data) > 64 * 1024:
-            call.result_digest = self.store.put_blob(data)
-            call.result = None
-            self.store.update_call(call.id, status=SUCCEEDED, result=None,
-                                   result_digest=call.result_digest, ended_at=call.ended_at,
-                                   failure=None, error_kind=None, error_message=None)
-        else:
-            call.result = data
-            self.store.update_call(call.id, status=SUCCEEDED, result=data, result_digest=None,
-                                   ended_at=call.ended_at, failure=None, error_kind=None,
-                                   error_message=None)
+        call.result, call.result_digest = result, digest
+        self.store.update_call(call.id, status=SUCCEEDED, result=result, result_digest=digest,
+                               ended_at=call.ended_at, failure=None, error_kind=None,
+                               error_message=None)
         self._notify(call)
 
     def _finish_call_failed(self, call: CallState, failure: pb.Failure, error_kind: str | None = None) -> None:
@@ -839,14 +870,14 @@ class Scheduler:
             parents, call.tail_parents = call.tail_parents, []
             for parent in parents:
                 if parent.status == TAIL:
-                    self._finish_call_ok(parent, self._result_bytes(call))
+                    self._succeed(parent, call.result, call.result_digest)
             collectors, call.collectors = call.collectors, []
             for collector in collectors:
                 collector.deps_pending -= 1
                 if collector.deps_pending == 0 and collector.status == TAIL:
                     self._collect(collector)
             if call.id == run.root_id:
-                self._finish_run(run, SUCCEEDED, result=self._result_bytes(call))
+                self._finish_run(run, SUCCEEDED, result=call.result, result_digest=call.result_digest)
         elif call.status == FAILED and call.failure is not None:
             for dep in call.dependants:
                 self._finish_call_failed(dep, call.failure, error_kind="dependency_failed")
@@ -857,14 +888,14 @@ class Scheduler:
                 self._finish_run(run, FAILED, failure=call.failure)
 
     def _finish_run(self, run: RunState, status: str, *, result: bytes | None = None,
-                    failure: pb.Failure | None = None) -> None:
+                    result_digest: str | None = None, failure: pb.Failure | None = None) -> None:
         if run.done.is_set():
             return
         run.status = status
         run.failure = failure
         fields: dict[str, Any] = {"status": status, "ended_at": time.time()}
-        if result is not None:
-            fields["result"] = result
+        if result is not None or result_digest is not None:
+            fields.update(result=result, result_digest=result_digest)
         if failure is not None:
             fields.update(failure=failure.SerializeToString(),
                           error_kind=wire.failure_kind_name(failure.kind),
@@ -925,10 +956,11 @@ class Scheduler:
                     if c is not None and waiter in c.waiters:
                         c.waiters.remove(waiter)
         response = pb.AwaitResponse()
+        encoder = wire.PayloadEncoder(self.store)
         for i in request.ids:
             c = run.calls[i]
             if c.status == SUCCEEDED:
-                response.outcomes.add(id=i, value=pb.Payload(data=self._result_bytes(c)))
+                response.outcomes.add(id=i, value=self._result_payload(c, encoder))
             elif c.status in (FAILED, CANCELLED) and c.failure is not None:
                 response.outcomes.add(id=i, failure=c.failure)
         return response

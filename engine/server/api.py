@@ -220,12 +220,13 @@ class API:
         deployments = self.control.deployments
         out = run_summary(row, deployments.version_of(row.application, row.app_file))
         out["result"] = None
-        if row.status == "succeeded" and row.result is not None:
+        data = reader.run_result(row) if row.status == "succeeded" else None
+        if data is not None:
             try:
                 dep = deployments.for_app_file(row.application, row.app_file)
                 if dep is not None:
                     deployments.activate(dep)
-                out["result"] = to_json(wire.loads(row.result))
+                out["result"] = to_json(wire.loads(data))
             except Exception as exc:  # noqa: BLE001 - the value's classes may not load here
                 out["result_error"] = f"the result cannot be decoded here: {type(exc).__name__}: {exc}"
         out["error"] = failure_json(row.failure)

@@ -164,6 +164,13 @@ class ControlPlane:
         m.gauge("engine_executors_live", "Executors started or starting, by backend.",
                 lambda: {(("backend", backend_name),):
                          sum(p.live() for p in self.scheduler.pools.values())})
+        blobs = self.scheduler.blobs.stats
+        m.counter_of("engine_blob_bytes_total",
+                     "Bytes of large values moved through the Blobs service, by direction (put: "
+                     "executors to the store, get: the store to executors).",
+                     lambda: {(("direction", "put"),): blobs.put_bytes, (("direction", "get"),): blobs.get_bytes})
+        m.counter_of("engine_blobs_total", "Large values moved through the Blobs service, by direction.",
+                     lambda: {(("direction", "put"),): blobs.puts, (("direction", "get"),): blobs.gets})
         self.m_submitted = m.counter("engine_runs_accepted_total", "Runs accepted (HTTP 202), by application.")
         self.m_runs_finished = m.counter("engine_runs_finished_total", "Runs that ended, by status.")
         self.m_calls_finished = m.counter("engine_calls_finished_total",
@@ -442,8 +449,16 @@ class ControlPlane:
 
     async def prepare(self, dep: Deployment) -> None:
         """Make a new version runnable on this backend: on docker, build the images its
-        functions name (offline, cached; nothing to do on the process backend)."""
-        if self.backend_name != "docker" or dep.spec is None:
+        functions name (offline, cached); on swarm, point them at the images pushed to the
+        registry (`engine image build --push`); nothing to do on the process backend."""
+        if dep.spec is None:
+            return
+        if self.backend_name == "swarm":
+            from engine.backends.swarm import use_pushed_images
+
+            use_pushed_images(dep.spec)
+            return
+        if self.backend_name != "docker":
             return
         from engine import images
 

@@ -135,7 +135,7 @@ async def _serve(options: ServerOptions, config: Any) -> None:
         print(f"engine: {text}", file=sys.stderr, flush=True)
 
     registry = Registry()
-    inner = await asyncio.to_thread(make_backend, backend_name, state_dir, None, say)
+    inner = await asyncio.to_thread(make_backend, backend_name, state_dir, None, say, config)
     backend = CountingBackend(inner, registry)
     idle = config.idle_timeout if config.idle_timeout is not None else 10.0
     scheduler = Scheduler(store, backend, max_executors=config.max_executors or default_max_executors(),

@@ -58,11 +58,12 @@ class Counter:
 class Gauge:
     """Read when scraped: `read()` returns a number, or {labels dict as tuple: number}."""
 
-    def __init__(self, name: str, help_text: str, read: Callable[[], float | dict[Labels, float]]) -> None:
-        self.name, self.help, self.read = name, help_text, read
+    def __init__(self, name: str, help_text: str, read: Callable[[], float | dict[Labels, float]],
+                 type_name: str = "gauge") -> None:
+        self.name, self.help, self.read, self.type_name = name, help_text, read, type_name
 
     def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.type_name}"]
         value = self.read()
         if isinstance(value, dict):
             for key, v in sorted(value.items()):
@@ -107,6 +108,12 @@ class Registry:
 
     def gauge(self, name: str, help_text: str, read: Callable[[], Any]) -> Gauge:
         metric = Gauge(name, help_text, read)
+        self.metrics.append(metric)
+        return metric
+
+    def counter_of(self, name: str, help_text: str, read: Callable[[], Any]) -> Gauge:
+        """A counter kept elsewhere (read when scraped), such as the Blobs service's totals."""
+        metric = Gauge(name, help_text, read, type_name="counter")
         self.metrics.append(metric)
         return metric
 

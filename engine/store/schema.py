@@ -74,6 +74,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX logs_by_run ON logs(run_id);
     """,
+    # 2: a run's result, when large, is a blob (as a call's is) rather than a copy in the row.
+    """
+    ALTER TABLE runs ADD COLUMN result_digest TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

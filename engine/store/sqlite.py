@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from engine.errors import RunNotFound, SDKUsageError
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -31,7 +31,7 @@ INLINE_LIMIT = 64 * 1024
 RUN_FIELDS = (
     "run_id", "application", "status", "root_call_id", "app_file", "module", "config_path",
     "backend", "input", "result", "failure", "error_kind", "error_message", "created_at",
-    "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner",
+    "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner", "result_digest",
 )
 CALL_FIELDS = (
     "call_id", "run_id", "parent_id", "function", "kind", "spec", "args_digest", "status",
@@ -63,6 +63,8 @@ class RunRow:
     resumes: int = 0
     # "pid@host" of the engine process driving the run; resume refuses while it lives.
     owner: str | None = None
+    # The result as a blob, when too large for the row (then `result` is None).
+    result_digest: str | None = None
 
 
 @dataclass
@@ -264,13 +266,16 @@ class SQLiteStore:
         ).fetchall()
         return [CallRow(*r) for r in rows]
 
+    def keep(self, data: bytes) -> tuple[bytes | None, str | None]:
+        """Where a value lives: `(data, None)` in its row when small, `(None, digest)` as a blob."""
+        if len(data) <= INLINE_LIMIT:
+            return data, None
+        return None, self.put_blob(data)
+
     def save_result(self, call_id: str, data: bytes, **fields: Any) -> None:
         """Record a call's value: inline when small, as a blob file when large."""
-        if len(data) <= INLINE_LIMIT:
-            self.update_call(call_id, result=data, result_digest=None, **fields)
-        else:
-            digest = self.put_blob(data)
-            self.update_call(call_id, result=None, result_digest=digest, **fields)
+        result, digest = self.keep(data)
+        self.update_call(call_id, result=result, result_digest=digest, **fields)
 
     def call_result(self, call: CallRow) -> bytes:
         if call.result is not None:
@@ -279,28 +284,48 @@ class SQLiteStore:
             raise KeyError(f"call {call.call_id} has no result")
         return self.get_blob(call.result_digest)
 
+    def run_result(self, run: RunRow) -> bytes | None:
+        """A finished run's pickled result (None when it has none)."""
+        if run.result is not None:
+            return run.result
+        return self.get_blob(run.result_digest) if run.result_digest else None
+
     # --- blobs -----------------------------------------------------------------------------
+    # Content-addressed files `<blob_dir>/<digest[:2]>/<digest>`, digest = SHA-256 (hex). Written
+    # under a temporary name, fsynced, then renamed: a blob's name never points at partial bytes.
+
+    def blob_path(self, digest: str) -> Path:
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise KeyError(f"not a blob digest: {digest[:80]!r}")
+        return self.blob_dir / digest[:2] / digest
 
     def put_blob(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        target = self.blob_dir / digest[:2] / digest
-        if target.exists():
+        if self.blob_path(digest).exists():
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return digest
+        writer = self.blob_writer()
+        writer.write(data)
+        return writer.commit()[0]
+
+    def blob_writer(self) -> BlobWriter:
+        """For a blob that arrives in pieces (the Blobs service): write, then commit or abort."""
+        return BlobWriter(self)
 
     def get_blob(self, digest: str) -> bytes:
-        return (self.blob_dir / digest[:2] / digest).read_bytes()
+        return self.blob_path(digest).read_bytes()
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """The blob for reading in pieces; FileNotFoundError when there is none."""
+        return self.blob_path(digest).open("rb")
+
+    def blob_size(self, digest: str) -> int:
+        return self.blob_path(digest).stat().st_size
+
+    def has_blob(self, digest: str) -> bool:
+        try:
+            return self.blob_path(digest).is_file()
+        except KeyError:
+            return False
 
     # --- logs ------------------------------------------------------------------------------
 
@@ -323,6 +348,42 @@ class SQLiteStore:
             query += " AND call_id = ?"
             params.append(call_id)
         return [tuple(r) for r in self.db.execute(query + " ORDER BY id", params)]  # type: ignore[misc]
+
+
+class BlobWriter:
+    """One blob being written: hashed as it arrives, named by its digest only once complete."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        store.blob_dir.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=store.blob_dir, prefix=".tmp-")
+        self.fh = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.hasher.update(data)
+        self.fh.write(data)
+        self.size += len(data)
+
+    def commit(self) -> tuple[str, int]:
+        """fsync and name the blob; returns (digest, size)."""
+        digest = self.hasher.hexdigest()
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            target = self.store.blob_path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, target)
+        except BaseException:
+            self.abort()
+            raise
+        return digest, self.size
+
+    def abort(self) -> None:
+        self.fh.close()
+        Path(self.tmp).unlink(missing_ok=True)
 
 
 def _statements(script: str) -> list[str]:

@@ -3,6 +3,13 @@
 Only this package and the layers beneath the SDK (executor, scheduler, backends) touch protobuf.
 The codec turns Python values into `Payload`s (cloudpickle), exceptions into `Failure`s and
 back, and validates inbound messages before they create state.
+
+Large values never ride inside a message: a `PayloadEncoder` (one per message) keeps a value
+inline only while it is small and the message has room, and otherwise puts it in a `BlobStore`
+and sends its digest. On the scheduler's side the store is the engine's own (`SQLiteStore`); on an
+executor's side it is `engine.executor.blobs.BlobClient`, which streams to and from the
+scheduler's `Blobs` service. So one big value never stalls the other calls sharing a stream, no
+message nears gRPC's size limits, and no node needs a filesystem shared with the scheduler.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import sys
 import traceback as tb
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import cloudpickle
 
@@ -19,8 +27,15 @@ from engine.wire.v1 import engine_pb2 as pb
 
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
 
-# Generous: values travel inline. 1 GiB is gRPC's hard ceiling for a message.
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+# A value larger than this travels as a blob reference, never inline.
+INLINE_MAX_BYTES = 1024 * 1024
+# Inline values of one message add up to at most this much; the rest go as blob references.
+MESSAGE_INLINE_BUDGET = 8 * 1024 * 1024
+# Blobs stream in chunks of this size.
+BLOB_CHUNK_BYTES = 1024 * 1024
+# Values never make a message large (above), but logs, tracebacks and very wide graphs of small
+# values still might: room for those, far below gRPC's 2 GiB hard ceiling.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -85,16 +100,59 @@ def loads(data: bytes) -> Any:
     return cloudpickle.loads(data)
 
 
-def payload(value: Any) -> pb.Payload:
-    return pb.Payload(data=dumps(value))
-
-
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def args_digest(arguments: pb.Arguments) -> str:
     return digest(arguments.SerializeToString(deterministic=True))[:32]
+
+
+# --- payloads and blobs ------------------------------------------------------------------
+
+
+class BlobStore(Protocol):
+    """Where values too large for a message go: content-addressed by SHA-256 (hex)."""
+
+    def put_blob(self, data: bytes) -> str: ...
+
+    def get_blob(self, digest: str) -> bytes: ...
+
+
+class PayloadEncoder:
+    """Payloads for one message: inline while the value is small and the message has room,
+    otherwise put in `blobs` and sent by digest."""
+
+    def __init__(self, blobs: BlobStore, budget: int = MESSAGE_INLINE_BUDGET) -> None:
+        self.blobs = blobs
+        self.room = budget
+
+    def data(self, data: bytes) -> pb.Payload:
+        if len(data) <= INLINE_MAX_BYTES and len(data) <= self.room:
+            self.room -= len(data)
+            return pb.Payload(data=data)
+        return pb.Payload(blob=self.blobs.put_blob(data), size=len(data))
+
+    def value(self, value: Any) -> pb.Payload:
+        return self.data(dumps(value))
+
+    def reference(self, blob: str, size: int, read: Any) -> pb.Payload:
+        """A value already held as blob `blob`: inline when it fits (`read()` gives its bytes),
+        else the reference itself, with no copy."""
+        if size <= INLINE_MAX_BYTES and size <= self.room:
+            return self.data(read())
+        return pb.Payload(blob=blob, size=size)
+
+
+def payload_bytes(payload: pb.Payload, blobs: BlobStore) -> bytes:
+    """The pickled bytes of a payload, fetched from `blobs` when it is a reference."""
+    if payload.blob:
+        return blobs.get_blob(payload.blob)
+    return payload.data
+
+
+def load_payload(payload: pb.Payload, blobs: BlobStore) -> Any:
+    return loads(payload_bytes(payload, blobs))
 
 
 # --- failures ----------------------------------------------------------------------------
@@ -192,20 +250,22 @@ def validate_spec(spec: pb.FutureSpec) -> None:
         raise InvalidMessage(f"future {spec.id}: map/reduce takes items and an optional initial")
 
 
-def refs(arguments: pb.Arguments) -> list[str]:
-    """Every call id referenced by `arguments`, in order."""
-    found: list[str] = []
+def leaves(arguments: pb.Arguments) -> Iterator[pb.Arg]:
+    """Every value and reference in `arguments` (lists opened), in order."""
 
-    def visit(arg: pb.Arg) -> None:
-        which = arg.WhichOneof("kind")
-        if which == "ref":
-            found.append(arg.ref)
-        elif which == "list":
+    def visit(arg: pb.Arg) -> Iterator[pb.Arg]:
+        if arg.WhichOneof("kind") == "list":
             for item in arg.list.items:
-                visit(item)
+                yield from visit(item)
+        else:
+            yield arg
 
     for a in arguments.args:
-        visit(a)
+        yield from visit(a)
     for key in sorted(arguments.kwargs):
-        visit(arguments.kwargs[key])
-    return found
+        yield from visit(arguments.kwargs[key])
+
+
+def refs(arguments: pb.Arguments) -> list[str]:
+    """Every call id referenced by `arguments`, in order."""
+    return [arg.ref for arg in leaves(arguments) if arg.WhichOneof("kind") == "ref"]

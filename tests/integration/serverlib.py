@@ -1,7 +1,7 @@
 """A real `engine server` process for the server and dashboard tests, and a small HTTP client.
 
-`ServerProcess` starts `python -m engine.cli server` on a free loopback port with the process
-backend, waits (with a deadline) until `/healthz` answers, and stops it with SIGTERM — or
+`ServerProcess` starts `python -m engine.cli server` on a free loopback port (the process
+backend unless told otherwise), waits (with a deadline) until `/healthz` answers, and stops it with SIGTERM — or
 `kill -9`, for the crash tests — and then makes sure that no executor it started is left:
 process executors watch their parent and exit with it, but one busy in a call may outlive it
 for a moment, so they are looked up by the exact `--parent-pid` the server gave them and
@@ -33,8 +33,11 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, state_dir: Path, *, port: int | None = None, token: str | None = None,
-                 extra: tuple[str, ...] = (), log_path: Path | None = None) -> None:
+                 extra: tuple[str, ...] = (), log_path: Path | None = None, backend: str = "process",
+                 env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
+        self.backend = backend
+        self.env = env
         self.port = port or free_port()
         self.token = token
         self.extra = extra
@@ -47,11 +50,11 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        env = {**os.environ, "ENGINE_BACKEND": "process", "PYTHONUNBUFFERED": "1"}
+        env = {**(self.env or os.environ), "ENGINE_BACKEND": self.backend, "PYTHONUNBUFFERED": "1"}
         env.pop("ENGINE_TOKEN", None)
         env.pop("ENGINE_SERVER", None)
         args = [sys.executable, "-m", "engine.cli", "server", "--port", str(self.port),
-                "--state-dir", str(self.state_dir), "--backend", "process", *self.extra]
+                "--state-dir", str(self.state_dir), "--backend", self.backend, *self.extra]
         if self.token:
             args += ["--token", self.token]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process

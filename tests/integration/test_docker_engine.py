@@ -141,6 +141,19 @@ def test_yaml_overrides_decorator_resources(docker, env, tmp_path):
     assert result["result"]["memory"] == int(0.5 * 1024**3)
 
 
+def test_a_value_larger_than_any_grpc_message_goes_from_container_to_container(docker, env):
+    import hashlib
+
+    from engine import wire
+
+    size = 80 * 1024 * 1024
+    assert size > wire.MAX_MESSAGE_BYTES
+    code, result, err = run_json(env, "big_between", size)
+    assert code == 0, err
+    expected = hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
+    assert result["result"] == [size, expected]
+
+
 def test_out_of_memory_is_a_typed_failure_and_is_retried(docker, env):
     code, result, err = run_json(env, "oom", 400)
     assert code == 1

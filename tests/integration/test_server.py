@@ -315,6 +315,9 @@ def test_metrics(server: ServerProcess) -> None:
     assert "engine_calls_running" in values and 'engine_executors_live{backend="process"}' in values
     for family in ("engine_runs_queued", "engine_calls_running", "engine_call_dispatch_latency_seconds"):
         assert f"# TYPE {family} " in text
+    # Nothing large moved: the Blobs service's counters are there, at zero.
+    assert "# TYPE engine_blob_bytes_total counter" in text
+    assert values['engine_blob_bytes_total{direction="put"}'] == values['engine_blobs_total{direction="get"}'] == 0
 
 
 def test_token_auth(tmp_path: Path) -> None:

@@ -17,8 +17,10 @@ that is a failure. The test that kills a host runs last: the cluster has two hos
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -261,6 +263,51 @@ def test_out_of_memory_on_a_node_is_a_typed_failure_and_is_retried(swarm, env):
     assert "hog ran out of memory (limit 0.125 GB)" in result["error"]
     hog = [c for c in calls_of(env) if c.function == "hog"]
     assert [c.executions for c in hog] == [2]  # max_retries=1
+
+
+def test_server_on_swarm_uses_its_config_places_per_application_and_moves_large_values(swarm, env, tmp_path):
+    """`engine server --backend swarm`: the registry comes from the server's own `--config` (no
+    ENGINE_SWARM_* variable is set), placement from each deployed application's engine.yaml,
+    and a value too large to travel inline goes from one worker to the other through the
+    scheduler's Blobs service: nothing else connects them."""
+    from serverlib import ServerProcess
+
+    from engine import wire
+
+    server_env = {k: v for k, v in env.items() if not k.startswith("ENGINE_SWARM_")}
+    server_config = tmp_path / "server.yaml"
+    server_config.write_text(f"swarm:\n  registry: {swarmlib.REGISTRY}\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / APP).write_text((APPS / APP).read_text())
+    (project / "engine.yaml").write_text(
+        "functions:\n"
+        "  limits: {cpu: 0.75, constraints: ['node.hostname==esw3']}\n"
+        "  make_big: {constraints: ['node.hostname==esw2']}\n"
+        "  measure_big: {constraints: ['node.hostname==esw3']}\n")
+    server = ServerProcess(tmp_path / "server-state", backend="swarm", env=server_env,
+                           extra=("--config", str(server_config)))
+    server.start(timeout=90)
+    try:
+        server.deploy(project / APP)
+        seen = server.wait(server.submit("check_limits", {}), timeout=120)
+        assert seen["status"] == "succeeded", seen
+        assert seen["result"]["node"] == "esw3" and seen["result"]["cpus"] == pytest.approx(0.75)
+
+        size = 24 * 1024 * 1024
+        run = server.wait(server.submit("big_across", size), timeout=180)
+        assert run["status"] == "succeeded", run
+        result = run["result"]
+        expected = hashlib.sha256(random.Random(7).randbytes(size)).hexdigest()
+        assert (result["size"], result["sha256"]) == (size, expected)
+        assert (result["made_on"], result["measured_on"]) == ("esw2", "esw3")
+        metrics = server.ok("GET", "/metrics")
+        moved = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+                 for line in metrics.splitlines() if line.startswith("engine_blob_bytes_total{")}
+        assert size > wire.INLINE_MAX_BYTES
+        assert moved['direction="put"'] >= size and moved['direction="get"'] >= size, moved
+    finally:
+        server.stop()
 
 
 def test_engine_killed_mid_run_resumes_without_rerunning_finished_calls(swarm, env):

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import pickle
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -296,12 +297,15 @@ def test_future_pickling_is_refused() -> None:
         cloudpickle.dumps({"nested": [fut]})
 
 
-def test_future_nested_in_a_dict_argument_is_refused_at_submission() -> None:
+def test_future_nested_in_a_dict_argument_is_refused_at_submission(tmp_path: Path) -> None:
     from engine.executor.runtime import GraphEncoder
+    from engine.store import open_store, store_url
 
     outer = plain_fn.future({"x": inc.future(1)})
+    store = open_store(store_url(tmp_path))
     with pytest.raises(SDKUsageError):
-        GraphEncoder().add(outer)
+        GraphEncoder(store).add(outer)
+    store.close()
 
 
 def test_map_items_must_be_a_list_or_future() -> None:

@@ -58,10 +58,14 @@ RETURN_WHEN_FIRST_COMPLETED: ReturnWhen
 RETURN_WHEN_FIRST_FAILURE: ReturnWhen
 
 class Payload(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "blob", "size")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    blob: str
+    size: int
+    def __init__(self, data: _Optional[bytes] = ..., blob: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class Arg(_message.Message):
     __slots__ = ("value", "ref", "list")
@@ -237,3 +241,23 @@ class AwaitResponse(_message.Message):
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class BlobChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class GetBlobRequest(_message.Message):
+    __slots__ = ("digest",)
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    def __init__(self, digest: _Optional[str] = ...) -> None: ...
+
+class PutBlobResponse(_message.Message):
+    __slots__ = ("digest", "size")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    size: int
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...

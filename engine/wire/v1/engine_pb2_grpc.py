@@ -300,3 +300,120 @@ class SchedulerCallback:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class BlobsStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Get = channel.unary_stream(
+                '/engine.v1.Blobs/Get',
+                request_serializer=engine_dot_v1_dot_engine__pb2.GetBlobRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.BlobChunk.FromString,
+                _registered_method=True)
+        self.Put = channel.stream_unary(
+                '/engine.v1.Blobs/Put',
+                request_serializer=engine_dot_v1_dot_engine__pb2.BlobChunk.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.PutBlobResponse.FromString,
+                _registered_method=True)
+
+
+class BlobsServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Get(self, request, context):
+        """The blob's bytes in order; NOT_FOUND when the scheduler holds no blob with that digest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Put(self, request_iterator, context):
+        """Store the streamed bytes durably (fsynced) under their digest. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BlobsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Get': grpc.unary_stream_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.GetBlobRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.BlobChunk.SerializeToString,
+            ),
+            'Put': grpc.stream_unary_rpc_method_handler(
+                    servicer.Put,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.BlobChunk.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.PutBlobResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'engine.v1.Blobs', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('engine.v1.Blobs', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Blobs:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/engine.v1.Blobs/Get',
+            engine_dot_v1_dot_engine__pb2.GetBlobRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Put(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/engine.v1.Blobs/Put',
+            engine_dot_v1_dot_engine__pb2.BlobChunk.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.PutBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -120,3 +120,22 @@ def step(i: int, seconds: float) -> int:
 @function()
 def steps(n: int, seconds: float) -> int:
     return total.future(*[step.future(i, seconds) for i in range(n)])
+
+
+@function(memory=0.5)
+def big(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256)
+
+
+@function(memory=0.5)
+def size_of(data: bytes) -> list:
+    import hashlib
+
+    return [len(data), hashlib.sha256(data).hexdigest()]
+
+
+@application()
+@function(memory=0.25)
+def big_between(size: int) -> list:
+    """A value larger than any gRPC message, from one container to another."""
+    return size_of.future(big.future(size))

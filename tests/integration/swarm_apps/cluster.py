@@ -93,3 +93,31 @@ def total(*xs: int) -> int:
 @function(cpu=0.25, memory=0.25)
 def steps(n: int, seconds: float) -> int:
     return total.future(*[step.future(i, seconds) for i in range(n)])
+
+
+def _blob(size: int, seed: int) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(size)
+
+
+@function(cpu=0.25, memory=0.5)
+def make_big(size: int, seed: int) -> dict:
+    """A value too large to travel inline, made on one node..."""
+    return {"data": _blob(size, seed), "made_on": os.environ.get("ENGINE_NODE", "?")}
+
+
+@function(cpu=0.25, memory=0.5)
+def measure_big(made: dict) -> dict:
+    """...and received on another: only the Blobs service connects them."""
+    import hashlib
+
+    data = made["data"]
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "made_on": made["made_on"],
+            "measured_on": os.environ.get("ENGINE_NODE", "?")}
+
+
+@application()
+@function(cpu=0.25, memory=0.25)
+def big_across(size: int) -> dict:
+    return measure_big.future(make_big.future(size, 7))

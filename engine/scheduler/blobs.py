@@ -1,0 +1,70 @@
+"""The scheduler's Blobs service: values too large to travel inline, streamed over gRPC.
+
+Served beside `SchedulerCallback` on the same port, so every executor that can call back (on any
+Swarm node) can reach it. The bytes live in the store's blob directory — the store of record
+stays where the scheduler runs — named by SHA-256, written under a temporary name, fsynced and
+renamed before `Put` answers: an executor that was told "stored" may die at once and lose
+nothing. `Get` streams a blob in `wire.BLOB_CHUNK_BYTES` pieces; the receiver checks the digest.
+
+File work runs on threads: the event loop keeps dispatching calls while a large value moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from engine import wire
+from engine.store import SQLiteStore
+from engine.wire.v1 import engine_pb2 as pb
+from engine.wire.v1 import engine_pb2_grpc as pb_grpc
+
+
+@dataclass
+class BlobStats:
+    """What moved through the service (exported as metrics by `engine server`)."""
+
+    puts: int = 0
+    put_bytes: int = 0
+    gets: int = 0
+    get_bytes: int = 0
+
+
+class BlobService(pb_grpc.BlobsServicer):
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.stats = BlobStats()
+
+    async def Get(self, request: pb.GetBlobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.BlobChunk]:  # noqa: N802
+        try:
+            fh = await asyncio.to_thread(self.store.open_blob, request.digest)
+        except KeyError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc.args[0]))
+            return
+        except FileNotFoundError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no blob {request.digest}")
+            return
+        self.stats.gets += 1
+        with fh:
+            while True:
+                data = await asyncio.to_thread(fh.read, wire.BLOB_CHUNK_BYTES)
+                if not data:
+                    return
+                self.stats.get_bytes += len(data)
+                yield pb.BlobChunk(data=data)
+
+    async def Put(self, request_iterator: AsyncIterator[pb.BlobChunk], context: grpc.aio.ServicerContext) -> pb.PutBlobResponse:  # noqa: N802
+        writer = await asyncio.to_thread(self.store.blob_writer)
+        try:
+            async for chunk in request_iterator:
+                await asyncio.to_thread(writer.write, chunk.data)
+            digest, size = await asyncio.to_thread(writer.commit)
+        except BaseException:
+            writer.abort()
+            raise
+        self.stats.puts += 1
+        self.stats.put_bytes += size
+        return pb.PutBlobResponse(digest=digest, size=size)
