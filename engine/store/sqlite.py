@@ -110,6 +110,7 @@ class SQLiteStore:
             f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})"
         )
         self._migrate()
+        self._sweep_partial_blobs()
 
     # --- schema ----------------------------------------------------------------------------
 
@@ -306,6 +307,17 @@ class SQLiteStore:
         writer = self.blob_writer()
         writer.write(data)
         return writer.commit()[0]
+
+    def _sweep_partial_blobs(self, older_than_s: float = 3600.0) -> None:
+        """Remove what writers that died mid-blob left (`.tmp-*`, untouched for an hour: other
+        engines sharing this state directory may be writing theirs right now)."""
+        cutoff = time.time() - older_than_s
+        for tmp in self.blob_dir.glob(".tmp-*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except OSError:
+                pass
 
     def blob_writer(self) -> BlobWriter:
         """For a blob that arrives in pieces (the Blobs service): write, then commit or abort."""

@@ -426,6 +426,16 @@ class Cluster:
         _wait(lambda: _gone(pids), 10, f"the processes of {name} to exit")
         return when
 
+    def cut_host(self, name: str) -> float:
+        """Cut a host off the network (its link down); it keeps running. Returns when."""
+        _run("ip", "link", "set", self.host(name).veth, "down")
+        return time.time()
+
+    def reconnect_host(self, name: str) -> None:
+        """Its link up again; returns once Swarm has the node Ready."""
+        _run("ip", "link", "set", self.host(name).veth, "up")
+        _wait(lambda: name in self.ready_nodes(), _START_TIMEOUT, f"{name} Ready again")
+
     def revive_host(self, name: str) -> None:
         """Power a killed host on again: its engine restarts from its data root and rejoins."""
         host = self.host(name)

@@ -353,10 +353,12 @@ def _detection_bound() -> float:
     return silent + 1.0 + 2.0
 
 
-def test_a_worker_host_killed_mid_run_fails_only_its_calls_which_run_elsewhere(swarm, env, tmp_path):
+def lose_a_worker_mid_run(swarm, env, tmp_path, host: str, lose, how: str) -> None:
+    """Run a fan-out, lose `host` (`lose(host)` returns when) mid-run, and check that only its
+    calls failed, that they ran again elsewhere, and that no finished call ran again."""
     # The orchestrator and the collector stay on the manager, so that what the test measures is
-    # the `where` calls that ran on the host that dies. Twelve 6-second calls on six executors:
-    # two waves; the host dies during the second, when every call is dispatched.
+    # the `where` calls that ran on the host that is lost. Twelve 6-second calls on six
+    # executors: two waves; the host goes during the second, when every call is dispatched.
     config = write_config(tmp_path, (
         "  fanout: {constraints: ['node.role==manager']}\n"
         "  collect: {constraints: ['node.role==manager']}\n"
@@ -365,10 +367,10 @@ def test_a_worker_host_killed_mid_run_fails_only_its_calls_which_run_elsewhere(s
     proc = start_cli(swarm, env, "run", f"{APP}:fanout", "--input", '{"n": 12, "seconds": 6.0}', "--json",
                      "--config", str(config))
     try:
-        wait_for(lambda: swarm.running_on("esw3", "where") and sum(
+        wait_for(lambda: swarm.running_on(host, "where") and sum(
             1 for c in calls_of(env) if c.function == "where" and c.status == "succeeded") >= 6,
-            120, "six finished calls and an executor running on esw3")
-        killed_at = swarm.cluster.kill_host("esw3")
+            120, f"six finished calls and an executor running on {host}")
+        killed_at = lose(host)
         finished = {c.call_id for c in calls_of(env) if c.status == "succeeded"}
         # Noticed: the first call whose attempt failed (it goes back to the queue, with why).
         lost = wait_for(lambda: [c for c in calls_of(env) if c.function == "where" and c.error_kind],
@@ -385,16 +387,30 @@ def test_a_worker_host_killed_mid_run_fails_only_its_calls_which_run_elsewhere(s
     calls = {c.call_id: c for c in calls_of(env)}
     # No finished call ran again.
     assert all(calls[i].executions == 1 for i in finished)
-    # The calls that were on esw3 failed as lost executors, and ran again on the hosts left.
+    # The calls that were on the lost host failed as lost executors, and ran again elsewhere.
     assert {c.error_kind for c in lost} <= {"executor_lost", "timeout"}, [c.error_message for c in lost]
     retried = [c for c in calls.values() if c.function == "where" and c.executions > 1]
-    assert retried, "no call was running on the killed host"
+    assert retried, f"no call was running on the {how} host"
     by_index = {r["i"]: r for r in rows}
-    assert all(by_index[where_index(c)]["node"] != "esw3" for c in retried)
+    assert all(by_index[where_index(c)]["node"] != host for c in retried)
     elsewhere = sorted(c.started_at - killed_at for c in retried)
-    print(f"host killed: noticed after {noticed:.1f} s ({lost[0].error_message}); {len(retried)} calls "
+    print(f"host {how}: noticed after {noticed:.1f} s ({lost[0].error_message}); {len(retried)} calls "
           f"running elsewhere after {elsewhere[0]:.1f}-{elsewhere[-1]:.1f} s")
     assert noticed < _detection_bound()
+
+
+def test_a_worker_host_cut_off_mid_run_fails_only_its_calls_which_run_elsewhere(swarm, env, tmp_path):
+    """The host keeps running, unreachable: its calls may finish there, unheard; they run again
+    on the others. Reconnected afterwards, the node rejoins and its leftover tasks go."""
+    try:
+        lose_a_worker_mid_run(swarm, env, tmp_path, "esw2", swarm.cluster.cut_host, "cut off")
+    finally:
+        swarm.cluster.reconnect_host("esw2")
+
+
+def test_a_worker_host_killed_mid_run_fails_only_its_calls_which_run_elsewhere(swarm, env, tmp_path):
+    """Runs last: the cluster has two hosts after it."""
+    lose_a_worker_mid_run(swarm, env, tmp_path, "esw3", swarm.cluster.kill_host, "killed")
 
 
 def where_index(call) -> int:

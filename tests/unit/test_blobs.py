@@ -70,3 +70,19 @@ def test_a_blob_written_in_pieces_appears_only_when_committed(store: SQLiteStore
     aborted.abort()
     assert not store.has_blob(wire.digest(b"partial"))
     assert [p.name for p in store.blob_dir.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_what_a_dead_writer_left_is_swept_once_stale(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store = open_store(store_url(tmp_path))
+    stale, fresh = store.blob_writer(), store.blob_writer()
+    for writer in (stale, fresh):
+        writer.write(b"half")
+        writer.fh.close()  # its process died here
+    hour_ago = time.time() - 3601
+    os.utime(stale.tmp, (hour_ago, hour_ago))
+    store.close()
+    open_store(store_url(tmp_path)).close()  # as the next engine starts
+    assert not Path(stale.tmp).exists() and Path(fresh.tmp).exists()
