@@ -34,7 +34,8 @@ checkpointed by the scheduler. docs/swarm.md is the full design; in short:
   (about three missed heartbeats, 15 s by default), new executors are kept off that node with a
   `node.id!=` constraint; a start that lands on a lost node anyway is placed again.
 - **No shared filesystem**: nothing is mounted from the scheduler's machine. Code travels in
-  `Initialize`, arguments and results inline in gRPC messages (up to `wire.MAX_MESSAGE_BYTES`).
+  `Initialize`, arguments and results inline in gRPC messages when small, through the
+  scheduler's Blobs service when not (`engine.scheduler.blobs`).
 - Ownership as on the docker backend: service labels `engine.managed`, `engine.instance`,
   `engine.owner_pid/_start/_host`, `engine.run`, `engine.function`; `close()` removes this
   instance's services, `cleanup_orphans()` those of a dead engine process on this host. Task

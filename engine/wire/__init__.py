@@ -29,13 +29,17 @@ PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
 
 # A value larger than this travels as a blob reference, never inline.
 INLINE_MAX_BYTES = 1024 * 1024
-# Inline values of one message add up to at most this much; the rest go as blob references.
+# Values larger than SMALL_VALUE_BYTES that are inline in one message add up to at most this
+# much; the rest go as blob references.
 MESSAGE_INLINE_BUDGET = 8 * 1024 * 1024
+# Values this small always travel inline: spilling one would cost a file and an fsync to save a
+# few bytes (the store keeps them in their rows, engine.store.sqlite.INLINE_LIMIT).
+SMALL_VALUE_BYTES = 64 * 1024
 # Blobs stream in chunks of this size.
 BLOB_CHUNK_BYTES = 1024 * 1024
-# Values never make a message large (above), but logs, tracebacks and very wide graphs of small
-# values still might: room for those, far below gRPC's 2 GiB hard ceiling.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# No large value rides in a message (above), but a very wide one — Future.wait on 100,000
+# futures, each with a small value — still may be big: room for it, below gRPC's 2 GiB ceiling.
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -121,13 +125,16 @@ class BlobStore(Protocol):
 
 class PayloadEncoder:
     """Payloads for one message: inline while the value is small and the message has room,
-    otherwise put in `blobs` and sent by digest."""
+    otherwise put in `blobs` and sent by digest. Values of at most SMALL_VALUE_BYTES are always
+    inline and do not use the room."""
 
     def __init__(self, blobs: BlobStore, budget: int = MESSAGE_INLINE_BUDGET) -> None:
         self.blobs = blobs
         self.room = budget
 
     def data(self, data: bytes) -> pb.Payload:
+        if len(data) <= SMALL_VALUE_BYTES:
+            return pb.Payload(data=data)
         if len(data) <= INLINE_MAX_BYTES and len(data) <= self.room:
             self.room -= len(data)
             return pb.Payload(data=data)
@@ -139,7 +146,7 @@ class PayloadEncoder:
     def reference(self, blob: str, size: int, read: Any) -> pb.Payload:
         """A value already held as blob `blob`: inline when it fits (`read()` gives its bytes),
         else the reference itself, with no copy."""
-        if size <= INLINE_MAX_BYTES and size <= self.room:
+        if size <= SMALL_VALUE_BYTES or (size <= INLINE_MAX_BYTES and size <= self.room):
             return self.data(read())
         return pb.Payload(blob=blob, size=size)
 

@@ -147,7 +147,7 @@ def test_a_value_larger_than_any_grpc_message_goes_from_container_to_container(d
     from engine import wire
 
     size = 80 * 1024 * 1024
-    assert size > wire.MAX_MESSAGE_BYTES
+    assert size > wire.INLINE_MAX_BYTES
     code, result, err = run_json(env, "big_between", size)
     assert code == 0, err
     expected = hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()

@@ -315,9 +315,24 @@ def test_metrics(server: ServerProcess) -> None:
     assert "engine_calls_running" in values and 'engine_executors_live{backend="process"}' in values
     for family in ("engine_runs_queued", "engine_calls_running", "engine_call_dispatch_latency_seconds"):
         assert f"# TYPE {family} " in text
-    # Nothing large moved: the Blobs service's counters are there, at zero.
     assert "# TYPE engine_blob_bytes_total counter" in text
-    assert values['engine_blob_bytes_total{direction="put"}'] == values['engine_blobs_total{direction="get"}'] == 0
+
+
+def blob_bytes(server: ServerProcess) -> dict[str, float]:
+    status, text = server.request("GET", "/metrics")
+    assert status == 200
+    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("engine_blob_bytes_total{")}
+
+
+def test_a_large_value_moves_through_the_blobs_service(server: ServerProcess) -> None:
+    size = 6 * 1024 * 1024
+    before = blob_bytes(server)
+    run = server.wait(server.submit("large_value", size))
+    assert run["status"] == "succeeded" and run["result"] == size
+    after = blob_bytes(server)
+    # Put by the executor that made it, got by the one that measured it: never inline.
+    assert after["put"] - before["put"] >= size and after["get"] - before["get"] >= size, (before, after)
 
 
 def test_token_auth(tmp_path: Path) -> None:

@@ -19,7 +19,16 @@ def store(tmp_path: Path) -> SQLiteStore:
     s.close()
 
 
-def test_small_values_inline_until_the_message_budget_is_spent(store: SQLiteStore) -> None:
+def test_small_values_are_always_inline(store: SQLiteStore) -> None:
+    encoder = wire.PayloadEncoder(store, budget=0)
+    small = b"s" * wire.SMALL_VALUE_BYTES
+    assert all(encoder.data(small).data == small for _ in range(3))
+    assert encoder.data(small + b"!").blob  # the message has no room for anything larger
+    assert list(store.blob_dir.rglob("*")) == [store.blob_path(wire.digest(small + b"!")).parent,
+                                               store.blob_path(wire.digest(small + b"!"))]
+
+
+def test_medium_values_inline_until_the_message_budget_is_spent(store: SQLiteStore) -> None:
     encoder = wire.PayloadEncoder(store)
     value = b"x" * MB  # exactly the inline limit
     payloads = [encoder.data(value) for _ in range(10)]

@@ -113,3 +113,20 @@ def call_inc(x: int) -> int:
     """Calls another application deployed on the same server, by name (ENGINE_SERVER is set
     for executors by the server)."""
     return run_remote_application("inc", x).output() * 10
+
+
+@function()
+def zeros(size: int) -> bytes:
+    return bytes(size)
+
+
+@function()
+def length(data: bytes) -> int:
+    return len(data)
+
+
+@application()
+@function()
+def large_value(size: int) -> int:
+    """A `size`-byte value from one executor to another."""
+    return length.future(zeros.future(size))
