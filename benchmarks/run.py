@@ -1,11 +1,11 @@
 """Benchmark the engine beside Ray and Tensorlake on this machine, in one run. Reports numbers; asserts nothing.
 
-    python benchmarks/run.py [--parts fanout,docker,cold,chain,tree,resume,tensorlake]
+    python benchmarks/run.py [--parts fanout,docker,cold,chain,tree,resume,large,tensorlake]
                              [--sizes 100,1000,10000] [--repeats 3] [--cold-repeats 5]
                              [--backends process,docker] [--chain 200] [--no-ray]
                              [--max-minutes 20] [--out results/latest.json]
 
-Parts (all by default; they run in the order cold, chain, fanout/docker, tree, resume,
+Parts (all by default; they run in the order cold, chain, fanout/docker, tree, resume, large,
 tensorlake, and `--max-minutes` skips what is left once the budget is spent — the JSON says so):
 
 - `fanout` — `apps/fanout.py` (N + 2 calls) on the process backend, beside Ray's local mode
@@ -29,6 +29,17 @@ tensorlake, and `--max-minutes` skips what is left once the budget is spent — 
   succeeded, then `engine resume`: seconds to finish, and how many calls that had finished before
   the kill executed again (read from the store before the resume, and from `engine show --json`
   after it).
+- `large` — `apps/large.py:pass_on`: one value of 1, 16 and 128 MiB handed from one function to
+  another (`measure.future(make.future(mb))`: `make` returns `bytes(mb MiB)`, `measure` its
+  length), and the same with 0 MiB, the fixed cost of the three calls and their executors'
+  start-ups; per backend and repeat, the run's stored duration, and the transfer's throughput
+  mb / (duration(mb) - duration(0)) in MiB/s. A value above 1 MiB streams from `make`'s executor to
+  the scheduler's Blobs service and on to `measure`'s, and the engine's number includes fsyncing
+  it to the state directory (every result is checkpointed), while Ray's (`ray_large.py`, peers
+  venv, same repeat, sizes 0, 1, 16, 128 after one small warm-up call) keeps it in its
+  shared-memory object store. From the store's timestamps, each run also splits the transfer into
+  `make`'s call (create, pickle, hash, `Blobs.Put`, fsync), the hand-off, and `measure`'s call
+  (`Blobs.Get`, unpickle), each from its dispatch: free of executor start-ups.
 - `tensorlake` — the fan-out in Tensorlake's `run_local_application` (`tensorlake_fanout.py`,
   peers venv), for each size it finishes within 5 minutes; larger sizes are skipped (and why).
 
@@ -64,12 +75,15 @@ APPS = HERE / "apps"
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 ENGINE_CLI = [sys.executable, "-m", "engine.cli"]
 
-PARTS = ("fanout", "docker", "cold", "chain", "tree", "resume", "tensorlake")
+PARTS = ("fanout", "docker", "cold", "chain", "tree", "resume", "large", "tensorlake")
 FANOUT = f"{APPS / 'fanout.py'}:fanout"
 CHAIN = f"{APPS / 'chain.py'}:hop"
 ONE_CALL = f"{APPS / 'one_call.py'}:one"
 TREE = f"{APPS / 'research_tree' / 'app.py'}:research"
 RESUME = f"{APPS / 'resume' / 'app.py'}:branches"
+LARGE = f"{APPS / 'large.py'}:pass_on"
+LARGE_MIB = (1, 16, 128)  # sizes of the large value; 0 (the fixed cost) is run beside them
+MIB = 1024 * 1024
 TREE_INPUT = {"question": "What made 2008 possible?", "branching": 10, "max_depth": 3}
 TREE_LLM_S = 0.2  # apps/research_tree/app.py: LLM_SECONDS
 TREE_CRITICAL_PATH = 7  # 4 research levels down, 3 synthesise levels up
@@ -373,6 +387,7 @@ def engine_settings(config: Path | None) -> dict[str, Any]:
         "one_call.py:one": app_settings(ONE_CALL, None),
         "research_tree/app.py:research": app_settings(TREE, None),
         "resume/app.py:branches": app_settings(RESUME, None),
+        "large.py:pass_on": app_settings(LARGE, None),
     }
 
 
@@ -423,6 +438,17 @@ def ray_run(n: int, chain: int, timeout: float) -> dict[str, Any]:
     cmd = [str(PEERS_PYTHON), str(HERE / "ray_fanout.py"), "--n", str(n)]
     if chain > 1:
         cmd += ["--chain", str(chain)]
+    proc, wall = run_cmd(cmd, timeout, cwd=HERE)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: `{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_s"] = wall
+    out["loadavg_1m"] = os.getloadavg()[0]
+    return out
+
+
+def ray_large_run(sizes: list[int], timeout: float) -> dict[str, Any]:
+    cmd = [str(PEERS_PYTHON), str(HERE / "ray_large.py"), "--mb", ",".join(str(mb) for mb in sizes)]
     proc, wall = run_cmd(cmd, timeout, cwd=HERE)
     if proc.returncode != 0:
         raise SystemExit(f"bench: `{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -706,6 +732,106 @@ def part_resume(args: argparse.Namespace, results: dict[str, Any], backends: lis
             "runs": brows,
         }
     results["resume"] = out
+    write_results(args.out, results)
+
+
+def large_phases(row: dict[str, Any]) -> dict[str, float | None]:
+    """A large-value run's transfer from the store's timestamps: `make`'s call from its dispatch to
+    its result checkpointed (create, pickle, hash, `Blobs.Put`, fsync), the hand-off to `measure`'s
+    dispatch (the scheduler), and `measure`'s call (`Blobs.Get`, unpickle, result back)."""
+    t = row.get("timeline", {})
+    mk, ms = t.get("make", {}), t.get("measure", {})
+    if None in (mk.get("first_start"), mk.get("last_end"), ms.get("first_start"), ms.get("last_end")):
+        return {"make_s": None, "handoff_s": None, "measure_s": None, "from_dispatch_s": None}
+    make_s, measure_s = mk["last_end"] - mk["first_start"], ms["last_end"] - ms["first_start"]
+    return {"make_s": make_s, "handoff_s": ms["first_start"] - mk["last_end"], "measure_s": measure_s,
+            "from_dispatch_s": make_s + measure_s}
+
+
+def throughput(mb: int, seconds: float | None, baseline: float | None) -> float | None:
+    """MiB/s of moving `mb` MiB that took `seconds` where 0 MiB took `baseline`."""
+    if seconds is None or baseline is None or seconds <= baseline:
+        return None
+    return mb / (seconds - baseline)
+
+
+def part_large(args: argparse.Namespace, results: dict[str, Any], backends: list[str], with_ray: bool,
+               budget: Budget) -> None:
+    """One large value from `make` to `measure`, per size and backend, with 0 MiB as the fixed
+    cost; Ray's same workload in the same repeat."""
+    sizes = [0, *LARGE_MIB]
+    rows: dict[str, dict[int, list[dict[str, Any]]]] = {b: {mb: [] for mb in sizes} for b in backends}
+    ray_rows: list[dict[str, Any]] = []
+    for i in range(args.repeats):
+        if not budget.allows(f"large repeat {i + 1}"):
+            break
+        for mb in sizes:
+            for backend in backends:
+                row = engine_run(LARGE, mb, backend, None, args.timeout)
+                if row["status"] != "succeeded" or row["result"] != mb * MIB:
+                    raise SystemExit(f"bench: engine pass_on({mb}) on {backend} gave {row['status']} {row['result']!r}")
+                row.update(large_phases(row))
+                rows[backend][mb].append(row)
+                zero = rows[backend][0][-1]
+                log(f"large {mb} MiB #{i + 1}: engine {backend} {row['duration_s']:.2f} s in-run "
+                    f"({fmt(throughput(mb, row['duration_s'], zero['duration_s']), 0)} MiB/s above 0 MiB); "
+                    f"make {fmt(row['make_s'], 3)} s, hand-off {fmt(row['handoff_s'], 3)} s, "
+                    f"measure {fmt(row['measure_s'], 3)} s")
+        if with_ray:
+            r = ray_large_run(sizes, args.timeout)
+            ray_rows.append(r)
+            results["settings"]["ray_version"] = r["ray_version"]
+            w = r["workload_s"]
+            log(f"large #{i + 1}: ray " + ", ".join(
+                f"{mb} MiB {w[str(mb)]:.3f} s ({fmt(throughput(mb, w[str(mb)], w['0']), 0)} MiB/s)"
+                for mb in sizes if mb))
+    engine: dict[str, Any] = {}
+    for backend, by_size in rows.items():
+        if not by_size[0]:
+            continue
+        base = median([r["duration_s"] for r in by_size[0]])
+        base_dispatch = median([r["from_dispatch_s"] for r in by_size[0]])
+        per_size: dict[str, Any] = {}
+        for mb, brows in by_size.items():
+            dur = median([r["duration_s"] for r in brows])
+            disp = median([r["from_dispatch_s"] for r in brows])
+            per_size[str(mb)] = {
+                "duration_s": [r["duration_s"] for r in brows], "wall_s": [r["wall_s"] for r in brows],
+                "median_duration_s": dur, "median_wall_s": median([r["wall_s"] for r in brows]),
+                # mb / (median in-run(mb) - median in-run(0)): the table's figure; the executors'
+                # start-ups cancel only on average (at 1 and 16 MiB they are noisier than the transfer).
+                "mib_per_s": throughput(mb, dur, base) if mb else None,
+                # The same from the calls' dispatches (make's call + measure's call): no start-ups.
+                "median_from_dispatch_s": disp,
+                "mib_per_s_from_dispatch": throughput(mb, disp, base_dispatch) if mb else None,
+                "median_make_s": median([r["make_s"] for r in brows]),
+                "median_handoff_s": median([r["handoff_s"] for r in brows]),
+                "median_measure_s": median([r["measure_s"] for r in brows]),
+                "loadavg_1m": [r["loadavg_1m"] for r in brows],
+                "runs": [{k: v for k, v in r.items() if k != "result"} for r in brows],
+            }
+        engine[backend] = per_size
+    ray: dict[str, Any] | None = None
+    if ray_rows:
+        ray = {"init_s": [r["init_s"] for r in ray_rows], "warmup_s": [r["warmup_s"] for r in ray_rows],
+               "wall_s": [r["wall_s"] for r in ray_rows], "loadavg_1m": [r["loadavg_1m"] for r in ray_rows],
+               "sizes": {}}
+        ray_base = median([r["workload_s"]["0"] for r in ray_rows])
+        for mb in sizes:
+            w = median([r["workload_s"][str(mb)] for r in ray_rows])
+            ray["sizes"][str(mb)] = {"workload_s": [r["workload_s"][str(mb)] for r in ray_rows],
+                                     "median_workload_s": w,
+                                     "mib_per_s": throughput(mb, w, ray_base) if mb else None}
+    ratios: dict[str, Any] = {}
+    for backend, per_size in engine.items():
+        ratios[backend] = {}
+        for mb in LARGE_MIB:
+            e, r = per_size[str(mb)], (ray or {}).get("sizes", {}).get(str(mb), {})
+            # engine ÷ Ray in time: in-run, and the transfer (Ray's throughput ÷ the engine's).
+            ratios[backend][str(mb)] = {"in_run": ratio(e["median_duration_s"], r.get("median_workload_s")),
+                                        "transfer": ratio(r.get("mib_per_s"), e["mib_per_s"])}
+    results["large"] = {"sizes_mib": list(LARGE_MIB), "baseline_mib": 0, "engine": engine, "ray": ray,
+                        "ratios": ratios}
     write_results(args.out, results)
 
 
@@ -1133,6 +1259,38 @@ def markdown(results: dict[str, Any]) -> str:
             f"{e.get('docker', {}).get('finished_reexecuted_total', '–')} | – | – | | must be 0: "
             f"{_met(all(x['finished_reexecuted_total'] == 0 for x in e.values()))} |"
         )
+    large = results.get("large")
+    if large and large["engine"]:
+        e, r, ra = large["engine"], (large.get("ray") or {}).get("sizes", {}), large["ratios"]
+
+        def lg(backend: str, mb: int, key: str, digits: int = 2) -> str:
+            return fmt(e.get(backend, {}).get(str(mb), {}).get(key), digits)
+
+        def lr(mb: int, key: str) -> str:
+            return _pair(ra.get("process", {}).get(str(mb), {}).get(key),
+                         ra.get("docker", {}).get(str(mb), {}).get(key), backends)
+
+        lines.append(
+            f"| one value passed from one function to another: 0 MiB (the fixed cost: 3 calls, executor "
+            f"start-ups), in-run, s | {lg('process', 0, 'median_duration_s')} | {lg('docker', 0, 'median_duration_s')} | "
+            f"{fmt(r.get('0', {}).get('median_workload_s'), 3)} | – | | |"
+        )
+        for mb in large["sizes_mib"]:
+            lines.append(
+                f"| one value of {mb} MiB passed from one function to another, in-run, s | "
+                f"{lg('process', mb, 'median_duration_s')} | {lg('docker', mb, 'median_duration_s')} | "
+                f"{fmt(r.get(str(mb), {}).get('median_workload_s'), 3)} | – | "
+                f"{lr(mb, 'in_run')} | |"
+            )
+        for mb in large["sizes_mib"]:
+            lines.append(
+                f"| one value of {mb} MiB: transfer, MiB/s = {mb} / (in-run({mb}) − in-run(0)) | "
+                f"{lg('process', mb, 'mib_per_s', 0)} | {lg('docker', mb, 'mib_per_s', 0)} | "
+                f"{fmt(r.get(str(mb), {}).get('mib_per_s'), 0)} | – | "
+                f"{lr(mb, 'transfer')} | from the calls' dispatches: "
+                f"{' · '.join(lg(b, mb, 'mib_per_s_from_dispatch', 0) for b in ('process', 'docker') if b in backends)}"
+                " MiB/s |"
+            )
     return "\n".join(lines)
 
 
@@ -1213,6 +1371,15 @@ def notes(results: dict[str, Any]) -> str:
         f"the pools are in each row. "
         f"Resume: apps/resume/engine.yaml (branch: 2 executors × 8 calls)."
     )
+    if results.get("large"):
+        text += (
+            " Large value: in-run = engine: the run's stored duration (3 calls, executor start-ups "
+            "included; the value streamed to the scheduler's Blobs service and fsynced to the state "
+            "directory, as every result is checkpointed, then streamed to the consumer); Ray: "
+            "`ray.get(measure.remote(make.remote(mb)))` after one small warm-up call, the value in "
+            "its shared-memory object store. Transfer MiB/s = mb / (t(mb) − t(0)) of the medians; "
+            "engine ÷ Ray there is Ray's MiB/s ÷ the engine's (the transfer's time ratio)."
+        )
     if skipped:
         text += f" ¹ Tensorlake skipped: {skipped}."
     if results.get("leaks"):
@@ -1259,8 +1426,8 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sys.exit(1))  # run the clean-up on the way out
 
-    needs_docker = "docker" in parts or ("docker" in backends and set(parts) & {"cold", "chain", "tree", "resume"})
-    needs_peers = not args.no_ray and bool(set(parts) & {"fanout", "docker", "chain"}) or "tensorlake" in parts
+    needs_docker = "docker" in parts or ("docker" in backends and set(parts) & {"cold", "chain", "tree", "resume", "large"})
+    needs_peers = not args.no_ray and bool(set(parts) & {"fanout", "docker", "chain", "large"}) or "tensorlake" in parts
     peers = needs_peers and ensure_peers()
     with_ray = peers and not args.no_ray
     config = write_config(args)
@@ -1270,8 +1437,10 @@ def main() -> int:
         "machine": machine_facts(),
         "settings": {"parts": parts, "backends": backends, "repeats": args.repeats,
                      "cold_repeats": args.cold_repeats, "sizes": args.sizes, "ray_num_cpus": 2,
-                     "engine": engine_settings(config), "ray_version": None, "runtime_image": None},
-        "fanout": [], "chain": None, "cold_start": None, "tree": None, "resume": None, "tensorlake": None,
+                     "large_mib": list(LARGE_MIB), "engine": engine_settings(config), "ray_version": None,
+                     "runtime_image": None},
+        "fanout": [], "chain": None, "cold_start": None, "tree": None, "resume": None, "large": None,
+        "tensorlake": None,
         "skipped_sizes": [], "skipped": budget.skipped, "leaks": _LEAKS,
     }
     if needs_docker:
@@ -1291,6 +1460,8 @@ def main() -> int:
             part_tree(args, results, backends, budget)
         if "resume" in parts:
             part_resume(args, results, backends, budget)
+        if "large" in parts:
+            part_large(args, results, backends, with_ray, budget)
         if "tensorlake" in parts and peers:
             part_tensorlake(args, results, budget)
     finally:

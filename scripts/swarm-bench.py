@@ -2,7 +2,7 @@
 numbers; asserts nothing. Needs root (it builds the cluster of tests/integration/swarmlib.py and
 removes it afterwards).
 
-    python scripts/swarm-bench.py [--sizes 1000] [--repeats 3] [--chain 200] [--kills 3]
+    python scripts/swarm-bench.py [--sizes 1000] [--repeats 3] [--chain 200] [--large-mb 64] [--kills 3]
 
 - Fan-out: `benchmarks/apps/fanout.py:fanout N` (N + 2 calls; `work` runs in at most 2
   executors of concurrency 16) on `docker` (this machine's engine), `swarm` with the engine
@@ -12,6 +12,10 @@ removes it afterwards).
   second hop's dispatch) / (K - 1), the warm latency of one hop (a result back, checkpointed, the
   next call dispatched) without the first executor's start-up. (benchmarks/run.py subtracts a
   1-hop run instead; a Swarm executor's start-up varies by more than the 200 hops take.)
+- Large value: `benchmarks/apps/large.py:pass_on MB` (one MB-MiB value from `make` to `measure`,
+  on swarm placed on two different workers, esw2 and esw3) and `pass_on 0` for the fixed cost;
+  throughput = MB / (duration(MB) - duration(0)). The value crosses the scheduler's Blobs service
+  both ways and is fsynced there once.
 - Node death: `tests/integration/swarm_apps/cluster.py:fanout` with twelve 6-second calls on six
   executors; during the second wave a worker host is killed (link down, every process SIGKILLed).
   *Noticed*: from the kill to the first call failed as lost; *elsewhere*: to the last of its
@@ -42,6 +46,7 @@ import swarmlib  # noqa: E402
 
 FANOUT = REPO / "benchmarks" / "apps" / "fanout.py"
 CHAIN = REPO / "benchmarks" / "apps" / "chain.py"
+LARGE = REPO / "benchmarks" / "apps" / "large.py"
 SWARM_APPS = REPO / "tests" / "integration" / "swarm_apps"
 
 
@@ -147,13 +152,17 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chain", type=int, default=200)
+    parser.add_argument("--large-mb", type=int, default=64, help="large-value size in MiB (0: skip)")
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--no-docker", action="store_true", help="skip the docker backend")
     parser.add_argument("--out", help="write the raw numbers here (JSON)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
-    results: dict[str, Any] = {"fanout": {}, "per_hop_ms": {}, "node_death": [], "setup": {}}
+    results: dict[str, Any] = {"fanout": {}, "per_hop_ms": {}, "large": {}, "node_death": [], "setup": {}}
+    placement = Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "engine.yaml"
+    placement.write_text("functions:\n  make: {constraints: ['node.hostname==esw2']}\n"
+                         "  measure: {constraints: ['node.hostname==esw3']}\n")
     cluster = swarmlib.Cluster()
     with swarmlib.exclusive():
         try:
@@ -182,6 +191,18 @@ def main() -> int:
                     hops.append(1000 * (starts[-1] - starts[1]) / (len(starts) - 2))
                 results["per_hop_ms"][key] = hops
                 log(f"{key} per hop: median {statistics.median(hops):.1f} ms")
+                if args.large_mb:
+                    rows = []
+                    for _ in range(args.repeats):
+                        runs = [one_run(f"{LARGE}:pass_on", mb, backend, mode, gateway, env,
+                                        extra=("--config", str(placement)))["duration_s"]
+                                for mb in (0, args.large_mb)]
+                        rows.append({"fixed_s": runs[0], "duration_s": runs[1],
+                                     "mb_per_s": args.large_mb / max(runs[1] - runs[0], 1e-9)})
+                    results["large"][key] = {"mb": args.large_mb, "runs": rows}
+                    log(f"{key} {args.large_mb} MiB value: median "
+                        f"{statistics.median(r['duration_s'] for r in rows):.2f} s, "
+                        f"{statistics.median(r['mb_per_s'] for r in rows):.0f} MiB/s")
             for _ in range(args.kills):
                 row = node_death(cluster, gateway, swarm_env)
                 results["node_death"].append(row)

@@ -296,8 +296,8 @@ def test_runtime_image_imports_the_engine_as_uid_10001(client, runtime_tag):
 
 def test_base_image_is_made_once(client, monkeypatch):
     calls = []
-    real = images._debootstrap
-    monkeypatch.setattr(images, "_debootstrap", lambda *a, **k: (calls.append(a), real(*a, **k)))
+    real = images.base._debootstrap
+    monkeypatch.setattr(images.base, "_debootstrap", lambda *a, **k: (calls.append(a), real(*a, **k)))
     first = images.ensure_base_image()  # may debootstrap on a fresh machine
     calls.clear()
     started = time.monotonic()

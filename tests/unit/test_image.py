@@ -12,6 +12,7 @@ import pytest
 
 from engine import images
 from engine.errors import SDKUsageError
+from engine.images.function import _function_dockerfile
 from engine.sdk.image import Image, ImageStep
 
 
@@ -140,7 +141,7 @@ def test_function_dockerfile_runs_user_steps_as_root_then_drops_to_engine(tmp_pa
         .env("GREETING", 'say "hi" to $USER\\')
         .copy("data", "/opt/data")
     )
-    text = images._function_dockerfile(image, base_dockerfile="FROM engine-runtime:py3.11-abc")
+    text = _function_dockerfile(image, base_dockerfile="FROM engine-runtime:py3.11-abc")
     lines = text.splitlines()
     assert lines[0] == "FROM engine-runtime:py3.11-abc"
     assert lines.index("USER root") < lines.index("USER engine")
@@ -155,7 +156,7 @@ def test_function_dockerfile_runs_user_steps_as_root_then_drops_to_engine(tmp_pa
 
 
 def test_user_workdir_is_kept_for_run_time():
-    text = images._function_dockerfile(Image().workdir("/opt/app"), base_dockerfile="FROM x")
+    text = _function_dockerfile(Image().workdir("/opt/app"), base_dockerfile="FROM x")
     assert "WORKDIR /home/engine" not in text
     assert text.rstrip().splitlines()[-1] == "USER engine"
 

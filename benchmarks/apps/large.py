@@ -1,0 +1,29 @@
+"""Large-value benchmark: `pass_on(mb)` hands one value of `mb` MiB from one function to another.
+
+`pass_on` returns one tail call, `measure(make(mb))`, so a run is 3 calls: the root, `make`,
+which returns `bytes(mb * 1024 * 1024)` (zeros: cheap to create, so the time is the transfer),
+and `measure`, which receives it and returns its length. A value above 1 MiB never travels
+inside a gRPC message: `make`'s executor streams it to the scheduler (`Blobs.Put`, 1 MiB chunks),
+which fsyncs it to a content-addressed file in the state directory — every result is
+checkpointed — and `measure`'s executor streams it back (`Blobs.Get`). `run.py` runs sizes
+1, 16 and 128 and also 0, the fixed cost of the same three calls (executor start-ups included),
+so that mb / (duration(mb) - duration(0)) is the transfer's throughput.
+"""
+
+from engine import application, function
+
+
+@function()
+def make(mb: int) -> bytes:
+    return bytes(mb * 1024 * 1024)
+
+
+@function()
+def measure(data: bytes) -> int:
+    return len(data)
+
+
+@application()
+@function()
+def pass_on(mb: int) -> int:
+    return measure.future(make.future(mb))  # type: ignore[return-value]

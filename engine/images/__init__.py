@@ -1,0 +1,102 @@
+"""Building the images that function executors run in — locally, offline, with no registry.
+
+Why offline: the machines this engine runs on have no container registry (`docker pull` fails),
+and pip *inside* a container cannot verify the package index's TLS certificate (the index is
+reached through a proxy whose CA only the host trusts). We do not disable verification. Instead
+everything a build needs is fetched on the host, where pip works, and handed to Docker in the
+build context; the build itself never touches the network. That is also exactly what an
+air-gapped user needs.
+
+Three kinds of image, each cached by a content-derived tag, each in its own module:
+
+1. `base`: `python:3.X-slim` if the local engine already has it, otherwise
+   `engine-base:bookworm-py3.X`, made once with debootstrap and `docker import`.
+2. `runtime`: `engine-runtime:py3.X-<hash>`, from `runtime_image/Dockerfile` — the engine's
+   source tree and its dependencies, pinned to the host's versions and installed from wheels
+   downloaded on the host. The hash covers the engine source, the pins and the Dockerfile.
+3. `function`: `engine-fn-<name>:<hash>` for a user's `engine.sdk.image.Image`, built FROM the
+   runtime image; the wheels its `pip install`s need are downloaded on the host too.
+
+`common` holds the constants, small helpers, the build lock, the Docker client and the Python
+version check; `registry` pushes images to a registry (for the swarm backend) and lists and prunes
+local ones. Import from `engine.images`: it re-exports the public names of all of them.
+
+The Python minor version of every image must equal the host's: cloudpickle's output is only
+portable between equal minor versions. Images carry it as the label `engine.python`, and a
+mismatch raises `PythonVersionMismatch` before anything runs.
+
+The Docker SDK is blocking: call these from the CLI or from a thread, never on an event loop.
+Builds hold a per-user file lock, so parallel builds of one tag run once.
+"""
+
+from __future__ import annotations
+
+# `X as X`: public names that are not in `__all__` (as before the split) — image names, labels,
+# the progress callback type — still re-exported for the backends and for tools.
+from engine.images.base import base_image_candidates, ensure_base_image
+from engine.images.common import BASE_REPOSITORY as BASE_REPOSITORY
+from engine.images.common import DEBIAN_SUITE as DEBIAN_SUITE
+from engine.images.common import DEBOOTSTRAP_PACKAGES as DEBOOTSTRAP_PACKAGES
+from engine.images.common import (
+    EXECUTOR_PORT,
+    EXECUTOR_UID,
+    RUNTIME_DEPENDENCIES,
+    cache_dir,
+    docker_client,
+    host_python_version,
+    image_python_version,
+    run_once,
+    wheel_cache_dir,
+)
+from engine.images.common import FUNCTION_REPOSITORY_PREFIX as FUNCTION_REPOSITORY_PREFIX
+from engine.images.common import LABEL_BASE as LABEL_BASE
+from engine.images.common import LABEL_CONTENT as LABEL_CONTENT
+from engine.images.common import LABEL_KIND as LABEL_KIND
+from engine.images.common import LABEL_PYTHON as LABEL_PYTHON
+from engine.images.common import LABEL_USER_TAG as LABEL_USER_TAG
+from engine.images.common import RUNTIME_REPOSITORY as RUNTIME_REPOSITORY
+from engine.images.common import Progress as Progress
+from engine.images.function import (
+    build_function_image,
+    build_images,
+    function_image_tag,
+    pip_download_args,
+)
+from engine.images.registry import (
+    list_engine_images,
+    prune_images,
+    push_images,
+    registry_image,
+)
+from engine.images.runtime import (
+    build_runtime_image,
+    pinned_requirements,
+    runtime_image_tag,
+    runtime_wheels,
+)
+
+__all__ = [
+    "EXECUTOR_PORT",
+    "EXECUTOR_UID",
+    "RUNTIME_DEPENDENCIES",
+    "base_image_candidates",
+    "build_function_image",
+    "build_images",
+    "build_runtime_image",
+    "cache_dir",
+    "docker_client",
+    "ensure_base_image",
+    "function_image_tag",
+    "host_python_version",
+    "image_python_version",
+    "list_engine_images",
+    "pinned_requirements",
+    "pip_download_args",
+    "prune_images",
+    "push_images",
+    "registry_image",
+    "runtime_image_tag",
+    "run_once",
+    "runtime_wheels",
+    "wheel_cache_dir",
+]
