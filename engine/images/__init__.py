@@ -31,16 +31,22 @@ Builds hold a per-user file lock, so parallel builds of one tag run once.
 
 from __future__ import annotations
 
-# `X as X`: public names that are not in `__all__` (as before the split) — image names, labels,
-# the progress callback type — still re-exported for the backends and for tools.
 from engine.images.base import base_image_candidates, ensure_base_image
-from engine.images.common import BASE_REPOSITORY as BASE_REPOSITORY
-from engine.images.common import DEBIAN_SUITE as DEBIAN_SUITE
-from engine.images.common import DEBOOTSTRAP_PACKAGES as DEBOOTSTRAP_PACKAGES
 from engine.images.common import (
+    BASE_REPOSITORY,
+    DEBIAN_SUITE,
+    DEBOOTSTRAP_PACKAGES,
     EXECUTOR_PORT,
     EXECUTOR_UID,
+    FUNCTION_REPOSITORY_PREFIX,
+    LABEL_BASE,
+    LABEL_CONTENT,
+    LABEL_KIND,
+    LABEL_PYTHON,
+    LABEL_USER_TAG,
     RUNTIME_DEPENDENCIES,
+    RUNTIME_REPOSITORY,
+    Progress,
     cache_dir,
     docker_client,
     host_python_version,
@@ -48,14 +54,6 @@ from engine.images.common import (
     run_once,
     wheel_cache_dir,
 )
-from engine.images.common import FUNCTION_REPOSITORY_PREFIX as FUNCTION_REPOSITORY_PREFIX
-from engine.images.common import LABEL_BASE as LABEL_BASE
-from engine.images.common import LABEL_CONTENT as LABEL_CONTENT
-from engine.images.common import LABEL_KIND as LABEL_KIND
-from engine.images.common import LABEL_PYTHON as LABEL_PYTHON
-from engine.images.common import LABEL_USER_TAG as LABEL_USER_TAG
-from engine.images.common import RUNTIME_REPOSITORY as RUNTIME_REPOSITORY
-from engine.images.common import Progress as Progress
 from engine.images.function import (
     build_function_image,
     build_images,
@@ -76,9 +74,20 @@ from engine.images.runtime import (
 )
 
 __all__ = [
+    "BASE_REPOSITORY",
+    "DEBIAN_SUITE",
+    "DEBOOTSTRAP_PACKAGES",
     "EXECUTOR_PORT",
     "EXECUTOR_UID",
+    "FUNCTION_REPOSITORY_PREFIX",
+    "LABEL_BASE",
+    "LABEL_CONTENT",
+    "LABEL_KIND",
+    "LABEL_PYTHON",
+    "LABEL_USER_TAG",
     "RUNTIME_DEPENDENCIES",
+    "RUNTIME_REPOSITORY",
+    "Progress",
     "base_image_candidates",
     "build_function_image",
     "build_images",
