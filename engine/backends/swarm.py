@@ -180,6 +180,30 @@ def _gb(nbytes: int) -> str:
     return f"{nbytes / 1024**3:g} GB"
 
 
+def placement_problem(spec: ExecutorSpec, err: str,
+                      ready_sizes: Callable[[], list[dict[str, Any]]]) -> str | None:
+    """Why a task Swarm left pending with `err` can never be placed, or None when it may still be
+    (`ready_sizes()`: the Resources of the ready nodes, asked only when needed)."""
+    if "no suitable node" not in err:
+        return None
+    # Swarm names the first filter each node failed, resources before constraints: "no suitable
+    # node (insufficient resources on 2 nodes; scheduling constraints not satisfied on 1 node)"
+    # may mean that the one node the constraints allow is busy. Only when constraints alone rule
+    # out every node can the task never be placed.
+    if "constraint" in err and "insufficient resources" not in err:
+        wanted = ", ".join(spec.constraints) or "none"
+        return f"no node satisfies the placement constraints of {spec.function} ({wanted}): {err}"
+    if "insufficient resources" in err:
+        memory, cpus = int(spec.memory_gb * 1024**3), int(spec.cpu * 1e9)
+        sizes = ready_sizes()
+        if sizes and not any(s.get("NanoCPUs", 0) >= cpus and s.get("MemoryBytes", 0) >= memory for s in sizes):
+            biggest = max(sizes, key=lambda s: (s.get("NanoCPUs", 0), s.get("MemoryBytes", 0)))
+            return (f"{spec.function} needs {spec.cpu:g} CPU and {spec.memory_gb:g} GB, more than "
+                    f"any node has (the largest: {biggest.get('NanoCPUs', 0) / 1e9:g} CPU, "
+                    f"{_gb(biggest.get('MemoryBytes', 0))}): lower its cpu/memory")
+    return None  # busy: it is placed once other tasks end
+
+
 class SwarmBackend(Backend):
     """Runs executors as Swarm services through a manager's Docker API.
 
@@ -425,21 +449,12 @@ class SwarmBackend(Backend):
     def _placement_problem(self, spec: ExecutorSpec, task: dict[str, Any]) -> str | None:
         """Why a pending task can never be placed, or None when it may still be."""
         err = (task.get("Status") or {}).get("Err") or ""
-        if "no suitable node" not in err:
-            return None
-        if "constraint" in err:
-            wanted = ", ".join(spec.constraints) or "none"
-            return f"no node satisfies the placement constraints of {spec.function} ({wanted}): {err}"
-        if "insufficient resources" in err:
-            memory, cpus = int(spec.memory_gb * 1024**3), int(spec.cpu * 1e9)
-            sizes = [((n.get("Description") or {}).get("Resources") or {}) for n in self._nodes_by_id().values()
-                     if (n.get("Status") or {}).get("State") == "ready"]
-            if sizes and not any(s.get("NanoCPUs", 0) >= cpus and s.get("MemoryBytes", 0) >= memory for s in sizes):
-                biggest = max(sizes, key=lambda s: (s.get("NanoCPUs", 0), s.get("MemoryBytes", 0)))
-                return (f"{spec.function} needs {spec.cpu:g} CPU and {spec.memory_gb:g} GB, more than "
-                        f"any node has (the largest: {biggest.get('NanoCPUs', 0) / 1e9:g} CPU, "
-                        f"{_gb(biggest.get('MemoryBytes', 0))}): lower its cpu/memory")
-        return None  # busy: it is placed once other tasks end
+
+        def ready_sizes() -> list[dict[str, Any]]:
+            return [((n.get("Description") or {}).get("Resources") or {}) for n in self._nodes_by_id().values()
+                    if (n.get("Status") or {}).get("State") == "ready"]
+
+        return placement_problem(spec, err, ready_sizes)
 
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         image = self._image(spec)
@@ -675,4 +690,4 @@ def swarm_backend(settings: SwarmConfig | None, app: AppSpec | None = None) -> S
     )
 
 
-__all__ = ["ENV_NODE", "SwarmBackend", "TaskRef", "swarm_backend", "use_pushed_images"]
+__all__ = ["ENV_NODE", "SwarmBackend", "TaskRef", "placement_problem", "swarm_backend", "use_pushed_images"]
