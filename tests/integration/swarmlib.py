@@ -413,14 +413,16 @@ class Cluster:
 
     # --- failures ------------------------------------------------------------------------
 
-    def kill_host(self, name: str) -> float:
+    def kill_host(self, name: str, power_off: bool = True) -> float:
         """Power a host off: its link down, then SIGKILL to everything it runs. Returns when.
 
         In that order: a dying process closes its sockets, and a FIN or RST reaching its peers
-        would tell them at once — a machine that loses power tells nobody anything."""
+        would tell them at once — a machine that loses power tells nobody anything. With
+        `power_off=False` the link stays up: its processes crash, and their connections close."""
         host = self.host(name)
         pids = _processes_naming(host.exec_root)
-        _run("ip", "link", "set", host.veth, "down")
+        if power_off:
+            _run("ip", "link", "set", host.veth, "down")
         when = time.time()
         _kill_all(pids)
         _wait(lambda: _gone(pids), 10, f"the processes of {name} to exit")
