@@ -360,8 +360,9 @@ def ray_node_death(ray: RayCluster, power_off: bool) -> dict[str, float]:
         # Lost: the tasks that were running on the host when it died (the first wave's there
         # had finished). Ray retries them; their next attempt is when they run elsewhere.
         lost = {i for i, node, at in seen() if node == host.address and killed - at < DEATH_SECONDS}
-        # Powered off, Ray 2.60 took 7 minutes here: its owner learns that a task's worker is
-        # gone from the task's own connection, whose gRPC keepalive waits 300 s + 120 s.
+        # Powered off, Ray 2.60 took 3 to 7 minutes here: its driver re-runs a task once its own
+        # connection to the task's worker gives up, and that connection's gRPC keepalive is
+        # 300 s + 120 s by default.
         _out, err = proc.communicate(timeout=1200)
         if proc.returncode != 0:
             raise SystemExit(f"ray node death: the driver failed:\n{err[-3000:]}")
