@@ -428,6 +428,23 @@ class Cluster:
         _wait(lambda: _gone(pids), 10, f"the processes of {name} to exit")
         return when
 
+    def kill_engine(self, name: str) -> float:
+        """SIGKILL to a host's Docker engine alone; the machine, its network, containerd and the
+        containers (under their shims) go on. Returns when."""
+        host = self.host(name)
+        pid = int((host.exec_root / "dockerd.pid").read_text())
+        when = time.time()
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: _gone({pid}), 10, f"the Docker engine of {name} to exit")
+        return when
+
+    def restart_engine(self, name: str) -> None:
+        """Start a host's engine again after `kill_engine`; returns once Swarm has the node Ready."""
+        host = self.host(name)
+        self._start_engine(host)
+        _wait(lambda: host.client(timeout=5).ping(), _START_TIMEOUT, f"dockerd of {name}")
+        _wait(lambda: name in self.ready_nodes(), _START_TIMEOUT, f"{name} Ready again")
+
     def cut_host(self, name: str) -> float:
         """Cut a host off the network (its link down); it keeps running. Returns when."""
         _run("ip", "link", "set", self.host(name).veth, "down")

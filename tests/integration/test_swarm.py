@@ -353,12 +353,10 @@ def _detection_bound() -> float:
     return silent + 1.0 + 2.0
 
 
-def lose_a_worker_mid_run(swarm, env, tmp_path, host: str, lose, how: str) -> None:
-    """Run a fan-out, lose `host` (`lose(host)` returns when) mid-run, and check that only its
-    calls failed, that they ran again elsewhere, and that no finished call ran again."""
-    # The orchestrator and the collector stay on the manager, so that what the test measures is
-    # the `where` calls that ran on the host that is lost. Twelve 6-second calls on six
-    # executors: two waves; the host goes during the second, when every call is dispatched.
+def start_two_waves(swarm, env, tmp_path, host: str):
+    """Start a fan-out of twelve 6-second calls on six executors (two waves) and return its
+    process once the second wave runs, with an executor on `host`. The orchestrator and the
+    collector stay on the manager, so that what a test measures is the `where` calls."""
     config = write_config(tmp_path, (
         "  fanout: {constraints: ['node.role==manager']}\n"
         "  collect: {constraints: ['node.role==manager']}\n"
@@ -370,6 +368,18 @@ def lose_a_worker_mid_run(swarm, env, tmp_path, host: str, lose, how: str) -> No
         wait_for(lambda: swarm.running_on(host, "where") and sum(
             1 for c in calls_of(env) if c.function == "where" and c.status == "succeeded") >= 6,
             120, f"six finished calls and an executor running on {host}")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def lose_a_worker_mid_run(swarm, env, tmp_path, host: str, lose, how: str) -> None:
+    """Run a fan-out, lose `host` (`lose(host)` returns when) during its second wave, when
+    every call is dispatched, and check that only its calls failed, that they ran again
+    elsewhere, and that no finished call ran again."""
+    proc = start_two_waves(swarm, env, tmp_path, host)
+    try:
         killed_at = lose(host)
         finished = {c.call_id for c in calls_of(env) if c.status == "succeeded"}
         # Noticed: the first call whose attempt failed (it goes back to the queue, with why).
@@ -397,6 +407,33 @@ def lose_a_worker_mid_run(swarm, env, tmp_path, host: str, lose, how: str) -> No
     print(f"host {how}: noticed after {noticed:.1f} s ({lost[0].error_message}); {len(retried)} calls "
           f"running elsewhere after {elsewhere[0]:.1f}-{elsewhere[-1]:.1f} s")
     assert noticed < _detection_bound()
+
+
+def test_a_worker_docker_engine_killed_mid_run_loses_nothing_and_its_leftovers_go_when_it_restarts(
+        swarm, env, tmp_path):
+    """Only the Docker engine of a worker dies; the machine, containerd and the executors under
+    their shims go on. Their calls finish and count (no call runs twice); Swarm places nothing
+    new there; once that engine is back, the tasks of the services the engine removed meanwhile
+    are stopped: nothing is left on the node."""
+    host = "esw2"
+    proc = start_two_waves(swarm, env, tmp_path, host)
+    try:
+        swarm.cluster.kill_engine(host)
+        finished = {c.call_id for c in calls_of(env) if c.status == "succeeded"}
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = last_json(out, err, proc.returncode)
+    assert proc.returncode == 0, err
+    assert sorted(r["i"] for r in result["result"]) == list(range(12))
+    calls = {c.call_id: c for c in calls_of(env)}
+    assert all(calls[i].executions == 1 for i in finished)
+    assert all(c.executions <= 2 for c in calls.values())
+    swarm.cluster.restart_engine(host)
+    node = swarm.cluster.host(host).client()
+    wait_for(lambda: not node.containers.list(all=True, filters={"label": "com.docker.swarm.service.id"}), 60,
+             f"the engine's leftover task containers on {host} to go")
 
 
 def test_a_worker_host_cut_off_mid_run_fails_only_its_calls_which_run_elsewhere(swarm, env, tmp_path):
