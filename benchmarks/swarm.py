@@ -107,24 +107,11 @@ def one_run(target: str, value: Any, backend: str, mode: str, gateway: str, env:
         show = engine(["show", run_id, "--json", "--state-dir", str(state)], mode="published",
                       gateway=gateway, env=env, cwd=cwd)
         info = json.loads(show.stdout)
-        starts = sorted(c.started_at for c in calls_of(state) if c.kind == "call" and c.started_at)
+        starts = sorted(c.started_at for c in swarmlib.calls_of(state) if c.kind == "call" and c.started_at)
         return {"wall_s": wall, "duration_s": info["duration"], "calls": info["calls"]["total"],
                 "starts": starts, "loadavg_1m": os.getloadavg()[0]}
     finally:
         shutil.rmtree(state, ignore_errors=True)
-
-
-def calls_of(state: Path) -> list[Any]:
-    from engine.store import open_store, store_url
-
-    if not (state / "engine.db").exists():
-        return []
-    store = open_store(store_url(state))
-    try:
-        runs = store.list_runs()
-        return store.load_calls(runs[0].run_id) if runs else []
-    finally:
-        store.close()
 
 
 def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[str] | None = None) -> None:
@@ -164,18 +151,18 @@ def node_death(cluster: swarmlib.Cluster, gateway: str, env: dict[str, str], pow
 
     try:
         wait_until(lambda: on_killed_host() and sum(
-            1 for c in calls_of(state) if c.function == "where" and c.status == "succeeded") >= DEATH_CALLS // 2,
+            1 for c in swarmlib.calls_of(state) if c.function == "where" and c.status == "succeeded") >= DEATH_CALLS // 2,
             120, f"the second wave on {KILLED}", proc)
         killed = cluster.kill_host(KILLED, power_off=power_off)
         noticed = None
         while proc.poll() is None:
-            if noticed is None and any(c.error_kind for c in calls_of(state) if c.function == "where"):
+            if noticed is None and any(c.error_kind for c in swarmlib.calls_of(state) if c.function == "where"):
                 noticed = time.time() - killed
             time.sleep(0.05)
         _out, err = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"node death: the run failed:\n{err[-3000:]}")
-        retried = [c for c in calls_of(state) if c.function == "where" and c.executions > 1]
+        retried = [c for c in swarmlib.calls_of(state) if c.function == "where" and c.executions > 1]
         elsewhere = max(c.started_at for c in retried) - killed if retried else float("nan")
         return {"noticed_s": noticed if noticed is not None else float("nan"), "elsewhere_s": elsewhere,
                 "retried": len(retried), "loadavg_1m": os.getloadavg()[0]}
@@ -417,6 +404,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [header, "|---" * (len(cols) + 3) + "|"]
 
     def row(label: str, values: list[float | None], theirs: float | None, digits: int = 2) -> None:
+        if theirs is None and all(v is None for v in values):
+            return  # a part that did not run
         ours = values[cols.index("swarm/attached")] if "swarm/attached" in cols else None
         lines.append(f"| {label} | " + " | ".join(fmt(v, digits) for v in values)
                      + f" | {fmt(theirs, digits)} | {_x(ratio(ours, theirs))} |")

@@ -105,6 +105,21 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.2):  # type:
         time.sleep(interval)
 
 
+def calls_of(state_dir: Path) -> list:
+    """The calls of the first run in an engine state directory, read from its store ([] before
+    the store exists): what the tests and the benchmark check a run by."""
+    from engine.store import open_store, store_url
+
+    if not (state_dir / "engine.db").exists():
+        return []
+    store = open_store(store_url(state_dir))
+    try:
+        runs = store.list_runs()
+        return store.load_calls(runs[0].run_id) if runs else []
+    finally:
+        store.close()
+
+
 # --- processes -------------------------------------------------------------------------------
 
 

@@ -163,17 +163,7 @@ def run_json(swarm, env, target, value, *extra, attached=True, app=APP):
 
 
 def calls_of(env) -> list:
-    from engine.store import open_store, store_url
-
-    state = Path(env["ENGINE_STATE_DIR"])
-    if not (state / "engine.db").exists():
-        return []
-    store = open_store(store_url(state))
-    try:
-        runs = store.list_runs()
-        return store.load_calls(runs[0].run_id) if runs else []
-    finally:
-        store.close()
+    return swarmlib.calls_of(Path(env["ENGINE_STATE_DIR"]))
 
 
 def wait_for(predicate, timeout, what):
@@ -374,6 +364,24 @@ def start_two_waves(swarm, env, tmp_path, host: str):
     return proc
 
 
+def finish_two_waves(proc, env, finished: set[str]) -> tuple[list[dict], dict]:
+    """Wait for the run of `start_two_waves` to end; check that it succeeded with every result
+    and that no call of `finished` (done before the failure) ran again. Returns its rows and
+    its calls by id."""
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = last_json(out, err, proc.returncode)
+    assert proc.returncode == 0, err
+    rows = result["result"]
+    assert sorted(r["i"] for r in rows) == list(range(12))
+    calls = {c.call_id: c for c in calls_of(env)}
+    assert all(calls[i].executions == 1 for i in finished)
+    return rows, calls
+
+
 def lose_a_worker_mid_run(swarm, env, tmp_path, host: str, lose, how: str) -> None:
     """Run a fan-out, lose `host` (`lose(host)` returns when) during its second wave, when
     every call is dispatched, and check that only its calls failed, that they ran again
@@ -386,17 +394,10 @@ def lose_a_worker_mid_run(swarm, env, tmp_path, host: str, lose, how: str) -> No
         lost = wait_for(lambda: [c for c in calls_of(env) if c.function == "where" and c.error_kind],
                         60, "the engine to notice the lost calls")
         noticed = time.time() - killed_at
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    result = last_json(out, err, proc.returncode)
-    assert proc.returncode == 0, err
-    rows = result["result"]
-    assert sorted(r["i"] for r in rows) == list(range(12))
-    calls = {c.call_id: c for c in calls_of(env)}
-    # No finished call ran again.
-    assert all(calls[i].executions == 1 for i in finished)
+    except BaseException:
+        proc.kill()
+        raise
+    rows, calls = finish_two_waves(proc, env, finished)
     # The calls that were on the lost host failed as lost executors, and ran again elsewhere.
     assert {c.error_kind for c in lost} <= {"executor_lost", "timeout"}, [c.error_message for c in lost]
     retried = [c for c in calls.values() if c.function == "where" and c.executions > 1]
@@ -420,15 +421,10 @@ def test_a_worker_docker_engine_killed_mid_run_loses_nothing_and_its_leftovers_g
     try:
         swarm.cluster.kill_engine(host)
         finished = {c.call_id for c in calls_of(env) if c.status == "succeeded"}
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    result = last_json(out, err, proc.returncode)
-    assert proc.returncode == 0, err
-    assert sorted(r["i"] for r in result["result"]) == list(range(12))
-    calls = {c.call_id: c for c in calls_of(env)}
-    assert all(calls[i].executions == 1 for i in finished)
+    except BaseException:
+        proc.kill()
+        raise
+    _rows, calls = finish_two_waves(proc, env, finished)
     assert all(c.executions <= 2 for c in calls.values())
     swarm.cluster.restart_engine(host)
     node = swarm.cluster.host(host).client()
