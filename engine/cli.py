@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -161,9 +162,10 @@ def _open(args: argparse.Namespace) -> Any:
     from engine.store import open_store, store_url
 
     state_dir = _state_dir(args)
-    if not (state_dir / "engine.db").exists():
+    url = store_url(state_dir)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         raise SDKUsageError(f"no runs in {state_dir}: start one with `engine run` (or pass --state-dir)")
-    return open_store(store_url(state_dir))
+    return open_store(url)
 
 
 def _duration(start: float | None, end: float | None) -> float | None:
@@ -409,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--state-dir", help="where runs are checkpointed (default .engine/ or $ENGINE_STATE_DIR)")
+        p.add_argument("--store", metavar="URL",
+                       help="the store: sqlite:///PATH (default: engine.db in the state directory) or "
+                            "postgresql://USER:PASS@HOST:PORT/DB (default $ENGINE_STORE)")
 
     p = sub.add_parser("run", help="run an application")
     p.add_argument("target", metavar="FILE.py:FUNCTION")
@@ -484,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "store", None):
+            # One place every command (and every store it opens) reads it from.
+            os.environ["ENGINE_STORE"] = args.store
         return int(args.func(args))
     except UsageExit as exc:
         print(str(exc), file=sys.stderr)

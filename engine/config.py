@@ -4,6 +4,7 @@
     max_executors: 16           # executors running at once (blocked parents not counted)
     idle_timeout: 10            # seconds an idle executor is kept
     max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
+    store: postgresql://engine@db:5432/engine   # engine server: the store (default: SQLite in the state dir)
     functions:
       research: {cpu: 0.5, memory: 0.5, timeout: 120, retries: {max_retries: 3, initial_delay: 0.2}}
 
@@ -81,6 +82,9 @@ class EngineConfig(BaseModel):
     idle_timeout: float | None = Field(default=None, ge=0)
     # `engine server` only: runs executing at once; the rest wait, durably, in the store.
     max_concurrent_runs: int | None = Field(default=None, ge=1)
+    # `engine server` only: the store's URL (sqlite:///PATH or postgresql://...); --store and
+    # ENGINE_STORE come first.
+    store: str | None = None
     functions: dict[str, FunctionOverride] = Field(default_factory=dict)
     swarm: SwarmConfig | None = None
 

@@ -4,15 +4,17 @@
 It opens the store, picks and starts the backend, starts the scheduler, submits (or resumes) the
 run, reports progress while it executes and, whatever happens — success, failure, Ctrl-C —
 stops every executor before returning. A run interrupted by Ctrl-C is marked `cancelled` and
-stays resumable; one whose engine was killed stays `running` in the store until resumed.
+stays resumable; one whose engine was killed stays `running` in the store until resumed — which
+its lease allows once it has run out (`engine.scheduler.leases`): `ENGINE_LEASE_TTL` seconds,
+10 by default, after the process died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from engine import wire
 from engine.app import AppSpec
 from engine.backends.base import Backend
 from engine.config import EngineConfig
-from engine.errors import SDKUsageError
+from engine.errors import InfrastructureError, SDKUsageError
 from engine.scheduler import Scheduler
 from engine.scheduler.scheduler import default_max_executors
 from engine.store import open_store, store_url
@@ -54,28 +56,6 @@ class RunInterrupted(KeyboardInterrupt):
 
 def default_state_dir() -> Path:
     return Path(os.environ.get("ENGINE_STATE_DIR") or ".engine")
-
-
-def owner_tag() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}"
-
-
-def _owner_alive(owner: str | None) -> bool:
-    if not owner:
-        return False
-    pid_text, _, host = owner.partition("@")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def choose_backend(requested: str | None, app: AppSpec | None) -> tuple[str, str | None]:
@@ -204,11 +184,7 @@ async def _drive(
             row = store.get_run(resume_id)
             if row.status == "succeeded":
                 return _outcome_from_store(store, resume_id)
-            if _owner_alive(row.owner):
-                raise SDKUsageError(
-                    f"run {resume_id} is still being driven by engine process {row.owner}: "
-                    "stop it first (Ctrl-C) or wait for it"
-                )
+            _refuse_if_driven(store, resume_id)
         backend = await asyncio.to_thread(make_backend, backend_name, state_dir, app, note)
         max_exec = app.config.max_executors or default_max_executors()
         idle = app.config.idle_timeout if app.config.idle_timeout is not None else 10.0
@@ -217,6 +193,9 @@ async def _drive(
         run = None
         try:
             if resume_id is not None:
+                if not scheduler.leases.claim(resume_id, RESUMABLE):
+                    _refuse_if_driven(store, resume_id)
+                    raise SDKUsageError(f"run {resume_id} cannot be resumed now: see `engine show {resume_id}`")
                 run = scheduler.resume_run(app, resume_id)
             else:
                 values = kwargs or {}
@@ -228,8 +207,6 @@ async def _drive(
                         raise SDKUsageError(f"input {key!r} cannot be serialised: {exc}") from None
                 run = scheduler.submit_run(app, wire.dumps(values), args)
             started["run_id"] = run.run_id
-            store.update_run(run.run_id, owner=owner_tag())
-            store.commit()
             if progress is not None:
                 progress(run.run_id, run.progress())
             while not run.done.is_set():
@@ -246,12 +223,29 @@ async def _drive(
                 store.commit()
             raise
         finally:
-            if run is not None:
-                store.update_run(run.run_id, owner=None)
             await scheduler.close()
+        if run.lost:
+            raise InfrastructureError(
+                f"run {run.run_id} was taken over by another process while this one was paused or cut "
+                f"off from the store: it is no longer driven here (see `engine show {run.run_id}`)")
         return _outcome_from_store(store, run.run_id)
     finally:
         store.close()
+
+
+# A run `engine resume` may take: one that ended without succeeding, or one whose driver died.
+RESUMABLE = ("running", "failed", "cancelled")
+
+
+def _refuse_if_driven(store: Any, run_id: str) -> None:
+    """One clear line when another live process holds the run's lease."""
+    lease = store.lease_of(run_id)
+    if lease.live:
+        until = time.strftime("%H:%M:%S", time.localtime(time.time() + (lease.expires_in or 0)))
+        raise SDKUsageError(
+            f"run {run_id} is being driven by {lease.owner}; its lease runs out at {until} "
+            f"(in {lease.expires_in:.1f} s) unless that process renews it: stop that process, "
+            "or resume once it is gone")
 
 
 def _outcome_from_store(store: Any, run_id: str) -> RunOutcome:

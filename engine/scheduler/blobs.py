@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 
 from engine import wire
-from engine.store import SQLiteStore
+from engine.store import Store
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -34,7 +34,7 @@ class BlobStats:
 
 
 class BlobService(pb_grpc.BlobsServicer):
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.stats = BlobStats()
 

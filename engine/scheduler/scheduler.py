@@ -21,6 +21,9 @@ Invariants, and where they are enforced:
   resume never re-executes it; its value is its tail call's.
 - **Large values move by reference.** A result stored as a blob is handed on as its digest
   (`wire.PayloadEncoder.reference`), never read into the scheduler to be copied into a message.
+- **One driver per run.** A run is driven only while this process holds its lease
+  (`engine.scheduler.leases`); every write of it is fenced by the lease's epoch. A run whose
+  lease is lost is abandoned at once (`_lost`): its calls stop, nothing more of it is written.
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
   the scheduler turns that into a typed failure and applies the call's retry policy.
 """
@@ -42,6 +45,7 @@ from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch
 from engine.scheduler.blobs import BlobService
 from engine.scheduler.callback import CallbackService
+from engine.scheduler.leases import Leases
 from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
 from engine.scheduler.state import (
     CANCELLED,
@@ -57,7 +61,7 @@ from engine.scheduler.state import (
     Waiter,
 )
 from engine.sdk.runtime import child_id
-from engine.store import CallRow, RunRow, SQLiteStore
+from engine.store import CallRow, RunRow, Store, StoreUnavailable
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -84,7 +88,7 @@ class Scheduler:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         backend: Backend,
         *,
         max_executors: int = 16,
@@ -110,6 +114,11 @@ class Scheduler:
         self._pools_to_pump: set[Pool] = set()
         self._pump_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
+        self.leases = Leases(store)
+        # Set when the store stopped answering; the driver reconnects and clears it.
+        self.store_failed = False
+        self.leases.on_lost = self._lost
+        store.on_lost = self._lost
 
     # =========================================================================================
     # lifecycle
@@ -123,6 +132,7 @@ class Scheduler:
         await self._server.start()
         self.callback_address = f"{self.backend.callback_host}:{port}"
         self._ticker = asyncio.ensure_future(self._tick())
+        self.leases.start()
         removed = await self.backend.cleanup_orphans()
         if removed:
             log.warning("removed %d executor(s) left behind by an engine that died", removed)
@@ -141,6 +151,7 @@ class Scheduler:
                 if call.retry_handle is not None:
                     call.retry_handle.cancel()
         self.store.commit()
+        await self.leases.stop()
         for pool in self.pools.values():
             for ex in pool.executors:
                 await ex.channel.close()
@@ -158,9 +169,10 @@ class Scheduler:
         """Create a run of `app` whose root call gets `args_message` (values only).
 
         `queued=True` starts a run whose row already exists as `queued` (written by the server's
-        durable queue when it accepted the request), keeping its id, input and creation time.
-        The row's move to `running` and the root call commit in one transaction, so a crash
-        leaves the run either still queued or started with its root call, never in between.
+        durable queue when it accepted the request), keeping its id, input and creation time;
+        the caller holds its lease (`leases.claim`). The row's move to `running` and the root
+        call commit in one transaction, so a crash leaves the run either still queued or
+        started with its root call, never in between. A new run is created, then claimed.
         """
         run_id = run_id or new_run_id()
         root = pb.FutureSpec(
@@ -178,6 +190,9 @@ class Scheduler:
                 backend=self.backend.name, input=input_data, created_at=now, started_at=now,
                 idempotency_key=idempotency_key,
             ))
+            self.store.commit()
+            if not self.leases.claim(run_id):
+                raise InfrastructureError(f"run {run_id} was taken by another process as it was created")
         self._spill_large_values(root.arguments)
         run = RunState(run_id=run_id, app=app, root_id=root.id)
         self.runs[run_id] = run
@@ -188,7 +203,8 @@ class Scheduler:
 
     def resume_run(self, app: AppSpec, run_id: str) -> RunState:
         """Continue a run from its checkpoints: finished calls are reused, never re-executed;
-        every other call goes back to `pending` and runs when its dependencies allow."""
+        every other call goes back to `pending` and runs when its dependencies allow. The
+        caller holds the run's lease (`leases.claim`)."""
         row = self.store.get_run(run_id)
         run = RunState(run_id=run_id, app=app, root_id=row.root_call_id)
         self.runs[run_id] = run
@@ -274,6 +290,32 @@ class Scheduler:
         self._finish_run(run, CANCELLED, failure=failure)
         self._schedule_flush()
 
+    def _lost(self, run_ids: set[str]) -> None:
+        """Another process holds these runs now (this one was paused or cut off past its
+        lease): stop driving them at once, writing nothing. Their running calls' executors are
+        stopped, so that their code stops too; the new owner runs those calls again."""
+        for run_id in run_ids:
+            run = self.runs.get(run_id)
+            if run is None or run.done.is_set():
+                continue
+            log.warning("run %s: its lease was taken over by another process; stopped driving it", run_id)
+            run.lost = True
+            for call in run.calls.values():
+                if call.retry_handle is not None:
+                    call.retry_handle.cancel()
+                    call.retry_handle = None
+                if call.status == RUNNING and call.executor is not None:
+                    asyncio.ensure_future(self._retire(call.executor))
+                if call.task is not None and not call.task.done():
+                    call.task.cancel()
+                if call.status not in FINAL:
+                    call.status = CANCELLED
+                for w in call.waiters:
+                    w.event.set()
+            run.done.set()
+            if self.on_event is not None:
+                self.on_event(run, run.calls[run.root_id])
+
     def _prestart(self, app: AppSpec) -> None:
         for settings in app.functions.values():
             pool = self._pool(app, settings.name)
@@ -292,7 +334,7 @@ class Scheduler:
             existing.dormant = False
             if existing.args_digest != digest:
                 existing.spec, existing.args_digest = spec, digest
-                self.store.update_call(existing.id, spec=spec.SerializeToString(), args_digest=digest)
+                self.store.update_call(run.run_id, existing.id, spec=spec.SerializeToString(), args_digest=digest)
             self._link_dependencies(existing)
             if existing.status == PENDING and existing.deps_pending == 0:
                 self._on_ready(existing)
@@ -305,7 +347,7 @@ class Scheduler:
             if existing.status in (PENDING, QUEUED):
                 # Not started yet: it runs with the arguments its parent gives it now.
                 existing.spec, existing.args_digest = spec, digest
-                self.store.update_call(existing.id, spec=spec.SerializeToString(), args_digest=digest)
+                self.store.update_call(run.run_id, existing.id, spec=spec.SerializeToString(), args_digest=digest)
                 return existing
             # Same id, new arguments: the parent took another path. The checkpoint does not
             # answer this call; run it again with the new arguments.
@@ -313,7 +355,7 @@ class Scheduler:
             self._set_status(existing, PENDING)
             existing.spec, existing.args_digest = spec, digest
             existing.result = existing.result_digest = None
-            self.store.update_call(existing.id, spec=spec.SerializeToString(), args_digest=digest,
+            self.store.update_call(run.run_id, existing.id, spec=spec.SerializeToString(), args_digest=digest,
                                    status=PENDING, result=None, result_digest=None)
             self._link_dependencies(existing)
             if existing.deps_pending == 0:
@@ -388,7 +430,7 @@ class Scheduler:
         fn = call.function
         if call.kind == pb.NODE_KIND_MAP:
             self._set_status(call, TAIL)
-            self.store.update_call(call.id, status=TAIL)
+            self.store.update_call(call.run.run_id, call.id, status=TAIL)
             children = []
             for i, item in enumerate(items):
                 spec = pb.FutureSpec(id=child_id(call.id, i, "call", fn), kind=pb.NODE_KIND_CALL,
@@ -411,14 +453,14 @@ class Scheduler:
         if not seq:
             raise ValueError(f"reduce of {fn} over an empty list with no initial value")
         self._set_status(call, TAIL)
-        self.store.update_call(call.id, status=TAIL)
+        self.store.update_call(call.run.run_id, call.id, status=TAIL)
         acc = seq[0]
         for i, item in enumerate(seq[1:], start=1):
             spec = pb.FutureSpec(id=child_id(call.id, i, "call", fn), kind=pb.NODE_KIND_CALL,
                                  function=fn, arguments=pb.Arguments(args=[acc, item]))
             acc = pb.Arg(ref=self._add_call(run, spec, parent_id=call.id).id)
         if acc.WhichOneof("kind") == "ref":
-            self.store.update_call(call.id, tail_id=acc.ref)
+            self.store.update_call(call.run.run_id, call.id, tail_id=acc.ref)
             self._link_tail(call, run.calls[acc.ref])
         else:
             self._finish_with_payload(call, acc.value)
@@ -558,7 +600,7 @@ class Scheduler:
         if ex.pool.first_dispatch is None:
             ex.pool.first_dispatch = call.started_at
         self._set_status(call, RUNNING)
-        self.store.count_execution(call.id, call.attempts, call.started_at)
+        self.store.count_execution(call.run.run_id, call.id, call.attempts, call.started_at)
         call.task = asyncio.ensure_future(self._execute(call, ex))
 
     async def _execute(self, call: CallState, ex: ExecutorState) -> None:
@@ -746,7 +788,7 @@ class Scheduler:
             return
         call.ended_at = time.time()
         self._set_status(call, TAIL)
-        self.store.update_call(call.id, status=TAIL, tail_id=target.id, ended_at=call.ended_at)
+        self.store.update_call(call.run.run_id, call.id, status=TAIL, tail_id=target.id, ended_at=call.ended_at)
         self._link_tail(call, target)
 
     def _attempt_failed(self, call: CallState, failure: pb.Failure) -> None:
@@ -759,7 +801,7 @@ class Scheduler:
             log.info("%s %s failed (attempt %d): %s; retrying in %.2fs", call.function, call.id,
                      call.attempts, failure.message, delay)
             self._set_status(call, QUEUED)
-            self.store.update_call(call.id, status=QUEUED, failure=failure.SerializeToString(),
+            self.store.update_call(call.run.run_id, call.id, status=QUEUED, failure=failure.SerializeToString(),
                                    error_kind=wire.failure_kind_name(failure.kind),
                                    error_message=failure.message)
             if self._loop is not None:
@@ -794,7 +836,7 @@ class Scheduler:
         call.ended_at = time.time()
         self._set_status(call, SUCCEEDED)
         call.result, call.result_digest = result, digest
-        self.store.update_call(call.id, status=SUCCEEDED, result=result, result_digest=digest,
+        self.store.update_call(call.run.run_id, call.id, status=SUCCEEDED, result=result, result_digest=digest,
                                ended_at=call.ended_at, failure=None, error_kind=None,
                                error_message=None)
         self._notify(call)
@@ -811,7 +853,7 @@ class Scheduler:
         call.failure = failure
         call.ended_at = time.time()
         self._set_status(call, FAILED)
-        self.store.update_call(call.id, status=stored, failure=failure.SerializeToString(),
+        self.store.update_call(call.run.run_id, call.id, status=stored, failure=failure.SerializeToString(),
                                error_kind=error_kind or wire.failure_kind_name(failure.kind),
                                error_message=failure.message, ended_at=call.ended_at)
         self._notify(call)
@@ -829,7 +871,7 @@ class Scheduler:
         call.failure = failure
         call.ended_at = time.time()
         self._set_status(call, CANCELLED)
-        self.store.update_call(call.id, status=CANCELLED, error_kind="cancelled",
+        self.store.update_call(call.run.run_id, call.id, status=CANCELLED, error_kind="cancelled",
                                error_message=failure.message, ended_at=call.ended_at)
         for w in call.waiters:
             w.event.set()
@@ -848,16 +890,34 @@ class Scheduler:
         """Commit, then release everything that depended on what was committed. Acting may
         write more (a tail caller finishing, a dependant failing): loop until quiet."""
         self._flush_scheduled = False
-        while True:
-            self.store.commit()
-            batch, self._to_notify = self._to_notify, []
-            if not batch:
-                return
-            for call in batch:
-                self._propagate(call)
+        try:
+            while True:
+                self.store.commit()
+                batch, self._to_notify = self._to_notify, []
+                if not batch:
+                    return
+                for call in batch:
+                    self._propagate(call)
+        except StoreUnavailable as exc:
+            self.store_down(exc)
+
+    def store_down(self, exc: Exception) -> None:
+        """The store stopped answering: what was not committed is gone, and nothing says this
+        process still holds its runs when it comes back. Stop driving every run (as if each
+        lease were lost); whoever holds them next — this process again, once the store answers
+        and it claims them, or another — resumes them from their checkpoints."""
+        log.error("the store stopped answering (%s): stopped driving %d run(s)", exc, len(self.runs))
+        self.store_failed = True
+        self.store.rollback()
+        self._to_notify = []
+        for run_id in list(self.store.fences):
+            self.store.fences[run_id] = None
+        self._lost({r for r, run in self.runs.items() if not run.done.is_set()})
 
     def _propagate(self, call: CallState) -> None:
         run = call.run
+        if run.lost:
+            return
         for w in call.waiters:
             if w.satisfied(run.calls):
                 w.event.set()
@@ -908,6 +968,9 @@ class Scheduler:
             if call.status in (PENDING, QUEUED, RUNNING):
                 self._cancel_call(call, cancel)
         self.store.commit()
+        if run.lost:
+            return  # the final state was not ours to write (see `_lost`)
+        self.leases.release(run.run_id)
         run.done.set()
         if self.on_event is not None:
             self.on_event(run, run.calls[run.root_id])

@@ -105,6 +105,8 @@ class RunState:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     failure: pb.Failure | None = None
     started_at: float = field(default_factory=time.time)
+    # Its lease was lost to another process: no longer driven here (`Scheduler._lost`).
+    lost: bool = False
 
     def progress(self) -> dict[str, int]:
         c = self.counts

@@ -32,6 +32,7 @@ from engine.server.http import EventStream, HTTPError, Request, Response
 from engine.server.metrics import Registry
 from engine.server.openapi import openapi_document
 from engine.server.views import RUN_FINAL, DagBuilder, call_counts, failure_json, logs_json, run_summary
+from engine.store import StoreUnavailable
 
 log = logging.getLogger("engine.server.api")
 
@@ -99,6 +100,11 @@ class API:
                 raise HTTPError(400, str(exc)) from None
             except (InputError, ConfigError, SDKUsageError) as exc:
                 raise HTTPError(422, str(exc)) from None
+            except StoreUnavailable as exc:
+                # Nothing was accepted: the client retries (with its Idempotency-Key) here or
+                # at another server.
+                self.control.reader.rollback()
+                raise HTTPError(503, f"{exc}; try again shortly") from None
             if isinstance(result, (Response, EventStream)):
                 return result
             return Response.json(200, result, {"Cache-Control": "no-store"})
@@ -135,7 +141,12 @@ class API:
                         {"Cache-Control": "no-cache"})
 
     async def healthz(self, request: Request) -> dict[str, Any]:
-        return {"ok": True, "runs_queued": len(self.control.queue), "runs_running": len(self.control.active)}
+        try:
+            queued = self.control.reader.count_runs(status="queued")
+        except StoreUnavailable as exc:
+            raise HTTPError(503, str(exc)) from None
+        return {"ok": True, "runs_queued": queued, "runs_running": len(self.control.active),
+                "owner": self.control.leases.owner}
 
     async def openapi(self, request: Request) -> dict[str, Any]:
         return openapi_document()
@@ -209,8 +220,7 @@ class API:
             raise HTTPError(400, "limit must be a number") from None
         reader = self.control.reader
         rows = reader.list_runs(limit, application=q.get("application") or None, status=q.get("status") or None)
-        deployments = self.control.deployments
-        return {"runs": [run_summary(r, deployments.version_of(r.application, r.app_file)) for r in rows],
+        return {"runs": [run_summary(r, r.version) for r in rows],
                 "total": reader.count_runs(application=q.get("application") or None,
                                            status=q.get("status") or None)}
 
@@ -218,12 +228,12 @@ class API:
         reader = self.control.reader
         row = reader.get_run(request.params["run_id"])
         deployments = self.control.deployments
-        out = run_summary(row, deployments.version_of(row.application, row.app_file))
+        out = run_summary(row, row.version)
         out["result"] = None
         data = reader.run_result(row) if row.status == "succeeded" else None
         if data is not None:
             try:
-                dep = deployments.for_app_file(row.application, row.app_file)
+                dep = deployments.for_run(row)
                 if dep is not None:
                     deployments.activate(dep)
                 out["result"] = to_json(wire.loads(data))
@@ -239,8 +249,7 @@ class API:
         row = reader.get_run(request.params["run_id"])
         dag = self.dag.build(reader.load_calls(row.run_id), row.status in RUN_FINAL,
                              self.control.queued_calls(row.run_id))
-        version = self.control.deployments.version_of(row.application, row.app_file)
-        return {"run": {**run_summary(row, version), "error": failure_json(row.failure)},
+        return {"run": {**run_summary(row, row.version), "error": failure_json(row.failure)},
                 "root": row.root_call_id, **dag, "generated_at": time.time()}
 
     async def events(self, request: Request) -> EventStream:

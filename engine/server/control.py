@@ -2,26 +2,36 @@
 
 Run states as the server sees them (the `runs.status` column):
 
-    accepted ──▶ queued ──capacity──▶ running ──▶ succeeded | failed | cancelled
-                   │                                          │ POST …/resume
-                   └──POST …/cancel──▶ cancelled ◀────────────┘ (back to queued)
+    accepted ──▶ queued ──claimed, capacity──▶ running ──▶ succeeded | failed | cancelled
+                   │                                                  │ POST …/resume
+                   └──POST …/cancel──▶ cancelled ◀────────────────────┘ (back to queued)
+
+Several servers may share one store (PostgreSQL): each accepts submissions and serves the API
+for every run; each run is driven by whichever server holds its lease.
 
 Invariants, and where they are enforced:
 
 - **An accepted run is durable.** `submit` commits the run's row (status `queued`, its input,
-  its version's application file) *before* answering 202. After that, only a committed
-  transition moves it: a `kill -9` at any point leaves it `queued` (started again, oldest
-  first, by `recover`) or `running` (resumed from its checkpoints by `recover`).
+  its deployed version) *before* answering 202. After that, only a committed transition moves
+  it: a `kill -9` at any point leaves it `queued` (claimed by a server with room) or `running`
+  (taken over, once its lease runs out, and resumed from its checkpoints).
 - **A burst is never refused.** Admission does not depend on capacity: a run beyond
   `max_concurrent_runs` waits in the store. Nothing here answers 503.
-- **Oldest first.** `_pump` starts queued runs in the order they were accepted (or re-queued
-  by a resume); `recover` rebuilds that order from the store (`SQLiteStore.runs_in_order`).
-- **One driver per run.** A run is executed only by the scheduler of the server holding the
-  state directory's lock (`main.py`); its row's `owner` names that process. Runs that an
-  `engine run`/`engine resume` process still drives (owner alive) are left alone.
-- **A run finishes on its version.** The run's row records its version's application file;
-  starting and resuming it load that version (`Deployments.for_app_file`), whatever is
-  deployed since.
+- **Oldest first, spread by room.** `_pump` claims queued runs oldest first (by acceptance, or
+  by resume) while this server drives fewer than `max_concurrent_runs`; a run accepted by one
+  server is started by whichever server has room first. `_scan` runs every lease-renewal
+  interval, so runs accepted elsewhere, and runs whose driver died, are never left waiting.
+- **One driver per run.** A run is driven only under its lease (`engine.scheduler.leases`):
+  claiming is one conditional UPDATE, and every write is fenced by the lease's epoch. A run
+  whose driver died (any server's, or an `engine resume` of it) is taken over by `_scan` once
+  its lease has run out — whatever its pid now names — and takes no capacity check: it was
+  already running. Runs of `engine run` (no deployed version) are never taken by a server.
+- **A run finishes on its version.** The run's row records its deployed version; starting and
+  resuming it load that version (`Deployments.for_run`), from the store if this server has not
+  seen it, whatever is deployed since.
+- **A cancel reaches the driver.** A cancel of a run another process drives is recorded in its
+  row (`cancel_requested`); its driver sees it at its next lease renewal and cancels it, and a
+  server that takes the run over cancels it at once.
 
 Calls inside runs are the scheduler's business (and its invariants); this module only watches
 them, through the scheduler's `on_event` callback, to wake server-sent-event subscribers and to
@@ -34,22 +44,20 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from engine import wire
 from engine.app import validate_input
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
-from engine.errors import InputError, RunNotFound, SDKUsageError
-from engine.runner import _owner_alive, owner_tag
+from engine.errors import InputError, SDKUsageError
 from engine.scheduler.scheduler import Scheduler, root_call_id
 from engine.scheduler.state import FINAL, QUEUED, RUNNING, CallState, RunState
 from engine.server.deployments import Deployment, Deployments
 from engine.server.http import sse_event
 from engine.server.metrics import LATENCY_BUCKETS, Registry
 from engine.server.views import RUN_FINAL, node, run_summary
-from engine.store import RunRow, SQLiteStore
+from engine.store import RunRow, Store, StoreUnavailable
 from engine.wire.v1 import engine_pb2 as pb
 
 if TYPE_CHECKING:
@@ -134,7 +142,7 @@ class CountingBackend(Backend):
 
 
 class ControlPlane:
-    def __init__(self, *, store: SQLiteStore, reader: SQLiteStore, scheduler: Scheduler,
+    def __init__(self, *, store: Store, reader: Store, scheduler: Scheduler,
                  deployments: Deployments, max_concurrent_runs: int, registry: Registry,
                  backend_name: str) -> None:
         self.store = store          # the scheduler's connection: every write goes through it
@@ -143,18 +151,19 @@ class ControlPlane:
         self.deployments = deployments
         self.max_concurrent_runs = max_concurrent_runs
         self.backend_name = backend_name
-        self.owner = owner_tag()
-        self.queue: deque[str] = deque()
+        self.leases = scheduler.leases
+        self.leases.on_cancel = self._cancel_requested
         self.active: set[str] = set()
         self.closing = False
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._queued_at: dict[str, float] = {}
         self._pump_scheduled = False
+        self._scanner: asyncio.Task[None] | None = None
         scheduler.on_event = self.on_event
 
         m = registry
         m.gauge("engine_runs_queued", "Runs accepted and waiting for capacity (the durable queue's depth).",
-                lambda: len(self.queue))
+                lambda: self.reader.count_runs(status="queued"))
         m.gauge("engine_runs_running", "Runs executing now.", lambda: len(self.active))
         m.gauge("engine_calls_queued",
                 "Calls ready to run and waiting for an executor slot (including retry back-off).",
@@ -208,10 +217,16 @@ class ControlPlane:
             app_file=str(spec.app_file), module=spec.module,
             config_path=str(spec.config_path) if spec.config_path else None,
             backend=self.backend_name, input=wire.dumps(kwargs), created_at=time.time(),
-            idempotency_key=idempotency_key or None,
+            idempotency_key=idempotency_key or None, version=dep.version,
         ))
-        self.store.commit()  # durable before the 202
-        self.queue.append(run_id)
+        try:
+            self.store.commit()  # durable before the 202
+        except Exception as exc:
+            if idempotency_key and "unique" in str(exc).lower():
+                # The same key, accepted meanwhile by another server on this store.
+                self.store.rollback()
+                return self.submit(name, data, present, idempotency_key)
+            raise
         self.m_submitted.inc(application=name)
         log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
                                                    "version": dep.version}})
@@ -232,26 +247,35 @@ class ControlPlane:
         if row.status == "queued":
             failure = wire.make_failure(pb.FAILURE_KIND_CANCELLED, "cancelled before it started",
                                         function="", call_id="")
-            self.store.update_run(run_id, status="cancelled", ended_at=time.time(),
-                                  failure=failure.SerializeToString(), error_kind="cancelled",
-                                  error_message=wire.describe(failure))
-            self.store.commit()
-            try:
-                self.queue.remove(run_id)
-            except ValueError:
-                pass
-            self.m_runs_finished.inc(status="cancelled")
-        elif row.status == "running" and run_id in self.active:
+            if self.store.update_run_if(run_id, ("queued",), status="cancelled", ended_at=time.time(),
+                                        failure=failure.SerializeToString(), error_kind="cancelled",
+                                        error_message=wire.describe(failure)):
+                self.m_runs_finished.inc(status="cancelled")
+                log.info("run cancelled", extra={"fields": {"run_id": run_id}})
+                self._notify(run_id)
+                return {"run_id": run_id, "status": "cancelled"}
+            row = self.store.get_run(run_id)  # claimed meanwhile: cancel it where it runs
+        if row.status in ("queued", "running") and run_id in self.active:
             # Its running calls' executors are stopped too (`Scheduler._cancel_call`).
             self.scheduler.cancel_run(run_id, "cancelled by request")
             self.store.commit()
-        elif row.status == "running":
-            raise Conflict(f"run {run_id} is driven by another engine process ({row.owner}): stop it there")
-        else:
-            raise Conflict(f"run {run_id} is already {row.status}")
-        log.info("run cancelled", extra={"fields": {"run_id": run_id}})
-        self._notify(run_id)
-        return {"run_id": run_id, "status": "cancelled"}
+            log.info("run cancelled", extra={"fields": {"run_id": run_id}})
+            self._notify(run_id)
+            return {"run_id": run_id, "status": "cancelled"}
+        if row.status in ("queued", "running"):
+            # Driven by another process: its driver cancels it at its next lease renewal.
+            self.store.request_cancel(run_id)
+            self.store.commit()
+            log.info("run cancel requested", extra={"fields": {"run_id": run_id, "owner": row.owner}})
+            return {"run_id": run_id, "status": "cancelling"}
+        raise Conflict(f"run {run_id} is already {row.status}")
+
+    def _cancel_requested(self, run_ids: set[str]) -> None:
+        for run_id in run_ids:
+            if run_id in self.active:
+                log.info("run cancelled", extra={"fields": {"run_id": run_id, "requested": True}})
+                self.scheduler.cancel_run(run_id, "cancelled by request")
+        self.store.commit()
 
     def resume(self, run_id: str) -> dict[str, Any]:
         """Queue a failed or cancelled run again; when it starts, finished calls are reused
@@ -260,13 +284,13 @@ class ControlPlane:
         if row.status not in ("failed", "cancelled"):
             what = "nothing to resume" if row.status == "succeeded" else "it is not finished"
             raise Conflict(f"run {run_id} is {row.status}: {what}")
-        if self.deployments.version_of(row.application, row.app_file) is None:
+        if row.version is None:
             raise Conflict(f"run {run_id} is not a run of a deployed application's version: "
                            f"continue it with `engine resume {run_id}`")
-        self.store.update_run(run_id, status="queued", resumed_at=time.time(), ended_at=None,
-                              failure=None, error_kind=None, error_message=None)
-        self.store.commit()
-        self.queue.append(run_id)
+        if not self.store.update_run_if(run_id, ("failed", "cancelled"), status="queued",
+                                        resumed_at=time.time(), ended_at=None, failure=None,
+                                        error_kind=None, error_message=None, cancel_requested=None):
+            raise Conflict(f"run {run_id} changed meanwhile: it is {self.store.get_run(run_id).status}")
         log.info("run resumed", extra={"fields": {"run_id": run_id}})
         self._notify(run_id)
         self._schedule_pump()
@@ -276,54 +300,82 @@ class ControlPlane:
     # starting runs
 
     def recover(self) -> None:
-        """After a restart: resume the runs this server was executing when it stopped (or was
-        killed), and queue the accepted ones again, oldest first."""
-        resumed = 0
-        for row in self.store.runs_in_order(("running",)):
-            if self.deployments.version_of(row.application, row.app_file) is None:
-                continue  # a run of `engine run`: `engine resume` continues it
-            if _owner_alive(row.owner):
-                continue  # an `engine resume` process is driving it
-            self._start(row)
-            resumed += 1
-        for row in self.store.runs_in_order(("queued",)):
-            self.queue.append(row.run_id)
-        self.store.commit()
-        if resumed or self.queue:
-            log.info("recovered runs", extra={"fields": {"resumed": resumed, "queued": len(self.queue)}})
-        self._schedule_pump()
+        """At start, and then every lease-renewal interval (`_scan`): take over runs whose
+        driver died, and start queued runs while there is room."""
+        self._scan()
+        self._scanner = asyncio.ensure_future(self._keep_scanning())
+
+    async def _keep_scanning(self) -> None:
+        while not self.closing:
+            await asyncio.sleep(self.leases.renew_every)
+            self._scan()
+
+    def _scan(self) -> None:
+        if self.closing:
+            return
+        try:
+            if self.scheduler.store_failed:
+                self.store.reconnect()
+                self.reader.reconnect()
+                self.scheduler.store_failed = False
+                log.info("the store answers again: taking runs as their leases allow")
+            taken = 0
+            for row in self.store.claimable_runs(1000, status="running"):
+                if self.leases.claim(row.run_id, ("running",)):
+                    log.info("run taken over", extra={"fields": {"run_id": row.run_id, "from": row.owner}})
+                    self._start(row)
+                    taken += 1
+            if taken:
+                self.store.commit()
+            self._pump()
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+
+    def _store_down(self, exc: Exception) -> None:
+        if not self.scheduler.store_failed:
+            self.scheduler.store_down(exc)
 
     def _schedule_pump(self) -> None:
         if not self._pump_scheduled:
             self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._pump)
+            asyncio.get_running_loop().call_soon(self._pump_safely)
+
+    def _pump_safely(self) -> None:
+        try:
+            self._pump()
+        except StoreUnavailable as exc:
+            self._store_down(exc)
 
     def _pump(self) -> None:
-        """Start queued runs, oldest first, while fewer than `max_concurrent_runs` execute."""
+        """Claim and start queued runs, oldest first, while fewer than `max_concurrent_runs`
+        execute here."""
         self._pump_scheduled = False
         started = False
-        while self.queue and len(self.active) < self.max_concurrent_runs and not self.closing:
-            run_id = self.queue.popleft()
-            try:
-                row = self.store.get_run(run_id)
-            except RunNotFound:
-                continue
-            if row.status != "queued":
-                continue  # cancelled meanwhile
-            self._start(row)
-            started = True
+        while len(self.active) < self.max_concurrent_runs and not self.closing \
+                and not self.scheduler.store_failed:
+            room = self.max_concurrent_runs - len(self.active)
+            rows = self.store.claimable_runs(room, status="queued")
+            if not rows:
+                break
+            for row in rows:
+                if len(self.active) >= self.max_concurrent_runs:
+                    break
+                if self.leases.claim(row.run_id, ("queued",)):
+                    self._start(row)
+                    started = True
         if started:
             self.store.commit()
 
     def _start(self, row: RunRow) -> None:
+        """Start (or resume) a run whose lease this server has just claimed."""
         run_id = row.run_id
-        dep = self.deployments.for_app_file(row.application, row.app_file)
+        dep = self.deployments.for_run(row)
         try:
             if dep is None or dep.spec is None or dep.function is None:
-                raise SDKUsageError(f"the deployed version this run was accepted on ({row.app_file}) is gone")
+                raise SDKUsageError(f"the deployed version this run was accepted on ({row.application} "
+                                    f"version {row.version}) is gone")
             self.deployments.activate(dep)
-            has_calls = bool(self.store.db.execute(
-                "SELECT 1 FROM calls WHERE run_id = ? LIMIT 1", (run_id,)).fetchone())
+            has_calls = self.store.has_calls(run_id)
             if has_calls:
                 run = self.scheduler.resume_run(dep.spec, run_id)
             else:
@@ -333,6 +385,8 @@ class ControlPlane:
                     args.kwargs[key].value.data = wire.dumps(value)
                 run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True)
                 self.m_run_wait.observe(time.time() - row.created_at)
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - a run that cannot start fails; the server goes on
             message = f"could not start: {exc}"
             log.error("run failed to start", extra={"fields": {"run_id": run_id, "error": str(exc)}})
@@ -341,15 +395,17 @@ class ControlPlane:
             self.store.update_run(run_id, status="failed", ended_at=time.time(),
                                   failure=failure.SerializeToString(), error_kind="internal",
                                   error_message=message)
+            self.leases.release(run_id)
             self.m_runs_finished.inc(status="failed")
             self._notify(run_id)
             return
-        self.store.update_run(run_id, owner=self.owner)
         self.active.add(run_id)
         log.info("run started", extra={"fields": {"run_id": run_id, "application": row.application,
                                                   "resumed": has_calls}})
         if run.done.is_set():  # resumed a run whose checkpoints already hold its result
             self._run_finished(run)
+        elif row.cancel_requested is not None:
+            self.scheduler.cancel_run(run_id, "cancelled by request")
         self._notify(run_id)
 
     # =========================================================================================
@@ -360,7 +416,10 @@ class ControlPlane:
         loop, inside the scheduler's step: it only records and wakes, never acts."""
         if run.done.is_set():
             if run.run_id in self.active:
-                self._run_finished(run)
+                if run.lost:
+                    self._run_lost(run)
+                else:
+                    self._run_finished(run)
         else:
             status = call.status
             if status == QUEUED and call.attempts == 0:
@@ -374,9 +433,15 @@ class ControlPlane:
                 self.m_calls_finished.inc(outcome=status)
         self._notify(run.run_id)
 
+    def _run_lost(self, run: RunState) -> None:
+        """Another process drives it now (or the store stopped answering): forget it here."""
+        self.active.discard(run.run_id)
+        log.warning("run no longer driven here", extra={"fields": {"run_id": run.run_id}})
+        asyncio.get_running_loop().call_soon(self._forget, run.run_id)
+        self._schedule_pump()
+
     def _run_finished(self, run: RunState) -> None:
         self.active.discard(run.run_id)
-        self.store.update_run(run.run_id, owner=None)
         self.m_runs_finished.inc(status=run.status)
         log.info("run finished", extra={"fields": {"run_id": run.run_id, "status": run.status,
                                                    "seconds": round(time.time() - run.started_at, 3)}})
@@ -408,7 +473,7 @@ class ControlPlane:
             while True:
                 wake.clear()
                 row = self.reader.get_run(run_id)
-                version = self._version_of(row)
+                version = row.version
                 queued = self.queued_calls(run_id)
                 for c in self.reader.load_calls(run_id):
                     shown = node(c, row.status in RUN_FINAL, queued)
@@ -444,9 +509,6 @@ class ControlPlane:
             return frozenset()
         return frozenset(c.id for c in run.calls.values() if c.status == QUEUED)
 
-    def _version_of(self, row: RunRow) -> int | None:
-        return self.deployments.version_of(row.application, row.app_file)
-
     async def prepare(self, dep: Deployment) -> None:
         """Make a new version runnable on this backend: on docker, build the images its
         functions name (offline, cached); on swarm, point them at the images pushed to the
@@ -469,4 +531,6 @@ class ControlPlane:
 
     async def close(self) -> None:
         self.closing = True
+        if self._scanner is not None:
+            self._scanner.cancel()
         await self.scheduler.close()

@@ -1,16 +1,21 @@
-"""Deployed code: every version of every application, on disk and imported.
+"""Deployed code: every version of every application, in the store and imported.
 
-Layout, under the state directory:
+The store of record is the `deployments` table (name, version, sha256 of the archive, the
+application file, the zip bytes `engine deploy` uploaded — what executors receive), so every
+server on the same store runs and resumes every run. Each server caches versions it uses,
+unpacked, under its state directory:
 
-    apps/<name>/<version>/code.zip         the bytes `engine deploy` uploaded: what executors receive
-    apps/<name>/<version>/code/            the same, unpacked: what the server imports
-    apps/<name>/<version>/deployment.json  name, version, sha256 of code.zip, the application file
+    apps/<name>/<version>/code/            the archive, unpacked: what the server imports
 
-`deployment.json` is written last (to a temporary name, then renamed), so a version directory
-without it is an interrupted deploy and is ignored. Versions are never changed or removed: a run
-records its application file's path, which names its version, so a run started on version 3
-finishes (or resumes, after a restart) on version 3 even when version 4 is deployed meanwhile.
-Deploying code identical to the latest version (same digest, same file) creates no new version.
+A cache directory is written under a temporary name and renamed, so a half-unpacked one is never
+used. Versions are never changed or removed: a run records its version (`runs.version`), so a
+run started on version 3 finishes (or resumes, after a restart or on another server) on version
+3 even when version 4 is deployed meanwhile. Deploying code identical to the latest version
+(same digest, same file) creates no new version. Two servers deploying at once each get their
+own version number (the table's key decides; the loser takes the next).
+
+State directories from before deployments moved into the store (`apps/<name>/<version>/
+deployment.json` beside `code.zip`) are imported into it once, at the first scan.
 
 Importing: the server imports each version to validate inputs against the application's type
 hints and to read its functions' settings. Two deployments may well both have a module called
@@ -35,7 +40,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +50,7 @@ from typing import Any
 from engine.app import MAX_CODE_BYTES, AppSpec, app_spec_for, import_file
 from engine.errors import SDKUsageError
 from engine.sdk.function import Function
+from engine.store import RunRow, Store
 
 log = logging.getLogger("engine.server.deployments")
 
@@ -76,34 +81,49 @@ class Deployment:
 
 
 class Deployments:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, store: Store) -> None:
         self.root = (Path(state_dir) / "apps").resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.store = store
         self._versions: dict[str, dict[int, Deployment]] = {}
         self._active: Deployment | None = None
 
     # --- discovery ---------------------------------------------------------------------------
 
     def scan(self) -> list[str]:
-        """Read every complete version from disk and import the latest of each application.
+        """Read every version from the store and import the latest of each application.
         Returns one line per application that could not be loaded (the server goes on)."""
+        self._import_legacy()
+        self.refresh()
         problems = []
-        for app_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for version_dir in app_dir.iterdir():
-                meta = version_dir / "deployment.json"
-                if not meta.is_file():
-                    continue
-                data = json.loads(meta.read_text())
-                dep = Deployment(name=data["name"], version=int(data["version"]), digest=data["digest"],
-                                 file=data["file"], deployed_at=float(data["deployed_at"]),
-                                 directory=version_dir)
-                self._versions.setdefault(dep.name, {})[dep.version] = dep
         for name in sorted(self._versions):
             try:
                 self.get(name)
             except SDKUsageError as exc:
                 problems.append(f"application {name}: {exc}")
         return problems
+
+    def refresh(self) -> None:
+        """Learn the versions deployed since (by this server or another on the same store)."""
+        for row in self.store.deployments():
+            known = self._versions.setdefault(row.name, {})
+            if row.version not in known:
+                known[row.version] = Deployment(
+                    name=row.name, version=row.version, digest=row.digest, file=row.file,
+                    deployed_at=row.deployed_at, directory=self.root / row.name / str(row.version))
+
+    def _import_legacy(self) -> None:
+        have = {(d.name, d.version) for d in self.store.deployments()}
+        for meta in sorted(self.root.glob("*/*/deployment.json")):
+            data = json.loads(meta.read_text())
+            key = (data["name"], int(data["version"]))
+            zip_path = meta.parent / "code.zip"
+            if key in have or not zip_path.is_file():
+                continue
+            self.store.import_deployment(key[0], key[1], data["digest"], data["file"],
+                                         float(data["deployed_at"]), zip_path.read_bytes())
+            log.info("deployment imported into the store", extra={"fields": {"application": key[0],
+                                                                              "version": key[1]}})
 
     def names(self) -> list[str]:
         return sorted(self._versions)
@@ -119,30 +139,25 @@ class Deployments:
         """A loaded version (the latest by default). Raises KeyError if there is none, or
         `SDKUsageError` if its code no longer imports."""
         versions = self._versions.get(name)
+        if not versions or (version is not None and version not in versions):
+            self.refresh()
+            versions = self._versions.get(name)
         if not versions:
             raise KeyError(name)
         dep = versions[max(versions) if version is None else version]
         if dep.spec is None:
-            self._load(dep, self._zip_bytes(dep))
+            self._load(dep, self._code(dep))
         return dep
 
-    def version_of(self, application: str, app_file: str) -> int | None:
-        """The version a run was started on, from the application file path it recorded;
-        None for a run that is not of a deployed application (a run of `engine run`)."""
-        root = str(self.root) + os.sep
-        if not app_file.startswith(root):
+    def for_run(self, row: RunRow) -> Deployment | None:
+        """The loaded version a run was accepted on, or None (a run of `engine run`, or a
+        version this store does not have)."""
+        if row.version is None:
             return None
-        parts = app_file[len(root):].split(os.sep)
-        if len(parts) < 3 or parts[0] != application or not parts[1].isdigit():
+        try:
+            return self.get(row.application, row.version)
+        except KeyError:
             return None
-        return int(parts[1])
-
-    def for_app_file(self, application: str, app_file: str) -> Deployment | None:
-        """The loaded version a run was started on (see `version_of`), or None."""
-        version = self.version_of(application, app_file)
-        if version is None or version not in self._versions.get(application, {}):
-            return None
-        return self.get(application, version)
 
     # --- deploying ---------------------------------------------------------------------------
 
@@ -167,38 +182,51 @@ class Deployments:
                 _drop_modules_under(incoming)
             if not names:
                 raise SDKUsageError(f"{file} defines no @application()")
+            self.refresh()
             out = []
             for name in names:
                 latest = self.latest(name)
                 if latest is not None and latest.digest == digest and latest.file == file:
                     out.append((self.get(name, latest.version), False))
                     continue
-                version = (latest.version if latest else 0) + 1
-                target = self.root / name / str(version)
-                if target.exists():  # an interrupted deploy left it without deployment.json
-                    shutil.rmtree(target)
-                target.mkdir(parents=True)
-                shutil.copytree(incoming / "code", target / "code")
-                (target / "code.zip").write_bytes(bundle)
-                dep = Deployment(name=name, version=version, digest=digest, file=file,
-                                 deployed_at=time.time(), directory=target)
+                row = None
+                while row is None:  # another server took the number: the next one
+                    row = self.store.add_deployment(name, digest, file, bundle)
+                dep = Deployment(name=name, version=row.version, digest=digest, file=file,
+                                 deployed_at=row.deployed_at, directory=self.root / name / str(row.version))
+                self._versions.setdefault(name, {})[row.version] = dep
                 self._load(dep, bundle)
-                _write_atomic(target / "deployment.json", json.dumps(dep.summary()))
-                self._versions.setdefault(name, {})[version] = dep
                 out.append((dep, True))
             return out
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
 
+    def _code(self, dep: Deployment) -> bytes:
+        try:
+            return self.store.deployment_code(dep.name, dep.version)
+        except KeyError:
+            raise SDKUsageError(f"version {dep.version} of {dep.name} is not in the store") from None
+
+    def _cache(self, dep: Deployment, bundle: bytes) -> None:
+        """Unpack the version into its cache directory, once (atomically, by rename)."""
+        if dep.code_dir.is_dir():
+            return
+        dep.directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dep.directory))
+        try:
+            _unpack(bundle, staging / "code")
+            try:
+                os.replace(staging / "code", dep.code_dir)
+            except OSError:
+                if not dep.code_dir.is_dir():  # not another process's rename winning the race
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
     # --- importing ---------------------------------------------------------------------------
 
-    def _zip_bytes(self, dep: Deployment) -> bytes:
-        try:
-            return (dep.directory / "code.zip").read_bytes()
-        except OSError as exc:
-            raise SDKUsageError(f"version {dep.version} has no code.zip ({exc.strerror})") from None
-
     def _load(self, dep: Deployment, bundle: bytes) -> None:
+        self._cache(dep, bundle)
         app_file = dep.code_dir / dep.file
         with self._isolated(dep.code_dir) as registry:
             module, module_name, root = import_file(app_file)
@@ -286,12 +314,3 @@ def _drop_modules_under(root: Path) -> None:
     for name, module in list(sys.modules.items()):
         if _module_under(module, root):
             del sys.modules[name]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -5,16 +5,24 @@ and every handler share it (see `http.py` for why). Start-up order matters:
 
 1. refuse to listen beyond loopback without a token;
 2. lock the state directory (`server.lock`, an flock released by the kernel even on
-   `kill -9`): two servers driving the same runs would run calls twice;
-3. load every deployed application (the latest version of each; older ones on demand);
+   `kill -9`): it caches deployed code and holds process executors' logs, so one server
+   each. Servers on one store (`--store postgresql://…`) each have their own state directory;
+3. open the store (`--store`, `ENGINE_STORE`, `store:` in the config; default SQLite in the
+   state directory) and load every deployed application (the latest version of each; older
+   ones on demand, from the store);
 4. start the backend and the scheduler (which removes executors an earlier, killed server
    left behind), then bind the HTTP port;
-5. recover: resume the runs that were running, queue the ones that were queued.
+5. recover, and keep recovering (`ControlPlane.recover`): take over the runs whose lease ran
+   out (a server that died, this one's earlier self included), start queued runs while there
+   is room.
 
-SIGTERM or SIGINT stops it cleanly: the listener closes, every executor is stopped, and runs in
-flight stay `running` in the store, to be resumed by the next start. A `kill -9` leaves the
-same state, minus the executors' clean stop (process executors exit with their parent; the
-docker backend removes orphaned containers at the next start).
+SIGTERM or SIGINT stops it cleanly: the listener closes, every executor is stopped, and the
+leases of runs in flight are released, so another server on the store (or the next start)
+takes them over at once and resumes them from their checkpoints. A `kill -9` leaves the same
+state, except that the leases run out by themselves (`ENGINE_LEASE_TTL`, 10 s) and executors
+stop without a clean stop (process executors exit with their parent; containers stop when
+their scheduler's connection stays gone, and the docker backend removes leftovers at the next
+start).
 
 Logs are structured: one JSON object per line on stderr (`ts`, `level`, `logger`, `msg`, and
 the event's fields such as `run_id`).
@@ -124,10 +132,10 @@ async def _serve(options: ServerOptions, config: Any) -> None:
     backend_name, fallback = choose_backend(options.backend or config.backend, None)
     if fallback:
         print(f"engine: {fallback}", file=sys.stderr, flush=True)
-    store = open_store(store_url(state_dir))
-    reader = open_store(store_url(state_dir))
-    reader.db.execute("PRAGMA query_only=1")
-    deployments = Deployments(state_dir)
+    url = store_url(state_dir, os.environ.get("ENGINE_STORE") or config.store)
+    store = open_store(url)
+    reader = open_store(url)
+    deployments = Deployments(state_dir, store)
     for problem in deployments.scan():
         log.warning("deployment not loaded", extra={"fields": {"problem": problem}})
 
@@ -170,8 +178,8 @@ async def _serve(options: ServerOptions, config: Any) -> None:
               file=sys.stderr, flush=True)
         control.recover()
         await stop.wait()
-        log.info("stopping: runs in flight stay resumable", extra={"fields": {"running": len(control.active),
-                                                                              "queued": len(control.queue)}})
+        log.info("stopping: runs in flight are released, for the next driver",
+                 extra={"fields": {"running": len(control.active)}})
     finally:
         await server.close()
         await control.close()

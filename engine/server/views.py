@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from engine import wire
-from engine.store import CallRow, RunRow, SQLiteStore
+from engine.store import CallRow, RunRow, Store
 from engine.wire.v1 import engine_pb2 as pb
 
 RUN_FINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -136,6 +136,6 @@ class DagBuilder:
         return {"nodes": nodes, "edges": edges}
 
 
-def logs_json(store: SQLiteStore, run_id: str, call_id: str | None, function: str | None) -> list[dict[str, Any]]:
+def logs_json(store: Store, run_id: str, call_id: str | None, function: str | None) -> list[dict[str, Any]]:
     return [{"call_id": cid, "function": fn, "attempt": attempt, "text": text}
             for cid, fn, attempt, text in store.logs(run_id, function, call_id)]

@@ -12,6 +12,13 @@ Tables:
   directory. `attempts` counts attempts in the current try of the call (reset by resume);
   `executions` counts every time its body started, ever — the number crash tests check.
 - `logs`: what a call printed, per attempt.
+- `deployments`: every version of every application deployed to `engine server`, with its code
+  archive, so that every server on the store can run and resume any run.
+- `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
+  The SQLite store keeps them as files beside the database and leaves these tables empty.
+
+The statements are SQLite's. PostgreSQL gets them through `for_postgres`, which maps the three
+types that differ; nothing else in them may be dialect-specific.
 """
 
 from __future__ import annotations
@@ -78,6 +85,56 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN result_digest TEXT;
     """,
+    # 3: leases (owner + epoch + expiry) instead of a pid; what a cancel asked of another owner;
+    # deployed versions and their code, and blobs, in the store: what any server needs to take a
+    # run over; calls ordered by a sequence, not SQLite's rowid.
+    """
+    ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN lease_expires REAL;
+    ALTER TABLE runs ADD COLUMN version INTEGER;
+    ALTER TABLE runs ADD COLUMN cancel_requested REAL;
+    ALTER TABLE calls ADD COLUMN seq BIGINT;
+    CREATE INDEX runs_by_status ON runs(status);
+    CREATE INDEX runs_by_created ON runs(created_at);
+    CREATE TABLE deployments (
+        name            TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        digest          TEXT NOT NULL,
+        file            TEXT NOT NULL,
+        deployed_at     REAL NOT NULL,
+        code            BLOB NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE blobs (
+        digest          TEXT PRIMARY KEY,
+        size            BIGINT NOT NULL,
+        upload          TEXT NOT NULL
+    );
+    CREATE TABLE blob_chunks (
+        upload          TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        data            BLOB NOT NULL,
+        PRIMARY KEY (upload, seq)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+# SQLite's types, as PostgreSQL names them. REAL is a 4-byte float there: timestamps need DOUBLE.
+_POSTGRES_TYPES = [
+    ("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"),
+    (" BLOB", " BYTEA"),
+    (" REAL", " DOUBLE PRECISION"),
+]
+
+
+def for_postgres(statement: str) -> str:
+    for sqlite_type, postgres_type in _POSTGRES_TYPES:
+        statement = statement.replace(sqlite_type, postgres_type)
+    return statement

@@ -6,7 +6,7 @@ back, and validates inbound messages before they create state.
 
 Large values never ride inside a message: a `PayloadEncoder` (one per message) keeps a value
 inline only while it is small and the message has room, and otherwise puts it in a `BlobStore`
-and sends its digest. On the scheduler's side the store is the engine's own (`SQLiteStore`); on an
+and sends its digest. On the scheduler's side the store is the engine's own (`engine.store.Store`); on an
 executor's side it is `engine.executor.blobs.BlobClient`, which streams to and from the
 scheduler's `Blobs` service. So one big value never stalls the other calls sharing a stream, no
 message nears gRPC's size limits, and no node needs a filesystem shared with the scheduler.
@@ -47,6 +47,10 @@ GRPC_OPTIONS = [
     # connection within ~10 s instead of waiting for each call's timeout (docs/swarm.md).
     ("grpc.keepalive_time_ms", 5_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    # How long a ping may go unanswered (default 60 s); the keepalive timeout does not bound it
+    # when the peer's host still acknowledges the bytes. Measured with grpcio 1.85: a stopped
+    # (SIGSTOP) peer was noticed after 64 s without this, after 9 s with it.
+    ("grpc.http2.ping_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # Server side: accept those pings on long, quiet calls rather than closing the connection.

@@ -252,6 +252,64 @@ def checkpointed_work(state_dir: Path) -> tuple[Any, set[int]]:
     return run, done
 
 
+def lease_of(state_dir: Path, run_id: str) -> Any:
+    from engine.store import open_store, store_url
+
+    store = open_store(store_url(state_dir))
+    try:
+        return store.lease_of(run_id)
+    finally:
+        store.close()
+
+
+def wait_for_lease_to_run_out(state_dir: Path, run_id: str, wait_until: Any) -> None:
+    """A killed engine's lease holds its run for ENGINE_LEASE_TTL (3 s in tests) after its last
+    renewal; until then `engine resume` refuses."""
+    wait_until(lambda: not lease_of(state_dir, run_id).live, timeout=15, interval=0.1,
+               what="the killed engine's lease to run out")
+
+
+def test_resume_refuses_while_the_lease_is_live_and_takes_over_after_kill_9(
+        apps, state_dir, side_effects, cli, wait_until, tmp_path) -> None:
+    """`engine resume` of a run another live process drives is one clear line naming the owner
+    and when its lease runs out; after that process is killed, resume works once the lease has
+    run out — whatever its pid (a zombie, or reused) says."""
+    app_file = Path(apps("app_lease").__file__)
+    with open(tmp_path / "run.err", "w") as err:
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "run", f"{app_file}:lease_app", "--json",
+             "--input", json.dumps({"log": str(side_effects), "n": 2})],
+            stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+    try:
+        wait_until(lambda: side_effects.count("start", "0"), timeout=60, what="the first call to start")
+        run, _ = checkpointed_work(state_dir)
+        lease = lease_of(state_dir, run.run_id)
+        assert lease.live and lease.owner and str(engine.pid) in lease.owner
+
+        code, out, err_text = cli("resume", run.run_id)
+        assert code == 2, (code, out, err_text)
+        lines = err_text.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err_text, err_text
+        assert f"is being driven by {lease.owner}" in lines[0] and "lease runs out at" in lines[0]
+
+        # The renewals keep it alive past one lease's length.
+        time.sleep(4)
+        assert lease_of(state_dir, run.run_id).live
+        engine.kill()  # kill -9; the killed process stays a zombie until reaped
+        killed_at = time.monotonic()
+        assert cli("resume", run.run_id).code == 2  # its lease still holds, zombie or not
+        wait_for_lease_to_run_out(state_dir, run.run_id, wait_until)
+        assert time.monotonic() - killed_at < 3 + 1.5  # the TTL, plus a little slack
+    finally:
+        engine.kill()
+        engine.wait()
+    Path(str(side_effects) + ".go").touch()
+    code, out, err_text = cli("resume", run.run_id, "--json")
+    assert code == 0, err_text
+    assert json.loads(out)["result"] == 0 + 1
+    assert side_effects.count("end", "0") == 1 and side_effects.count("end", "1") == 1
+
+
 def test_resume_after_the_engine_is_killed(apps, state_dir, side_effects, cli, wait_until,
                                            tmp_path) -> None:
     app_file = Path(apps("app_crash").__file__)
@@ -283,6 +341,7 @@ def test_resume_after_the_engine_is_killed(apps, state_dir, side_effects, cli, w
     assert run.status == "running"  # nobody recorded an end: the engine just vanished
     assert checkpointed, "no call was checkpointed before the kill"
 
+    wait_for_lease_to_run_out(state_dir, run.run_id, wait_until)
     code, out_text, err_text = cli("resume", run.run_id, "--json")
     assert code == 0, err_text
     assert json.loads(out_text) == {"run_id": run.run_id, "status": "succeeded",
@@ -318,7 +377,7 @@ def test_ctrl_c_cancels_the_run_and_resume_finishes_it(apps, state_dir, side_eff
         run, _ = checkpointed_work(state_dir)
         one_line_error = cli("resume", run.run_id)
         assert one_line_error.code == 2, one_line_error
-        assert "still being driven" in one_line_error.stderr
+        assert "is being driven by" in one_line_error.stderr
         assert len(one_line_error.stderr.strip().splitlines()) == 1
         assert engine.poll() is None, "the run ended before the test could interrupt it"
         executors = children_of(engine.pid)

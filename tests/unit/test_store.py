@@ -95,8 +95,8 @@ def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:
 
 
 def test_unsupported_url() -> None:
-    with pytest.raises(SDKUsageError, match="sqlite"):
-        open_store("postgres://localhost/engine")
+    with pytest.raises(SDKUsageError, match="sqlite:///PATH or postgresql://"):
+        open_store("mysql://localhost/engine")
 
 
 # --- runs and calls -----------------------------------------------------------------------------
@@ -108,8 +108,8 @@ def test_runs_and_calls_read_back_after_reopen(tmp_path: Path) -> None:
     store.create_run(a_run("run-2", created_at=200.0, idempotency_key="k2"))
     store.insert_call(a_call("c1", created_at=1.0))
     store.insert_call(a_call("c2", created_at=2.0, parent_id="c1"))
-    store.count_execution("c1", attempts=1, started_at=5.0)
-    store.update_call("c1", status="succeeded", result=b"value", ended_at=6.0)
+    store.count_execution("run-1", "c1", attempts=1, started_at=5.0)
+    store.update_call("run-1", "c1", status="succeeded", result=b"value", ended_at=6.0)
     store.update_run("run-1", status="succeeded", result=b"r", ended_at=7.0)
     store.append_log("run-1", "c1", "f", 1, "hello\n")
     store.append_log("run-1", "c2", "g", 1, "world\n")
@@ -195,8 +195,8 @@ def test_small_results_inline_large_ones_as_blob_files(tmp_path: Path) -> None:
     small = b"s" * INLINE_LIMIT
     large = bytes(range(256)) * (INLINE_LIMIT // 256 + 1)
     assert INLINE_LIMIT == 64 * 1024 and len(large) > INLINE_LIMIT
-    store.save_result("small", small, status="succeeded")
-    store.save_result("large", large, status="succeeded")
+    store.save_result("run-1", "small", small, status="succeeded")
+    store.save_result("run-1", "large", large, status="succeeded")
     store.commit()
     store.close()
 

@@ -1,0 +1,597 @@
+"""What every store does, in SQL both SQLite and PostgreSQL speak: runs, calls, logs,
+deployments, and the leases that say which process drives a run.
+
+A store is one connection. Its subclasses (`engine.store.sqlite`, `engine.store.postgres`) only
+connect, translate placeholders, migrate and keep blobs; everything a run's durability rests on
+is here, in one place.
+
+**Group commit.** Writes are buffered and sent together — at the next read on this connection or
+at `commit()` — in one transaction (SQLite: `BEGIN IMMEDIATE`, so the write lock is taken before
+anything is checked; PostgreSQL: one pipelined round trip). The scheduler calls `commit()` once
+per turn of its event loop and only then acts on what it wrote: "checkpointed before anyone
+depends on it" is that ordering.
+
+**Leases and fencing.** A run is driven by one process at a time: the one named in `runs.owner`
+whose lease (`lease_expires`, in the database's own clock, so the servers' clocks need not agree)
+has not expired. Taking a run (`claim_run`) is one conditional UPDATE that also bumps the run's
+`lease_epoch`; exactly one claimant matches. Every write of a run this store holds is *fenced*:
+the transaction that carries it first locks the run's row and checks that the owner and epoch are
+still this store's (`_check_fences`). A process that was paused or cut off past its lease and
+then taken over finds a new epoch there: its writes for that run are dropped (the rest of the
+transaction commits without them) and `on_lost` tells its driver to stop. Without the check a
+deposed owner could overwrite the new owner's checkpoints — finished calls would be re-reported
+or marked failed. The rules are drawn in docs/state-machine.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from engine.errors import InfrastructureError, RunNotFound
+
+log = logging.getLogger("engine.store")
+
+# Values at most this size live in the row; larger ones as blobs.
+INLINE_LIMIT = 64 * 1024
+
+RUN_FIELDS = (
+    "run_id", "application", "status", "root_call_id", "app_file", "module", "config_path",
+    "backend", "input", "result", "failure", "error_kind", "error_message", "created_at",
+    "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner", "result_digest",
+    "lease_epoch", "lease_expires", "version", "cancel_requested",
+)
+CALL_FIELDS = (
+    "call_id", "run_id", "parent_id", "function", "kind", "spec", "args_digest", "status",
+    "attempts", "executions", "tail_id", "result", "result_digest", "failure", "error_kind",
+    "error_message", "created_at", "started_at", "ended_at", "seq",
+)
+
+#: Run states in which a run has a driver (or waits for one).
+UNFINISHED = ("queued", "running")
+
+
+class StoreUnavailable(InfrastructureError):
+    """The database does not answer (restarted, or unreachable from here): whatever was not
+    committed is gone, and the runs this process held are no longer its to write."""
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    application: str
+    status: str
+    root_call_id: str
+    app_file: str
+    module: str
+    config_path: str | None
+    backend: str
+    input: bytes
+    result: bytes | None = None
+    failure: bytes | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    idempotency_key: str | None = None
+    resumed_at: float | None = None
+    resumes: int = 0
+    # The process driving the run (an owner id unique to one process start), while its lease
+    # lasts; None when nobody holds it.
+    owner: str | None = None
+    # The result as a blob, when too large for the row (then `result` is None).
+    result_digest: str | None = None
+    # Bumped by every claim: the fencing token of the current owner.
+    lease_epoch: int = 0
+    # When the owner's lease runs out unless renewed (seconds since the epoch, database clock).
+    lease_expires: float | None = None
+    # The deployed version a server run runs on; None for runs of `engine run`.
+    version: int | None = None
+    # Set by a cancel request to a run another process drives; its owner acts on it.
+    cancel_requested: float | None = None
+
+
+@dataclass
+class CallRow:
+    call_id: str
+    run_id: str
+    parent_id: str | None
+    function: str
+    kind: str
+    spec: bytes
+    args_digest: str
+    status: str
+    attempts: int = 0
+    executions: int = 0
+    tail_id: str | None = None
+    result: bytes | None = None
+    result_digest: str | None = None
+    failure: bytes | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    # Creation order within the run (ties of created_at): dependencies come before dependants.
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a run, as the store sees it now."""
+
+    owner: str | None
+    epoch: int
+    expires_in: float | None  # seconds; negative once expired, None when nobody holds it
+
+    @property
+    def live(self) -> bool:
+        return self.owner is not None and self.expires_in is not None and self.expires_in > 0
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    name: str
+    version: int
+    digest: str
+    file: str
+    deployed_at: float
+
+
+class BlobWriter(ABC):
+    """One blob arriving in pieces: `write`, then `commit` (→ digest, size) or `abort`."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> tuple[str, int]: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class Store(ABC):
+    """Runs, calls, logs, deployments and leases over one database connection."""
+
+    #: SQL for "now" in seconds since the epoch, by the database's clock.
+    NOW: str
+    #: Appended to the fence check's SELECT to lock the rows until commit.
+    LOCK_ROWS = ""
+    #: What `get_run`'s error names as the place looked in.
+    where = "the store"
+
+    def __init__(self) -> None:
+        self._tx_open = False
+        # Writes not yet sent: (run_id or None, sql, params). Sent in order, grouped.
+        self._pending: list[tuple[str | None, str, Sequence[Any]]] = []
+        # Every write of the open transaction (sent or not), for replay without a lost run's.
+        self._written: list[tuple[str | None, str, Sequence[Any]]] = []
+        # Runs this store holds: run_id -> (owner, epoch). A run whose lease was lost maps to
+        # None until released: its writes are dropped.
+        self.fences: dict[str, tuple[str, int] | None] = {}
+        self.on_lost: Callable[[set[str]], None] | None = None
+        self._seq = 0
+
+    # --- the dialect -----------------------------------------------------------------------
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement now; returns a cursor."""
+
+    @abstractmethod
+    def _send(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
+        """Run groups of (sql, rows) in order, each as executemany, in the open transaction."""
+
+    @abstractmethod
+    def _begin(self) -> None: ...
+
+    @abstractmethod
+    def _commit_tx(self) -> None: ...
+
+    @abstractmethod
+    def _rollback_tx(self) -> None: ...
+
+    @abstractmethod
+    def _close_connection(self) -> None: ...
+
+    # --- blobs (where large values live depends on the store) ------------------------------
+
+    @abstractmethod
+    def put_blob(self, data: bytes) -> str: ...
+
+    @abstractmethod
+    def blob_writer(self) -> BlobWriter: ...
+
+    @abstractmethod
+    def get_blob(self, digest: str) -> bytes: ...
+
+    @abstractmethod
+    def open_blob(self, digest: str) -> BinaryIO:
+        """The blob for reading in pieces; FileNotFoundError when there is none."""
+
+    @abstractmethod
+    def blob_size(self, digest: str) -> int: ...
+
+    @abstractmethod
+    def has_blob(self, digest: str) -> bool: ...
+
+    # --- transactions ----------------------------------------------------------------------
+
+    def _write(self, run_id: str | None, sql: str, params: Sequence[Any]) -> None:
+        if run_id is not None and run_id in self.fences and self.fences[run_id] is None:
+            return  # a run whose lease was lost: its driver is stopping, nothing more is written
+        self._pending.append((run_id, sql, params))
+
+    def _flush_pending(self) -> None:
+        """Send buffered writes into the open transaction (opening it)."""
+        if not self._pending:
+            return
+        if not self._tx_open:
+            self._begin()
+            self._tx_open = True
+        pending, self._pending = self._pending, []
+        self._written.extend(pending)
+        self._send(_grouped(pending))
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read sees this connection's own writes: buffered ones are sent first."""
+        self._flush_pending()
+        return list(self._execute(sql, params).fetchall())
+
+    def commit(self) -> None:
+        """Make every write so far durable, in one transaction. Writes of runs whose lease this
+        store lost are dropped (the transaction is written again without them), and `on_lost`
+        is told which runs those were."""
+        self._flush_pending()
+        if not self._tx_open:
+            return
+        lost_all: set[str] = set()
+        while True:
+            lost = self._check_fences()
+            if not lost:
+                self._commit_tx()
+                break
+            self._rollback_tx()
+            for run_id in lost:
+                self.fences[run_id] = None
+            lost_all |= lost
+            keep = [w for w in self._written if w[0] not in lost]
+            if not keep:
+                break
+            self._begin()
+            self._written = keep
+            self._send(_grouped(keep))
+        self._tx_open = False
+        self._written = []
+        if lost_all:
+            self._report_lost(lost_all)
+
+    def _report_lost(self, lost: set[str]) -> None:
+        log.warning("lost the lease of %d run(s); their writes were dropped: %s", len(lost),
+                    ", ".join(sorted(lost)))
+        if self.on_lost is not None:
+            self.on_lost(lost)
+
+    def _check_fences(self) -> set[str]:
+        """Lock the rows of the held runs this transaction wrote; return those no longer ours."""
+        touched = {w[0] for w in self._written if w[0] is not None and self.fences.get(w[0])}
+        if not touched:
+            return set()
+        ids = sorted(touched)
+        marks = ", ".join("?" * len(ids))
+        rows = self._execute(
+            f"SELECT run_id, owner, lease_epoch FROM runs WHERE run_id IN ({marks}){self.LOCK_ROWS}",
+            ids).fetchall()
+        now_held = {r[0]: (r[1], r[2]) for r in rows}
+        return {run_id for run_id in ids if now_held.get(run_id) != self.fences[run_id]}
+
+    def rollback(self) -> None:
+        """Forget every write not yet committed."""
+        self._pending = []
+        self._written = []
+        if self._tx_open:
+            self._rollback_tx()
+            self._tx_open = False
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self._close_connection()
+
+    def reconnect(self) -> None:
+        """After `StoreUnavailable`: connect again (raises it again while the database is
+        away). A file store never loses its connection."""
+
+    # --- leases ----------------------------------------------------------------------------
+
+    def claim_run(self, run_id: str, owner: str, ttl: float, *,
+                  statuses: tuple[str, ...] = UNFINISHED) -> int | None:
+        """Take `run_id` for `owner` if it is in one of `statuses` and nobody else's lease on it
+        is live; returns the new epoch (this owner's fencing token), or None. Committed."""
+        self.commit()
+        marks = ", ".join("?" * len(statuses))
+        rows = self._read(
+            f"UPDATE runs SET owner = ?, lease_epoch = lease_epoch + 1, lease_expires = {self.NOW} + ? "
+            f"WHERE run_id = ? AND status IN ({marks}) "
+            f"AND (owner IS NULL OR owner = ? OR lease_expires IS NULL OR lease_expires < {self.NOW}) "
+            "RETURNING lease_epoch",
+            (owner, ttl, run_id, *statuses, owner))
+        if not rows:
+            return None
+        epoch = int(rows[0][0])
+        self.fences[run_id] = (owner, epoch)
+        return epoch
+
+    def renew_leases(self, owner: str, ttl: float) -> tuple[set[str], set[str]]:
+        """Extend every lease this store holds for `owner`. Returns (runs lost to another owner
+        since, runs someone asked to cancel). Committed."""
+        held = [r for r, f in self.fences.items() if f is not None]
+        if not held:
+            return set(), set()
+        self.commit()
+        marks = ", ".join("?" * len(held))
+        self._execute(
+            f"UPDATE runs SET lease_expires = {self.NOW} + ? WHERE owner = ? AND run_id IN ({marks})",
+            (ttl, owner, *held))
+        rows = self._execute(
+            f"SELECT run_id, owner, lease_epoch, cancel_requested FROM runs WHERE run_id IN ({marks})",
+            held).fetchall()
+        state = {r[0]: r for r in rows}
+        lost, cancel = set(), set()
+        for run_id in held:
+            row = state.get(run_id)
+            if row is None or (row[1], row[2]) != self.fences.get(run_id):
+                lost.add(run_id)
+            elif row[3] is not None:
+                cancel.add(run_id)
+        for run_id in lost:
+            self.fences[run_id] = None
+        return lost, cancel
+
+    def release_run(self, run_id: str) -> None:
+        """Give up the lease (the run ended, or this process stops): another may take it at
+        once. Committed; a no-op for a run this store does not hold."""
+        fence = self.fences.pop(run_id, None)
+        self.commit()
+        if fence is None:
+            return
+        self._execute("UPDATE runs SET owner = NULL, lease_expires = NULL "
+                      "WHERE run_id = ? AND owner = ? AND lease_epoch = ?", (run_id, *fence))
+
+    def lease_of(self, run_id: str) -> Lease:
+        rows = self._read(f"SELECT owner, lease_epoch, lease_expires - {self.NOW} FROM runs WHERE run_id = ?",
+                          (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run {run_id!r} in {self.where}: see `engine runs`")
+        owner, epoch, left = rows[0]
+        return Lease(owner, int(epoch), float(left) if left is not None and owner else None)
+
+    def claimable_runs(self, limit: int, *, status: str | None = None) -> list[RunRow]:
+        """Runs of deployed applications that wait for a driver — queued, or running with an
+        expired lease (their owner died or was cut off) — oldest first."""
+        statuses = (status,) if status else UNFINISHED
+        marks = ", ".join("?" * len(statuses))
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE status IN ({marks}) AND version IS NOT NULL "
+            f"AND (owner IS NULL OR lease_expires IS NULL OR lease_expires < {self.NOW}) "
+            "ORDER BY COALESCE(resumed_at, created_at), run_id LIMIT ?",
+            (*statuses, limit))
+        return [RunRow(*r) for r in rows]
+
+    def request_cancel(self, run_id: str) -> None:
+        self._write(None, "UPDATE runs SET cancel_requested = ? WHERE run_id = ?", (time.time(), run_id))
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRow) -> None:
+        values = [getattr(run, f) for f in RUN_FIELDS]
+        self._write(run.run_id,
+                    f"INSERT INTO runs ({', '.join(RUN_FIELDS)}) VALUES ({', '.join('?' * len(RUN_FIELDS))})",
+                    values)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._write(run_id, f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
+
+    def update_run_if(self, run_id: str, statuses: tuple[str, ...], **fields: Any) -> bool:
+        """Change a run that nobody drives (queued and unclaimed, or finished) only if it is
+        still in one of `statuses`, and no live lease holds it. Committed. True if it was."""
+        self.commit()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        marks = ", ".join("?" * len(statuses))
+        rows = self._read(
+            f"UPDATE runs SET {sets} WHERE run_id = ? AND status IN ({marks}) "
+            f"AND (owner IS NULL OR lease_expires IS NULL OR lease_expires < {self.NOW}) RETURNING run_id",
+            (*fields.values(), run_id, *statuses))
+        return bool(rows)
+
+    def get_run(self, run_id: str) -> RunRow:
+        rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run {run_id!r} in {self.where}: see `engine runs`")
+        return RunRow(*rows[0])
+
+    def get_runs(self, run_ids: Iterable[str]) -> list[RunRow]:
+        ids = list(run_ids)
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE run_id IN ({marks})", ids)
+        return [RunRow(*r) for r in rows]
+
+    def find_run_by_key(self, key: str) -> RunRow | None:
+        rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE idempotency_key = ?", (key,))
+        return RunRow(*rows[0]) if rows else None
+
+    def list_runs(self, limit: int = 100, *, application: str | None = None,
+                  status: str | None = None) -> list[RunRow]:
+        """Newest first, optionally only one application's and/or one status's runs."""
+        where, params = _run_filter(application=application, status=status)
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            (*params, limit))
+        return [RunRow(*r) for r in rows]
+
+    def runs_in_order(self, statuses: tuple[str, ...]) -> list[RunRow]:
+        """Runs in any of `statuses`, oldest first: the order a durable queue starts them in.
+        A resumed run queues again as of its resume, not its creation."""
+        marks = ", ".join("?" * len(statuses))
+        rows = self._read(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE status IN ({marks}) "
+            "ORDER BY COALESCE(resumed_at, created_at), run_id", statuses)
+        return [RunRow(*r) for r in rows]
+
+    def count_runs(self, *, application: str | None = None, status: str | None = None) -> int:
+        where, params = _run_filter(application=application, status=status)
+        rows = self._read(f"SELECT count(*) FROM runs{where}", params)
+        return int(rows[0][0])
+
+    def has_calls(self, run_id: str) -> bool:
+        rows = self._read("SELECT 1 FROM calls WHERE run_id = ? LIMIT 1", (run_id,))
+        return bool(rows)
+
+    # --- calls -----------------------------------------------------------------------------
+
+    def insert_call(self, call: CallRow) -> None:
+        if call.seq is None:
+            self._seq = max(self._seq + 1, time.time_ns())
+            call.seq = self._seq
+        self._write(call.run_id, _INSERT_CALL, [getattr(call, f) for f in CALL_FIELDS])
+
+    def update_call(self, run_id: str, call_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._write(run_id, f"UPDATE calls SET {sets} WHERE call_id = ?", [*fields.values(), call_id])
+
+    def count_execution(self, run_id: str, call_id: str, attempts: int, started_at: float) -> None:
+        self._write(run_id,
+                    "UPDATE calls SET status = 'running', attempts = ?, executions = executions + 1, "
+                    "started_at = ? WHERE call_id = ?", (attempts, started_at, call_id))
+
+    def reset_unfinished(self, run_id: str) -> None:
+        """Resume: every call that neither succeeded nor handed off by tail call runs again."""
+        self._write(run_id,
+                    "UPDATE calls SET status = 'pending', attempts = 0, ended_at = NULL "
+                    "WHERE run_id = ? AND status NOT IN ('succeeded', 'tail')", (run_id,))
+
+    def load_calls(self, run_id: str) -> list[CallRow]:
+        rows = self._read(
+            f"SELECT {', '.join(CALL_FIELDS)} FROM calls WHERE run_id = ? ORDER BY created_at, seq",
+            (run_id,))
+        return [CallRow(*r) for r in rows]
+
+    def keep(self, data: bytes) -> tuple[bytes | None, str | None]:
+        """Where a value lives: `(data, None)` in its row when small, `(None, digest)` as a blob."""
+        if len(data) <= INLINE_LIMIT:
+            return data, None
+        return None, self.put_blob(data)
+
+    def save_result(self, run_id: str, call_id: str, data: bytes, **fields: Any) -> None:
+        """Record a call's value: inline when small, as a blob when large."""
+        result, digest = self.keep(data)
+        self.update_call(run_id, call_id, result=result, result_digest=digest, **fields)
+
+    def call_result(self, call: CallRow) -> bytes:
+        if call.result is not None:
+            return call.result
+        if call.result_digest is None:
+            raise KeyError(f"call {call.call_id} has no result")
+        return self.get_blob(call.result_digest)
+
+    def run_result(self, run: RunRow) -> bytes | None:
+        """A finished run's pickled result (None when it has none)."""
+        if run.result is not None:
+            return run.result
+        return self.get_blob(run.result_digest) if run.result_digest else None
+
+    # --- logs ------------------------------------------------------------------------------
+
+    def append_log(self, run_id: str, call_id: str, function: str, attempt: int, text: str) -> None:
+        self._write(run_id,
+                    "INSERT INTO logs (run_id, call_id, function, attempt, text, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (run_id, call_id, function, attempt, text, time.time()))
+
+    def logs(self, run_id: str, function: str | None = None,
+             call_id: str | None = None) -> list[tuple[str, str, int, str]]:
+        query = "SELECT call_id, function, attempt, text FROM logs WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if function:
+            query += " AND function = ?"
+            params.append(function)
+        if call_id:
+            query += " AND call_id = ?"
+            params.append(call_id)
+        rows = self._read(query + " ORDER BY id", params)
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    # --- deployments -----------------------------------------------------------------------
+    # Every version of every deployed application's code, so that any server on this store can
+    # start or resume any run (the servers' own directories only cache it unpacked).
+
+    def add_deployment(self, name: str, digest: str, file: str, code: bytes) -> DeploymentRow | None:
+        """Record the next version of `name`; None if another server took that number first
+        (call again). Committed."""
+        self.commit()
+        rows = self._read("SELECT COALESCE(MAX(version), 0) FROM deployments WHERE name = ?", (name,))
+        version = int(rows[0][0]) + 1
+        row = DeploymentRow(name, version, digest, file, time.time())
+        try:
+            self._execute(
+                "INSERT INTO deployments (name, version, digest, file, deployed_at, code) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, version, digest, file, row.deployed_at, code))
+        except Exception as exc:  # noqa: BLE001 - the two drivers' integrity errors differ
+            self.rollback()
+            if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+                return None
+            raise
+        return row
+
+    def import_deployment(self, name: str, version: int, digest: str, file: str, deployed_at: float,
+                          code: bytes) -> None:
+        """Record a version made before deployments lived in the store. Committed."""
+        self.commit()
+        self._execute(
+            "INSERT INTO deployments (name, version, digest, file, deployed_at, code) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, version, digest, file, deployed_at, code))
+
+    def deployments(self) -> list[DeploymentRow]:
+        rows = self._read("SELECT name, version, digest, file, deployed_at FROM deployments "
+                          "ORDER BY name, version")
+        return [DeploymentRow(r[0], int(r[1]), r[2], r[3], float(r[4])) for r in rows]
+
+    def deployment_code(self, name: str, version: int) -> bytes:
+        rows = self._read("SELECT code FROM deployments WHERE name = ? AND version = ?", (name, version))
+        if not rows:
+            raise KeyError(f"{name} version {version}")
+        return bytes(rows[0][0])
+
+
+_INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})"
+
+
+def _grouped(writes: list[tuple[str | None, str, Sequence[Any]]]) -> list[tuple[str, list[Sequence[Any]]]]:
+    """Consecutive writes of the same statement become one executemany (order is kept)."""
+    groups: list[tuple[str, list[Sequence[Any]]]] = []
+    for _, sql, params in writes:
+        if groups and groups[-1][0] == sql:
+            groups[-1][1].append(params)
+        else:
+            groups.append((sql, [params]))
+    return groups
+
+
+def _run_filter(*, application: str | None, status: str | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if application is not None:
+        clauses.append("application = ?")
+        params.append(application)
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
