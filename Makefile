@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 ENGINE  := $(BIN)/engine
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup docker image browser demo test test-unit test-docker lint protos protos-check bench bench-server clean
+.PHONY: setup docker image browser postgres demo test test-unit test-docker lint protos protos-check bench bench-server clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,22 @@ docker:
 browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# PostgreSQL 15 (Debian's package) for the PostgreSQL store's tests and benchmarks: each test
+# session runs a private server of its own (tests/pglib.py), never a system cluster. Installs the
+# package only when it is missing, telling it first not to create its `main` cluster (and should
+# one exist anyway, it is stopped and set to start manually).
+PG_BIN := /usr/lib/postgresql/15/bin
+
+postgres:
+	@test -x $(PG_BIN)/initdb || { \
+		mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/engine-no-main.conf && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+		for c in /etc/postgresql/*/*/start.conf; do [ -f "$$c" ] && echo manual > "$$c"; done; \
+		pg_lsclusters -h 2>/dev/null | awk '$$4 == "online" {print $$1, $$2}' | \
+			while read -r version cluster; do pg_ctlcluster "$$version" "$$cluster" stop -m fast; done; \
+		test -x $(PG_BIN)/initdb; }
 
 image: setup docker
 	$(ENGINE) image build
@@ -54,8 +70,8 @@ demo-llm: image llm-setup
 		--input '{"question": "How do bees find flowers?", "subtopics": 3}'
 
 # Everything CI runs: generated code up to date, lint, and the whole suite with Docker tests.
-test: image browser llm-setup protos-check lint
-	ENGINE_REQUIRE_DOCKER=1 ENGINE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+test: image browser postgres llm-setup protos-check lint
+	ENGINE_REQUIRE_DOCKER=1 ENGINE_REQUIRE_BROWSER=1 ENGINE_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

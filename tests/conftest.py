@@ -7,6 +7,10 @@
 - `side_effects`: reads the lines that functions append to a file, to count executions.
 - `wait_until`: polls a condition with a deadline (never a bare sleep).
 - `show`: a run's details as `engine show RUN_ID --json` prints them, read in-process.
+- `postgres_server`: one private PostgreSQL server for the session (tests/pglib.py); skipped when
+  PostgreSQL 15 or psycopg is missing, failed instead when `ENGINE_REQUIRE_POSTGRES=1`
+  (`postgres_bin`: the same check, for a test that runs servers of its own).
+- `postgres_url`: a fresh, empty database on it for each test (dropped after), as a URL.
 
 Docker fixtures live with the docker tests; nothing here skips or starts Docker.
 """
@@ -14,15 +18,19 @@ Docker fixtures live with the docker tests; nothing here skips or starts Docker.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
+import pglib
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # configuration file pytest picks up.
     config.addinivalue_line("markers", "docker: needs a running Docker engine and the runtime image")
     config.addinivalue_line("markers", "swarm: builds a 3-host Docker Swarm on this machine")
+    config.addinivalue_line("markers", "postgres: needs PostgreSQL 15 (make postgres)")
+    config.addinivalue_line("markers", "hosts: builds network-namespace test hosts on one bridge")
 
 
 @pytest.fixture
@@ -149,3 +159,40 @@ def show(state_dir: Path) -> Callable[[str], dict[str, Any]]:
             store.close()
 
     return details
+
+
+@pytest.fixture(scope="session")
+def postgres_bin() -> Path:
+    """PostgreSQL 15's binaries, for a test that runs servers of its own (`pglib.PostgresServer`):
+    skips the test when they or psycopg are missing, or fails it with `ENGINE_REQUIRE_POSTGRES=1`."""
+    reason = pglib.missing()
+    if reason:
+        if os.environ.get("ENGINE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"ENGINE_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    return pglib.PG_BIN
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_bin: Path) -> Iterator[pglib.PostgresServer]:
+    """A private PostgreSQL 15 server on loopback for this session (initdb + start: about 1.3 s),
+    stopped and removed at the end."""
+    # What sessions killed with SIGKILL left running (never a live session's server).
+    pglib.reap_orphans()
+    # Not under pytest's tmp_path: the server runs as the `postgres` user, which cannot enter it.
+    server = pglib.PostgresServer(Path(tempfile.mkdtemp(prefix="engine-pg-")))
+    with server:
+        yield server
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: pglib.PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """`postgresql://engine@127.0.0.1:PORT/t<N>_<test>`: a new, empty database for this test."""
+    slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower()).strip("_")
+    name = f"t{next(_databases)}_{slug}"[:63]
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)

@@ -569,22 +569,23 @@ def ensure_prerequisites() -> None:
 
 
 @contextlib.contextmanager
-def exclusive(timeout: float = 900) -> Iterator[None]:
+def exclusive(timeout: float = 900, path: Path = LOCK_PATH, what: str = "its swarm cluster") -> Iterator[None]:
     """One cluster per machine: hold this while it exists. The lock file is removed on release
-    (a waiter that then holds the lock of a removed file notices, and takes the new one)."""
+    (a waiter that then holds the lock of a removed file notices, and takes the new one).
+    `path` is another lock (hostlib's hosts have their own)."""
     deadline = time.monotonic() + timeout
     while True:
-        handle = open(LOCK_PATH, "a+")
+        handle = open(path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"another session holds {LOCK_PATH} (its swarm cluster)") from None
+                raise RuntimeError(f"another session holds {path} ({what})") from None
             time.sleep(1)
             continue
         try:
-            same = os.stat(LOCK_PATH).st_ino == os.fstat(handle.fileno()).st_ino
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:
             same = False
         if same:
@@ -594,8 +595,20 @@ def exclusive(timeout: float = 900) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            LOCK_PATH.unlink()
+            path.unlink()
         handle.close()
+
+
+# The generic helpers above by public names, for tests/integration/hostlib.py (network-namespace
+# hosts without Docker), which builds its hosts the same way.
+run = _run
+wait_for = _wait
+cmdline = _cmdline
+pids = _pids
+process_tree = _tree
+kill_all = _kill_all
+gone = _gone
+forward_chain = _forward_chain
 
 
 def main(argv: list[str]) -> int:
