@@ -237,7 +237,7 @@ class Store(ABC):
             self._tx_open = True
         pending, self._pending = self._pending, []
         self._written.extend(pending)
-        self._send(_grouped(pending))
+        self._send(grouped(pending))
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read sees this connection's own writes: buffered ones are sent first."""
@@ -248,48 +248,63 @@ class Store(ABC):
         """Make every write so far durable, in one transaction. Writes of runs whose lease this
         store lost are dropped (the transaction is written again without them), and `on_lost`
         is told which runs those were."""
-        self._flush_pending()
-        if not self._tx_open:
+        if not self._pending and not self._tx_open:
             return
         lost_all: set[str] = set()
         while True:
-            lost = self._check_fences()
-            if not lost:
-                self._commit_tx()
+            writes = self._written + self._pending
+            expected = {w[0]: self.fences[w[0]] for w in writes if w[0] is not None and self.fences.get(w[0])}
+            if self._finish(expected):
                 break
-            self._rollback_tx()
+            # Rolled back: some held run is not ours any more. Write the rest again.
+            lost = self._not_held(expected)
             for run_id in lost:
                 self.fences[run_id] = None
             lost_all |= lost
-            keep = [w for w in self._written if w[0] not in lost]
-            if not keep:
+            self._pending = [w for w in writes if w[0] not in lost]
+            if not self._pending:
                 break
-            self._begin()
-            self._written = keep
-            self._send(_grouped(keep))
         self._tx_open = False
         self._written = []
+        self._pending = []
         if lost_all:
             self._report_lost(lost_all)
+
+    def _finish(self, expected: dict[str, tuple[str, int]]) -> bool:
+        """Send what is pending, check that every run in `expected` still has that owner and
+        epoch (locking their rows), and commit; or roll back and return False. Subclasses may
+        do it in fewer round trips."""
+        self._flush_pending()
+        if not self._tx_open:
+            return True
+        if expected:
+            ids = sorted(expected)
+            marks = ", ".join("?" * len(ids))
+            rows = self._execute(
+                f"SELECT run_id, owner, lease_epoch FROM runs WHERE run_id IN ({marks}){self.LOCK_ROWS}",
+                ids).fetchall()
+            if {r[0]: (r[1], r[2]) for r in rows} != expected:
+                self._rollback_tx()
+                self._tx_open = False
+                self._written = []
+                return False
+        self._commit_tx()
+        return True
+
+    def _not_held(self, expected: dict[str, tuple[str, int]]) -> set[str]:
+        """Of the runs in `expected`, those whose owner or epoch differ now."""
+        ids = sorted(expected)
+        marks = ", ".join("?" * len(ids))
+        rows = self._execute(f"SELECT run_id, owner, lease_epoch FROM runs WHERE run_id IN ({marks})",
+                             ids).fetchall()
+        now_held = {r[0]: (r[1], r[2]) for r in rows}
+        return {run_id for run_id in ids if now_held.get(run_id) != expected[run_id]}
 
     def _report_lost(self, lost: set[str]) -> None:
         log.warning("lost the lease of %d run(s); their writes were dropped: %s", len(lost),
                     ", ".join(sorted(lost)))
         if self.on_lost is not None:
             self.on_lost(lost)
-
-    def _check_fences(self) -> set[str]:
-        """Lock the rows of the held runs this transaction wrote; return those no longer ours."""
-        touched = {w[0] for w in self._written if w[0] is not None and self.fences.get(w[0])}
-        if not touched:
-            return set()
-        ids = sorted(touched)
-        marks = ", ".join("?" * len(ids))
-        rows = self._execute(
-            f"SELECT run_id, owner, lease_epoch FROM runs WHERE run_id IN ({marks}){self.LOCK_ROWS}",
-            ids).fetchall()
-        now_held = {r[0]: (r[1], r[2]) for r in rows}
-        return {run_id for run_id in ids if now_held.get(run_id) != self.fences[run_id]}
 
     def rollback(self) -> None:
         """Forget every write not yet committed."""
@@ -575,7 +590,7 @@ class Store(ABC):
 _INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})"
 
 
-def _grouped(writes: list[tuple[str | None, str, Sequence[Any]]]) -> list[tuple[str, list[Sequence[Any]]]]:
+def grouped(writes: list[tuple[str | None, str, Sequence[Any]]]) -> list[tuple[str, list[Sequence[Any]]]]:
     """Consecutive writes of the same statement become one executemany (order is kept)."""
     groups: list[tuple[str, list[Sequence[Any]]]] = []
     for _, sql, params in writes:

@@ -1,15 +1,19 @@
-"""The SQLite store: migrations, transactions, blobs, and reading runs back after reopening."""
+"""The stores: migrations, transactions, blobs, leases and fencing, and reading runs back after
+reopening. Every test that is not about SQLite's file layout runs on both stores: SQLite in a
+temporary state directory and a real PostgreSQL server (a fresh database per test, see
+`postgres_url` in conftest.py)."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.errors import RunNotFound, SDKUsageError
-from engine.store import CallRow, RunRow, SQLiteStore, open_store, store_url
+from engine.store import CallRow, RunRow, SQLiteStore, Store, open_store, store_url
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
 from engine.store.sqlite import INLINE_LIMIT
 
@@ -21,7 +25,26 @@ def schema_of(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
 
 
 def make_store(tmp_path: Path) -> SQLiteStore:
-    return open_store(store_url(tmp_path / "state"))
+    return open_store(store_url(tmp_path / "state"))  # type: ignore[return-value]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Opens (again) one store of each kind: each call is a new connection to the same data."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else store_url(tmp_path / "state")
+    opened: list[Store] = []
+
+    def open_it() -> Store:
+        store = open_store(url)
+        opened.append(store)
+        return store
+
+    yield open_it
+    for store in opened:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - closed by the test already
+            pass
 
 
 def a_run(run_id: str = "run-1", created_at: float | None = None, **fields: object) -> RunRow:
@@ -88,10 +111,9 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         make_store(tmp_path)
 
 
-def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:
-    make_store(tmp_path).close()
-    store = make_store(tmp_path)  # CREATE TABLE again would raise
-    store.close()
+def test_reopening_does_not_migrate_again(opener: Callable[[], Store]) -> None:
+    opener().close()
+    opener().close()  # CREATE TABLE again would raise
 
 
 def test_unsupported_url() -> None:
@@ -102,8 +124,8 @@ def test_unsupported_url() -> None:
 # --- runs and calls -----------------------------------------------------------------------------
 
 
-def test_runs_and_calls_read_back_after_reopen(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_runs_and_calls_read_back_after_reopen(opener: Callable[[], Store]) -> None:
+    store = opener()
     store.create_run(a_run("run-1", created_at=100.0))
     store.create_run(a_run("run-2", created_at=200.0, idempotency_key="k2"))
     store.insert_call(a_call("c1", created_at=1.0))
@@ -116,7 +138,7 @@ def test_runs_and_calls_read_back_after_reopen(tmp_path: Path) -> None:
     store.commit()
     store.close()
 
-    store = make_store(tmp_path)
+    store = opener()
     try:
         run = store.get_run("run-1")
         assert (run.status, run.result, run.input, run.ended_at) == (
@@ -139,9 +161,9 @@ def test_runs_and_calls_read_back_after_reopen(tmp_path: Path) -> None:
         store.close()
 
 
-def test_uncommitted_writes_are_invisible_to_other_readers(tmp_path: Path) -> None:
-    writer = make_store(tmp_path)
-    reader = make_store(tmp_path)
+def test_uncommitted_writes_are_invisible_to_other_readers(opener: Callable[[], Store]) -> None:
+    writer = opener()
+    reader = opener()
     try:
         writer.create_run(a_run("run-1"))
         with pytest.raises(RunNotFound):
@@ -153,21 +175,22 @@ def test_uncommitted_writes_are_invisible_to_other_readers(tmp_path: Path) -> No
         reader.close()
 
 
-def test_uncommitted_writes_are_lost_when_the_process_dies(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_uncommitted_writes_are_lost_when_the_process_dies(opener: Callable[[], Store]) -> None:
+    store = opener()
     store.create_run(a_run("run-1"))
     store.commit()
     store.update_run("run-1", status="succeeded")
-    store.db.close()  # no commit: as if the engine were killed here
-    store = make_store(tmp_path)
+    store.get_run("run-1")  # sent, in the open transaction
+    store.db.close()  # type: ignore[attr-defined]  # no commit: as if the engine were killed here
+    store = opener()
     try:
         assert store.get_run("run-1").status == "running"
     finally:
         store.close()
 
 
-def test_reset_unfinished_keeps_succeeded_and_tail_calls(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_reset_unfinished_keeps_succeeded_and_tail_calls(opener: Callable[[], Store]) -> None:
+    store = opener()
     try:
         store.create_run(a_run("run-1"))
         statuses = ["pending", "queued", "running", "succeeded", "tail", "failed", "cancelled"]
@@ -231,3 +254,139 @@ def test_blobs_are_content_addressed(tmp_path: Path) -> None:
         assert leftovers == []
     finally:
         store.close()
+
+
+def test_blobs_stream_in_and_out_of_either_store(opener: Callable[[], Store]) -> None:
+    """What the Blobs service does: a value arriving in pieces is named by its digest only once
+    whole; an aborted one leaves nothing; reading back in pieces gives the same bytes."""
+    import hashlib
+
+    store = opener()
+    data = bytes(range(256)) * 12_000  # about 3 MiB: several of PostgreSQL's 1 MiB chunks
+    writer = store.blob_writer()
+    for i in range(0, len(data), 100_000):
+        writer.write(data[i:i + 100_000])
+    digest, size = writer.commit()
+    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    other = opener()  # another connection (another server) sees it
+    assert other.has_blob(digest) and other.blob_size(digest) == len(data)
+    with other.open_blob(digest) as fh:
+        pieces = []
+        while chunk := fh.read(1 << 20):
+            pieces.append(chunk)
+    assert b"".join(pieces) == data
+    assert store.put_blob(data) == digest  # content-addressed: stored once
+
+    aborted = store.blob_writer()
+    aborted.write(b"half a value")
+    aborted.abort()
+    missing = hashlib.sha256(b"half a value").hexdigest()
+    assert not other.has_blob(missing)
+    with pytest.raises(FileNotFoundError):
+        other.open_blob(missing)
+
+
+def test_deployments_are_numbered_per_application(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    first = a.add_deployment("app", "d1", "app.py", b"zip-1")
+    second = b.add_deployment("app", "d2", "app.py", b"zip-2")
+    other = a.add_deployment("other", "d3", "x.py", b"zip-3")
+    assert (first and first.version, second and second.version, other and other.version) == (1, 2, 1)
+    assert [(d.name, d.version, d.digest) for d in b.deployments()] == [
+        ("app", 1, "d1"), ("app", 2, "d2"), ("other", 1, "d3")]
+    assert a.deployment_code("app", 2) == b"zip-2"
+    with pytest.raises(KeyError):
+        a.deployment_code("app", 3)
+
+
+# --- leases and fencing --------------------------------------------------------------------------
+
+
+def test_exactly_one_claimant_takes_a_run(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.create_run(a_run("run-1", status="queued", version=1))
+    a.commit()
+    assert [r.run_id for r in b.claimable_runs(10)] == ["run-1"]
+    epoch = a.claim_run("run-1", "owner-a", 30)
+    assert epoch == 1
+    assert b.claim_run("run-1", "owner-b", 30) is None  # a's lease is live
+    assert b.claimable_runs(10) == []
+    lease = b.lease_of("run-1")
+    assert lease.owner == "owner-a" and lease.live and 29 < (lease.expires_in or 0) <= 30
+    # Only runs of deployed versions are a server's to take: `engine run`'s are not.
+    b.create_run(a_run("cli-run", status="running", version=None))
+    b.commit()
+    assert b.claimable_runs(10) == []
+
+
+def test_an_expired_lease_is_taken_over_and_fences_the_old_owner(opener: Callable[[], Store]) -> None:
+    """A process paused past its lease and taken over loses its writes for that run — and only
+    for that run: the rest of the same transaction commits — and is told which run it lost."""
+    old, new = opener(), opener()
+    old.create_run(a_run("run-1", status="running", version=1))
+    old.create_run(a_run("run-2", status="running", version=1))
+    old.insert_call(a_call("c1", "run-1"))
+    old.insert_call(a_call("c2", "run-2"))
+    old.commit()
+    assert old.claim_run("run-1", "old", 0.5) == 1
+    assert old.claim_run("run-2", "old", 30) == 1
+    lost: list[set[str]] = []
+    old.on_lost = lost.append
+    time.sleep(0.6)  # run-1's lease runs out: the old owner is "paused"
+    assert [r.run_id for r in new.claimable_runs(10)] == ["run-1"]
+    assert new.claim_run("run-1", "new", 30) == 2
+    new.update_call("run-1", "c1", status="succeeded", result=b"new owner's")
+    new.commit()
+
+    old.update_call("run-1", "c1", status="failed")  # the deposed owner writes on
+    old.update_call("run-2", "c2", status="succeeded", result=b"still mine")
+    old.commit()
+    assert lost == [{"run-1"}]
+    assert {c.call_id: (c.status, c.result) for c in new.load_calls("run-1")} == {
+        "c1": ("succeeded", b"new owner's")}
+    assert new.load_calls("run-2")[0].result == b"still mine"
+    old.update_call("run-1", "c1", status="failed")  # dropped at once from now on
+    old.commit()
+    assert new.load_calls("run-1")[0].status == "succeeded"
+    assert lost == [{"run-1"}]
+
+
+def test_renewal_keeps_a_lease_and_notices_a_lost_one(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.create_run(a_run("run-1", status="running", version=1))
+    a.create_run(a_run("run-2", status="running", version=1))
+    a.commit()
+    a.claim_run("run-1", "a", 0.5)
+    a.claim_run("run-2", "a", 0.5)
+    time.sleep(0.3)
+    assert a.renew_leases("a", 0.5) == (set(), set())
+    time.sleep(0.3)  # past the first expiry: renewed, so still held
+    assert b.claim_run("run-1", "b", 30) is None
+    b.request_cancel("run-2")
+    b.commit()
+    time.sleep(0.6)
+    assert b.claim_run("run-1", "b", 30) == 2  # not renewed for a lease's length: taken
+    assert a.renew_leases("a", 0.5) == ({"run-1"}, {"run-2"})
+    assert a.fences["run-1"] is None
+
+
+def test_release_lets_another_take_the_run_at_once(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.create_run(a_run("run-1", status="running", version=1))
+    a.commit()
+    a.claim_run("run-1", "a", 30)
+    a.release_run("run-1")
+    assert b.lease_of("run-1").owner is None
+    assert b.claim_run("run-1", "b", 30) == 2
+
+
+def test_conditional_updates_only_touch_undriven_runs(opener: Callable[[], Store]) -> None:
+    a, b = opener(), opener()
+    a.create_run(a_run("run-1", status="queued", version=1))
+    a.create_run(a_run("run-2", status="queued", version=1))
+    a.commit()
+    a.claim_run("run-2", "a", 30)
+    assert b.update_run_if("run-1", ("queued",), status="cancelled")
+    assert not b.update_run_if("run-1", ("queued",), status="cancelled")  # not queued any more
+    assert not b.update_run_if("run-2", ("queued",), status="cancelled")  # claimed: a drives it
+    assert (a.get_run("run-1").status, a.get_run("run-2").status) == ("cancelled", "queued")
