@@ -23,8 +23,7 @@ from typing import Any, BinaryIO
 
 from engine.errors import SDKUsageError
 from engine.store import base
-from engine.store.base import StoreUnavailable
-from engine.store.base import grouped
+from engine.store.base import StoreUnavailable, grouped
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION, for_postgres, statements
 
 CHUNK = 1 << 20
