@@ -65,6 +65,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("ENGINE_STATE_DIR", str(path))
     monkeypatch.setenv("ENGINE_BACKEND", "process")
+    # Short leases: a test that kills an engine waits this long before another may take over.
+    monkeypatch.setenv("ENGINE_LEASE_TTL", "3")
     return path
 
 
