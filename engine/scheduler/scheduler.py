@@ -290,7 +290,7 @@ class Scheduler:
         self._finish_run(run, CANCELLED, failure=failure)
         self._schedule_flush()
 
-    def _lost(self, run_ids: set[str]) -> None:
+    def _lost(self, run_ids: set[str], why: str = "its lease was taken over by another process") -> None:
         """Another process holds these runs now (this one was paused or cut off past its
         lease): stop driving them at once, writing nothing. Their running calls' executors are
         stopped, so that their code stops too; the new owner runs those calls again."""
@@ -298,7 +298,7 @@ class Scheduler:
             run = self.runs.get(run_id)
             if run is None or run.done.is_set():
                 continue
-            log.warning("run %s: its lease was taken over by another process; stopped driving it", run_id)
+            log.warning("run %s: %s; stopped driving it", run_id, why)
             run.lost = True
             for call in run.calls.values():
                 if call.retry_handle is not None:
@@ -912,7 +912,8 @@ class Scheduler:
         self._to_notify = []
         for run_id in list(self.store.fences):
             self.store.fences[run_id] = None
-        self._lost({r for r, run in self.runs.items() if not run.done.is_set()})
+        self._lost({r for r, run in self.runs.items() if not run.done.is_set()},
+                   "the store stopped answering, so its lease may be another's by now")
 
     def _propagate(self, call: CallState) -> None:
         run = call.run

@@ -49,7 +49,9 @@ def openapi_document() -> dict[str, Any]:
             "version": {"type": ["integer", "null"]}, "status": {"type": "string", "enum": RUN_STATUS},
             "created_at": {"type": "number", "description": "accepted, unix seconds"},
             "started_at": num, "ended_at": num, "queued_seconds": num, "duration": num,
-            "resumes": {"type": "integer"}}},
+            "resumes": {"type": "integer"},
+            "owner": {"type": ["string", "null"],
+                      "description": "the process driving the run under its lease (its owner id), if any"}}},
         "Run": {"allOf": [_ref("RunSummary"), {"type": "object", "properties": {
             "result": {"description": "the application's return value as JSON (succeeded runs)"},
             "error": _ref("Failure"),

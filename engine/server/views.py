@@ -50,6 +50,9 @@ def run_summary(row: RunRow, version: int | None) -> dict[str, Any]:
         "queued_seconds": round(queued_until - row.created_at, 6) if queued_until is not None else None,
         "duration": _duration(row.started_at, row.ended_at, final),
         "resumes": row.resumes,
+        # The process driving it (a server's owner id, `GET /healthz` names each server's), while
+        # it runs; null when nobody holds its lease.
+        "owner": row.owner if row.status in ("queued", "running") else None,
     }
 
 

@@ -253,7 +253,11 @@ class Store(ABC):
         lost_all: set[str] = set()
         while True:
             writes = self._written + self._pending
-            expected = {w[0]: self.fences[w[0]] for w in writes if w[0] is not None and self.fences.get(w[0])}
+            expected: dict[str, tuple[str, int]] = {}
+            for run_id, _, _ in writes:
+                fence = self.fences.get(run_id) if run_id is not None else None
+                if fence is not None:
+                    expected[run_id] = fence  # type: ignore[index]
             if self._finish(expected):
                 break
             # Rolled back: some held run is not ours any more. Write the rest again.

@@ -34,10 +34,15 @@ def free_port() -> int:
 class ServerProcess:
     def __init__(self, state_dir: Path, *, port: int | None = None, token: str | None = None,
                  extra: tuple[str, ...] = (), log_path: Path | None = None, backend: str = "process",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, host: Any = None, store: str | None = None) -> None:
+        """`host`: a `hostlib.Host` to run in (its network namespace; the server listens on the
+        host's address and needs a token); `store`: the store URL (default SQLite in `state_dir`)."""
         self.state_dir = state_dir
         self.backend = backend
         self.env = env
+        self.host = host
+        self.store = store
+        self.address = host.addr if host is not None else "127.0.0.1"
         self.port = port or free_port()
         self.token = token
         self.extra = extra
@@ -47,7 +52,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         env = {**(self.env or os.environ), "ENGINE_BACKEND": self.backend, "PYTHONUNBUFFERED": "1"}
@@ -57,6 +62,11 @@ class ServerProcess:
                 "--state-dir", str(self.state_dir), "--backend", self.backend, *self.extra]
         if self.token:
             args += ["--token", self.token]
+        if self.store:
+            args += ["--store", self.store]
+        if self.host is not None:
+            args += ["--host", self.address]
+            args = self.host.command(args)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                      env=env, cwd=REPO)
@@ -119,7 +129,7 @@ class ServerProcess:
     def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                 headers: dict[str, str] | None = None, token: str | None | bool = True,
                 timeout: float = 30) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.address, self.port, timeout=timeout)
         try:
             send = dict(headers or {})
             if token is True and self.token:

@@ -208,6 +208,7 @@ function renderHead(dag) {
   if (run.duration != null) parts.push(fmtDuration(run.duration));
   if (run.queued_seconds) parts.push(`queued ${fmtDuration(run.queued_seconds)}`);
   if (run.resumes) parts.push(`resumed ${run.resumes}×`);
+  if (run.owner && run.status === "running") parts.push(`driven by ${run.owner}`);
   $("#run-meta").textContent = parts.join(" · ");
   $("#btn-cancel").hidden = !(run.status === "queued" || run.status === "running");
   $("#btn-resume").hidden = !(run.status === "failed" || run.status === "cancelled");

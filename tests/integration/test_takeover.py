@@ -1,0 +1,316 @@
+"""Servers that outlive each other: two `engine server` processes on one PostgreSQL store, each
+on its own test host (a network namespace, tests/integration/hostlib.py), both accepting
+submissions and serving the API; runs driven by whichever holds their lease.
+
+Every test kills or cuts off something at the worst moment and then counts side effects: which
+`step` calls started and ended, from lines they append to a file (the hosts share this machine's
+file system). Leases last `TTL` seconds here, so a take-over is due within TTL + one scan
+interval (TTL / 5) of the last renewal; the tests allow generous slack for a loaded machine and
+report what they saw.
+
+The last test is the restart case on SQLite: a server killed mid-burst and started again a
+second later while the killed process is still a zombie (its pid still "alive" to `kill(pid,
+0)`): nothing may stay `running` for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hostlib
+import pytest
+from serverlib import SERVER_APPS, ServerProcess, poll
+
+APP = SERVER_APPS / "takeover_app.py"
+TOKEN = "takeover-secret"
+TTL = 3.0
+BURST = 500
+
+
+@dataclass
+class Cluster:
+    hosts: hostlib.Hosts
+    servers: list[ServerProcess]
+    store: str
+
+    def owner_of(self, server: ServerProcess) -> str:
+        return server.ok("GET", "/healthz")["owner"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_bin: Path) -> Iterator[Cluster]:
+    reason = hostlib.missing()
+    if reason:
+        pytest.skip(reason)
+    with hostlib.Hosts(2) as hosts:
+        pg = hosts.postgres().start()
+        env = {**os.environ, "ENGINE_LEASE_TTL": str(TTL)}
+        servers = [ServerProcess(tmp_path / f"state-{h.name}", host=h, store=pg.url, token=TOKEN, env=env,
+                                 log_path=tmp_path / f"server-{h.name}.log") for h in hosts]
+        try:
+            for server in servers:
+                server.state_dir.mkdir()
+                server.start()
+            servers[0].deploy(APP)
+            yield Cluster(hosts, servers, pg.url)
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def lines(log: Path) -> list[list[str]]:
+    try:
+        return [line.split("|") for line in log.read_text().splitlines() if line]
+    except FileNotFoundError:
+        return []
+
+
+def counted(log: Path, what: str) -> Counter[tuple[str, int]]:
+    return Counter((f[1], int(f[2])) for f in lines(log) if f[0] == what)
+
+
+def step_nodes(server: ServerProcess, run_id: str) -> dict[str, dict[str, Any]]:
+    dag = server.ok("GET", f"/v1/runs/{run_id}/dag")
+    return {n["id"]: n for n in dag["nodes"] if n["function"] == "step"}
+
+
+# --- kill -9 of the server that drives runs -------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.hosts
+def test_the_other_server_takes_over_after_kill_9(cluster: Cluster, tmp_path: Path) -> None:
+    a, b = cluster.servers
+    log = tmp_path / "steps.log"
+    n, seconds = 8, 0.4
+    runs = {a.submit("steps", {"log": str(log), "tag": f"r{i}", "n": n, "seconds": seconds}): f"r{i}"
+            for i in range(4)}
+    owners = {cluster.owner_of(s): s for s in cluster.servers}
+    # Some steps of every run have finished and been checkpointed.
+    poll(lambda: all(len([c for c in step_nodes(a, r).values() if c["status"] == "succeeded"]) >= 2
+                     for r in runs), 60, interval=0.1, what="every run to checkpoint two steps")
+    driving = Counter(a.ok("GET", f"/v1/runs/{r}")["owner"] for r in runs)
+    victim = owners[max(driving, key=lambda o: driving[o])]
+    survivor = b if victim is a else a
+    victims_runs = [r for r in runs if a.ok("GET", f"/v1/runs/{r}")["owner"] == cluster.owner_of(victim)]
+    assert victims_runs, driving
+
+    victim.kill9()
+    killed_at = time.monotonic()
+    # What the store held as finished when the driver died: none of it may run again.
+    finished = {r: {cid for cid, c in step_nodes(survivor, r).items() if c["status"] == "succeeded"}
+                for r in runs}
+    survivor_id = cluster.owner_of(survivor)
+    poll(lambda: all(survivor.ok("GET", f"/v1/runs/{r}")["owner"] in (survivor_id, None) for r in victims_runs),
+         TTL * 4 + 10, interval=0.05, what="the survivor to take the killed server's runs")
+    took = time.monotonic() - killed_at
+    print(f"take-over of {len(victims_runs)} run(s) {took:.2f} s after kill -9 (lease {TTL:g} s)")
+    assert took < TTL + TTL / 5 + 5, f"take-over took {took:.1f} s"
+
+    for r in runs:
+        run = survivor.wait(r, timeout=120)
+        assert run["status"] == "succeeded" and run["result"] == sum(range(n)), run
+    starts, ends = counted(log, "start"), counted(log, "end")
+    for r, tag in runs.items():
+        nodes = step_nodes(survivor, r)
+        assert len(nodes) == n
+        for cid in finished[r]:
+            assert nodes[cid]["executions"] == 1, (r, nodes[cid])  # checkpointed: never again
+        assert all(ends[(tag, i)] >= 1 for i in range(n))
+    # Only steps that were running at the kill ran twice: one per victim run at most.
+    reruns = sum(starts.values()) - len(runs) * n
+    assert 0 <= reruns <= len(victims_runs), (reruns, starts)
+    assert "run taken over" in survivor.log()
+
+
+# --- a burst across both servers, one killed mid-burst -------------------------------------------
+
+
+async def submit_burst(servers: list[ServerProcess], n: int, on_accept: Any,
+                       deadline: float) -> dict[int, tuple[int, dict[str, Any]]]:
+    """n concurrent POSTs, each with its own Idempotency-Key, alternating between the servers;
+    one that fails (its server is down) is retried with the same key at the other."""
+    results: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    async def one(i: int) -> None:
+        body = json.dumps(i).encode()
+        attempt = i
+        while time.monotonic() < deadline:
+            server = servers[attempt % len(servers)]
+            request = (f"POST /v1/applications/inc/runs HTTP/1.1\r\nHost: {server.address}\r\n"
+                       f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\nIdempotency-Key: burst-{i}\r\n"
+                       "Connection: close\r\n\r\n").encode() + body
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(server.address, server.port), 5)
+                try:
+                    writer.write(request)
+                    await writer.drain()
+                    raw = await asyncio.wait_for(reader.read(), 30)
+                finally:
+                    writer.close()
+                head, _, payload = raw.partition(b"\r\n\r\n")
+                if not head:
+                    raise ConnectionError("no answer")
+                status = int(head.split(b" ", 2)[1])
+                if status >= 500:
+                    raise ConnectionError(f"answered {status}")
+                results[i] = (status, json.loads(payload))
+                on_accept(i)
+                return
+            except (OSError, asyncio.TimeoutError, ValueError):
+                attempt += 1
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"submission {i} never answered")
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return results
+
+
+@pytest.mark.postgres
+@pytest.mark.hosts
+def test_a_burst_across_two_servers_survives_one_killed(cluster: Cluster) -> None:
+    a, b = cluster.servers
+    accepted_before_kill: set[int] = set()
+    killed = {"done": False}
+
+    def on_accept(i: int) -> None:
+        if not killed["done"]:
+            accepted_before_kill.add(i)
+
+    async def scenario() -> dict[int, tuple[int, dict[str, Any]]]:
+        deadline = time.monotonic() + 180
+        burst = asyncio.ensure_future(submit_burst([a, b], BURST, on_accept, deadline))
+        while len(accepted_before_kill) < BURST // 3:  # in the middle of the burst
+            assert time.monotonic() < deadline and not burst.done()
+            await asyncio.sleep(0.005)
+        a.kill9()
+        killed["done"] = True
+        return await burst
+
+    results = asyncio.run(scenario())
+    assert BURST // 3 <= len(accepted_before_kill) < BURST
+    assert sorted(results) == list(range(BURST))
+    assert {status for status, _ in results.values()} == {202}  # every one accepted, none refused
+    ids = {i: body["run_id"] for i, (_, body) in results.items()}
+    assert len(set(ids.values())) == BURST  # one run per key, whichever server answered
+
+    def all_done() -> bool:
+        listed = b.ok("GET", "/v1/runs?application=inc&limit=1000")
+        return listed["total"] == BURST and all(r["status"] in ("succeeded", "failed") for r in listed["runs"])
+
+    poll(all_done, 300, interval=0.5, what="every run of the burst to finish on the surviving server")
+    listed = {r["run_id"]: r for r in b.ok("GET", "/v1/runs?application=inc&limit=1000")["runs"]}
+    assert set(listed) == set(ids.values())  # nothing lost, nothing extra
+    assert all(r["status"] == "succeeded" for r in listed.values())
+    for i in range(0, BURST, 25):
+        assert b.ok("GET", f"/v1/runs/{ids[i]}")["result"] == i + 1
+
+
+# --- a server cut off from PostgreSQL -------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.hosts
+def test_a_server_cut_off_from_the_store_stops_driving_and_the_other_takes_over(
+        cluster: Cluster, tmp_path: Path) -> None:
+    a, b = cluster.servers
+    host_a = cluster.hosts[0]
+    log = tmp_path / "steps.log"
+    n, seconds = 10, 0.4
+    runs = {a.submit("steps", {"log": str(log), "tag": f"p{i}", "n": n, "seconds": seconds}): f"p{i}"
+            for i in range(3)}
+    a_id = cluster.owner_of(a)
+    poll(lambda: any(b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id
+                     and len([c for c in step_nodes(b, r).values() if c["status"] == "succeeded"]) >= 2
+                     for r in runs), 60, interval=0.1, what="server A to drive a run that has made progress")
+    held_by_a = [r for r in runs if b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id]
+
+    host_a.partition()  # A reaches nothing now: not the store, not the test
+    cut_at = time.monotonic()
+    finished = {r: {cid for cid, c in step_nodes(b, r).items() if c["status"] == "succeeded"} for r in runs}
+    b_id = cluster.owner_of(b)
+    poll(lambda: all(b.ok("GET", f"/v1/runs/{r}")["owner"] in (b_id, None) for r in held_by_a),
+         TTL * 4 + 10, interval=0.05, what="B to take A's runs")
+    print(f"B took {len(held_by_a)} run(s) {time.monotonic() - cut_at:.2f} s after A was cut off")
+    time.sleep(TTL)  # A stays cut off past its lease, with its executors still running their calls
+    host_a.heal()
+
+    for r in runs:
+        run = b.wait(r, timeout=120)
+        assert run["status"] == "succeeded" and run["result"] == sum(range(n)), run
+    # A noticed, stopped driving, and wrote nothing over B's work: every checkpoint taken before
+    # the cut is still the one execution it was, every step ended with one succeeded call.
+    poll(lambda: "stopped driving" in a.log() or "no longer driven here" in a.log(), 30,
+         what="server A to say it stopped driving its runs")
+    for r in runs:
+        nodes = step_nodes(b, r)
+        assert len(nodes) == n and all(c["status"] == "succeeded" for c in nodes.values())
+        for cid in finished[r]:
+            assert nodes[cid]["executions"] == 1, nodes[cid]
+        assert b.ok("GET", f"/v1/runs/{r}")["resumes"] >= (1 if r in held_by_a else 0)
+    # A is healthy again and serves the same runs from the store.
+    poll(lambda: a.request("GET", "/healthz", timeout=2)[0] == 200, 30, what="A to answer again")
+    assert all(a.ok("GET", f"/v1/runs/{r}")["status"] == "succeeded" for r in runs)
+
+
+# --- the restart case on SQLite: a zombie owner, a quick restart ---------------------------------
+
+
+def test_a_quick_restart_with_the_old_server_a_zombie_leaves_nothing_stuck(tmp_path: Path) -> None:
+    """Kill -9 three seconds into a burst, start again one second later, without reaping the
+    killed process: its pid still answers kill(pid, 0). Every accepted run must finish."""
+    from test_server import _submit_burst
+
+    env = {**os.environ, "ENGINE_LEASE_TTL": str(TTL)}
+    srv = ServerProcess(tmp_path / "state", env=env)
+    (tmp_path / "state").mkdir()
+    srv.start()
+    zombie = None
+    try:
+        srv.deploy(APP)
+        accepted: set[int] = set()
+
+        async def scenario() -> dict[int, tuple[int, dict]]:
+            nonlocal zombie
+            deadline = time.monotonic() + 180
+            burst = asyncio.ensure_future(_submit_burst(srv.port, BURST, accepted.add, deadline))
+            await asyncio.sleep(3)
+            assert srv.proc is not None
+            zombie = srv.proc
+            os.kill(zombie.pid, signal.SIGKILL)  # not reaped: a zombie while the new one starts
+            await asyncio.sleep(1)
+            assert Path(f"/proc/{zombie.pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+            os.kill(zombie.pid, 0)  # "alive", as a pid check sees it
+            srv.proc = None
+            await asyncio.to_thread(srv.start)
+            return await burst
+
+        results = asyncio.run(scenario())
+        assert {status for status, _ in results.values()} == {202}
+        ids = {body["run_id"] for _, body in results.values()}
+        assert len(ids) == BURST
+
+        def all_done() -> bool:
+            listed = srv.ok("GET", "/v1/runs?application=inc&limit=1000")
+            return listed["total"] == BURST and all(r["status"] == "succeeded" for r in listed["runs"])
+
+        poll(all_done, 300, interval=0.5, what="every run to finish (none stuck `running`)")
+    finally:
+        srv.stop()
+        if zombie is not None:
+            try:
+                zombie.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
