@@ -24,7 +24,11 @@ How a container is run, and why:
 - Ownership: labels `engine.managed`, `engine.instance`, `engine.owner_pid`,
   `engine.owner_start`, `engine.owner_host`, `engine.run`, `engine.function`. `close()` removes
   this instance's containers; `cleanup_orphans()` removes those whose owning engine process is
-  gone (the pid is dead, or now belongs to a process that started later).
+  gone (the pid is dead, a zombie, or now belongs to a process that started later: a pid alone
+  is not an owner).
+- Orphans end by themselves too: an executor whose `Calls` stream stays closed longer than
+  `ENGINE_EXECUTOR_ORPHAN_TIMEOUT` (put into the container's environment) exits, even mid-call
+  (`engine.executor.lifetime`); its stopped container waits for the next sweep.
 
 Docker's SDK is blocking, so every call runs on this backend's own thread pool (not asyncio's
 default executor, which has only cpu+4 threads and is shared with the rest of the scheduler: a
@@ -60,6 +64,7 @@ from engine.errors import (
     InfrastructureError,
     PythonVersionMismatch,
 )
+from engine.executor.lifetime import executor_env
 from engine.images import (
     EXECUTOR_PORT,
     EXECUTOR_UID,
@@ -89,31 +94,44 @@ _DOCKER_THREADS = 16
 T = TypeVar("T")
 
 
-def _process_start_ticks(pid: int) -> str:
-    """Start time of a process (clock ticks since boot), to tell a live owner from a process
-    that reused its pid. Empty where /proc is not available."""
+def _process_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process from /proc/PID/stat; None
+    when there is no such entry."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
-        return ""
+        return None
     # The command name (field 2) may contain spaces and parentheses; fields after it are plain.
     fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else ""
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _process_start_ticks(pid: int) -> str:
+    """Start time of a process (clock ticks since boot), to tell a live owner from a process
+    that reused its pid. Empty where /proc is not available."""
+    stat = _process_stat(pid)
+    return stat[1] if stat else ""
 
 
 def _owner_alive(pid: int, start: str) -> bool:
+    """Whether the engine process (`pid`, started at `start` ticks; empty: not recorded) still
+    runs. A pid alone proves nothing: a killed process stays a zombie until its parent reaps it,
+    and its pid is reused later."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    if start:
-        now = _process_start_ticks(pid)
-        if now and now != start:
-            return False  # the pid was reused
-    return True
+    stat = _process_stat(pid)
+    if stat is None:
+        # Gone since the kill(0); or no /proc here, where only the pid can tell.
+        return not (start or os.path.exists("/proc/self/stat"))
+    state, now = stat
+    if state in ("Z", "X"):
+        return False  # exited; only its exit status is left for its parent to collect
+    return not (start and now != start)  # else: the pid was reused
 
 
 def orphaned(labels: dict[str, str], instance_id: str, owner_host: str) -> bool:
@@ -181,6 +199,7 @@ class DockerBackend(Backend):
         self._owner_pid = os.getpid()
         self._owner_start = _process_start_ticks(self._owner_pid)
         self._owner_host = socket.gethostname()
+        self._executor_env = executor_env()
         self._verified_images: set[str] = set()
         self._runtime_tag: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=_DOCKER_THREADS, thread_name_prefix="docker")
@@ -300,7 +319,7 @@ class DockerBackend(Backend):
                 image,
                 name=_container_name(spec.function),
                 entrypoint=self._command,
-                environment=dict(spec.env),
+                environment={**spec.env, **self._executor_env},
                 user=str(EXECUTOR_UID),
                 labels=labels,
                 host_config=host_config,

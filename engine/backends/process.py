@@ -4,6 +4,9 @@ For machines without a Docker engine, and for fast local development. The execut
 program the docker backend runs in a container, spoken to over the same gRPC protocol; what the
 process backend cannot give is isolation: `cpu`, `memory` and `image` are not enforced (the
 docker backend enforces them), and every executor shares this machine's Python environment.
+
+An executor is told its engine's pid (`--parent-pid`) and ends, with every process of its group,
+within about a second of that process dying, even mid-call (`engine.executor.lifetime`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InfrastructureError
+from engine.executor.lifetime import executor_env
 
 
 class ProcessBackend(Backend):
@@ -31,13 +35,14 @@ class ProcessBackend(Backend):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._counter = 0
+        self._executor_env = executor_env()
 
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         self._counter += 1
         ident = f"{spec.function.replace('.', '_')}-{os.getpid()}-{self._counter}"
         port_file = self.log_dir / f"{ident}.port"
         log_path = self.log_dir / f"{ident}.log"
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **spec.env, **self._executor_env, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.executor", "--listen", "127.0.0.1:0",

@@ -82,6 +82,7 @@ from engine.backends.docker import (
     remove_each,
 )
 from engine.errors import DockerUnavailable, ImageMissing, InfrastructureError
+from engine.executor.lifetime import executor_env
 from engine.images import EXECUTOR_PORT, EXECUTOR_UID, docker_client, registry_image, runtime_image_tag
 
 if TYPE_CHECKING:
@@ -241,6 +242,7 @@ class SwarmBackend(Backend):
         self._owner_pid = os.getpid()
         self._owner_start = _process_start_ticks(self._owner_pid)
         self._owner_host = socket.gethostname()
+        self._executor_env = executor_env()
         self._runtime_tag: str | None = None
         self._verified_images: set[str] = set()
         self._nodes: dict[str, dict[str, Any]] = {}
@@ -369,7 +371,8 @@ class SwarmBackend(Backend):
         memory = max(int(spec.memory_gb * 1024**3), 8 * 1024**2)
         nano_cpus = int(spec.cpu * 1e9)
         disk = max(int(spec.ephemeral_disk_gb * 1024**3), 1024**2)
-        env = [f"{k}={v}" for k, v in spec.env.items()] + [f"{ENV_NODE}={{{{.Node.Hostname}}}}"]
+        env = [f"{k}={v}" for k, v in {**spec.env, **self._executor_env}.items()]
+        env.append(f"{ENV_NODE}={{{{.Node.Hostname}}}}")
         mounts = [
             # Swarm's tmpfs takes a size and a mode, no owner: sticky and world-writable, as /tmp.
             docker.types.Mount(target, None, type="tmpfs", tmpfs_size=disk, tmpfs_mode=0o1777)

@@ -11,11 +11,16 @@ A call's return value is either a value (pickled into the response), or a `Futur
 its graph is encoded into the response and the call is over; the executor's slot is free at once.
 Values too large to travel inline go to and come from the scheduler's Blobs service
 (`engine.executor.blobs`), over the same channel as the callbacks.
+
+An executor never outlives its engine: it ends by itself, even mid-call, when its parent process
+dies (process backend) or its `Calls` stream stays closed past a grace period
+(`engine.executor.lifetime`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import queue
@@ -28,13 +33,19 @@ import zipfile
 from collections.abc import Iterator
 from concurrent import futures as cf
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
 from engine import wire
 from engine.errors import SDKUsageError
 from engine.executor.blobs import BlobClient
+from engine.executor.lifetime import (
+    INIT_TIMEOUT_S,
+    ORPHAN_TIMEOUT_ENV,
+    Lifetime,
+    parse_orphan_timeout,
+)
 from engine.executor.runtime import ExecutorRuntime, GraphEncoder
 from engine.sdk import runtime as sdk_runtime
 from engine.sdk.function import Function, registered
@@ -89,7 +100,8 @@ def _unpack_code(code_zip: bytes, digest: str) -> Path:
 
 
 class Executor(pb_grpc.FunctionExecutorServicer):
-    def __init__(self) -> None:
+    def __init__(self, lifetime: Lifetime) -> None:
+        self.lifetime = lifetime
         self.function: Function[..., Any] | None = None
         self.code_digest = ""
         self.code_dir: Path | None = None
@@ -103,6 +115,14 @@ class Executor(pb_grpc.FunctionExecutorServicer):
     # --- Initialize ------------------------------------------------------------------------
 
     def Initialize(self, request: pb.InitializeRequest, context: grpc.ServicerContext) -> pb.InitializeResponse:  # noqa: N802
+        try:
+            return self._initialize(request, context)
+        finally:
+            # Counted from the end, failed or not: a scheduler took this executor, and a slow
+            # import must not use up the grace before it can open its stream.
+            self.lifetime.initialized()
+
+    def _initialize(self, request: pb.InitializeRequest, context: grpc.ServicerContext) -> pb.InitializeResponse:
         if request.protocol_version != wire.PROTOCOL_VERSION:
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -147,6 +167,11 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         if fn is None or stub is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Calls before Initialize")
         assert fn is not None
+        # The stream is the scheduler's hold on this executor: its end (the scheduler killed, the
+        # connection lost) is seen here even while this thread is busy in a call.
+        self.lifetime.stream_opened()
+        if not context.add_callback(self.lifetime.stream_closed):
+            self.lifetime.stream_closed()
         if self.concurrency == 1:
             # The scheduler never sends a second call before the first is answered: run each on
             # this stream's own thread, with no hand-offs (the hot path of a chain of calls).
@@ -287,23 +312,25 @@ def _clip_logs(text: str) -> str:
     return f"[engine: the first {dropped} characters of this call's output were dropped]\n" + text[-MAX_LOG_CHARS:]
 
 
-def _exit_with_parent(parent_pid: int, stop: threading.Event) -> None:
-    """Local executors must not outlive the engine that started them (even after kill -9)."""
-    while not stop.wait(0.5):
-        if os.getppid() != parent_pid:
-            stop.set()
-
-
 def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
-          parent_pid: int | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or, with `parent_pid`, until that parent process is gone).
-    Writes the bound port to `port_file` once listening."""
+          parent_pid: int | None = None, init_timeout: float = INIT_TIMEOUT_S) -> NoReturn:
+    """Serve until SIGTERM/SIGINT, or until the executor is left alone (`Lifetime`: with
+    `parent_pid`, that parent process is gone; or its scheduler's stream stays closed past
+    $ENGINE_EXECUTOR_ORPHAN_TIMEOUT; or nobody initialises it within `init_timeout` seconds).
+    Writes the bound port to `port_file` once listening. Never returns: the process ends with
+    `os._exit`, whatever calls are still running."""
     import signal
 
+    try:
+        orphan_timeout = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV))
+    except ValueError as exc:
+        raise SystemExit(f"engine executor: {exc}") from None
     sys.dont_write_bytecode = True
+    original_stderr = sys.stderr
     sys.stdout = _ThreadStream(sys.stdout)  # type: ignore[assignment]
     sys.stderr = _ThreadStream(sys.stderr)  # type: ignore[assignment]
-    executor = Executor()
+    lifetime = Lifetime(orphan_timeout=orphan_timeout, init_timeout=init_timeout, parent_pid=parent_pid)
+    executor = Executor(lifetime)
     server = grpc.server(cf.ThreadPoolExecutor(max_workers=max_workers), options=wire.GRPC_OPTIONS)
     pb_grpc.add_FunctionExecutorServicer_to_server(executor, server)
     port = server.add_insecure_port(listen)
@@ -318,8 +345,24 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if parent_pid:
-        threading.Thread(target=_exit_with_parent, args=(parent_pid, stop), daemon=True).start()
+    threading.Thread(target=lifetime.watch, args=(stop,), name="lifetime", daemon=True).start()
     stop.wait()
-    server.stop(grace=0)
-    executor.close()
+    try:
+        if lifetime.reason:
+            print(f"engine executor: exiting: {lifetime.reason}", file=original_stderr, flush=True)
+        server.stop(grace=0)
+        executor.close()
+    except BaseException:  # noqa: BLE001 - whatever fails here, the process must still end
+        with contextlib.suppress(BaseException):
+            traceback.print_exc(file=original_stderr)
+    finally:
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                with contextlib.suppress(BaseException):
+                    stream.flush()
+        if parent_pid and os.getpgrp() == os.getpid():
+            # A local executor leads its own process group (the process backend starts it so):
+            # end the processes its calls started with it, as the backend's own stop would.
+            os.killpg(os.getpid(), signal.SIGKILL)
+        # A call's thread cannot be interrupted, and a normal exit would wait for it.
+        os._exit(0)

@@ -1,0 +1,117 @@
+"""When an executor ends by itself: it never outlives the engine that owns it.
+
+A backend stops its executors (`stop_executor`, `close`), but an engine killed with `kill -9`,
+or whose machine is lost, stops nothing. An executor then ends on its own, whether a call is
+running or not — a call that never returns must not keep it alive:
+
+- **Parent gone** (the process backend passes `--parent-pid`): within about a second of the
+  engine process dying.
+- **Orphaned**: once initialised, no open `Calls` stream for longer than the grace period,
+  `ENGINE_EXECUTOR_ORPHAN_TIMEOUT` seconds (default 10; each backend puts the engine's value into
+  the executor's environment). The scheduler opens one `Calls` stream right after `Initialize`
+  and keeps it open for the executor's whole life, busy or idle; it never opens a second one (a
+  broken stream makes it retire the executor). So a stream that stays closed means the scheduler
+  is gone: killed (the kernel closes its sockets), or silent (gRPC keepalive, `wire.GRPC_OPTIONS`,
+  breaks the connection within about 10 s). The grace matches the scheduler's run lease.
+- **Never initialised** within `INIT_TIMEOUT_S` (300 s): nobody is coming.
+
+A call runs on a thread, and Python cannot interrupt a thread, so the executor ends with
+`os._exit` (`engine.executor.server.serve`), never waiting for its calls.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from engine.errors import SDKUsageError
+
+ORPHAN_TIMEOUT_ENV = "ENGINE_EXECUTOR_ORPHAN_TIMEOUT"
+DEFAULT_ORPHAN_TIMEOUT_S = 10.0
+INIT_TIMEOUT_S = 300.0
+#: How often the watch looks: the parent check must notice a death within about a second.
+POLL_S = 0.25
+
+
+def parse_orphan_timeout(text: str | None) -> float:
+    """Seconds from the variable's text (unset or blank: the default). Raises ValueError."""
+    if text is None or not text.strip():
+        return DEFAULT_ORPHAN_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{ORPHAN_TIMEOUT_ENV} must be a number of seconds greater than 0, not {text!r}")
+    return value
+
+
+def executor_env() -> dict[str, str]:
+    """What every backend adds to an executor's environment: this engine's orphan grace period
+    (`ENGINE_EXECUTOR_ORPHAN_TIMEOUT` here, else the default). Raises `SDKUsageError` when the
+    variable is set to something that is not a positive number of seconds."""
+    try:
+        value = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV))
+    except ValueError as exc:
+        raise SDKUsageError(str(exc)) from None
+    return {ORPHAN_TIMEOUT_ENV: f"{value:g}"}
+
+
+class Lifetime:
+    """Tracks what keeps an executor alive; `watch` ends it (sets `stop`, with a `reason`) when
+    nothing does. Thread-safe: gRPC handler threads report streams, one thread watches."""
+
+    def __init__(self, *, orphan_timeout: float, init_timeout: float = INIT_TIMEOUT_S,
+                 parent_pid: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.orphan_timeout = orphan_timeout
+        self.init_timeout = init_timeout
+        self.parent_pid = parent_pid
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._initialized = False
+        self._streams = 0
+        # Since when nothing has held the executor: its start, then the end of Initialize, then
+        # the close of the last Calls stream.
+        self._since = clock()
+        self.reason: str | None = None
+
+    def initialized(self) -> None:
+        """An `Initialize` ended (even in failure: a scheduler took this executor, and from now
+        on only its `Calls` stream keeps it)."""
+        with self._lock:
+            self._initialized = True
+            if self._streams == 0:
+                self._since = self._clock()
+
+    def stream_opened(self) -> None:
+        with self._lock:
+            self._streams += 1
+
+    def stream_closed(self) -> None:
+        with self._lock:
+            self._streams -= 1
+            if self._streams == 0:
+                self._since = self._clock()
+
+    def check(self) -> str | None:
+        """Why the executor should end now, or None."""
+        if self.parent_pid and os.getppid() != self.parent_pid:
+            return f"its engine process {self.parent_pid} is gone"
+        with self._lock:
+            idle = self._clock() - self._since
+            if not self._initialized and idle > self.init_timeout:
+                return f"nobody initialised it within {self.init_timeout:g} s"
+            if self._initialized and self._streams == 0 and idle > self.orphan_timeout:
+                return f"no scheduler connection for {self.orphan_timeout:g} s"
+        return None
+
+    def watch(self, stop: threading.Event) -> None:
+        """Thread body: poll `check` until it gives a reason (then set `stop`) or `stop` is set."""
+        while not stop.wait(POLL_S):
+            reason = self.check()
+            if reason is not None:
+                self.reason = reason
+                stop.set()
