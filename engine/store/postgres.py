@@ -16,6 +16,7 @@ from their checkpoints, once the database answers (if no other server took them 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -62,6 +63,7 @@ class PostgresStore(base.Store):
         self.db = _connect(url)
         self._psycopg = _psycopg()
         self._relax_commit()
+        self._client = self._psycopg.ClientCursor(self.db)
         self._sql: dict[str, str] = {}
         self._blob_connections: list[Any] = []
         self._blob_lock = threading.Lock()
@@ -112,9 +114,11 @@ class PostgresStore(base.Store):
 
     def _finish(self, expected: dict[str, tuple[str, int]]) -> bool:
         """BEGIN (unless a read opened the transaction), the writes, the fence check and COMMIT
-        in one pipeline: one round trip. The check divides by zero — failing the transaction,
-        so COMMIT rolls back — unless every held run's row still names this owner and epoch;
-        the rows it finds stay locked until COMMIT, so no claim slips in between."""
+        as one message: one round trip, one parse. The values are bound here, client-side, by
+        psycopg's own quoting (`ClientCursor.mogrify`). The check divides by zero — an error
+        that skips the rest of the message, COMMIT included, so the transaction rolls back —
+        unless every held run's row still names this owner and epoch; the rows it finds stay
+        locked until COMMIT, so no claim slips in between."""
         pending, self._pending = self._pending, []
         self._written.extend(pending)
         fence = None
@@ -125,15 +129,18 @@ class PostgresStore(base.Store):
                      f"(SELECT run_id FROM runs WHERE {matches} FOR UPDATE) AS held",
                      [len(ids), *(v for r in ids for v in (r, *expected[r]))])
         try:
-            with self.db.pipeline():
-                cur = self.db.cursor()
-                if not self._tx_open:
-                    cur.execute("BEGIN")
-                for sql, rows in grouped(pending):
-                    cur.executemany(self._q(sql), rows)
-                if fence is not None:
-                    cur.execute(*fence)
-                cur.execute("COMMIT")
+            bind = self._client.mogrify
+            parts = [] if self._tx_open else ["BEGIN"]
+            for sql, rows in grouped(pending):
+                one = as_one_statement(sql, rows) if len(rows) > 1 else None
+                if one is not None:
+                    parts.append(bind(*one))
+                else:
+                    parts.extend(bind(self._q(sql), row) for row in rows)
+            if fence is not None:
+                parts.append(bind(*fence))
+            parts.append("COMMIT")
+            self.db.execute(";\n".join(parts), prepare=False)
         except self._psycopg.errors.DivisionByZero:
             self._execute("ROLLBACK")
             self._tx_open = False
@@ -158,6 +165,7 @@ class PostgresStore(base.Store):
             self.db.close()
         self.db = _connect(self.url)
         self._relax_commit()
+        self._client = self._psycopg.ClientCursor(self.db)
 
     def _relax_commit(self) -> None:
         """`synchronous_commit = off` for this connection, unless the URL says otherwise: a
@@ -346,6 +354,71 @@ class _BlobReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# PostgreSQL's types of the columns the hot path writes many rows of at once (`as_one_statement`).
+# tests/unit/test_store.py checks them against the schema a migrated database has.
+COLUMN_TYPES: dict[str, dict[str, str]] = {
+    "calls": {
+        "call_id": "text", "run_id": "text", "parent_id": "text", "function": "text", "kind": "text",
+        "spec": "bytea", "args_digest": "text", "status": "text", "attempts": "integer",
+        "executions": "integer", "tail_id": "text", "result": "bytea", "result_digest": "text",
+        "failure": "bytea", "error_kind": "text", "error_message": "text",
+        "created_at": "double precision", "started_at": "double precision",
+        "ended_at": "double precision", "seq": "bigint",
+    },
+    "logs": {
+        "run_id": "text", "call_id": "text", "function": "text", "attempt": "integer", "text": "text",
+        "created_at": "double precision",
+    },
+}
+_INSERT = re.compile(r"^INSERT INTO (\w+) \(([\w, ]+)\) VALUES \([?, ]+\)$")
+_UPDATE_CALLS = re.compile(r"^UPDATE calls SET (.+) WHERE call_id = \?$")
+_ASSIGN = re.compile(r"^(\w+) = \?$")
+
+
+def as_one_statement(sql: str, rows: list[Sequence[Any]]) -> tuple[str, list[Any]] | None:
+    """Many rows of one INSERT into calls or logs, or of one UPDATE of calls by id, as a single
+    statement over `unnest` of one array per column: one statement to parse, plan and execute
+    instead of one per row (a fan-out writes thousands of rows a second). None when the
+    statement is of another shape, or an UPDATE names a call twice (executemany's order
+    would matter)."""
+    insert = _INSERT.match(sql)
+    if insert is not None:
+        table, columns = insert.group(1), [c.strip() for c in insert.group(2).split(",")]
+        types = COLUMN_TYPES.get(table)
+        if types is None or any(c not in types for c in columns):
+            return None
+        arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+        return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})",
+                [list(col) for col in zip(*rows, strict=True)])
+    update = _UPDATE_CALLS.match(sql)
+    if update is None:
+        return None
+    ids = [row[-1] for row in rows]
+    if len(set(ids)) != len(ids):
+        return None
+    types = COLUMN_TYPES["calls"]
+    sets: list[str] = []
+    names: list[str] = []
+    casts: list[str] = []
+    for assignment in update.group(1).split(", "):
+        column = _ASSIGN.match(assignment)
+        if column is None:
+            if "?" in assignment:
+                return None
+            sets.append(assignment)  # an expression of the row's own columns
+            continue
+        name = column.group(1)
+        if name not in types:
+            return None
+        sets.append(f"{name} = v.p{len(names)}")
+        casts.append(f"%s::{types[name]}[]")
+        names.append(f"p{len(names)}")
+    casts.append("%s::text[]")
+    columns = [list(col) for col in zip(*rows, strict=True)]
+    return (f"UPDATE calls SET {', '.join(sets)} FROM unnest({', '.join(casts)}) "
+            f"AS v({', '.join(names + ['id'])}) WHERE calls.call_id = v.id", columns)
 
 
 def _check_digest(digest: str) -> None:

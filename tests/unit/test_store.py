@@ -390,3 +390,48 @@ def test_conditional_updates_only_touch_undriven_runs(opener: Callable[[], Store
     assert not b.update_run_if("run-1", ("queued",), status="cancelled")  # not queued any more
     assert not b.update_run_if("run-2", ("queued",), status="cancelled")  # claimed: a drives it
     assert (a.get_run("run-1").status, a.get_run("run-2").status) == ("cancelled", "queued")
+
+
+def test_many_rows_in_one_commit_are_written_as_given(opener: Callable[[], Store]) -> None:
+    """A fan-out's turn: thousands of inserts and updates of one shape in one transaction
+    (PostgreSQL sends each shape as one statement over arrays), the same call updated twice
+    (order matters), NULLs, bytes and expressions of the row's own columns."""
+    store = opener()
+    store.create_run(a_run("run-1"))
+    for i in range(300):
+        store.insert_call(a_call(f"c{i}", result=None if i % 2 else bytes([i % 256]) * 3))
+    for i in range(300):
+        store.count_execution("run-1", f"c{i}", attempts=1, started_at=float(i))
+    store.count_execution("run-1", "c0", attempts=2, started_at=1000.0)  # c0 twice: in order
+    for i in range(300):
+        store.update_call("run-1", f"c{i}", status="succeeded", result=None if i % 3 else b"\x00r",
+                          ended_at=None if i % 5 else float(i))
+    for i in range(3):
+        store.append_log("run-1", f"c{i}", "f", 1, f"line {i}\n")
+    store.commit()
+    calls = {c.call_id: c for c in opener().load_calls("run-1")}
+    assert len(calls) == 300
+    assert (calls["c0"].attempts, calls["c0"].executions, calls["c0"].started_at) == (2, 2, 1000.0)
+    for i in (1, 3, 5, 10, 299):
+        c = calls[f"c{i}"]
+        assert (c.status, c.executions, c.started_at) == ("succeeded", 1, float(i))
+        assert c.result == (None if i % 3 else b"\x00r")
+        assert c.ended_at == (None if i % 5 else float(i))
+    assert [r.call_id for r in opener().load_calls("run-1")][:3] == ["c0", "c1", "c2"]
+    assert store.logs("run-1") == [(f"c{i}", "f", 1, f"line {i}\n") for i in range(3)]
+
+
+@pytest.mark.postgres
+def test_postgres_column_types_match_the_schema(postgres_url: str) -> None:
+    from engine.store.postgres import COLUMN_TYPES
+
+    store = open_store(postgres_url)
+    try:
+        for table, types in COLUMN_TYPES.items():
+            rows = store.db.execute(  # type: ignore[attr-defined]
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s",
+                (table,)).fetchall()
+            actual = {name: kind for name, kind in rows}
+            assert {c: actual[c] for c in types} == types, table
+    finally:
+        store.close()
