@@ -177,6 +177,24 @@ class ServerProcess:
             time.sleep(0.05)
 
 
+def lease_of(state_dir: Path, run_id: str) -> Any:
+    """The run's lease as the store in `state_dir` (or ENGINE_STORE) sees it now."""
+    from engine.store import open_store, store_url
+
+    store = open_store(store_url(state_dir))
+    try:
+        return store.lease_of(run_id)
+    finally:
+        store.close()
+
+
+def wait_for_lease_to_run_out(state_dir: Path, run_id: str, timeout: float = 30.0) -> None:
+    """A killed engine's lease holds its run for ENGINE_LEASE_TTL after its last renewal;
+    until then `engine resume` refuses (one line naming the owner)."""
+    poll(lambda: not lease_of(state_dir, run_id).live, timeout, interval=0.1,
+         what="the killed engine's lease to run out")
+
+
 def _processes() -> list[tuple[int, str]]:
     found = []
     for entry in os.listdir("/proc"):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from serverlib import wait_for_lease_to_run_out
 
 pytestmark = pytest.mark.docker
 
@@ -75,6 +76,7 @@ def env(tmp_path):
     e = dict(os.environ)
     e["ENGINE_STATE_DIR"] = str(tmp_path / "state")
     e.pop("ENGINE_BACKEND", None)
+    e["ENGINE_LEASE_TTL"] = "3"  # a killed engine's runs are resumable 3 s after it died
     return e
 
 
@@ -251,6 +253,7 @@ def test_engine_killed_mid_run_resumes_without_rerunning_finished_calls(docker, 
     code, out, err = cli(env, "runs", "--json")
     run_id = json.loads(out)[0]["run_id"]
     assert engine_containers(docker, run=run_id), "the killed engine's containers should still be there"
+    wait_for_lease_to_run_out(Path(env["ENGINE_STATE_DIR"]), run_id)
     code, out, err = cli(env, "resume", run_id, "--json")
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])

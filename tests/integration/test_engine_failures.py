@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serverlib import lease_of, wait_for_lease_to_run_out
 
 from engine import FunctionError, FunctionTimeout, RequestError, run_local_application
 
@@ -252,23 +253,6 @@ def checkpointed_work(state_dir: Path) -> tuple[Any, set[int]]:
     return run, done
 
 
-def lease_of(state_dir: Path, run_id: str) -> Any:
-    from engine.store import open_store, store_url
-
-    store = open_store(store_url(state_dir))
-    try:
-        return store.lease_of(run_id)
-    finally:
-        store.close()
-
-
-def wait_for_lease_to_run_out(state_dir: Path, run_id: str, wait_until: Any) -> None:
-    """A killed engine's lease holds its run for ENGINE_LEASE_TTL (3 s in tests) after its last
-    renewal; until then `engine resume` refuses."""
-    wait_until(lambda: not lease_of(state_dir, run_id).live, timeout=15, interval=0.1,
-               what="the killed engine's lease to run out")
-
-
 def test_resume_refuses_while_the_lease_is_live_and_takes_over_after_kill_9(
         apps, state_dir, side_effects, cli, wait_until, tmp_path) -> None:
     """`engine resume` of a run another live process drives is one clear line naming the owner
@@ -298,7 +282,7 @@ def test_resume_refuses_while_the_lease_is_live_and_takes_over_after_kill_9(
         engine.kill()  # kill -9; the killed process stays a zombie until reaped
         killed_at = time.monotonic()
         assert cli("resume", run.run_id).code == 2  # its lease still holds, zombie or not
-        wait_for_lease_to_run_out(state_dir, run.run_id, wait_until)
+        wait_for_lease_to_run_out(state_dir, run.run_id)
         assert time.monotonic() - killed_at < 3 + 1.5  # the TTL, plus a little slack
     finally:
         engine.kill()
@@ -341,7 +325,7 @@ def test_resume_after_the_engine_is_killed(apps, state_dir, side_effects, cli, w
     assert run.status == "running"  # nobody recorded an end: the engine just vanished
     assert checkpointed, "no call was checkpointed before the kill"
 
-    wait_for_lease_to_run_out(state_dir, run.run_id, wait_until)
+    wait_for_lease_to_run_out(state_dir, run.run_id)
     code, out_text, err_text = cli("resume", run.run_id, "--json")
     assert code == 0, err_text
     assert json.loads(out_text) == {"run_id": run.run_id, "status": "succeeded",

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import swarmlib
+from serverlib import wait_for_lease_to_run_out
 
 pytestmark = pytest.mark.swarm
 
@@ -125,6 +126,7 @@ def env(tmp_path, swarm):
     e["ENGINE_STATE_DIR"] = str(tmp_path / "state")
     e["DOCKER_HOST"] = swarm.cluster.manager.docker_host
     e.pop("ENGINE_BACKEND", None)
+    e["ENGINE_LEASE_TTL"] = "3"  # a killed engine's runs are resumable 3 s after it died
     yield e
     # Every executor service is removed when its run ends (or, after a crash, by the next
     # engine on this host).
@@ -317,6 +319,7 @@ def test_engine_killed_mid_run_resumes_without_rerunning_finished_calls(swarm, e
     assert len(done_before) < 12
     assert swarm.services(), "the killed engine's executor services should still be there"
     run_id = calls_of(env)[0].run_id
+    wait_for_lease_to_run_out(Path(env["ENGINE_STATE_DIR"]), run_id)
     code, out, err = cli(swarm, env, "resume", run_id, "--json")
     result = last_json(out, err, code)
     assert code == 0, err
