@@ -377,8 +377,8 @@ class Store(ABC):
     def release_run(self, run_id: str) -> None:
         """Give up the lease (the run ended, or this process stops): another may take it at
         once. Committed; a no-op for a run this store does not hold."""
+        self.commit()  # its own writes first, still fenced
         fence = self.fences.pop(run_id, None)
-        self.commit()
         if fence is None:
             return
         self._execute("UPDATE runs SET owner = NULL, lease_expires = NULL "
