@@ -7,7 +7,7 @@ is here, in one place.
 
 **Group commit.** Writes are buffered and sent together — at the next read on this connection or
 at `commit()` — in one transaction (SQLite: `BEGIN IMMEDIATE`, so the write lock is taken before
-anything is checked; PostgreSQL: one pipelined round trip). The scheduler calls `commit()` once
+anything is checked; PostgreSQL: one message, one round trip). The scheduler calls `commit()` once
 per turn of its event loop and only then acts on what it wrote: "checkpointed before anyone
 depends on it" is that ordering.
 
@@ -16,7 +16,7 @@ whose lease (`lease_expires`, in the database's own clock, so the servers' clock
 has not expired. Taking a run (`claim_run`) is one conditional UPDATE that also bumps the run's
 `lease_epoch`; exactly one claimant matches. Every write of a run this store holds is *fenced*:
 the transaction that carries it first locks the run's row and checks that the owner and epoch are
-still this store's (`_check_fences`). A process that was paused or cut off past its lease and
+still this store's (`_finish`). A process that was paused or cut off past its lease and
 then taken over finds a new epoch there: its writes for that run are dropped (the rest of the
 transaction commits without them) and `on_lost` tells its driver to stop. Without the check a
 deposed owner could overwrite the new owner's checkpoints — finished calls would be re-reported
@@ -261,7 +261,8 @@ class Store(ABC):
             if self._finish(expected):
                 break
             # Rolled back: some held run is not ours any more. Write the rest again.
-            lost = self._not_held(expected)
+            # (Epochs only grow, so what failed the check still differs; all of them, should not.)
+            lost = self._not_held(expected) or set(expected)
             for run_id in lost:
                 self.fences[run_id] = None
             lost_all |= lost
