@@ -124,6 +124,14 @@ class Deployments:
                                          float(data["deployed_at"]), zip_path.read_bytes())
             log.info("deployment imported into the store", extra={"fields": {"application": key[0],
                                                                               "version": key[1]}})
+        # Runs accepted before runs recorded their version named it by their application
+        # file's path, `<root>/<name>/<version>/code/<file>`: record it, so they are taken.
+        root = str(self.root) + os.sep
+        for row in self.store.runs_in_order(("queued", "running", "failed", "cancelled")):
+            parts = row.app_file[len(root):].split(os.sep) if row.app_file.startswith(root) else []
+            if row.version is None and len(parts) >= 3 and parts[0] == row.application and parts[1].isdigit():
+                self.store.update_run(row.run_id, version=int(parts[1]))
+        self.store.commit()
 
     def names(self) -> list[str]:
         return sorted(self._versions)

@@ -565,3 +565,48 @@ def test_dashboard_files_are_served(server: ServerProcess) -> None:
     for name in ("index.html", "dashboard.js", "dashboard.css"):
         text = (REPO / "engine" / "server" / "static" / name).read_text()
         assert not re.findall(r"https?://(?!www\.w3\.org/2000/svg)", text), name
+
+
+def test_a_state_directory_from_before_leases_is_taken_up_with_nothing_lost(tmp_path: Path) -> None:
+    """A state directory written before deployments lived in the store and before runs recorded
+    their version (schema 2: code under apps/<name>/<version>/, a queued run naming its version
+    only by path): the server imports the deployment and runs the queued run."""
+    import hashlib
+    import sqlite3
+
+    from engine import wire
+    from engine.app import zip_project
+    from engine.scheduler.scheduler import root_call_id
+    from engine.store.schema import MIGRATIONS
+
+    state = tmp_path / "state"
+    version_dir = state / "apps" / "inc" / "1"
+    (version_dir / "code").mkdir(parents=True)
+    bundle = zip_project(SERVER_APPS)
+    (version_dir / "code.zip").write_bytes(bundle)
+    import zipfile
+    with zipfile.ZipFile(version_dir / "code.zip") as zf:
+        zf.extractall(version_dir / "code")
+    digest = hashlib.sha256(bundle).hexdigest()
+    (version_dir / "deployment.json").write_text(json.dumps(
+        {"name": "inc", "version": 1, "digest": digest, "file": "server_app.py", "deployed_at": time.time()}))
+    db = sqlite3.connect(state / "engine.db")
+    for number, script in enumerate(MIGRATIONS[:2], start=1):
+        db.executescript(script)
+        db.execute(f"PRAGMA user_version={number}")
+    db.execute(
+        "INSERT INTO runs (run_id, application, status, root_call_id, app_file, module, backend, input, "
+        "created_at) VALUES (?, ?, 'queued', ?, ?, 'server_app', 'process', ?, ?)",
+        ("old-run", "inc", root_call_id("old-run"), str((version_dir / "code" / "server_app.py").resolve()),
+         wire.dumps({"x": 41}), time.time()))
+    db.commit()
+    db.close()
+
+    srv = ServerProcess(state).start()
+    try:
+        run = srv.wait("old-run")
+        assert (run["status"], run["result"], run["version"]) == ("succeeded", 42, 1)
+        apps = srv.ok("GET", "/v1/applications")
+        assert [a["name"] for a in apps["applications"]] == ["inc"]
+    finally:
+        srv.stop()
