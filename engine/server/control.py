@@ -442,6 +442,7 @@ class ControlPlane:
 
     def _run_finished(self, run: RunState) -> None:
         self.active.discard(run.run_id)
+        self.leases.release(run.run_id)  # (a no-op when the scheduler released it already)
         self.m_runs_finished.inc(status=run.status)
         log.info("run finished", extra={"fields": {"run_id": run.run_id, "status": run.status,
                                                    "seconds": round(time.time() - run.started_at, 3)}})
