@@ -5,22 +5,31 @@ futures with `fn.future(...)` and return them as tail calls. Each function runs 
 its own (Docker containers, or local processes), every finished call is checkpointed, and a
 failed or interrupted run resumes without redoing finished work.
 
-The public surface is this module and `engine.errors`; everything else is implementation. The names match the Tensorlake Applications SDK where they overlap.
+The public surface is this module and `engine.errors`; everything else is implementation. The
+names match the Tensorlake Applications SDK where they overlap (docs/tensorlake.md lists each).
 """
 
 from engine.client import Request, run_local_application, run_remote_application
 from engine.errors import (
     DependencyFailed,
+    DeserializationError,
     EngineError,
     ExecutorLost,
     FunctionError,
     FunctionTimeout,
     InfrastructureError,
+    InternalError,
     OutOfMemory,
+    RemoteAPIError,
     RequestCancelled,
     RequestError,
     RequestFailed,
+    RequestNotFinished,
     SDKUsageError,
+    SerializationError,
+    TensorlakeError,
+    TensorlakeException,
+    TimeoutError,  # noqa: A004 - Tensorlake's name; also a builtin TimeoutError (engine.errors)
 )
 from engine.sdk.function import Function, application, function
 from engine.sdk.future import RETURN_WHEN, Future
@@ -32,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RETURN_WHEN",
     "DependencyFailed",
+    "DeserializationError",
     "EngineError",
     "ExecutorLost",
     "Function",
@@ -40,13 +50,20 @@ __all__ = [
     "Future",
     "Image",
     "InfrastructureError",
+    "InternalError",
     "OutOfMemory",
+    "RemoteAPIError",
     "Request",
     "RequestCancelled",
     "RequestError",
     "RequestFailed",
+    "RequestNotFinished",
     "Retries",
     "SDKUsageError",
+    "SerializationError",
+    "TensorlakeError",
+    "TensorlakeException",
+    "TimeoutError",
     "application",
     "function",
     "run_local_application",

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from engine.config import EngineConfig, check_function_names, load_config
 from engine.errors import ConfigError, InputError, SDKUsageError
-from engine.sdk.function import Function, FunctionConfig, registered
+from engine.sdk.function import Function, FunctionConfig, region_constraint, registered
 from engine.sdk.retries import Retries
 
 SKIP_DIRS = {
@@ -46,7 +46,7 @@ class FunctionSettings:
     secrets: dict[str, str] = field(default_factory=dict)
     # Docker image to run it in; None for the runtime image (set by the docker backend's setup).
     image_tag: str | None = None
-    # Placement constraints from engine.yaml (swarm backend).
+    # Placement constraints (swarm backend): engine.yaml's, then the region's.
     constraints: tuple[str, ...] = ()
 
     def env(self) -> dict[str, str]:
@@ -103,6 +103,11 @@ class AppSpec:
         # script's own name.
         module = self.module if fn.module == "__main__" else fn.module
         constraints = tuple(override.constraints or ()) if override is not None else ()
+        # A region (the function's, else the application's) is a placement constraint.
+        app_region = app_fn.application.region if app_fn and app_fn.application else None
+        region = config.region or app_region
+        if region is not None and region_constraint(region) not in constraints:
+            constraints += (region_constraint(region),)
         return FunctionSettings(fn.name, module, config, retries, secrets, image_tag, constraints)
 
     @functools.cached_property
@@ -198,7 +203,7 @@ def load_app(
         raise SDKUsageError(f"{file_part}:{fn_name} is not decorated with @function()")
     if not fn.is_application:
         raise SDKUsageError(
-            f"{file_part}:{fn_name} is not an application: put @application() above @function()"
+            f"{file_part}:{fn_name} is not an application: add @application() to it"
         )
     return app_spec_for(fn, path, module_name, root, config_path, env_file,
                         require_secrets=require_secrets)

@@ -17,7 +17,7 @@ import inspect
 from typing import Any
 
 from engine.errors import SDKUsageError
-from engine.sdk.function import Function, registered
+from engine.sdk.function import Function, PendingApplication, registered
 
 
 class Request:
@@ -54,10 +54,12 @@ def run_local_application(application: Function[..., Any] | str, *args: Any, **k
     from engine.runner import execute
 
     fn = registered(application) if isinstance(application, str) else application
+    if isinstance(fn, PendingApplication):
+        raise SDKUsageError(f"{fn.fn.__qualname__} has @application() but no @function(): add it")
     if not isinstance(fn, Function):
         raise SDKUsageError(f"no @function() named {application!r}")
     if not fn.is_application:
-        raise SDKUsageError(f"{fn.name} is not an application: put @application() above @function()")
+        raise SDKUsageError(f"{fn.name} is not an application: add @application() to it")
     bound = validate_input(fn, args, kwargs)
     app = app_spec_from_function(fn)
     outcome = execute(app, kwargs=bound)
@@ -84,7 +86,7 @@ def run_remote_application(application: Function[..., Any] | str, *args: Any, **
     try:
         if isinstance(application, Function):
             if not application.is_application:
-                raise SDKUsageError(f"{application.name} is not an application: put @application() above @function()")
+                raise SDKUsageError(f"{application.name} is not an application: add @application() to it")
             from engine.app import to_json, validate_input
 
             name = application.name

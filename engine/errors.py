@@ -12,16 +12,46 @@ Three branches, by who must act:
 - `InfrastructureError` — the engine could not do its job (Docker unreachable, image missing,
   an executor that would not start). Says what to do about it.
 
-Names shared with the Tensorlake SDK (`RequestFailed`, `RequestError`, `FunctionError`,
-`SDKUsageError`, `TimeoutError` is deliberately *not* shadowed: ours is `FunctionTimeout`)
-mean the same thing here, so ported code's `except` clauses keep working.
+Every exception name of the Tensorlake Applications SDK exists here, with its constructor, so
+that ported code's `except` clauses and `raise` statements keep working (docs/tensorlake.md):
+`TensorlakeError` and `TensorlakeException` are `EngineError` itself; `RequestFailed`,
+`RequestError`, `FunctionError` and `SDKUsageError` mean what they mean there; `TimeoutError`
+(an operation's own timeout, e.g. `Future.result(timeout=)`) subclasses the builtin
+`TimeoutError` as well, so `except TimeoutError` catches it either way. Modules of the engine
+import it as `EngineTimeoutError` and never shadow the builtin; a call that ran past its
+function's `timeout` is a different failure, `FunctionTimeout`.
 """
 
 from __future__ import annotations
 
+import builtins
+
 
 class EngineError(Exception):
     """Root of every error raised by the engine."""
+
+
+# Tensorlake's two root names. One class: `except TensorlakeError` catches every engine error.
+TensorlakeError = EngineError
+TensorlakeException = EngineError
+
+
+class TimeoutError(EngineError, builtins.TimeoutError):  # noqa: A001 - Tensorlake's name, on purpose
+    """An operation's own timeout passed first (`Future.result(timeout=)`); the work goes on.
+
+    Also a builtin `TimeoutError`. Constructed with no argument, as in Tensorlake, it says
+    "Timed out.".
+    """
+
+    def __init__(self, message: str = "Timed out.") -> None:
+        super().__init__(message)
+
+
+class RequestNotFinished(EngineError):
+    """A request's output was asked for before the request finished."""
+
+    def __init__(self, message: str = "Request is still in progress, its output is not ready yet.") -> None:
+        super().__init__(message)
 
 
 # --- usage -----------------------------------------------------------------------------------
@@ -37,6 +67,14 @@ class ConfigError(SDKUsageError):
 
 class InputError(SDKUsageError):
     """An application's input does not match its type hints."""
+
+
+class SerializationError(SDKUsageError):
+    """A value (an argument, a result, a request's input or output) could not be serialised."""
+
+
+class DeserializationError(SDKUsageError):
+    """A value (an argument, a result, a request's input or output) could not be deserialised."""
 
 
 # --- run failures ----------------------------------------------------------------------------
@@ -89,8 +127,12 @@ class FunctionError(RequestFailed):
     """A function raised an exception. `traceback` holds the remote traceback."""
 
 
-class RequestError(FunctionError):
-    """Raised by user code to fail the whole request on purpose, with no retries."""
+class RequestError(RequestFailed):
+    """Raised by user code to fail the whole request on purpose, with no retries.
+
+    Not a `FunctionError`, as in Tensorlake: a caller's `except FunctionError` does not swallow a
+    callee's decision to fail the request (it can still `except RequestError`).
+    """
 
 
 class FunctionTimeout(RequestFailed):
@@ -137,6 +179,24 @@ class PythonVersionMismatch(InfrastructureError):
     sides to match)."""
 
 
+class InternalError(InfrastructureError):
+    """The engine itself went wrong (a bug, or a state it cannot explain)."""
+
+
+class RemoteAPIError(InfrastructureError):
+    """An engine server answered an API call with an error. `status_code` is its HTTP status."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} (Status Code: {self.status_code})"
+
+    def __reduce__(self):  # two positional arguments: pickle them both
+        return (type(self), (self.status_code, self.args[0] if self.args else ""))
+
+
 class RunNotFound(SDKUsageError):
     """No run with that id in the state directory."""
 
@@ -144,6 +204,7 @@ class RunNotFound(SDKUsageError):
 __all__ = [
     "ConfigError",
     "DependencyFailed",
+    "DeserializationError",
     "DockerUnavailable",
     "EngineError",
     "ExecutorLost",
@@ -153,11 +214,18 @@ __all__ = [
     "ImageMissing",
     "InfrastructureError",
     "InputError",
+    "InternalError",
     "OutOfMemory",
     "PythonVersionMismatch",
+    "RemoteAPIError",
     "RequestCancelled",
     "RequestError",
     "RequestFailed",
+    "RequestNotFinished",
     "RunNotFound",
     "SDKUsageError",
+    "SerializationError",
+    "TensorlakeError",
+    "TensorlakeException",
+    "TimeoutError",
 ]

@@ -8,6 +8,10 @@ list. Each function runs in executors of its own, with the resources and retry p
 A function's identity is its `__qualname__`, without the module: names are one namespace per
 application, as in Tensorlake. Decorating registers the function so that an executor which
 imports the user's module can find it by name.
+
+`@application()` and `@function()` stack in either order, as in Tensorlake. `@application()`
+below `@function()` leaves a `PendingApplication` that `@function()` turns into the `Function`;
+one that never gets `@function()` is refused when it is loaded or run.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from engine.errors import SDKUsageError
 from engine.sdk.future import MISSING, Future, coroutine_for, unwrap_future
@@ -44,9 +49,13 @@ class FunctionConfig:
     min_containers: int | None = None
     max_containers: int | None = None
     warm_containers: int | None = None
+    # Where its executors run: the swarm backend places them on nodes labelled
+    # `region=<region>`; None takes the application's.
+    region: str | None = None
 
     def __post_init__(self) -> None:
         where = "@function()"
+        check_region(where, self.region)
         if not isinstance(self.description, str):
             raise SDKUsageError(f"{where}: description must be a string")
         check_number(where, "cpu", self.cpu, above=0)
@@ -77,14 +86,56 @@ def _is_image(value: Any) -> bool:
     return isinstance(value, Image)
 
 
+# Labels are the only placement the engine has: a region is a node label's value.
+_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+# Tensorlake's `ApplicationCapability` values `@application(allow=...)` accepts.
+CAPABILITIES = ("unauthenticated_requests",)
+
+
+def check_region(where: str, region: object) -> None:
+    if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
+        raise SDKUsageError(
+            f"{where}: region must be a name like 'us-east-1' (letters, digits, '.', '_', '-'), "
+            f"got {region!r}"
+        )
+
+
+def region_constraint(region: str) -> str:
+    """The swarm placement constraint a region stands for."""
+    return f"node.labels.region=={region}"
+
+
 @dataclass(frozen=True)
 class ApplicationConfig:
-    """Settings of an application entry point."""
+    """Settings of an application entry point.
+
+    `tags` are recorded with the application; `retries` is the default policy of every function
+    that sets none; `region` the default region of its functions; `allow` lists Tensorlake
+    capabilities (`"unauthenticated_requests"`), recorded but not enforced yet.
+    """
 
     tags: dict[str, str] = field(default_factory=dict)
     retries: Retries = field(default_factory=Retries)
     region: str | None = None
-    allow: list[str] | None = None
+    allow: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        where = "@application()"
+        if not isinstance(self.tags, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.tags.items()
+        ):
+            raise SDKUsageError(f"{where}: tags must be a dict of strings to strings, got {self.tags!r}")
+        if not isinstance(self.retries, Retries):
+            raise SDKUsageError(f"{where}: retries must be Retries(...), got {self.retries!r}")
+        check_region(where, self.region)
+        if not isinstance(self.allow, (list, tuple)) or any(a not in CAPABILITIES for a in self.allow):
+            raise SDKUsageError(
+                f"{where}: allow must be a list of {', '.join(map(repr, CAPABILITIES))}, got {self.allow!r}"
+            )
+        # Copies: the decorator's arguments stay the caller's to change.
+        object.__setattr__(self, "tags", dict(self.tags))
+        object.__setattr__(self, "allow", list(self.allow))
 
 
 # name -> every Function defined under that name, in definition order.
@@ -123,7 +174,8 @@ class FutureFactory(Generic[P, R]):
 
     def map(self, items: Iterable[Any] | Future[Any]) -> Future[list[R]]:
         """A future of `[fn(x) for x in items]`, every call in parallel, results in order.
-        `items` is a list (of values and/or futures) or a future of a list."""
+        `items` is any iterable (of values and/or futures: a list, tuple, range, generator, …),
+        read at once, or a future of a list (or tuple). Raises `SDKUsageError` otherwise."""
         return Future("map", self._fn, (_items_arg(items),), {})
 
     def reduce(self, items: Iterable[Any] | Future[Any], initial: Any = MISSING, /) -> Future[R]:
@@ -147,11 +199,14 @@ def _unwrap_arg(value: Any) -> Any:
 
 
 def _items_arg(items: Any) -> Any:
+    # As in Tensorlake: a future (of a list), or any iterable — read once, here, into a list.
     items = unwrap_future(items)
     if isinstance(items, Future):
         return items
-    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-        raise SDKUsageError(f"map/reduce items must be a list or a Future of a list, got {type(items).__name__}")
+    if not isinstance(items, Iterable):
+        raise SDKUsageError(
+            f"map/reduce items must be an iterable or a Future of a list, got {type(items).__name__}"
+        )
     return [unwrap_future(v) for v in items]
 
 
@@ -221,23 +276,30 @@ def function(
     min_containers: int | None = None,
     max_containers: int | None = None,
     warm_containers: int | None = None,
+    region: str | None = None,
 ) -> Callable[[Callable[P, R]], Function[P, R]]:
     """Make a function run in its own executor (a container on the docker backend).
 
     `cpu` cores, `memory` and `ephemeral_disk` in GB, `timeout` seconds per call, `retries` per
     call, `concurrency` calls served at once by one executor, `min_containers`/`max_containers`/
-    `warm_containers` bound its executor pool. Raises `SDKUsageError` for invalid values.
+    `warm_containers` bound its executor pool. `region` places its executors on swarm nodes
+    labelled `region=<region>` (other backends run everything on one machine and ignore it).
+    Raises `SDKUsageError` for invalid values.
     """
     config = FunctionConfig(
         description=description, cpu=cpu, memory=memory, ephemeral_disk=ephemeral_disk,
         gpu=gpu, timeout=timeout, image=image, secrets=list(secrets or []),
         retries=retries, concurrency=concurrency, min_containers=min_containers,
-        max_containers=max_containers, warm_containers=warm_containers,
+        max_containers=max_containers, warm_containers=warm_containers, region=region,
     )
 
     def decorate(fn: Callable[P, R]) -> Function[P, R]:
         if isinstance(fn, Function):
             raise SDKUsageError(f"@function() applied twice to {fn.name}")
+        pending: ApplicationConfig | None = None
+        if isinstance(fn, PendingApplication):  # @application() was below: it comes along
+            pending = fn.config
+            fn = fn.fn
         if not callable(fn) or not hasattr(fn, "__qualname__"):
             raise SDKUsageError("@function() decorates a function defined with def or async def")
         if "<locals>" in fn.__qualname__:
@@ -246,10 +308,56 @@ def function(
                 "that executors can import them"
             )
         wrapped = Function(fn, config)
+        wrapped.application = pending
         _REGISTRY.setdefault(wrapped.name, []).append(wrapped)
         return wrapped
 
     return decorate
+
+
+class PendingApplication(Generic[P, R]):
+    """What `@application()` returns for a plain function: `@function()` above it makes the
+    `Function`. Alone it is not runnable; loading or running it says what is missing."""
+
+    def __init__(self, fn: Callable[P, R], config: ApplicationConfig) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"<@application() {getattr(self.fn, '__qualname__', self.fn)!r} without @function()>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        raise SDKUsageError(f"{self!r}: add @function() to it (above or below @application())")
+
+
+class _ApplicationDecorator:
+    def __init__(self, config: ApplicationConfig) -> None:
+        self.config = config
+
+    @overload
+    def __call__(self, fn: Function[P, R]) -> Function[P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> PendingApplication[P, R]: ...
+
+    def __call__(self, fn: Any) -> Any:
+        target = fn.fn if isinstance(fn, Function) else fn
+        if isinstance(fn, PendingApplication) or (isinstance(fn, Function) and fn.is_application):
+            raise SDKUsageError(f"@application() applied twice to {target.__qualname__}")
+        if not callable(target) or not hasattr(target, "__qualname__"):
+            raise SDKUsageError("@application() decorates a function defined with def or async def")
+        name = target.__qualname__
+        for param in inspect.signature(target).parameters.values():
+            if param.kind not in (param.POSITIONAL_OR_KEYWORD,):
+                raise SDKUsageError(
+                    f"application {name}: parameter {param.name!r} must be a plain "
+                    "positional-or-keyword parameter (no *args, **kwargs or keyword-only)"
+                )
+        if isinstance(fn, Function):
+            fn.application = self.config
+            return fn
+        return PendingApplication(fn, self.config)
 
 
 def application(
@@ -257,30 +365,21 @@ def application(
     retries: Retries | None = None,
     region: str | None = None,
     allow: list[str] | None = None,
-) -> Callable[[Function[P, R]], Function[P, R]]:
-    """Mark a `@function()` as an application entry point (put it above `@function()`).
+) -> _ApplicationDecorator:
+    """Mark a function as an application entry point; stack it with `@function()`, in either
+    order.
 
     Its input is JSON validated against its type hints; its output must be JSON-serialisable.
-    `retries` is the default policy of every function that sets none.
+    `tags` (strings to strings) are recorded with the application. `retries` is the default
+    policy of every function that sets none; `region` the default region of its functions (see
+    `function(region=)`). `allow` takes Tensorlake's capabilities (`["unauthenticated_requests"]`)
+    and records them; the engine server does not act on them yet. Raises `SDKUsageError` for
+    invalid values.
     """
-
-    def decorate(fn: Function[P, R]) -> Function[P, R]:
-        if not isinstance(fn, Function):
-            raise SDKUsageError(
-                "@application() must be placed above @function(): "
-                "@application()\\n@function()\\ndef main(...): ..."
-            )
-        for param in inspect.signature(fn.fn).parameters.values():
-            if param.kind not in (param.POSITIONAL_OR_KEYWORD,):
-                raise SDKUsageError(
-                    f"application {fn.name}: parameter {param.name!r} must be a plain "
-                    "positional-or-keyword parameter (no *args, **kwargs or keyword-only)"
-                )
-        if retries is not None and not isinstance(retries, Retries):
-            raise SDKUsageError(f"@application(): retries must be Retries(...), got {retries!r}")
-        fn.application = ApplicationConfig(
-            tags=dict(tags or {}), retries=retries or Retries(), region=region, allow=allow
-        )
-        return fn
-
-    return decorate
+    config = ApplicationConfig(
+        tags={} if tags is None else tags,
+        retries=Retries() if retries is None else retries,
+        region=region,
+        allow=[] if allow is None else allow,
+    )
+    return _ApplicationDecorator(config)

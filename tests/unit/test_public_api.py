@@ -13,6 +13,7 @@ import engine.errors
 PUBLIC = [
     "RETURN_WHEN",
     "DependencyFailed",
+    "DeserializationError",
     "EngineError",
     "ExecutorLost",
     "Function",
@@ -21,13 +22,20 @@ PUBLIC = [
     "Future",
     "Image",
     "InfrastructureError",
+    "InternalError",
     "OutOfMemory",
+    "RemoteAPIError",
     "Request",
     "RequestCancelled",
     "RequestError",
     "RequestFailed",
+    "RequestNotFinished",
     "Retries",
     "SDKUsageError",
+    "SerializationError",
+    "TensorlakeError",
+    "TensorlakeException",
+    "TimeoutError",
     "application",
     "function",
     "run_local_application",
@@ -37,6 +45,7 @@ PUBLIC = [
 ERRORS = [
     "ConfigError",
     "DependencyFailed",
+    "DeserializationError",
     "DockerUnavailable",
     "EngineError",
     "ExecutorLost",
@@ -46,13 +55,28 @@ ERRORS = [
     "ImageMissing",
     "InfrastructureError",
     "InputError",
+    "InternalError",
     "OutOfMemory",
     "PythonVersionMismatch",
+    "RemoteAPIError",
     "RequestCancelled",
     "RequestError",
     "RequestFailed",
+    "RequestNotFinished",
     "RunNotFound",
     "SDKUsageError",
+    "SerializationError",
+    "TensorlakeError",
+    "TensorlakeException",
+    "TimeoutError",
+]
+
+# The exception names of Tensorlake's `tensorlake.applications` interface (0.5.x), every one of
+# which a ported application may import from `engine`.
+TENSORLAKE_EXCEPTIONS = [
+    "DeserializationError", "FunctionError", "InternalError", "RemoteAPIError", "RequestError",
+    "RequestFailed", "RequestNotFinished", "SDKUsageError", "SerializationError",
+    "TensorlakeError", "TensorlakeException", "TimeoutError",
 ]
 
 RUNTIME_LAYERS = ("engine.scheduler", "engine.store", "engine.backends", "engine.wire",
@@ -85,12 +109,63 @@ def test_error_branches() -> None:
                     e.ExecutorLost, e.RequestCancelled, e.DependencyFailed):
         assert issubclass(failure, e.RequestFailed)
         assert not issubclass(failure, e.SDKUsageError)
-    assert issubclass(e.RequestError, e.FunctionError)
-    for infra in (e.DockerUnavailable, e.ImageMissing, e.ImageBuildError, e.PythonVersionMismatch):
+    for infra in (e.DockerUnavailable, e.ImageMissing, e.ImageBuildError, e.PythonVersionMismatch,
+                  e.InternalError, e.RemoteAPIError):
         assert issubclass(infra, e.InfrastructureError)
-    # The builtin is not shadowed: a user's `except TimeoutError` is not ours.
-    assert not issubclass(e.FunctionTimeout, TimeoutError)
-    assert "TimeoutError" not in engine.__all__
+    for usage in (e.SerializationError, e.DeserializationError):
+        assert issubclass(usage, e.SDKUsageError)
+
+
+def test_tensorlake_hierarchy_where_the_meaning_is_the_same() -> None:
+    e = engine.errors
+    assert set(TENSORLAKE_EXCEPTIONS) <= set(engine.__all__)
+    # One root under both of Tensorlake's names.
+    assert e.TensorlakeError is e.EngineError and e.TensorlakeException is e.EngineError
+    for name in TENSORLAKE_EXCEPTIONS:
+        assert issubclass(getattr(engine, name), e.TensorlakeError), name
+    # RequestError fails the request: a RequestFailed, not a FunctionError, so that a caller's
+    # `except FunctionError` does not swallow it.
+    assert issubclass(e.RequestError, e.RequestFailed)
+    assert not issubclass(e.RequestError, e.FunctionError)
+    assert not issubclass(e.FunctionError, e.RequestError)
+
+
+def test_timeout_error_is_ours_and_the_builtin() -> None:
+    import builtins
+
+    assert engine.TimeoutError is engine.errors.TimeoutError
+    assert engine.TimeoutError is not builtins.TimeoutError
+    assert issubclass(engine.TimeoutError, builtins.TimeoutError)
+    assert issubclass(engine.TimeoutError, engine.EngineError)
+    # A call past its function's timeout is a run failure, not an operation's timeout.
+    assert not issubclass(engine.FunctionTimeout, builtins.TimeoutError)
+    # Our own modules never shadow the builtin (they import it as EngineTimeoutError).
+    import engine.sdk.future as future_module
+
+    assert "TimeoutError" not in vars(future_module)
+
+
+def test_tensorlake_constructors_and_attributes() -> None:
+    import pickle
+
+    t = engine.TimeoutError()  # Tensorlake's takes no argument
+    assert str(t) == "Timed out." and isinstance(t, TimeoutError)
+    assert str(engine.RequestNotFinished()) == "Request is still in progress, its output is not ready yet."
+    r = engine.RemoteAPIError(404, "no such application")
+    assert r.status_code == 404 and str(r) == "no such application (Status Code: 404)"
+    back = pickle.loads(pickle.dumps(r))
+    assert (type(back), back.status_code, str(back)) == (engine.RemoteAPIError, 404, str(r))
+    for name in ("RequestFailed", "RequestError", "FunctionError", "SDKUsageError", "InternalError",
+                 "SerializationError", "DeserializationError", "TensorlakeError",
+                 "TensorlakeException"):
+        exc = getattr(engine, name)("went wrong")
+        assert str(exc) == "went wrong", name
+    err = engine.RequestError("bad input")
+    assert err.message == "bad input" and err.args[0] == "bad input"
+    with pytest.raises(engine.RequestFailed):
+        raise err
+    with pytest.raises(engine.TensorlakeError):
+        raise engine.TimeoutError()
 
 
 def test_request_failed_keeps_its_fields_across_pickling() -> None:

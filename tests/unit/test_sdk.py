@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pickle
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from engine import (
 )
 from engine.errors import EngineError, InputError
 from engine.sdk import runtime as rt
+from engine.sdk.function import ApplicationConfig, PendingApplication
+from engine.sdk.function import registered as rt_registered
 from engine.sdk.future import dependencies
 
 
@@ -45,6 +49,13 @@ def plain_fn(x: int) -> int:
 @application()
 @function()
 def an_app(x: int) -> int:
+    return x
+
+
+@function(timeout=7, region="us-east-1")
+@application(tags={"team": "search"}, retries=Retries(max_retries=2), region="eu-west-1",
+             allow=["unauthenticated_requests"])
+def app_below(x: int) -> int:
     return x
 
 
@@ -97,18 +108,116 @@ def test_nested_function_is_refused() -> None:
             return x
 
 
-def test_application_without_function_is_refused() -> None:
+def test_application_without_function_is_not_runnable(state_dir: Any) -> None:
     def bare(x: int) -> int:
         return x
 
-    with pytest.raises(SDKUsageError, match=r"above @function"):
-        application()(bare)
+    pending = application()(bare)
+    assert isinstance(pending, PendingApplication) and not isinstance(pending, Function)
+    assert pending.__name__ == "bare"
+    with pytest.raises(SDKUsageError, match=r"@function\(\)"):
+        pending(1)
+    with pytest.raises(SDKUsageError, match=r"no @function\(\)"):
+        run_local_application(pending, 1)  # type: ignore[arg-type]
 
 
-def test_application_below_function_is_refused() -> None:
-    # @function() above @application(): application receives a plain function.
-    with pytest.raises(SDKUsageError, match=r"above @function"):
-        function()(application()(lambda x: x))
+def test_application_and_function_stack_in_either_order() -> None:
+    for fn in (an_app, app_below):
+        assert isinstance(fn, Function) and fn.is_application
+        assert rt_registered(fn.name) is fn
+    assert an_app.application == ApplicationConfig()
+    cfg = app_below.application
+    assert cfg is not None
+    assert (cfg.tags, cfg.retries, cfg.region, cfg.allow) == (
+        {"team": "search"}, Retries(max_retries=2), "eu-west-1", ["unauthenticated_requests"])
+    # The @function() settings are kept whichever decorator is outermost.
+    assert app_below.config.timeout == 7 and app_below.config.region == "us-east-1"
+
+
+def test_application_applied_twice_is_refused() -> None:
+    with pytest.raises(SDKUsageError, match="twice"):
+        application()(an_app)
+    with pytest.raises(SDKUsageError, match="twice"):
+        application()(application()(_plain))
+
+
+def _plain(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"tags": {"a": 1}}, "tags"),
+        ({"tags": ["a"]}, "tags"),
+        ({"retries": 3}, "retries"),
+        ({"region": "us east"}, "region"),
+        ({"region": 5}, "region"),
+        ({"allow": ["everything"]}, "allow"),
+        ({"allow": "unauthenticated_requests"}, "allow"),
+    ],
+)
+def test_application_rejects_bad_values(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(SDKUsageError, match=field):
+        application(**kwargs)
+
+
+def test_function_region_is_checked() -> None:
+    assert function(region="eu-west-1") is not None
+    for bad in ("", "a b", "x==y", 3):
+        with pytest.raises(SDKUsageError, match="region"):
+            function(region=bad)  # type: ignore[arg-type]
+
+
+REGION_APP = """
+from engine import Retries, application, function
+
+
+@function(region="us-east-1")
+def pinned(x: int) -> int:
+    return x
+
+
+@function()
+def roaming(x: int) -> int:
+    return x
+
+
+@function(timeout=9)
+@application(tags={"owner": "me"}, region="eu-west-1", retries=Retries(max_retries=3))
+def main(x: int) -> int:
+    return pinned.future(roaming.future(x))
+"""
+
+
+def test_region_becomes_a_placement_constraint(tmp_path: Path) -> None:
+    from engine.app import load_app
+
+    path = tmp_path / "regionapp_sdk.py"
+    path.write_text(REGION_APP)
+    (tmp_path / "engine.yaml").write_text(
+        "functions: {roaming: {constraints: ['node.labels.gpu==true']}}\n")
+    app = load_app(f"{path}:main")
+    assert app.function.is_application and app.function.config.timeout == 9
+    # The function's own region wins over the application's; engine.yaml's constraints stay.
+    assert app.functions["pinned"].constraints == ("node.labels.region==us-east-1",)
+    assert app.functions["roaming"].constraints == (
+        "node.labels.gpu==true", "node.labels.region==eu-west-1")
+    assert app.functions["main"].constraints == ("node.labels.region==eu-west-1",)
+    # The application's retries are the default of every function that sets none.
+    assert app.functions["pinned"].retries == Retries(max_retries=3)
+    assert app.function.application is not None
+    assert app.function.application.tags == {"owner": "me"}
+
+
+def test_application_decorated_without_function_is_refused_at_load(tmp_path: Path) -> None:
+    from engine.app import load_app
+
+    path = tmp_path / "pendingapp_sdk.py"
+    path.write_text("from engine import application\n\n@application()\ndef main(x: int) -> int:\n"
+                    "    return x\n")
+    with pytest.raises(SDKUsageError, match=r"not decorated with @function\(\)"):
+        load_app(f"{path}:main")
 
 
 def test_function_applied_twice_is_refused() -> None:
@@ -269,12 +378,17 @@ def test_sdk_talks_only_to_the_runtime() -> None:
     assert len(runtime.started) == 3
 
 
-def test_result_timeout_raises_builtin_timeout_error() -> None:
+def test_result_timeout_raises_our_timeout_error_which_is_the_builtin_too() -> None:
+    import builtins
+
+    import engine
+
     runtime, token = _in_call()
     try:
         never = plain_fn.future(1)  # RecordingRuntime never resolves plain_fn
-        with pytest.raises(TimeoutError):
+        with pytest.raises(engine.TimeoutError) as caught:
             never.result(timeout=0.01)
+        assert isinstance(caught.value, builtins.TimeoutError)
         assert not never.done()
     finally:
         rt.leave(token)
@@ -308,12 +422,51 @@ def test_future_nested_in_a_dict_argument_is_refused_at_submission(tmp_path: Pat
     store.close()
 
 
-def test_map_items_must_be_a_list_or_future() -> None:
-    for bad in ("abc", b"abc", 5, None):
-        with pytest.raises(SDKUsageError, match="list"):
+def test_map_and_reduce_take_any_iterable() -> None:
+    # As in Tensorlake: any iterable, read once into a list when the future is made.
+    a = inc.future(1)
+    cases: list[tuple[Any, list[Any]]] = [
+        (lambda: [1, 2], [1, 2]),
+        (lambda: (1, 2), [1, 2]),
+        (lambda: range(3), [0, 1, 2]),
+        (lambda: (x * 2 for x in range(3)), [0, 2, 4]),
+        (lambda: {"k": 1}, ["k"]),
+        (lambda: "ab", ["a", "b"]),
+        (lambda: iter([a, 5]), [a, 5]),
+    ]
+    for make, expected in cases:
+        assert inc.future.map(make()).args == (expected,)
+        assert inc.future.reduce(make(), 0).args == (expected, 0)
+        assert inc.future.reduce(make()).args == (expected,)
+    assert inc.future.map({3}).args == ([3],)
+    # A future (of a list) is kept as the items, to be expanded when it has its value.
+    listing = plain_fn.future(1)
+    assert inc.future.map(listing).args[0] is listing
+    assert list(dependencies(inc.future.map((a, 2)))) == [a]
+
+
+def test_map_items_must_be_iterable() -> None:
+    for bad in (5, None, 1.5):
+        with pytest.raises(SDKUsageError, match="iterable"):
             inc.future.map(bad)  # type: ignore[arg-type]
-    with pytest.raises(SDKUsageError, match="list"):
+    with pytest.raises(SDKUsageError, match="iterable"):
         inc.future.reduce(7, 0)  # type: ignore[arg-type]
+
+
+def test_coroutines_and_tasks_of_async_calls_are_their_futures() -> None:
+    async def main() -> None:
+        coro = ainc(1)
+        fut = inc.future.map([coro]).args[0][0]
+        assert isinstance(fut, Future) and fut.function is ainc
+        task = asyncio.get_running_loop().create_task(_never())
+        task.cancel()
+        assert inc.future.map([task]).args[0][0] is task  # not one of ours: a plain value
+
+    asyncio.run(main())
+
+
+async def _never() -> None:
+    await asyncio.sleep(3600)
 
 
 # --- outside a request ---------------------------------------------------------------------------
@@ -346,3 +499,233 @@ def test_run_local_application_validates_before_running(state_dir: Any) -> None:
     # Nothing was started: the state directory holds no run.
     assert not (state_dir / "engine.db").exists()
     assert issubclass(InputError, EngineError)
+
+
+# --- Tensorlake's Future surface: run once, run_later, coroutine, wait's checks ---------------
+
+
+class TimedRuntime(rt.Runtime):
+    """Submits as the executor's GraphEncoder does (dependencies first, asking each `.started`),
+    records when each future was submitted, and resolves `inc` calls on wait; waits for
+    anything else block until their timeout, as a real scheduler's would."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.at: dict[str, float] = {}
+        self.refuse: set[str] = set()
+        self.lock = threading.Lock()
+
+    def start(self, futures: Sequence[Future]) -> None:
+        for f in futures:
+            if f.id in self.refuse:
+                raise SDKUsageError(f"the scheduler refused {f.id}")
+        for f in futures:
+            self._add(f)
+
+    def _add(self, fut: Future) -> None:
+        if fut.started:
+            return
+        fut._mark_started()
+        for dep in dependencies(fut):
+            self._add(dep)
+        with self.lock:
+            self.submitted.append(fut.id)
+            self.at[fut.id] = time.monotonic()
+
+    def wait(self, futures: Sequence[Future], timeout: float | None,
+             return_when: RETURN_WHEN) -> None:
+        resolved = False
+        for f in futures:
+            if f.function is inc and f.id in self.at and not f.done():
+                arg = f.args[0]
+                f._resolve(value=(arg.result() if isinstance(arg, Future) else arg) + 1)
+                resolved = True
+        if not resolved and timeout is not None:
+            time.sleep(timeout)
+
+
+def _timed_call() -> tuple[TimedRuntime, Any]:
+    runtime = TimedRuntime()
+    return runtime, rt.enter(rt.CallContext(runtime, "run-1", "timed-call", "parent"))
+
+
+@pytest.fixture
+def timed() -> Any:
+    runtime, token = _timed_call()
+    yield runtime
+    rt.leave(token)
+
+
+def test_a_second_run_is_a_usage_error(timed: TimedRuntime) -> None:
+    fut = inc.future(1).run()
+    with pytest.raises(SDKUsageError, match="already started"):
+        fut.run()
+    with pytest.raises(SDKUsageError, match="already started"):
+        fut.run_later(1)
+    waited = inc.future(2)
+    assert waited.result() == 3
+    with pytest.raises(SDKUsageError, match="already started"):
+        waited.run()
+    # Started only as a dependency: one run() is allowed (a no-op), as in Tensorlake.
+    dep = inc.future(3)
+    plain_fn.future(dep).run()
+    assert dep.started
+    assert dep.run() is dep
+    with pytest.raises(SDKUsageError, match="already started"):
+        dep.run()
+    assert timed.submitted.count(dep.id) == 1
+
+
+@pytest.mark.parametrize("delay", [-1, -0.5, float("inf"), float("nan"), True, "1", None])
+def test_run_later_validates_its_delay(timed: TimedRuntime, delay: Any) -> None:
+    fut = inc.future(1)
+    with pytest.raises(SDKUsageError, match="^Future delay must be a non-negative finite number.$"):
+        fut.run_later(delay)
+    assert timed.submitted == []
+    assert fut.run_later(0) is fut  # still runnable after a refused delay
+
+
+def test_run_later_outside_a_request_is_a_usage_error() -> None:
+    with pytest.raises(SDKUsageError, match="running request"):
+        inc.future(1).run_later(1)
+
+
+def test_run_later_starts_no_earlier_than_its_delay(timed: TimedRuntime) -> None:
+    t0 = time.monotonic()
+    fut = inc.future(1)
+    assert fut.run_later(0.3) is fut
+    assert time.monotonic() - t0 < 0.1  # it does not block
+    assert timed.submitted == [] and "scheduled" in repr(fut)
+    assert fut.result() == 2
+    assert timed.at[fut.id] - t0 >= 0.3
+    assert timed.submitted == [fut.id]
+
+
+def test_run_later_starts_by_itself_when_due(timed: TimedRuntime) -> None:
+    t0 = time.monotonic()
+    fut = inc.future(1).run_later(0.1)
+    deadline = time.monotonic() + 10
+    while fut.id not in timed.at and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert timed.submitted == [fut.id] and timed.at[fut.id] - t0 >= 0.1
+    assert fut.result() == 2 and timed.submitted == [fut.id]
+
+
+def test_result_timeout_before_a_delayed_start(timed: TimedRuntime) -> None:
+    import builtins
+
+    import engine
+
+    fut = inc.future(1).run_later(30)
+    with pytest.raises(engine.TimeoutError, match="did not start"):
+        fut.result(timeout=0.05)
+    with pytest.raises(builtins.TimeoutError):
+        fut.result(timeout=0)
+    assert timed.submitted == [] and not fut.done()
+
+
+def test_a_dependant_of_a_delayed_future_starts_after_it(timed: TimedRuntime) -> None:
+    t0 = time.monotonic()
+    first = inc.future(1).run_later(0.3)
+    second = inc.future(first).run()
+    assert time.monotonic() - t0 < 0.1 and timed.submitted == []  # run() does not block
+    assert second.result() == 3
+    assert timed.submitted == [first.id, second.id]
+    assert timed.at[first.id] - t0 >= 0.3
+
+
+def test_a_runtime_asking_started_waits_for_the_start_time(timed: TimedRuntime) -> None:
+    # How a tail call of a delayed future behaves: the executor's encoder asks `.started`.
+    t0 = time.monotonic()
+    fut = inc.future(1).run_later(0.2)
+    assert fut.started is True
+    assert time.monotonic() - t0 >= 0.2 and timed.submitted == [fut.id]
+
+
+def test_a_refused_delayed_start_is_the_futures_failure(timed: TimedRuntime) -> None:
+    fut = inc.future(1)
+    timed.refuse.add(fut.id)
+    fut.run_later(0.05)
+    deadline = time.monotonic() + 10
+    while not fut.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(fut.exception, SDKUsageError)
+    with pytest.raises(SDKUsageError, match="refused"):
+        fut.result()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"timeout": -1}, "Future.wait timeout must be a non-negative finite number."),
+        ({"timeout": float("inf")}, "Future.wait timeout must be a non-negative finite number."),
+        ({"timeout": float("nan")}, "Future.wait timeout must be a non-negative finite number."),
+        ({"timeout": True}, "Future.wait timeout must be a non-negative finite number."),
+        ({"timeout": "3"}, "Future.wait timeout must be a non-negative finite number."),
+        ({"return_when": 2}, "Not supported return_when value: '2'"),
+        ({"return_when": "ALL_COMPLETED"}, "Not supported return_when value: 'ALL_COMPLETED'"),
+    ],
+)
+def test_wait_checks_its_controls_as_tensorlake_does(timed: TimedRuntime, kwargs: dict[str, Any],
+                                                     message: str) -> None:
+    fut = inc.future(1)
+    with pytest.raises(SDKUsageError) as caught:
+        Future.wait([fut], **kwargs)
+    assert str(caught.value) == message
+    assert timed.submitted == [] and not fut.started
+
+
+def test_wait_refuses_non_futures_before_starting_any(timed: TimedRuntime) -> None:
+    fut = inc.future(1)
+    with pytest.raises(SDKUsageError, match="^Cannot run a non-Future object 5.$"):
+        Future.wait([fut, 5])  # type: ignore[list-item]
+    assert timed.submitted == []
+    with pytest.raises(TypeError):
+        Future.wait(7)  # type: ignore[arg-type]  # not iterable: list() says so, as in Tensorlake
+    done, not_done = Future.wait([fut], timeout=0)
+    assert done == [fut] and not_done == []
+
+
+def test_wait_starts_every_future_and_returns_when_one_is_done(timed: TimedRuntime) -> None:
+    a = inc.future(1)
+    assert a.result() == 2
+    b = plain_fn.future(1)
+    done, not_done = Future.wait([a, b], return_when=RETURN_WHEN.FIRST_COMPLETED)
+    assert done == [a] and not_done == [b]
+    assert b.started and b.id in timed.submitted
+
+
+def test_wait_over_delayed_futures(timed: TimedRuntime) -> None:
+    t0 = time.monotonic()
+    quick, slow = inc.future(1), inc.future(2).run_later(0.3)
+    done, not_done = Future.wait([quick, slow], return_when=RETURN_WHEN.FIRST_COMPLETED)
+    assert done == [quick] and not_done == [slow]
+    assert time.monotonic() - t0 < 0.25 and slow.id not in timed.at
+    done, not_done = Future.wait([quick, slow])
+    assert done == [quick, slow] and not_done == []
+    assert timed.at[slow.id] - t0 >= 0.3
+    late = plain_fn.future(1).run_later(30)
+    t1 = time.monotonic()
+    assert Future.wait([late], timeout=0.05) == ([], [late])
+    assert 0.05 <= time.monotonic() - t1 < 5 and late.id not in timed.at
+
+
+def test_coroutine_is_for_async_code_and_unstarted_futures(timed: TimedRuntime) -> None:
+    with pytest.raises(SDKUsageError, match="async function"):
+        inc.future(1).coroutine()
+
+    async def main() -> None:
+        fut = inc.future(1)
+        coro = fut.coroutine()
+        assert fut.coroutine() is coro  # the same coroutine while it lives
+        assert await coro == 2
+        with pytest.raises(SDKUsageError, match="already running"):
+            fut.coroutine()
+        started = inc.future(5).run()
+        with pytest.raises(SDKUsageError, match="already running"):
+            started.coroutine()
+        # A future's coroutine can stand for it anywhere a Future is taken.
+        gathered = await asyncio.gather(inc.future(2).coroutine(), inc.future(3).coroutine())
+        assert gathered == [3, 4]
+
+    asyncio.run(main())
