@@ -143,7 +143,8 @@ def parse(text: str, schema: type[T]) -> T:
 
 
 def _first_json(text: str) -> Any:
-    decoder = json.JSONDecoder()
+    # strict=False: a small model sometimes writes a raw line break inside a string.
+    decoder = json.JSONDecoder(strict=False)
     for start, char in enumerate(text):
         if char not in "{[":
             continue
@@ -182,7 +183,7 @@ def _close_truncated(text: str) -> Any:
         if in_string:
             continue
         try:
-            return json.loads(head + "".join(reversed(stack)))
+            return json.loads(head + "".join(reversed(stack)), strict=False)
         except json.JSONDecodeError:
             continue
     return None

@@ -44,3 +44,10 @@ def test_malformed_answers_raise(text: str) -> None:
     schema = Opinion if "verdict" in text else Plan
     with pytest.raises(MalformedAnswer):
         parse(text, schema)
+
+
+def test_a_raw_line_break_inside_a_string_is_read() -> None:
+    """Seen from the local model: `"subject": "The delivery was late and the box was\n"` with
+    the line break written raw, which strict JSON refuses."""
+    opinion = parse('{"verdict": "approve", "reason": "late and the box was\n" ,"x": 1}', Opinion)
+    assert opinion.reason == "late and the box was\n"
