@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class ProcessBackend(Backend):
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="engine-executors-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._tmp: dict[int, Path] = {}
         self._counter = 0
         self._executor_env = executor_env()
 
@@ -42,7 +44,12 @@ class ProcessBackend(Backend):
         ident = f"{spec.function.replace('.', '_')}-{os.getpid()}-{self._counter}"
         port_file = self.log_dir / f"{ident}.port"
         log_path = self.log_dir / f"{ident}.log"
-        env = {**os.environ, **spec.env, **self._executor_env, "PYTHONUNBUFFERED": "1"}
+        # Its own temporary directory (the unpacked code, and whatever the function writes
+        # there), removed when it stops: a killed executor cleans nothing up itself.
+        tmp = self.log_dir / f"{ident}.tmp"
+        tmp.mkdir()
+        env = {**os.environ, **spec.env, **self._executor_env, "PYTHONUNBUFFERED": "1",
+               "TMPDIR": str(tmp)}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.executor", "--listen", "127.0.0.1:0",
@@ -51,6 +58,7 @@ class ProcessBackend(Backend):
                 start_new_session=True,  # Ctrl-C in the terminal reaches the engine, not each executor
             )
         self._procs[ident] = proc
+        self._tmp[proc.pid] = tmp
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if proc.poll() is not None:
@@ -79,6 +87,20 @@ class ProcessBackend(Backend):
             except ProcessLookupError:
                 pass
         await asyncio.to_thread(proc.wait)
+        tmp = self._tmp.pop(proc.pid, None)
+        if tmp is not None:
+            await asyncio.to_thread(remove_tree, tmp)
+
+    async def cleanup_orphans(self) -> int:
+        """Temporary directories of executors whose engine was killed (nothing else is left:
+        the executors themselves exit with their engine)."""
+        removed = 0
+        for tmp in self.log_dir.glob("*.tmp"):
+            pid = tmp.name.rsplit("-", 2)[-2] if tmp.name.count("-") >= 2 else ""
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                await asyncio.to_thread(remove_tree, tmp)
+                removed += 1
+        return removed
 
     async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
         proc: subprocess.Popen[bytes] = handle.ref  # type: ignore[assignment]
@@ -95,6 +117,22 @@ class ProcessBackend(Backend):
     async def close(self) -> None:
         procs, self._procs = list(self._procs.values()), {}
         await asyncio.gather(*(self._stop(p) for p in procs))
+
+
+def remove_tree(path: Path) -> None:
+    """`shutil.rmtree`, read-only directories included (the executor makes its code read-only)."""
+    for dirpath, _, _ in os.walk(path):
+        os.chmod(dirpath, 0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """A live process that is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -133,6 +133,14 @@ def test_process_executors_end_with_their_killed_engine_even_mid_call(
     logs = executor_logs(state_dir)
     assert len(logs) == 3 and all(f"its engine process {engine.pid} is gone" in text
                                   for text in logs.values()), logs
+    # Their temporary directories (the unpacked code) outlive them until the next engine on this
+    # state directory starts, which removes them; its own are removed when its executors stop.
+    left = sorted(p.name for p in (state_dir / "executors").glob("*.tmp"))
+    assert len(left) == 3 and all(f"-{engine.pid}-" in name for name in left), left
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", f"{APP}:quick_app", "--input", "1"],
+                          env=env, cwd=APPS_DIR, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted((state_dir / "executors").glob("*.tmp")) == []
 
 
 def test_an_executor_whose_engine_falls_silent_ends_after_the_grace(
