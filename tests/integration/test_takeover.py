@@ -133,6 +133,25 @@ def test_the_other_server_takes_over_after_kill_9(cluster: Cluster, tmp_path: Pa
     assert "run taken over" in survivor.log()
 
 
+@pytest.mark.postgres
+@pytest.mark.hosts
+def test_large_values_live_in_the_store_where_every_server_reads_them(cluster: Cluster) -> None:
+    """Nothing a run needs is on one server's disk: a value over the inline limit moves through
+    the Blobs service into PostgreSQL, and the other server returns the run's large result."""
+    import hashlib
+
+    a, b = cluster.servers
+    size = 3 << 20
+    run_id = a.submit("large", size)
+    run = b.wait(run_id, timeout=120)
+    expected = hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
+    assert run["status"] == "succeeded", run
+    assert run["result"] == expected + ":" + "y" * size
+    for server in (a, b):  # neither server's state directory holds a blob, nor a database
+        assert [p for p in server.state_dir.rglob("*") if p.is_file() and ("blobs" in p.parts
+                                                                           or p.suffix == ".db")] == []
+
+
 # --- a burst across both servers, one killed mid-burst -------------------------------------------
 
 

@@ -37,3 +37,24 @@ def steps(log: str, tag: str, n: int, seconds: float) -> int:
 @function()
 def inc(x: int) -> int:
     return x + 1
+
+
+@function()
+def make(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256)
+
+
+@function()
+def digest_of(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+@application()
+@function()
+def large(size: int) -> str:
+    """A value far over the inline limit, passed from one executor to another through the
+    Blobs service; the run's result is large too."""
+    data = make(size)
+    return digest_of(data) + ":" + "y" * size
