@@ -207,6 +207,15 @@ def _importable(app_file: str) -> None:
             sys.path.insert(0, root)
 
 
+def _lease_json(store: Any, row: Any) -> dict[str, Any] | None:
+    """Who drives an unfinished run, and for how long its lease holds without renewal."""
+    if row.status not in ("queued", "running"):
+        return None
+    lease = store.lease_of(row.run_id)
+    return {"owner": lease.owner, "epoch": lease.epoch, "live": lease.live,
+            "expires_in": round(lease.expires_in, 3) if lease.expires_in is not None else None}
+
+
 def run_details(store: Any, run_id: str) -> dict[str, Any]:
     from engine import wire
     from engine.app import to_json
@@ -231,6 +240,7 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
         "backend": row.backend, "created_at": row.created_at, "started_at": row.started_at,
         "ended_at": row.ended_at, "duration": _duration(row.started_at, row.ended_at),
         "resumes": row.resumes,
+        "lease": _lease_json(store, row),
         "calls": {
             "total": len(calls),
             "succeeded": sum(1 for c in calls if c.status in ("succeeded", "tail")),
@@ -260,6 +270,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     c = info["calls"]
     print(f"run {info['run_id']}  {info['application']}  {info['status']}  "
           f"{info['duration'] or 0:.2f}s  backend {info['backend']}")
+    lease = info["lease"]
+    if lease is not None and lease["live"]:
+        print(f"driven by {lease['owner']} (its lease holds {lease['expires_in']:.1f} s more unless renewed)")
+    elif info["status"] == "running":
+        print(f"nobody drives it (its driver is gone): continue it with `engine resume {info['run_id']}`")
     if info["error"]:
         print(f"error: {info['error']}")
     elif info["status"] == "succeeded":

@@ -276,6 +276,10 @@ def test_resume_refuses_while_the_lease_is_live_and_takes_over_after_kill_9(
         assert len(lines) == 1 and "Traceback" not in err_text, err_text
         assert f"is being driven by {lease.owner}" in lines[0] and "lease runs out at" in lines[0]
 
+        shown = cli("show", run.run_id)
+        assert shown.code == 0 and f"driven by {lease.owner}" in shown.stdout, shown
+        assert json.loads(cli("show", run.run_id, "--json").stdout)["lease"]["owner"] == lease.owner
+
         # The renewals keep it alive past one lease's length.
         time.sleep(4)
         assert lease_of(state_dir, run.run_id).live
@@ -284,6 +288,8 @@ def test_resume_refuses_while_the_lease_is_live_and_takes_over_after_kill_9(
         assert cli("resume", run.run_id).code == 2  # its lease still holds, zombie or not
         wait_for_lease_to_run_out(state_dir, run.run_id)
         assert time.monotonic() - killed_at < 3 + 1.5  # the TTL, plus a little slack
+        shown = cli("show", run.run_id)
+        assert f"continue it with `engine resume {run.run_id}`" in shown.stdout, shown
     finally:
         engine.kill()
         engine.wait()
