@@ -89,8 +89,12 @@ from run import (  # noqa: E402
     run_cmd,
     work_phase,
 )
-from serverlib import ServerProcess, poll  # noqa: E402
-from test_takeover import APP, TOKEN, counted, step_nodes, submit_burst  # noqa: E402
+from serverlib import (  # noqa: E402
+    ServerProcess,
+    poll,
+    submit_burst,
+)
+from test_takeover import APP, TOKEN, counted, step_nodes  # noqa: E402
 
 PARTS = ("fanout", "takeover", "burst")
 FANOUT = f"{HERE / 'apps' / 'fanout.py'}:fanout"

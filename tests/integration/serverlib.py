@@ -10,6 +10,7 @@ killed by pid.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -175,6 +176,73 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"run {run_id} still {run['status']} after {timeout} s")
             time.sleep(0.05)
+
+
+async def submit_burst(servers: list[ServerProcess], n: int, on_accept: Any, deadline: float,
+                       app: str = "inc") -> dict[int, tuple[int, dict[str, Any]]]:
+    """n concurrent POSTs of `app` (input i), each on its own connection with its own
+    Idempotency-Key, alternating between `servers`; one whose connection fails or that answers
+    5xx (its server is down) is retried with the same key, at the next server."""
+    results: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    async def one(i: int) -> None:
+        body = json.dumps(i).encode()
+        attempt = i
+        while time.monotonic() < deadline:
+            server = servers[attempt % len(servers)]
+            auth = f"Authorization: Bearer {server.token}\r\n" if server.token else ""
+            request = (f"POST /v1/applications/{app}/runs HTTP/1.1\r\nHost: {server.address}\r\n{auth}"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                       f"Idempotency-Key: burst-{i}\r\nConnection: close\r\n\r\n").encode() + body
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(server.address, server.port), 5)
+                try:
+                    writer.write(request)
+                    await writer.drain()
+                    raw = await asyncio.wait_for(reader.read(), 30)
+                finally:
+                    writer.close()
+                head, _, payload = raw.partition(b"\r\n\r\n")
+                if not head:
+                    raise ConnectionError("no answer")
+                status = int(head.split(b" ", 2)[1])
+                if status >= 500:
+                    raise ConnectionError(f"answered {status}")
+                results[i] = (status, json.loads(payload))
+                on_accept(i)
+                return
+            except (OSError, asyncio.TimeoutError, ValueError):
+                attempt += 1
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"submission {i} never answered")
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return results
+
+
+def check_burst(server: ServerProcess, results: dict[int, tuple[int, dict[str, Any]]], n: int,
+                timeout: float = 300, app: str = "inc") -> None:
+    """Every submission accepted (none refused), one run per key, and every run finished and
+    succeeded with its input plus one — as `server` reports them."""
+    assert sorted(results) == list(range(n))
+    assert {status for status, _ in results.values()} == {202}  # every one accepted, none refused
+    ids = {i: body["run_id"] for i, (_, body) in results.items()}
+    assert len(set(ids.values())) == n  # one run per key, even when retried (at any server)
+
+    def listed() -> dict[str, Any]:
+        return server.ok("GET", f"/v1/runs?application={app}&limit=1000")  # type: ignore[no-any-return]
+
+    def all_done() -> bool:
+        runs = listed()
+        return runs["total"] == n and all(r["status"] in ("succeeded", "failed") for r in runs["runs"])
+
+    poll(all_done, timeout, interval=0.5, what="every run of the burst to finish")
+    runs = {r["run_id"]: r for r in listed()["runs"]}
+    assert set(runs) == set(ids.values())  # nothing lost, nothing extra
+    assert all(r["status"] == "succeeded" for r in runs.values())
+    for i in range(0, n, max(1, n // 20)):
+        assert server.ok("GET", f"/v1/runs/{ids[i]}")["result"] == i + 1
 
 
 def lease_of(state_dir: Path, run_id: str) -> Any:

@@ -16,7 +16,6 @@ second later while the killed process is still a zombie (its pid still "alive" t
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from typing import Any
 
 import hostlib
 import pytest
-from serverlib import SERVER_APPS, ServerProcess, poll
+from serverlib import SERVER_APPS, ServerProcess, check_burst, poll, submit_burst
 
 APP = SERVER_APPS / "takeover_app.py"
 TOKEN = "takeover-secret"
@@ -155,48 +154,6 @@ def test_large_values_live_in_the_store_where_every_server_reads_them(cluster: C
 # --- a burst across both servers, one killed mid-burst -------------------------------------------
 
 
-async def submit_burst(servers: list[ServerProcess], n: int, on_accept: Any,
-                       deadline: float) -> dict[int, tuple[int, dict[str, Any]]]:
-    """n concurrent POSTs, each with its own Idempotency-Key, alternating between the servers;
-    one that fails (its server is down) is retried with the same key at the other."""
-    results: dict[int, tuple[int, dict[str, Any]]] = {}
-
-    async def one(i: int) -> None:
-        body = json.dumps(i).encode()
-        attempt = i
-        while time.monotonic() < deadline:
-            server = servers[attempt % len(servers)]
-            request = (f"POST /v1/applications/inc/runs HTTP/1.1\r\nHost: {server.address}\r\n"
-                       f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-                       f"Content-Length: {len(body)}\r\nIdempotency-Key: burst-{i}\r\n"
-                       "Connection: close\r\n\r\n").encode() + body
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(server.address, server.port), 5)
-                try:
-                    writer.write(request)
-                    await writer.drain()
-                    raw = await asyncio.wait_for(reader.read(), 30)
-                finally:
-                    writer.close()
-                head, _, payload = raw.partition(b"\r\n\r\n")
-                if not head:
-                    raise ConnectionError("no answer")
-                status = int(head.split(b" ", 2)[1])
-                if status >= 500:
-                    raise ConnectionError(f"answered {status}")
-                results[i] = (status, json.loads(payload))
-                on_accept(i)
-                return
-            except (OSError, asyncio.TimeoutError, ValueError):
-                attempt += 1
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"submission {i} never answered")
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.hosts
 def test_a_burst_across_two_servers_survives_one_killed(cluster: Cluster) -> None:
@@ -220,21 +177,7 @@ def test_a_burst_across_two_servers_survives_one_killed(cluster: Cluster) -> Non
 
     results = asyncio.run(scenario())
     assert BURST // 3 <= len(accepted_before_kill) < BURST
-    assert sorted(results) == list(range(BURST))
-    assert {status for status, _ in results.values()} == {202}  # every one accepted, none refused
-    ids = {i: body["run_id"] for i, (_, body) in results.items()}
-    assert len(set(ids.values())) == BURST  # one run per key, whichever server answered
-
-    def all_done() -> bool:
-        listed = b.ok("GET", "/v1/runs?application=inc&limit=1000")
-        return listed["total"] == BURST and all(r["status"] in ("succeeded", "failed") for r in listed["runs"])
-
-    poll(all_done, 300, interval=0.5, what="every run of the burst to finish on the surviving server")
-    listed = {r["run_id"]: r for r in b.ok("GET", "/v1/runs?application=inc&limit=1000")["runs"]}
-    assert set(listed) == set(ids.values())  # nothing lost, nothing extra
-    assert all(r["status"] == "succeeded" for r in listed.values())
-    for i in range(0, BURST, 25):
-        assert b.ok("GET", f"/v1/runs/{ids[i]}")["result"] == i + 1
+    check_burst(b, results, BURST)  # as the surviving server reports them
 
 
 # --- a server cut off from PostgreSQL -------------------------------------------------------------
@@ -290,8 +233,6 @@ def test_a_server_cut_off_from_the_store_stops_driving_and_the_other_takes_over(
 def test_a_quick_restart_with_the_old_server_a_zombie_leaves_nothing_stuck(tmp_path: Path) -> None:
     """Kill -9 three seconds into a burst, start again one second later, without reaping the
     killed process: its pid still answers kill(pid, 0). Every accepted run must finish."""
-    from test_server import _submit_burst
-
     env = {**os.environ, "ENGINE_LEASE_TTL": str(TTL)}
     srv = ServerProcess(tmp_path / "state", env=env)
     (tmp_path / "state").mkdir()
@@ -304,7 +245,7 @@ def test_a_quick_restart_with_the_old_server_a_zombie_leaves_nothing_stuck(tmp_p
         async def scenario() -> dict[int, tuple[int, dict]]:
             nonlocal zombie
             deadline = time.monotonic() + 180
-            burst = asyncio.ensure_future(_submit_burst(srv.port, BURST, accepted.add, deadline))
+            burst = asyncio.ensure_future(submit_burst([srv], BURST, accepted.add, deadline))
             await asyncio.sleep(3)
             assert srv.proc is not None
             zombie = srv.proc
@@ -317,15 +258,7 @@ def test_a_quick_restart_with_the_old_server_a_zombie_leaves_nothing_stuck(tmp_p
             return await burst
 
         results = asyncio.run(scenario())
-        assert {status for status, _ in results.values()} == {202}
-        ids = {body["run_id"] for _, body in results.values()}
-        assert len(ids) == BURST
-
-        def all_done() -> bool:
-            listed = srv.ok("GET", "/v1/runs?application=inc&limit=1000")
-            return listed["total"] == BURST and all(r["status"] == "succeeded" for r in listed["runs"])
-
-        poll(all_done, 300, interval=0.5, what="every run to finish (none stuck `running`)")
+        check_burst(srv, results, BURST)  # none stuck `running`
     finally:
         srv.stop()
         if zombie is not None:
