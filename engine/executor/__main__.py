@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
+import os
 
-from engine.executor.lifetime import INIT_TIMEOUT_S
-from engine.executor.server import serve
+# Before anything imports grpc, which reads it once: a call may fork, and gRPC's fork handlers
+# crash or deadlock a process that serves gRPC ("Forking inside a call", engine.executor.server).
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
+import argparse  # noqa: E402
+
+from engine.executor.lifetime import INIT_TIMEOUT_S  # noqa: E402
+from engine.executor.server import serve  # noqa: E402
 
 
 def main() -> None:

@@ -17,6 +17,10 @@ running or not — a call that never returns must not keep it alive:
 
 A call runs on a thread, and Python cannot interrupt a thread, so the executor ends with
 `os._exit` (`engine.executor.server.serve`), never waiting for its calls.
+
+A process that a call forks has no watch of its own (the watching thread is not copied into it):
+it ends with the executor — with its process group on the process backend, with its container
+on docker. It never ends the executor either: it never returns into the executor's code.
 """
 
 from __future__ import annotations

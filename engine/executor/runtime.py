@@ -5,10 +5,15 @@ Starting a future encodes it, and every unstarted future it depends on, as `Futu
 cloudpickled — large ones put in the scheduler's Blobs service first — futures as references to
 their ids) and submits them to the scheduler's `SchedulerCallback` service; waiting asks the
 scheduler for outcomes.
+
+Only the executor's own process may do so: a process forked inside a call has a copy of the
+executor's connection, and writing to it would corrupt the executor's (see "Forking inside a
+call" in `engine.executor.server`). There, starting or waiting raises `SDKUsageError`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,8 +91,17 @@ class ExecutorRuntime(Runtime):
         self.blobs = blobs
         self.run_id = run_id
         self.call_id = call_id
+        self.pid = os.getpid()
+
+    def _check_process(self) -> None:
+        if os.getpid() != self.pid:
+            raise SDKUsageError(
+                "engine functions cannot be called from a process forked inside a call (a "
+                "multiprocessing worker, os.fork): call them from the function itself, and "
+                "hand the child's results back to it")
 
     def start(self, futures: Sequence[Future[Any]]) -> None:
+        self._check_process()
         encoder = GraphEncoder(self.blobs)
         for fut in futures:
             encoder.add(fut)
@@ -112,6 +126,7 @@ class ExecutorRuntime(Runtime):
         pending = {f.id: f for f in futures if not f.done()}
         if not pending:
             return
+        self._check_process()
         request = pb.AwaitRequest(
             run_id=self.run_id,
             parent_call_id=self.call_id,

@@ -15,6 +15,43 @@ Values too large to travel inline go to and come from the scheduler's Blobs serv
 An executor never outlives its engine: it ends by itself, even mid-call, when its parent process
 dies (process backend) or its `Calls` stream stays closed past a grace period
 (`engine.executor.lifetime`).
+
+Forking inside a call
+---------------------
+A call is any Python, and Python works around its GIL by forking: a `multiprocessing` pool (fork
+or spawn), `os.fork`, a subprocess. gRPC's core is not fork-safe, and this process serves gRPC
+from threads that a child of a fork does not have:
+
+- By default gRPC's own fork handlers run, and in the child they restart its thread pools from a
+  copy of the parent's state taken mid-flight: about one fork in four from a serving executor
+  died with SIGSEGV before its first line of Python (grpcio 1.85; 110 of 400 forks).
+- gRPC's fork support (`GRPC_ENABLE_FORK_SUPPORT=true`, with `GRPC_POLL_STRATEGY=poll` or
+  `epoll1`; gRPC's doc/fork_support.md) is for clients only, servers are not supported (grpc
+  issue 16001): with it, a serving process hung in its first fork.
+
+So `python -m engine.executor` turns gRPC's fork handlers off (`GRPC_ENABLE_FORK_SUPPORT=false`,
+set before grpc is imported, whatever the user's environment says; processes the call starts
+inherit it): the child of a fork holds an inert copy of gRPC that it never touches, and the
+executor goes on serving (0 crashes in 400 forks). The child must not touch it, and must not
+run the executor's code either; `_after_fork_in_child` and `_exit_if_forked` see to that:
+
+- the child gets the default SIGTERM and SIGINT handling back: the executor's handlers would
+  only set a copy of its stop flag, and `Pool.terminate()` could not end a worker;
+- its output goes to the executor's own output, as a subprocess's does (the call's log buffer
+  it would write to is a copy that nobody reads);
+- the SDK refuses to reach the scheduler from it (`ExecutorRuntime`: it would write into the
+  parent's connection);
+- a child that returns or raises out of the user's function ends there with `os._exit` (0, its
+  `SystemExit` code, or 1 and the traceback), as `multiprocessing` ends its own, instead of
+  answering the call a second time over the parent's gRPC connection.
+
+A child has none of the executor's threads, so no lifetime watch of its own: it ends with the
+executor, in its process group (process backend, `serve`) or its container (docker).
+
+The other well-known way, running each call in a process that never touched gRPC (a zygote
+forked before gRPC starts, or a worker behind a pipe), is as safe but puts a process hop on
+every call and every Submit/Await, on the warm path whose latency is the engine's (about 1 ms a
+call). Turning the handlers off costs nothing per call.
 """
 
 from __future__ import annotations
@@ -25,6 +62,7 @@ import io
 import os
 import queue
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -102,6 +140,7 @@ def _unpack_code(code_zip: bytes, digest: str) -> Path:
 class Executor(pb_grpc.FunctionExecutorServicer):
     def __init__(self, lifetime: Lifetime) -> None:
         self.lifetime = lifetime
+        self.pid = os.getpid()
         self.function: Function[..., Any] | None = None
         self.code_digest = ""
         self.code_dir: Path | None = None
@@ -246,9 +285,14 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             return fail(exc, pb.FAILURE_KIND_INTERNAL)
         try:
             if fn.is_async:
-                result = asyncio.run(_call_async(fn, args, kwargs))
+                result = asyncio.run(_call_async(fn, args, kwargs, self.pid))
             else:
-                result = fn.fn(*args, **kwargs)
+                try:
+                    result = fn.fn(*args, **kwargs)
+                except BaseException as exc:
+                    _exit_if_forked(self.pid, exc)
+                    raise
+                _exit_if_forked(self.pid, None)
         except Exception as exc:  # noqa: BLE001 - the user's exception is the call's outcome
             return fail(exc)
 
@@ -282,8 +326,46 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             shutil.rmtree(self.code_dir, ignore_errors=True)
 
 
-async def _call_async(fn: Function[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return await fn.fn(*args, **kwargs)
+async def _call_async(fn: Function[..., Any], args: list[Any], kwargs: dict[str, Any], pid: int) -> Any:
+    try:
+        result = await fn.fn(*args, **kwargs)
+    except BaseException as exc:
+        _exit_if_forked(pid, exc)
+        raise
+    _exit_if_forked(pid, None)
+    return result
+
+
+def _exit_if_forked(pid: int, exc: BaseException | None) -> None:
+    """Called as the user's function returns (`exc` None) or raises `exc`: in a process that
+    the call forked (its pid is not the executor's `pid`) and that left the function without
+    `os._exit`, end the process here, as `multiprocessing` ends its children. Above this frame
+    is the executor's code, which would answer the call again over the parent's connection."""
+    if os.getpid() == pid:
+        return
+    code = 0
+    try:
+        if isinstance(exc, SystemExit):
+            if isinstance(exc.code, int):
+                code = exc.code
+            elif exc.code is not None:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        elif exc is not None:
+            traceback.print_exception(exc)
+            code = 1
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    finally:
+        os._exit(code)
+
+
+def _after_fork_in_child(stdout: Any, stderr: Any) -> None:
+    """`os.register_at_fork` hook: the child of a fork made by a call is a plain Python process
+    (see "Forking inside a call" above)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.stdout, sys.stderr = stdout, stderr
 
 
 def decode_arg(arg: pb.Arg, blobs: wire.BlobStore) -> Any:
@@ -319,16 +401,15 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     $ENGINE_EXECUTOR_ORPHAN_TIMEOUT; or nobody initialises it within `init_timeout` seconds).
     Writes the bound port to `port_file` once listening. Never returns: the process ends with
     `os._exit`, whatever calls are still running."""
-    import signal
-
     try:
         orphan_timeout = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV))
     except ValueError as exc:
         raise SystemExit(f"engine executor: {exc}") from None
     sys.dont_write_bytecode = True
-    original_stderr = sys.stderr
+    original_stdout, original_stderr = sys.stdout, sys.stderr
     sys.stdout = _ThreadStream(sys.stdout)  # type: ignore[assignment]
     sys.stderr = _ThreadStream(sys.stderr)  # type: ignore[assignment]
+    os.register_at_fork(after_in_child=lambda: _after_fork_in_child(original_stdout, original_stderr))
     lifetime = Lifetime(orphan_timeout=orphan_timeout, init_timeout=init_timeout, parent_pid=parent_pid)
     executor = Executor(lifetime)
     server = grpc.server(cf.ThreadPoolExecutor(max_workers=max_workers), options=wire.GRPC_OPTIONS)
