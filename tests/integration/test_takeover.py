@@ -227,6 +227,43 @@ def test_a_server_cut_off_from_the_store_stops_driving_and_the_other_takes_over(
     assert all(a.ok("GET", f"/v1/runs/{r}")["status"] == "succeeded" for r in runs)
 
 
+@pytest.mark.postgres
+@pytest.mark.hosts
+def test_a_paused_server_is_fenced_out_when_it_wakes(cluster: Cluster, tmp_path: Path) -> None:
+    """SIGSTOP past the lease: the other server takes the runs; on SIGCONT the paused one finds
+    its leases gone (renewal, or the fence at its next commit), stops driving them and writes
+    nothing over the new owner's work."""
+    a, b = cluster.servers
+    log = tmp_path / "steps.log"
+    n, seconds = 8, 0.4
+    runs = {a.submit("steps", {"log": str(log), "tag": f"s{i}", "n": n, "seconds": seconds}): f"s{i}"
+            for i in range(3)}
+    a_id = cluster.owner_of(a)
+    poll(lambda: any(b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id
+                     and len([c for c in step_nodes(b, r).values() if c["status"] == "succeeded"]) >= 2
+                     for r in runs), 60, interval=0.1, what="server A to drive a run that has made progress")
+    held_by_a = [r for r in runs if b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id]
+    assert a.proc is not None
+    os.kill(a.proc.pid, signal.SIGSTOP)  # its executors go on; it neither renews nor commits
+    try:
+        finished = {r: {cid for cid, c in step_nodes(b, r).items() if c["status"] == "succeeded"} for r in runs}
+        b_id = cluster.owner_of(b)
+        poll(lambda: all(b.ok("GET", f"/v1/runs/{r}")["owner"] in (b_id, None) for r in held_by_a),
+             TTL * 4 + 10, interval=0.05, what="B to take the paused server's runs")
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    poll(lambda: "its lease was taken over by another process" in a.log(), 30,
+         what="the woken server to say it lost its runs")
+    for r in runs:
+        run = b.wait(r, timeout=120)
+        assert run["status"] == "succeeded" and run["result"] == sum(range(n)), run
+        nodes = step_nodes(b, r)
+        assert len(nodes) == n and all(c["status"] == "succeeded" for c in nodes.values())
+        for cid in finished[r]:
+            assert nodes[cid]["executions"] == 1, nodes[cid]
+    assert a.ok("GET", "/healthz")["runs_running"] == 0  # it drives nothing it lost
+
+
 # --- the restart case on SQLite: a zombie owner, a quick restart ---------------------------------
 
 
