@@ -31,26 +31,34 @@ from engine.errors import (
     TensorlakeException,
     TimeoutError,  # noqa: A004 - Tensorlake's name; also a builtin TimeoutError (engine.errors)
 )
-from engine.sdk.function import Function, application, function
+from engine.sdk.file import File
+from engine.sdk.function import ApplicationCapability, Function, application, function
 from engine.sdk.future import RETURN_WHEN, Future
+from engine.sdk.http import Headers, HttpBody
 from engine.sdk.image import Image
+from engine.sdk.logger import Logger
 from engine.sdk.retries import Retries
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RETURN_WHEN",
+    "ApplicationCapability",
     "DependencyFailed",
     "DeserializationError",
     "EngineError",
     "ExecutorLost",
+    "File",
     "Function",
     "FunctionError",
     "FunctionTimeout",
     "Future",
+    "Headers",
+    "HttpBody",
     "Image",
     "InfrastructureError",
     "InternalError",
+    "Logger",
     "OutOfMemory",
     "RemoteAPIError",
     "Request",

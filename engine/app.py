@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from engine.config import EngineConfig, check_function_names, load_config
 from engine.errors import ConfigError, InputError, SDKUsageError
+from engine.sdk.file import File
 from engine.sdk.function import Function, FunctionConfig, region_constraint, registered
+from engine.sdk.http import HttpBody, is_raw_body_hint
 from engine.sdk.retries import Retries
 
 SKIP_DIRS = {
@@ -299,16 +301,41 @@ def _hints(fn: Function[..., Any]) -> dict[str, Any]:
         return {}
 
 
-def parse_input(fn: Function[..., Any], text: str | None) -> dict[str, Any]:
-    """`--input` JSON → validated keyword arguments. With one parameter the JSON is its value;
-    with several, an object of keyword arguments."""
+def raw_body_parameter(fn: Function[..., Any]) -> tuple[str, type] | None:
+    """The parameter annotated `File` or `HttpBody` (its name and that class), if there is one;
+    `SDKUsageError` if there are several, which no raw body or `--input-file` could fill."""
+    hints = _hints(fn)
+    found = [(p.name, hints[p.name]) for p in _params(fn) if is_raw_body_hint(hints.get(p.name))]
+    if len(found) > 1:
+        names = ", ".join(name for name, _ in found)
+        raise SDKUsageError(f"{fn.name} has several File/HttpBody parameters ({names}): send "
+                            "multipart/form-data with one part named after each")
+    return found[0] if found else None
+
+
+def raw_value(hint: type, content: bytes, content_type: str | None) -> File | HttpBody:
+    """The value a raw body becomes for a parameter annotated `hint` (File or HttpBody)."""
+    if issubclass(hint, File):
+        return hint(content, content_type or "application/octet-stream")
+    assert issubclass(hint, HttpBody)
+    return hint(content, content_type)
+
+
+def parse_input(fn: Function[..., Any], text: str | None,
+                file: tuple[bytes, str] | None = None) -> dict[str, Any]:
+    """`--input` JSON (and `--input-file` content with its content type) → validated keyword
+    arguments. With one parameter the JSON is its value; with several, an object of keyword
+    arguments. The file fills the parameter annotated `File` (or `HttpBody`); the JSON then
+    gives the others."""
+    if file is not None:
+        return _parse_file_input(fn, text, file)
     params = _params(fn)
     if text is None:
         missing = [p.name for p in params if p.default is inspect.Parameter.empty]
         if missing:
-            raise InputError(
-                f"{fn.name} needs input ({', '.join(missing)}): pass --input JSON"
-            )
+            raw = raw_body_parameter(fn)
+            how = "pass --input-file PATH" if raw is not None and raw[0] in missing else "pass --input JSON"
+            raise InputError(f"{fn.name} needs input ({', '.join(missing)}): {how}")
         return {}
     try:
         data = json.loads(text)
@@ -324,6 +351,29 @@ def parse_input(fn: Function[..., Any], text: str | None) -> dict[str, Any]:
         names = ", ".join(p.name for p in params)
         raise InputError(f"{fn.name} takes several parameters ({names}): pass a JSON object of them")
     return validate_input(fn, (), data)
+
+
+def _parse_file_input(fn: Function[..., Any], text: str | None,
+                      file: tuple[bytes, str]) -> dict[str, Any]:
+    raw = raw_body_parameter(fn)
+    if raw is None:
+        raise InputError(f"{fn.name} has no parameter annotated File: pass its input as --input JSON")
+    name, hint = raw
+    others = [p for p in _params(fn) if p.name != name]
+    data: Any = {}
+    if text is not None:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--input is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        if len(others) == 1:
+            data = {others[0].name: data}
+        elif not isinstance(data, dict):
+            names = ", ".join(p.name for p in others)
+            raise InputError(f"--input must be a JSON object of {fn.name}'s other parameters ({names})")
+        if name in data:
+            raise InputError(f"{fn.name}: {name!r} given twice (--input-file fills it)")
+    return validate_input(fn, (), {**data, name: raw_value(hint, *file)})
 
 
 def validate_input(fn: Function[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -348,23 +398,58 @@ def validate_input(fn: Function[..., Any], args: tuple[Any, ...], kwargs: dict[s
                 raise InputError(f"{fn.name}: missing input field {p.name!r}")
             continue
         hint = hints.get(p.name, Any)
+        if is_raw_body_hint(hint):
+            out[p.name] = _raw_input(fn, p.name, hint, bound[p.name])
+            continue
         try:
             out[p.name] = TypeAdapter(hint).validate_python(bound[p.name])
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join([p.name, *(str(x) for x in err["loc"])])
             raise InputError(f"input field {loc}: {err['msg']}") from None
+        except PydanticSchemaGenerationError:
+            # Tensorlake refuses these hints at deploy time; here they surface at the first run.
+            raise SDKUsageError(
+                f"{fn.name}: the type hint of parameter {p.name!r} ({hint}) cannot be validated: "
+                f"File and HttpBody must be a parameter's whole hint ({p.name}: File), and other "
+                "classes must be pydantic-compatible") from None
     return out
 
 
+def _raw_input(fn: Function[..., Any], name: str, hint: type, value: Any) -> Any:
+    if isinstance(value, hint):
+        return value
+    if isinstance(value, (File, HttpBody)) and (value.content_type or not issubclass(hint, File)):
+        return raw_value(hint, value.content, value.content_type)  # the one for the other
+    raise InputError(
+        f"input field {name}: {fn.name} takes a {hint.__name__} here, not JSON: send the file as "
+        "the request body with its Content-Type (or a multipart/form-data part named "
+        f"{name!r}), or pass --input-file PATH to `engine run`")
+
+
 def to_json(value: Any) -> Any:
-    """An application's output as JSON-compatible data (pydantic models become dicts)."""
+    """An application's output as JSON-compatible data (pydantic models become dicts; a `File`
+    or `HttpBody` becomes `file_json`, its bytes left out)."""
     from pydantic_core import to_jsonable_python
 
     try:
-        return to_jsonable_python(value)
+        return to_jsonable_python(value, fallback=_raw_fallback)
     except Exception:  # noqa: BLE001 - fall back to a readable form rather than lose the result
         return repr(value)
 
 
-__all__ = ["AppSpec", "ConfigError", "FunctionSettings", "load_app", "parse_input", "validate_input"]
+def _raw_fallback(value: Any) -> Any:
+    if isinstance(value, (File, HttpBody)):
+        return file_json(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def file_json(value: File | HttpBody) -> dict[str, Any]:
+    """What JSON says of a `File` (or `HttpBody`) value: its content type and size."""
+    return {"content_type": value.content_type, "size": len(value.content)}
+
+
+__all__ = [
+    "AppSpec", "ConfigError", "FunctionSettings", "file_json", "load_app", "parse_input",
+    "raw_body_parameter", "raw_value", "to_json", "validate_input",
+]

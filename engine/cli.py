@@ -1,10 +1,11 @@
 """The `engine` command line.
 
-    engine run FILE.py:FUNCTION [--input JSON] [--backend process|docker|swarm] [--config PATH]
+    engine run FILE.py:FUNCTION [--input JSON] [--input-file PATH [--content-type TYPE]]
+               [--output PATH] [--backend process|docker|swarm] [--config PATH]
                [--state-dir DIR] [--env-file FILE] [--json]
-    engine resume RUN_ID [--json] [--backend ...] [--state-dir DIR]
+    engine resume RUN_ID [--output PATH] [--json] [--backend ...] [--state-dir DIR]
     engine runs [--json]
-    engine show RUN_ID [--json]
+    engine show RUN_ID [--output PATH] [--json]
     engine logs RUN_ID [--function NAME]
     engine image build [FILE.py] [--force] [--push REGISTRY]
     engine image prune [--dry-run]
@@ -97,16 +98,48 @@ class ProgressView:
 # --- run / resume ------------------------------------------------------------------------
 
 
-def _report(outcome: Any, as_json: bool) -> int:
-    from engine import wire
-    from engine.app import to_json
+def _write_output(value: Any, path: str) -> dict[str, Any]:
+    """Write a run's result to `path`: a File's bytes, anything else as JSON. Returns what the
+    run's JSON says of a File (its content type, size and path)."""
+    from engine.app import file_json, to_json
+    from engine.sdk.file import File
 
-    result = to_json(outcome.result) if outcome.status == "succeeded" else None
+    data = value.content if isinstance(value, File) else json.dumps(to_json(value)).encode()
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise SDKUsageError(f"cannot write --output {path}: {exc.strerror or exc}") from None
+    return {**file_json(value), "path": path} if isinstance(value, File) else {"path": path}
+
+
+def _file_hint(run_id: str, result_file: dict[str, Any]) -> str:
+    if "path" in result_file:
+        return f"wrote {result_file['path']} ({result_file['content_type']}, {result_file['size']} bytes)"
+    return (f"the result is a File ({result_file['content_type']}, {result_file['size']} bytes): "
+            f"write it with `engine show {run_id} --output PATH`")
+
+
+def _report(outcome: Any, as_json: bool, output: str | None = None) -> int:
+    from engine import wire
+    from engine.app import file_json, to_json
+    from engine.sdk.file import File
+
+    succeeded = outcome.status == "succeeded"
+    is_file = succeeded and isinstance(outcome.result, File)
+    result = to_json(outcome.result) if succeeded and not is_file else None
     error = wire.describe(outcome.failure) if outcome.failure is not None else None
+    written = _write_output(outcome.result, output) if succeeded and output else None
+    result_file = (written or file_json(outcome.result)) if is_file else None
     if as_json:
-        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "result": result,
-                          "error": error}))
-    elif outcome.status == "succeeded":
+        out = {"run_id": outcome.run_id, "status": outcome.status, "result": result, "error": error}
+        if result_file is not None:
+            out["result_file"] = result_file
+        print(json.dumps(out))
+    elif result_file is not None:
+        print(_file_hint(outcome.run_id, result_file))
+    elif succeeded:
+        if written is not None:
+            print(f"wrote {output}", file=sys.stderr)
         print(result if isinstance(result, str) else json.dumps(result, indent=2))
     else:
         print(f"run {outcome.run_id} {outcome.status}: {error}", file=sys.stderr)
@@ -122,14 +155,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     app = load_app(args.target, Path(args.config) if args.config else None,
                    Path(args.env_file) if args.env_file else None)
-    kwargs = parse_input(app.function, args.input)
+    kwargs = parse_input(app.function, args.input, _input_file(args))
     view = ProgressView()
     try:
         outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
                           progress=view, note=view.note)
     finally:
         view.close()
-    return _report(outcome, args.json)
+    return _report(outcome, args.json, args.output)
+
+
+def _input_file(args: argparse.Namespace) -> tuple[bytes, str] | None:
+    """`--input-file PATH` (and `--content-type`, else guessed from the file's name)."""
+    import mimetypes
+
+    if args.input_file is None:
+        if args.content_type is not None:
+            raise SDKUsageError("--content-type goes with --input-file PATH")
+        return None
+    try:
+        content = Path(args.input_file).read_bytes()
+    except OSError as exc:
+        raise SDKUsageError(f"cannot read --input-file {args.input_file}: {exc.strerror or exc}") from None
+    guessed = mimetypes.guess_type(args.input_file)[0]
+    return content, args.content_type or guessed or "application/octet-stream"
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -152,7 +201,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                           backend=args.backend or row.backend, progress=view, note=view.note)
     finally:
         view.close()
-    return _report(outcome, args.json)
+    return _report(outcome, args.json, args.output)
 
 
 # --- inspection --------------------------------------------------------------------------
@@ -218,7 +267,8 @@ def _lease_json(store: Any, row: Any) -> dict[str, Any] | None:
 
 def run_details(store: Any, run_id: str) -> dict[str, Any]:
     from engine import wire
-    from engine.app import to_json
+    from engine.app import file_json, to_json
+    from engine.sdk.file import File
     from engine.wire.v1 import engine_pb2 as pb
 
     row = store.get_run(run_id)
@@ -227,16 +277,22 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
     reused = sum(1 for c in calls if c.status == "succeeded" and row.resumed_at
                  and c.ended_at is not None and c.ended_at < row.resumed_at)
     failure = pb.Failure.FromString(row.failure) if row.failure else None
-    result = None
+    result = result_file = None
     data = store.run_result(row) if row.status == "succeeded" else None
     if data is not None:
         try:
-            result = to_json(wire.loads(data))
+            value = wire.loads(data)
         except Exception:  # noqa: BLE001 - the result's classes may not be importable here
             result = "<result not loadable here>"
+        else:
+            if isinstance(value, File):
+                result_file = file_json(value)
+            else:
+                result = to_json(value)
     return {
         "run_id": row.run_id, "application": row.application, "status": row.status,
         "result": result, "error": wire.describe(failure) if failure else None,
+        **({"result_file": result_file} if result_file is not None else {}),
         "backend": row.backend, "created_at": row.created_at, "started_at": row.started_at,
         "ended_at": row.ended_at, "duration": _duration(row.started_at, row.ended_at),
         "resumes": row.resumes,
@@ -262,6 +318,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
         info = run_details(store, args.run_id)
+        if args.output:
+            _show_output(store, args.run_id, args.output, info)
     finally:
         store.close()
     if args.json:
@@ -277,6 +335,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"nobody drives it (its driver is gone): continue it with `engine resume {info['run_id']}`")
     if info["error"]:
         print(f"error: {info['error']}")
+    elif "result_file" in info:
+        print(f"result: {_file_hint(info['run_id'], info['result_file'])}")
     elif info["status"] == "succeeded":
         print(f"result: {json.dumps(info['result'])[:500]}")
     print(f"calls: {c['total']} total, {c['succeeded']} succeeded, {c['failed']} failed, "
@@ -289,6 +349,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(info["call_list"]) > args.limit:
         print(f"  ... {len(info['call_list']) - args.limit} more (--limit N, or --json)")
     return EXIT_OK
+
+
+def _show_output(store: Any, run_id: str, path: str, info: dict[str, Any]) -> None:
+    from engine import wire
+
+    row = store.get_run(run_id)
+    data = store.run_result(row) if row.status == "succeeded" else None
+    if data is None:
+        raise SDKUsageError(f"run {run_id} is {row.status}: it has an output once it succeeded")
+    written = _write_output(wire.loads(data), path)
+    if "result_file" in info:
+        info["result_file"] = written
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -433,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an application")
     p.add_argument("target", metavar="FILE.py:FUNCTION")
     p.add_argument("--input", help="JSON input: the value of the one parameter, or an object of them")
+    p.add_argument("--input-file", metavar="PATH",
+                   help="a file for the parameter annotated File (--input then gives the others)")
+    p.add_argument("--content-type", metavar="TYPE",
+                   help="the --input-file's content type (default: guessed from its name)")
+    p.add_argument("--output", metavar="PATH",
+                   help="write the result there: a File's bytes, anything else as JSON")
     p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
     p.add_argument("--config", help="YAML config (default: engine.yaml beside the file)")
     p.add_argument("--env-file", help="KEY=VALUE file the functions' secrets are read from")
@@ -442,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a failed or interrupted run from its checkpoints")
     p.add_argument("run_id")
+    p.add_argument("--output", metavar="PATH", help="write the result there (as `engine run --output`)")
     p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
     p.add_argument("--env-file")
     p.add_argument("--json", action="store_true")
@@ -458,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=50, help="calls listed (default 50)")
+    p.add_argument("--output", metavar="PATH",
+                   help="write the run's result there: a File's bytes, anything else as JSON")
     common(p)
     p.set_defaults(func=cmd_show)
 

@@ -22,7 +22,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, get_args, overload
 
 from engine.errors import SDKUsageError
 from engine.sdk.future import MISSING, Future, coroutine_for, unwrap_future
@@ -89,8 +89,10 @@ def _is_image(value: Any) -> bool:
 # Labels are the only placement the engine has: a region is a node label's value.
 _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-# Tensorlake's `ApplicationCapability` values `@application(allow=...)` accepts.
-CAPABILITIES = ("unauthenticated_requests",)
+# What `@application(allow=...)` may grant, with Tensorlake's names. "unauthenticated_requests":
+# with a server token, anyone may start the application's runs and fetch their output.
+ApplicationCapability = Literal["unauthenticated_requests"]
+CAPABILITIES: tuple[str, ...] = get_args(ApplicationCapability)
 
 
 def check_region(where: str, region: object) -> None:
@@ -112,13 +114,14 @@ class ApplicationConfig:
 
     `tags` are recorded with the application; `retries` is the default policy of every function
     that sets none; `region` the default region of its functions; `allow` lists Tensorlake
-    capabilities (`"unauthenticated_requests"`), recorded but not enforced yet.
+    capabilities (`"unauthenticated_requests"`: the server lets anyone start its runs and read
+    their output, token or not).
     """
 
     tags: dict[str, str] = field(default_factory=dict)
     retries: Retries = field(default_factory=Retries)
     region: str | None = None
-    allow: list[str] = field(default_factory=list)
+    allow: list[ApplicationCapability] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         where = "@application()"
@@ -364,17 +367,18 @@ def application(
     tags: dict[str, str] | None = None,
     retries: Retries | None = None,
     region: str | None = None,
-    allow: list[str] | None = None,
+    allow: list[ApplicationCapability] | None = None,
 ) -> _ApplicationDecorator:
     """Mark a function as an application entry point; stack it with `@function()`, in either
     order.
 
-    Its input is JSON validated against its type hints; its output must be JSON-serialisable.
+    Its input is JSON validated against its type hints, except a parameter annotated `File` (or
+    `HttpBody`), which takes a raw body; its output must be JSON-serialisable, or a `File`.
     `tags` (strings to strings) are recorded with the application. `retries` is the default
     policy of every function that sets none; `region` the default region of its functions (see
-    `function(region=)`). `allow` takes Tensorlake's capabilities (`["unauthenticated_requests"]`)
-    and records them; the engine server does not act on them yet. Raises `SDKUsageError` for
-    invalid values.
+    `function(region=)`). `allow` takes Tensorlake's capabilities: `["unauthenticated_requests"]`
+    lets a server that has a token start this application's runs, and answer their output, for
+    callers without it. Raises `SDKUsageError` for invalid values.
     """
     config = ApplicationConfig(
         tags={} if tags is None else tags,

@@ -1,13 +1,17 @@
-"""The HTTP routes: JSON in, JSON out, one-line error messages.
+"""The HTTP routes: JSON in, JSON out, one-line error messages. The exceptions are raw values: a
+`File` input (a raw or multipart body, `engine/server/inputs.py`) and a `File` output
+(`GET /v1/runs/{id}/output`, its bytes with its content type).
 
 Every error is `{"error": "<one line saying what is wrong and what to do>", "status": N}`:
 400 malformed request (not JSON, not a zip), 401 missing or wrong token, 404 unknown
 application, run or path, 405 wrong method, 409 the run's state does not allow it, 413 body too
-large, 422 input that does not match the application's type hints (the message names the
-field), 500 a bug (logged with its traceback; the client sees one line).
+large, 415 a raw body for an application that takes JSON, 422 input that does not match the
+application's type hints (the message names the field), 500 a bug (logged with its traceback;
+the client sees one line).
 
 Authentication: with a token configured, every `/v1/...` route and `/metrics` need
-`Authorization: Bearer <token>`. The dashboard's files, `/healthz` and `/openapi.json` carry no
+`Authorization: Bearer <token>`, except starting a run of an application that allows
+"unauthenticated_requests" and reading such a run's output. The dashboard's files, `/healthz` and `/openapi.json` carry no
 data and are served to anyone; the dashboard asks for the token and sends it with each call.
 """
 
@@ -24,11 +28,13 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from engine import wire
-from engine.app import to_json
+from engine.app import file_json, to_json
 from engine.errors import ConfigError, InputError, RunNotFound, SDKUsageError
+from engine.sdk.file import File
 from engine.server.control import Conflict, ControlPlane, UnknownApplication
 from engine.server.deployments import BadBundle, Deployment
 from engine.server.http import EventStream, HTTPError, Request, Response
+from engine.server.inputs import body_input
 from engine.server.metrics import Registry
 from engine.server.openapi import openapi_document
 from engine.server.views import RUN_FINAL, DagBuilder, call_counts, failure_json, logs_json, run_summary
@@ -61,12 +67,14 @@ class API:
         add("POST", r"/v1/deployments", self.deploy)
         add("GET", r"/v1/applications", self.list_applications)
         add("GET", r"/v1/applications/(?P<name>[^/]+)", self.get_application)
-        add("POST", r"/v1/applications/(?P<name>[^/]+)/runs", self.submit)
+        # Authenticated in the handler: an application may allow unauthenticated requests.
+        add("POST", r"/v1/applications/(?P<name>[^/]+)/runs", self.submit, auth=False)
         add("GET", r"/v1/runs", self.list_runs)
         add("GET", r"/v1/runs/(?P<run_id>[^/]+)", self.get_run)
         add("GET", r"/v1/runs/(?P<run_id>[^/]+)/dag", self.get_dag)
         add("GET", r"/v1/runs/(?P<run_id>[^/]+)/events", self.events)
         add("GET", r"/v1/runs/(?P<run_id>[^/]+)/logs", self.logs)
+        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/output", self.output, auth=False)
         add("POST", r"/v1/runs/(?P<run_id>[^/]+)/cancel", self.cancel)
         add("POST", r"/v1/runs/(?P<run_id>[^/]+)/resume", self.resume)
 
@@ -201,16 +209,41 @@ class API:
     # --- runs ------------------------------------------------------------------------------------
 
     async def submit(self, request: Request) -> Response:
+        name = request.params["name"]
+        dep = self._deployment_or_none(name)
+        self._authenticate_unless_allowed(request, dep)
         if len(request.body) > MAX_INPUT_BYTES:
             raise HTTPError(413, f"input over {MAX_INPUT_BYTES >> 20} MiB")
-        present = bool(request.body.strip())
-        try:
-            data = json.loads(request.body) if present else None
-        except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
-            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
-        status, body = self.control.submit(request.params["name"], data, present,
+        parsed = None
+        if dep is not None and dep.function is not None:
+            # A raw body or a multipart one becomes File arguments (engine/server/inputs.py).
+            self.control.deployments.activate(dep)
+            parsed = body_input(dep.function, request.body, request.headers.get("content-type"))
+        if parsed is not None:
+            data, present = parsed
+        else:
+            present = bool(request.body.strip())
+            try:
+                data = json.loads(request.body) if present else None
+            except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+                raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+        status, body = self.control.submit(name, data, present,
                                            request.headers.get("idempotency-key") or None)
         return Response.json(status, body, {"Location": f"/v1/runs/{body['run_id']}"})
+
+    def _deployment_or_none(self, name: str) -> Deployment | None:
+        try:
+            return self.control.deployment(name)
+        except UnknownApplication:
+            return None  # answered 404 by the control plane's submit, after authentication
+
+    def _authenticate_unless_allowed(self, request: Request, dep: Deployment | None) -> None:
+        """`@application(allow=["unauthenticated_requests"])` (Tensorlake's capability): its
+        runs may be started, and their output read, without the token. Everything else about
+        them (the run, its calls, logs, cancel) still needs it."""
+        app = dep.function.application if dep is not None and dep.function is not None else None
+        if app is None or "unauthenticated_requests" not in app.allow:
+            self._authenticate(request)
 
     async def list_runs(self, request: Request) -> dict[str, Any]:
         q = request.query
@@ -227,22 +260,54 @@ class API:
     async def get_run(self, request: Request) -> dict[str, Any]:
         reader = self.control.reader
         row = reader.get_run(request.params["run_id"])
-        deployments = self.control.deployments
         out = run_summary(row, row.version)
         out["result"] = None
         data = reader.run_result(row) if row.status == "succeeded" else None
         if data is not None:
             try:
-                dep = deployments.for_run(row)
-                if dep is not None:
-                    deployments.activate(dep)
-                out["result"] = to_json(wire.loads(data))
+                value = self._load_result(row, data)
             except Exception as exc:  # noqa: BLE001 - the value's classes may not load here
                 out["result_error"] = f"the result cannot be decoded here: {type(exc).__name__}: {exc}"
+            else:
+                if isinstance(value, File):
+                    # No JSON form: the bytes are at the output route, with their content type.
+                    out["result_file"] = {**file_json(value), "url": f"/v1/runs/{row.run_id}/output"}
+                else:
+                    out["result"] = to_json(value)
         out["error"] = failure_json(row.failure)
         out["calls"] = call_counts(reader.load_calls(row.run_id), row.status in RUN_FINAL,
                                    self.control.queued_calls(row.run_id))
         return out
+
+    def _load_result(self, row: Any, data: bytes) -> Any:
+        dep = self.control.deployments.for_run(row)
+        if dep is not None:
+            self.control.deployments.activate(dep)
+        return wire.loads(data)
+
+    async def output(self, request: Request) -> Response:
+        """A succeeded run's result: a `File`'s bytes with its content type, anything else as
+        JSON (what `result` in the run says)."""
+        run_id = request.params["run_id"]
+        reader = self.control.reader
+        try:
+            row = reader.get_run(run_id)
+        except RunNotFound:
+            self._authenticate(request)  # no hint to the unauthenticated that a run exists
+            raise
+        self._authenticate_unless_allowed(request, self.control.deployments.for_run(row))
+        data = reader.run_result(row) if row.status == "succeeded" else None
+        if data is None:
+            raise HTTPError(409, f"run {run_id} is {row.status}: it has an output once it succeeded "
+                                 f"(see GET /v1/runs/{run_id})")
+        try:
+            value = self._load_result(row, data)
+        except Exception as exc:  # noqa: BLE001 - the value's classes may not load here
+            raise HTTPError(500, f"the result cannot be decoded here: {type(exc).__name__}: {exc}") from None
+        headers = {"Cache-Control": "no-store"}
+        if isinstance(value, File):
+            return Response(200, value.content, value.content_type, headers)
+        return Response.json(200, to_json(value), headers)
 
     async def get_dag(self, request: Request) -> dict[str, Any]:
         reader = self.control.reader

@@ -53,7 +53,13 @@ def openapi_document() -> dict[str, Any]:
             "owner": {"type": ["string", "null"],
                       "description": "the process driving the run under its lease (its owner id), if any"}}},
         "Run": {"allOf": [_ref("RunSummary"), {"type": "object", "properties": {
-            "result": {"description": "the application's return value as JSON (succeeded runs)"},
+            "result": {"description": "the application's return value as JSON (succeeded runs); null "
+                                      "when it is a File (see result_file)"},
+            "result_file": {"type": "object", "description": (
+                "present when the application returned a File: its bytes are at `url` "
+                "(GET /v1/runs/{run_id}/output), with its content type"), "properties": {
+                    "content_type": {"type": "string"}, "size": {"type": "integer"},
+                    "url": {"type": "string"}}},
             "error": _ref("Failure"),
             "calls": {"type": "object", "description": "calls by status, plus total and executions",
                       "additionalProperties": {"type": "integer"}}}}]},
@@ -104,17 +110,26 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _json(_ref("Application"), "the application"),
                           "404": _error("no such application")}}},
         "/v1/applications/{name}/runs": {"parameters": [NAME], "post": {
-            "summary": "Start a run: accepted at once and queued durably; never refused for lack of capacity",
+            "summary": "Start a run: accepted at once and queued durably; never refused for lack of capacity. "
+                       "No token needed for an application with allow=[\"unauthenticated_requests\"]",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "schema": {"type": "string"},
                             "description": "a retried POST with the same key returns the same run"}],
             "requestBody": {"required": False, "description": (
                 "the application's input as JSON: the value of its one parameter, or an object "
-                "of its parameters"), "content": {"application/json": {"schema": {}}}},
+                "of its parameters. An application with a parameter annotated File (or HttpBody) "
+                "takes the raw body as that argument, with the request's Content-Type, or "
+                "multipart/form-data: one part per parameter, named after it (File parameters "
+                "take the part's bytes and content type, the others its JSON)"), "content": {
+                    "application/json": {"schema": {}},
+                    "multipart/form-data": {"schema": {"type": "object", "additionalProperties": {}}},
+                    "*/*": {"schema": {"type": "string", "format": "binary"}}}},
             "responses": {"202": _json(_ref("Accepted"), "accepted and queued"),
-                          "400": _error("the body is not valid JSON"),
+                          "400": _error("the body is not valid JSON (or not parseable multipart)"),
                           "404": _error("no such application"),
                           "409": _error("the Idempotency-Key was used for another application"),
+                          "415": _error("a raw body for an application that takes JSON (no File "
+                                        "parameter), or one that needs other input too (send multipart)"),
                           "422": _error("the input does not match the type hints; the message names the field")}}},
         "/v1/runs": {"get": {
             "summary": "Runs, newest first",
@@ -145,6 +160,15 @@ def openapi_document() -> dict[str, Any]:
                 "type": "object", "properties": {"call_id": {"type": "string"}, "function": {"type": "string"},
                                                  "attempt": {"type": "integer"}, "text": {"type": "string"}}}}}},
                 "the log entries, oldest first"), "404": _error("no such run")}}},
+        "/v1/runs/{run_id}/output": {**run_ref, "get": {
+            "summary": "A succeeded run's result: a File's bytes with its Content-Type, any other value as JSON. "
+                       "No token needed for an application with allow=[\"unauthenticated_requests\"]",
+            "responses": {"200": {"description": "the result", "content": {
+                              "application/json": {"schema": {}},
+                              "*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                          "404": _error("no such run"),
+                          "409": _error("the run has not succeeded (yet): no output"),
+                          "500": _error("the result cannot be decoded on this server")}}},
         "/v1/runs/{run_id}/cancel": {**run_ref, "post": {
             "summary": "Cancel a queued or running run: its calls stop and its executors are stopped",
             "responses": {"200": _json(_ref("Accepted"), "cancelled"), "404": _error("no such run"),

@@ -12,17 +12,22 @@ import engine.errors
 
 PUBLIC = [
     "RETURN_WHEN",
+    "ApplicationCapability",
     "DependencyFailed",
     "DeserializationError",
     "EngineError",
     "ExecutorLost",
+    "File",
     "Function",
     "FunctionError",
     "FunctionTimeout",
     "Future",
+    "Headers",
+    "HttpBody",
     "Image",
     "InfrastructureError",
     "InternalError",
+    "Logger",
     "OutOfMemory",
     "RemoteAPIError",
     "Request",
@@ -192,7 +197,7 @@ def _loaded_modules(imports: str) -> list[str]:
     "imports",
     [
         "engine.sdk.function, engine.sdk.future, engine.sdk.runtime, engine.sdk.retries, "
-        "engine.sdk.image, engine.sdk",
+        "engine.sdk.image, engine.sdk.file, engine.sdk.http, engine.sdk.logger, engine.sdk",
         "engine",
         "engine.errors",
     ],
