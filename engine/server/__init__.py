@@ -15,8 +15,8 @@ The parts, one module each:
   `<state_dir>/apps/<name>/<version>/`, imported in isolation from the other deployments.
 - `views.py` — what the API shows of runs and calls, read from the store: run details, the
   call DAG (parent, dependency and tail-call edges), logs.
-- `metrics.py` — Prometheus text exposition of counters, gauges and histograms that are
-  really recorded.
+- `metrics.py` — `/metrics` through `prometheus_client`: counters, gauges and histograms that
+  are really recorded, in the server's own registry.
 - `openapi.py` — the OpenAPI document served at `/openapi.json`.
 - `client.py` — a stdlib-only HTTP client: `engine deploy` and `run_remote_application` use it.
 - `static/` — the dashboard: one HTML page, one script, one stylesheet; no build step and no

@@ -35,6 +35,7 @@ from engine.server.control import Conflict, ControlPlane, UnknownApplication
 from engine.server.deployments import BadBundle, Deployment
 from engine.server.http import EventStream, HTTPError, Request, Response
 from engine.server.inputs import body_input
+from engine.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.server.metrics import Registry
 from engine.server.openapi import openapi_document
 from engine.server.views import RUN_FINAL, DagBuilder, call_counts, failure_json, logs_json, run_summary
@@ -160,7 +161,7 @@ class API:
         return openapi_document()
 
     async def metrics(self, request: Request) -> Response:
-        return Response(200, self.registry.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        return Response(200, self.registry.render(), METRICS_CONTENT_TYPE)
 
     # --- applications ----------------------------------------------------------------------------
 

@@ -112,9 +112,11 @@ class CountingBackend(Backend):
         self.callback_bind_host = inner.callback_bind_host
         self.starts = registry.counter(
             "engine_executor_starts_total",
-            "Executors started: containers on the docker backend, processes on the process backend.")
+            "Executors started: containers on the docker backend, processes on the process backend.",
+            labels=("backend", "function"))
         self.start_failures = registry.counter(
-            "engine_executor_start_failures_total", "Executors that failed to start.")
+            "engine_executor_start_failures_total", "Executors that failed to start.",
+            labels=("backend", "function"))
 
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         try:
@@ -180,14 +182,17 @@ class ControlPlane:
                      lambda: {(("direction", "put"),): blobs.put_bytes, (("direction", "get"),): blobs.get_bytes})
         m.counter_of("engine_blobs_total", "Large values moved through the Blobs service, by direction.",
                      lambda: {(("direction", "put"),): blobs.puts, (("direction", "get"),): blobs.gets})
-        self.m_submitted = m.counter("engine_runs_accepted_total", "Runs accepted (HTTP 202), by application.")
-        self.m_runs_finished = m.counter("engine_runs_finished_total", "Runs that ended, by status.")
+        self.m_submitted = m.counter("engine_runs_accepted_total", "Runs accepted (HTTP 202), by application.",
+                                     labels=("application",))
+        self.m_runs_finished = m.counter("engine_runs_finished_total", "Runs that ended, by status.",
+                                         labels=("status",))
         self.m_calls_finished = m.counter("engine_calls_finished_total",
-                                          "Calls that ended, by outcome (succeeded, failed, cancelled).")
+                                          "Calls that ended, by outcome (succeeded, failed, cancelled).",
+                                          labels=("outcome",))
         self.m_dispatch = m.histogram(
             "engine_call_dispatch_latency_seconds",
             "From a call being ready (queued) to its dispatch to an executor, first attempts only.",
-            LATENCY_BUCKETS)
+            LATENCY_BUCKETS, labels=("backend",))
         self.m_run_wait = m.histogram(
             "engine_run_queue_seconds", "From a run being accepted to its start.", LATENCY_BUCKETS)
 

@@ -151,7 +151,8 @@ async def _serve(options: ServerOptions, config: Any) -> None:
     max_runs = options.max_concurrent_runs or config.max_concurrent_runs or DEFAULT_MAX_CONCURRENT_RUNS
     control = ControlPlane(store=store, reader=reader, scheduler=scheduler, deployments=deployments,
                            max_concurrent_runs=max_runs, registry=registry, backend_name=backend_name)
-    requests = registry.counter("engine_http_requests_total", "HTTP requests answered, by method and status.")
+    requests = registry.counter("engine_http_requests_total", "HTTP requests answered, by method and status.",
+                                labels=("method", "status"))
     server = HTTPServer(API(control, registry, options.token), max_body=MAX_CODE_BYTES + (1 << 20),
                         on_response=lambda req, status: requests.inc(method=req.method, status=status))
     stop = asyncio.Event()

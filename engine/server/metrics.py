@@ -1,132 +1,96 @@
-"""Metrics in the Prometheus text format (version 0.0.4), with no client library.
+"""`/metrics`, through `prometheus_client`: the server's own registry, in the Prometheus text
+format.
 
 Only what is really recorded: counters are incremented where the event happens (the
-scheduler's event callback, the backend wrapper, the HTTP layer), gauges are read from the
-scheduler's live state when `/metrics` is scraped, histograms observe measured durations.
-Everything runs on the event loop's thread, so nothing here locks.
+scheduler's event callback, the backend wrapper, the HTTP layer), histograms observe measured
+durations, and gauges — and counters kept elsewhere, such as the Blobs service's totals — are
+read from live state when `/metrics` is scraped (`Registry.gauge`, `Registry.counter_of`). Every
+server has a registry of its own (not the library's global one), so nothing leaks between two
+servers in one process, and `_created` series are left out: they say nothing a scrape needs.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-Labels = tuple[tuple[str, str], ...]
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+try:  # prometheus_client >= 0.18
+    from prometheus_client import disable_created_metrics
 
-def _labels(values: dict[str, Any]) -> Labels:
-    return tuple(sorted((k, str(v)) for k, v in values.items()))
+    disable_created_metrics()
+except ImportError:  # pragma: no cover - older clients
+    pass
 
+#: What a live reading returns: one number, or {((label, value), ...): number}.
+Reading = float | dict[tuple[tuple[str, str], ...], float]
 
-def _fmt_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
-    items = labels + extra
-    if not items:
-        return ""
-    body = ",".join(f'{k}="{_escape(v)}"' for k, v in items)
-    return "{" + body + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
-
-
-class Counter:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name, self.help = name, help_text
-        self.values: dict[Labels, float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: Any) -> None:
-        key = _labels(labels)
-        self.values[key] = self.values.get(key, 0.0) + amount
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        for key, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{_fmt_labels(key)} {_num(value)}")
-        return lines
-
-
-class Gauge:
-    """Read when scraped: `read()` returns a number, or {labels dict as tuple: number}."""
-
-    def __init__(self, name: str, help_text: str, read: Callable[[], float | dict[Labels, float]],
-                 type_name: str = "gauge") -> None:
-        self.name, self.help, self.read, self.type_name = name, help_text, read, type_name
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.type_name}"]
-        value = self.read()
-        if isinstance(value, dict):
-            for key, v in sorted(value.items()):
-                lines.append(f"{self.name}{_fmt_labels(key)} {_num(v)}")
-        else:
-            lines.append(f"{self.name} {_num(value)}")
-        return lines
-
-
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
-        self.name, self.help = name, help_text
-        self.buckets = tuple(sorted(buckets)) + (math.inf,)
-        self.series: dict[Labels, tuple[list[int], list[float]]] = {}
-
-    def observe(self, value: float, **labels: Any) -> None:
-        key = _labels(labels)
-        counts, total = self.series.setdefault(key, ([0] * len(self.buckets), [0.0]))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-        total[0] += value
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key, (counts, total) in sorted(self.series.items()):
-            for bound, count in zip(self.buckets, counts, strict=True):
-                lines.append(f"{self.name}_bucket{_fmt_labels(key, (('le', _num(bound)),))} {count}")
-            lines.append(f"{self.name}_sum{_fmt_labels(key)} {_num(total[0])}")
-            lines.append(f"{self.name}_count{_fmt_labels(key)} {counts[-1]}")
-        return lines
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class Registry:
     def __init__(self) -> None:
-        self.metrics: list[Counter | Gauge | Histogram] = []
+        self.registry = CollectorRegistry(auto_describe=True)
 
-    def counter(self, name: str, help_text: str) -> Counter:
-        metric = Counter(name, help_text)
-        self.metrics.append(metric)
-        return metric
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counted:
+        return Counted(Counter(name, help_text, list(labels), registry=self.registry))
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], Any]) -> Gauge:
-        metric = Gauge(name, help_text, read)
-        self.metrics.append(metric)
-        return metric
+    def histogram(self, name: str, help_text: str, buckets: tuple[float, ...],
+                  labels: Sequence[str] = ()) -> Observed:
+        return Observed(Histogram(name, help_text, list(labels), buckets=buckets, registry=self.registry))
 
-    def counter_of(self, name: str, help_text: str, read: Callable[[], Any]) -> Gauge:
-        """A counter kept elsewhere (read when scraped), such as the Blobs service's totals."""
-        metric = Gauge(name, help_text, read, type_name="counter")
-        self.metrics.append(metric)
-        return metric
+    def gauge(self, name: str, help_text: str, read: Callable[[], Reading]) -> None:
+        self.registry.register(_Read(name, help_text, read, GaugeMetricFamily))
 
-    def histogram(self, name: str, help_text: str, buckets: tuple[float, ...]) -> Histogram:
-        metric = Histogram(name, help_text, buckets)
-        self.metrics.append(metric)
-        return metric
+    def counter_of(self, name: str, help_text: str, read: Callable[[], Reading]) -> None:
+        """A counter kept elsewhere, read when scraped."""
+        self.registry.register(_Read(name, help_text, read, CounterMetricFamily))
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in self.metrics:
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+class Counted:
+    """`inc(amount, **labels)`: the labels by name, as the call site knows them."""
+
+    def __init__(self, metric: Counter) -> None:
+        self.metric = metric
+
+    def inc(self, amount: float = 1.0, **labels: Any) -> None:
+        (self.metric.labels(**labels) if labels else self.metric).inc(amount)
+
+
+class Observed:
+    def __init__(self, metric: Histogram) -> None:
+        self.metric = metric
+
+    def observe(self, value: float, **labels: Any) -> None:
+        (self.metric.labels(**labels) if labels else self.metric).observe(value)
+
+
+class _Read(Collector):
+    """A metric whose value lives elsewhere, read at each scrape."""
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], Reading], family: Any) -> None:
+        self.name, self.help, self.read, self.family = name, help_text, read, family
+
+    def collect(self) -> Iterator[Metric]:
+        value = self.read()
+        name = self.name[: -len("_total")] if self.family is CounterMetricFamily and self.name.endswith("_total") \
+            else self.name
+        if not isinstance(value, dict):
+            yield self.family(name, self.help, value=value)
+            return
+        names = sorted({label for key in value for label, _ in key})
+        metric = self.family(name, self.help, labels=names)
+        for key, v in sorted(value.items()):
+            given = dict(key)
+            metric.add_metric([given.get(label, "") for label in names], v)
+        yield metric
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
