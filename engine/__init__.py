@@ -38,6 +38,7 @@ from engine.sdk.http import Headers, HttpBody
 from engine.sdk.image import Image
 from engine.sdk.logger import Logger
 from engine.sdk.retries import Retries
+from engine.sdk.stateful import cls
 
 __version__ = "0.1.0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "TensorlakeException",
     "TimeoutError",
     "application",
+    "cls",
     "function",
     "run_local_application",
     "run_remote_application",

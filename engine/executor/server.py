@@ -5,7 +5,9 @@ a process or a container), sends `Initialize` once with the zipped project, then
 stream and writes a `RunRequest` on it for every call routed here, up to the function's
 `concurrency` at once; each `RunResponse` goes back on the stream as its call finishes. The executor keeps no state
 between calls beyond the imported code: every outcome goes back in the `RunResponse`, and the
-scheduler checkpoints it.
+scheduler checkpoints it. The one exception is the instance of a `@cls()` class
+(`engine.sdk.stateful`): an executor of one of its methods builds it before its first call, once,
+and serves every later call with it (`_Instance`).
 
 A call's return value is either a value (pickled into the response), or a `Future` — a tail call:
 its graph is encoded into the response and the call is over; the executor's slot is free at once.
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import os
 import queue
@@ -88,6 +91,7 @@ from engine.executor.runtime import ExecutorRuntime, GraphEncoder
 from engine.sdk import runtime as sdk_runtime
 from engine.sdk.function import Function, registered
 from engine.sdk.future import Future, future_of_coroutine
+from engine.sdk.stateful import construct
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -150,6 +154,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self._running = 0
         self.concurrency = 1
         self._lock = threading.Lock()
+        self.instance: _Instance | None = None
 
     # --- Initialize ------------------------------------------------------------------------
 
@@ -189,7 +194,14 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                     grpc.StatusCode.NOT_FOUND,
                     f"no @function() named {request.function!r} after importing {request.module}",
                 )
+            assert fn is not None  # context.abort raised otherwise
+            if fn.cls is None and _looks_like_method(fn):
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{fn.name} is a method: decorate class {fn.name.rpartition('.')[0]} with @cls()",
+                )
             self.function = fn
+            self.instance = _Instance(fn, self.pid) if fn.cls is not None else None
             self.concurrency = max(1, request.concurrency)
             if self._channel is not None:
                 self._channel.close()
@@ -283,6 +295,11 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             args, kwargs = decode_arguments(request.arguments, runtime.blobs)
         except Exception as exc:  # noqa: BLE001
             return fail(exc, pb.FAILURE_KIND_INTERNAL)
+        if self.instance is not None:
+            instance, failure = self.instance.get(request.call_id)
+            if failure is not None:
+                return pb.RunResponse(failure=failure)
+            args.insert(0, instance)
         try:
             if fn.is_async:
                 result = asyncio.run(_call_async(fn, args, kwargs, self.pid))
@@ -324,6 +341,97 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             for dirpath, _dirnames, _ in os.walk(self.code_dir):
                 os.chmod(dirpath, 0o755)
             shutil.rmtree(self.code_dir, ignore_errors=True)
+
+
+class _Instance:
+    """The executor's instance of its method's `@cls()` class, built by the first call.
+
+    The constructor runs once, on a thread of its own so that `init_timeout` can be kept: the
+    first call (and any call that arrives meanwhile, with `concurrency` above 1) waits for it,
+    and its output goes to that first call's logs. If it raises or overruns, this executor has
+    nothing to serve with: the call fails with `wire.CLASS_INIT_FAILED` as its type, naming the
+    class, with the constructor's traceback (or, on a timeout, where the constructor was), the
+    scheduler retires the executor, and every call that still reaches it fails the same way.
+    A constructor left running past its timeout cannot be stopped; it ends with the executor.
+    """
+
+    def __init__(self, fn: Function[..., Any], pid: int) -> None:
+        assert fn.cls is not None and fn.config.init_timeout is not None
+        self.fn = fn
+        self.pid = pid
+        self.klass = fn.cls
+        self.timeout = fn.config.init_timeout
+        self._lock = threading.Lock()
+        self._built = False
+        self._value: Any = None
+        self._failure: pb.Failure | None = None
+
+    def get(self, call_id: str) -> tuple[Any, pb.Failure | None]:
+        with self._lock:
+            if not self._built and self._failure is None:
+                self._build(call_id)
+            if self._failure is not None:
+                failure = pb.Failure()
+                failure.CopyFrom(self._failure)
+                failure.call_id = call_id
+                return None, failure
+            return self._value, None
+
+    def _build(self, call_id: str) -> None:
+        name = self.klass.__qualname__
+        done = threading.Event()
+        outcome: list[Any] = []
+        logs = _call_output.buffer
+
+        def build() -> None:
+            _call_output.buffer = logs
+            try:
+                try:
+                    instance = construct(self.klass)
+                except BaseException as exc:
+                    _exit_if_forked(self.pid, exc)  # a process the constructor forked ends here
+                    raise
+                _exit_if_forked(self.pid, None)
+                outcome.append(instance)
+            except BaseException as exc:  # noqa: BLE001 - the constructor's failure is the call's
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=build, name=f"{name}.__init__", daemon=True)
+        thread.start()
+        if not done.wait(self.timeout):
+            frame = sys._current_frames().get(thread.ident or 0)
+            failure = wire.make_failure(
+                pb.FAILURE_KIND_TIMEOUT,
+                f"{name}.__init__ did not finish within init_timeout={self.timeout:g} s (the "
+                "constructor of a @cls() class runs once per executor, before its first call); "
+                "this executor is replaced",
+                function=self.fn.name, call_id=call_id, type_name=wire.CLASS_INIT_FAILED)
+            if frame is not None:
+                failure.traceback = "Where the constructor was:\n" + "".join(traceback.format_stack(frame))
+            self._failure = failure
+            return
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            failure = wire.failure_from_exception(result, function=self.fn.name, call_id=call_id)
+            failure.type_name = wire.CLASS_INIT_FAILED
+            failure.message = (
+                f"{name}.__init__ raised {type(result).__name__}: {result} (the constructor of a "
+                "@cls() class runs once per executor, before its first call); this executor is "
+                "replaced")
+            self._failure = failure
+            return
+        self._value = result
+        self._built = True
+
+
+def _looks_like_method(fn: Function[..., Any]) -> bool:
+    """A `@function()` defined in a class body that never got `@cls()`."""
+    if "." not in fn.name:
+        return False
+    params = list(inspect.signature(fn.fn).parameters)
+    return bool(params) and params[0] == "self"
 
 
 async def _call_async(fn: Function[..., Any], args: list[Any], kwargs: dict[str, Any], pid: int) -> Any:

@@ -38,7 +38,7 @@ class ExecutorState:
     """
 
     __slots__ = ("handle", "channel", "stub", "inflight", "blocked", "stopping", "reap", "pool",
-                 "stream", "pending", "write_lock", "reader")
+                 "stream", "pending", "write_lock", "reader", "served")
 
     def __init__(self, handle: ExecutorHandle, channel: grpc.aio.Channel, pool: Pool) -> None:
         self.handle = handle
@@ -54,6 +54,9 @@ class ExecutorState:
         self.pending: dict[str, asyncio.Future[pb.RunResponse]] = {}
         self.write_lock = asyncio.Lock()
         self.reader: asyncio.Task[None] | None = None
+        # Whether a call has been answered here (the first call of a @cls() method's executor
+        # waits for the class's constructor, and may take init_timeout longer).
+        self.served = False
 
     def open(self) -> None:
         self.stream = self.stub.Calls()

@@ -609,8 +609,14 @@ class Scheduler:
                                 arguments=self._resolve_arguments(call))
         response: pb.RunResponse | None = None
         failure: pb.Failure | None = None
+        timeout = settings.config.timeout
+        if not ex.served and settings.config.init_timeout:
+            # A @cls() method: its executor runs the class's constructor before its first call,
+            # within init_timeout (the executor keeps that limit and answers if it is passed).
+            timeout += settings.config.init_timeout
         try:
-            response = await ex.call(request, settings.config.timeout)
+            response = await ex.call(request, timeout)
+            ex.served = True
         except asyncio.CancelledError:
             ex.inflight -= 1
             call.executor = None
@@ -641,8 +647,9 @@ class Scheduler:
                 self._attempt_failed(call, response.failure)
         elif failure is not None:
             self._attempt_failed(call, failure)
-        if response is None:
-            await self._retire(ex)  # timed out or gone: never reuse it
+        if response is None or wire.retires_executor(response):
+            # Timed out, gone, or without the instance its @cls() method needs: never reuse it.
+            await self._retire(ex)
         else:
             self._after_call(ex, tail=response.HasField("tail_call"))
         self._pump(ex.pool)

@@ -22,13 +22,14 @@ import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, get_args, overload
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, get_args, overload
 
 from engine.errors import SDKUsageError
 from engine.sdk.future import MISSING, Future, coroutine_for, unwrap_future
 from engine.sdk.retries import Retries, check_int, check_number
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
 
 
@@ -52,10 +53,15 @@ class FunctionConfig:
     # Where its executors run: the swarm backend places them on nodes labelled
     # `region=<region>`; None takes the application's.
     region: str | None = None
+    # Seconds the constructor of a `@cls()` class may take on an executor, before its first
+    # call; set by `@cls()` on each of its methods (None: not a method).
+    init_timeout: float | None = None
 
     def __post_init__(self) -> None:
         where = "@function()"
         check_region(where, self.region)
+        if self.init_timeout is not None:
+            check_number("@cls()", "init_timeout", self.init_timeout, above=0, maximum=7 * 24 * 3600)
         if not isinstance(self.description, str):
             raise SDKUsageError(f"{where}: description must be a string")
         check_number(where, "cpu", self.cpu, above=0)
@@ -225,6 +231,8 @@ class Function(Generic[P, R]):
         self.application: ApplicationConfig | None = None
         self.is_async = inspect.iscoroutinefunction(fn)
         self.future: FutureFactory[P, R] = FutureFactory(self)
+        # The `@cls()` class this is a method of (`engine.sdk.stateful`); None for a function.
+        self.cls: type | None = None
 
     def __repr__(self) -> str:
         return f"<engine.Function {self.name}>"
@@ -248,6 +256,18 @@ class Function(Generic[P, R]):
         """A left fold of `fn` over `items`; blocks (a coroutine for async functions)."""
         fut = self.future.reduce(items, initial)
         return coroutine_for(fut) if self.is_async else fut.result()  # type: ignore[return-value]
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Function[P, R]: ...
+
+    @overload
+    def __get__(self: Function[Concatenate[Any, Q], R], instance: object, owner: type) -> Function[Q, R]: ...
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        # A method of a `@cls()` class, reached through an instance (`Model().embed`): the same
+        # Function, not bound. As in Tensorlake, instances made at call sites are empty
+        # stand-ins; the executor calls the method on its own instance (`engine.sdk.stateful`).
+        return self
 
     def __reduce__(self) -> Any:
         # Pickled by name: an executor finds the same function in its own registry.

@@ -96,6 +96,17 @@ RETRYABLE = {
 }
 
 
+# The type name of a call failure that also condemns its executor: the constructor of the
+# method's `@cls()` class raised or overran `init_timeout` there (`engine.executor.server`), so
+# the executor has no instance to serve with. The scheduler retires that executor at once, and a
+# retry starts a fresh one; reusing it would fail every later call the same way.
+CLASS_INIT_FAILED = "ClassInitError"
+
+
+def retires_executor(response: pb.RunResponse) -> bool:
+    """Whether the executor that sent `response` must serve no further call."""
+    return response.WhichOneof("outcome") == "failure" and response.failure.type_name == CLASS_INIT_FAILED
+
 def python_version() -> str:
     return ".".join(str(p) for p in sys.version_info[:3])
 

@@ -42,6 +42,7 @@ PUBLIC = [
     "TensorlakeException",
     "TimeoutError",
     "application",
+    "cls",
     "function",
     "run_local_application",
     "run_remote_application",
