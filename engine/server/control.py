@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -64,6 +65,15 @@ if TYPE_CHECKING:
     from engine.sdk.function import Function
 
 log = logging.getLogger("engine.server")
+
+
+def _sweep_every() -> float:
+    """Seconds between sweeps of what dead engines left on the backend (`ControlPlane._sweep`):
+    `ENGINE_SWEEP_INTERVAL`, 60 by default."""
+    try:
+        return max(1.0, float(os.environ.get("ENGINE_SWEEP_INTERVAL") or 60))
+    except ValueError:
+        return 60.0
 
 
 class Conflict(SDKUsageError):
@@ -311,9 +321,25 @@ class ControlPlane:
         self._scanner = asyncio.ensure_future(self._keep_scanning())
 
     async def _keep_scanning(self) -> None:
+        swept = time.monotonic()
         while not self.closing:
             await asyncio.sleep(self.leases.renew_every)
             self._scan()
+            if time.monotonic() - swept > _sweep_every():
+                swept = time.monotonic()
+                await self._sweep()
+
+    async def _sweep(self) -> None:
+        """What engines that died left on this server's backend (their executors stop by
+        themselves; their containers stay until swept): a long-lived server does not wait for
+        the dead engine's next start to remove them."""
+        try:
+            removed = await self.scheduler.backend.cleanup_orphans()
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.warning("sweeping what dead engines left failed", extra={"fields": {"error": str(exc)}})
+            return
+        if removed:
+            log.info("swept what dead engines left", extra={"fields": {"removed": removed}})
 
     def _scan(self) -> None:
         if self.closing:

@@ -341,3 +341,30 @@ def test_container_calls_longer_than_the_grace_are_unaffected(docker_client: Any
     assert result["status"] == "succeeded", result
     first, _during, last = result["result"]
     assert first == last, "quick's container idled 3 s with its stream open: it must still be there"
+
+
+@pytest.mark.docker
+def test_a_live_server_sweeps_what_a_killed_engine_left(
+        docker_client: Any, docker_env: dict[str, str], docker_engines: list, tmp_path: Path) -> None:
+    """A long-lived `engine server` on the same Docker engine removes the stopped containers of
+    an engine that died, without waiting for that engine's next start."""
+    from serverlib import ServerProcess
+
+    grace = 3
+    env = {**docker_env, GRACE_ENV: str(grace), "ENGINE_SWEEP_INTERVAL": "2"}
+    (tmp_path / "server-state").mkdir()
+    server = ServerProcess(tmp_path / "server-state", backend="docker", env=env).start(timeout=180)
+    try:
+        engine = start_engine(tmp_path, "run", "app_hang.py:hang_app", "--backend", "docker",
+                              "--input", json.dumps("/tmp/side-effects.log"), env=env)
+        docker_engines.append(engine)
+        poll(lambda: len(containers_of(docker_client, engine.pid)) == 3 or engine.poll() is not None,
+             timeout=180, interval=0.2, what="the run's three containers")
+        assert engine.poll() is None, engine_output(tmp_path)
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(10)
+        poll(lambda: containers_of(docker_client, engine.pid) == [], timeout=grace + 30, interval=0.5,
+             what="the live server to sweep the killed engine's containers")
+        assert "swept what dead engines left" in server.log()
+    finally:
+        server.stop()
