@@ -83,6 +83,20 @@ def step_nodes(server: ServerProcess, run_id: str) -> dict[str, dict[str, Any]]:
     return {n["id"]: n for n in dag["nodes"] if n["function"] == "step"}
 
 
+def runs_in_progress_on(cluster: Cluster, log: Path, tag: str, n: int,
+                        seconds: float = 0.4) -> tuple[dict[str, str], list[str]]:
+    """Three `steps` runs submitted to the first server; returns them (run id -> tag) once that
+    server drives one that has checkpointed two steps, and the ones it drives then."""
+    a, b = cluster.servers
+    runs = {a.submit("steps", {"log": str(log), "tag": f"{tag}{i}", "n": n, "seconds": seconds}): f"{tag}{i}"
+            for i in range(3)}
+    a_id = cluster.owner_of(a)
+    poll(lambda: any(b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id
+                     and len([c for c in step_nodes(b, r).values() if c["status"] == "succeeded"]) >= 2
+                     for r in runs), 60, interval=0.1, what="server A to drive a run that has made progress")
+    return runs, [r for r in runs if b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id]
+
+
 # --- kill -9 of the server that drives runs -------------------------------------------------------
 
 
@@ -189,15 +203,8 @@ def test_a_server_cut_off_from_the_store_stops_driving_and_the_other_takes_over(
         cluster: Cluster, tmp_path: Path) -> None:
     a, b = cluster.servers
     host_a = cluster.hosts[0]
-    log = tmp_path / "steps.log"
-    n, seconds = 10, 0.4
-    runs = {a.submit("steps", {"log": str(log), "tag": f"p{i}", "n": n, "seconds": seconds}): f"p{i}"
-            for i in range(3)}
-    a_id = cluster.owner_of(a)
-    poll(lambda: any(b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id
-                     and len([c for c in step_nodes(b, r).values() if c["status"] == "succeeded"]) >= 2
-                     for r in runs), 60, interval=0.1, what="server A to drive a run that has made progress")
-    held_by_a = [r for r in runs if b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id]
+    n = 10
+    runs, held_by_a = runs_in_progress_on(cluster, tmp_path / "steps.log", "p", n)
 
     host_a.partition()  # A reaches nothing now: not the store, not the test
     cut_at = time.monotonic()
@@ -234,15 +241,8 @@ def test_a_paused_server_is_fenced_out_when_it_wakes(cluster: Cluster, tmp_path:
     its leases gone (renewal, or the fence at its next commit), stops driving them and writes
     nothing over the new owner's work."""
     a, b = cluster.servers
-    log = tmp_path / "steps.log"
-    n, seconds = 8, 0.4
-    runs = {a.submit("steps", {"log": str(log), "tag": f"s{i}", "n": n, "seconds": seconds}): f"s{i}"
-            for i in range(3)}
-    a_id = cluster.owner_of(a)
-    poll(lambda: any(b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id
-                     and len([c for c in step_nodes(b, r).values() if c["status"] == "succeeded"]) >= 2
-                     for r in runs), 60, interval=0.1, what="server A to drive a run that has made progress")
-    held_by_a = [r for r in runs if b.ok("GET", f"/v1/runs/{r}")["owner"] == a_id]
+    n = 8
+    runs, held_by_a = runs_in_progress_on(cluster, tmp_path / "steps.log", "s", n)
     assert a.proc is not None
     os.kill(a.proc.pid, signal.SIGSTOP)  # its executors go on; it neither renews nor commits
     try:
