@@ -11,23 +11,18 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from engine.sdk.file import File
+from engine.sdk.file import File, TypedBytes
 
 
-class HttpBody:
+class HttpBody(TypedBytes):
     """The raw body of the HTTP request that started a run, with its content type (None when
     the client sent none). Only an application's parameter may be annotated `HttpBody`; it
     receives the body whatever its content type, JSON included."""
 
-    __slots__ = ("_content", "_content_type")
+    __slots__ = ()
 
     def __init__(self, content: bytes, content_type: str | None = None) -> None:
-        self._content = bytes(content)
-        self._content_type = content_type
-
-    @property
-    def content(self) -> bytes:
-        return self._content
+        super().__init__(content, content_type)
 
     @property
     def content_type(self) -> str | None:
@@ -38,26 +33,6 @@ class HttpBody:
 
     def json(self) -> Any:
         return json.loads(self.text())
-
-    def __getstate__(self) -> tuple[bytes, str | None]:
-        return self._content, self._content_type
-
-    def __setstate__(self, state: tuple[bytes, str | None]) -> None:
-        self._content, self._content_type = state
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, HttpBody)
-        return (self._content, self._content_type) == (other._content, other._content_type)
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._content, self._content_type))
-
-    def __str__(self) -> str:
-        return f"HttpBody(content_type={self._content_type}, content={self._content[:20]!r}...)"
-
-    __repr__ = __str__
 
 
 class Headers(Mapping[str, str]):
