@@ -28,7 +28,7 @@ import socket
 import uuid
 from collections.abc import Callable
 
-from engine.store import Lease, Store
+from engine.store import Store
 from engine.store.base import UNFINISHED
 
 log = logging.getLogger("engine.leases")
@@ -70,9 +70,6 @@ class Leases:
 
     def held(self) -> list[str]:
         return [r for r, fence in self.store.fences.items() if fence is not None]
-
-    def lease_of(self, run_id: str) -> Lease:
-        return self.store.lease_of(run_id)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._keep())

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -437,14 +437,6 @@ class Store(ABC):
         if not rows:
             raise RunNotFound(f"no run {run_id!r} in {self.where}: see `engine runs`")
         return RunRow(*rows[0])
-
-    def get_runs(self, run_ids: Iterable[str]) -> list[RunRow]:
-        ids = list(run_ids)
-        if not ids:
-            return []
-        marks = ", ".join("?" * len(ids))
-        rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE run_id IN ({marks})", ids)
-        return [RunRow(*r) for r in rows]
 
     def find_run_by_key(self, key: str) -> RunRow | None:
         rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE idempotency_key = ?", (key,))
