@@ -12,7 +12,8 @@
   (`postgres_bin`: the same check, for a test that runs servers of its own).
 - `postgres_url`: a fresh, empty database on it for each test (dropped after), as a URL.
 
-Docker fixtures live with the docker tests; nothing here skips or starts Docker.
+- `docker_client`: the Docker engine with the runtime image built, for the docker tests (only
+  a test that asks for it skips without Docker, or fails under `ENGINE_REQUIRE_DOCKER=1`).
 """
 
 from __future__ import annotations
@@ -198,3 +199,20 @@ def postgres_url(postgres_server: pglib.PostgresServer, request: pytest.FixtureR
     url = postgres_server.create_database(name)
     yield url
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    """The Docker engine, with the runtime image built (before any test's deadline starts).
+    Skips the test when no engine answers, unless ENGINE_REQUIRE_DOCKER=1 (CI): then it fails."""
+    from engine import images
+    from engine.errors import DockerUnavailable
+
+    try:
+        client = images.docker_client()
+    except DockerUnavailable as exc:
+        if os.environ.get("ENGINE_REQUIRE_DOCKER") == "1":  # CI: a missing engine is a failure
+            raise
+        pytest.skip(str(exc))
+    images.build_runtime_image()
+    return client

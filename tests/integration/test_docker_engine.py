@@ -23,20 +23,6 @@ APPS = Path(__file__).parent / "docker_apps"
 APP = "containers.py"
 
 
-@pytest.fixture(scope="module")
-def docker_client():
-    from engine import images
-    from engine.errors import DockerUnavailable
-
-    try:
-        client = images.docker_client()
-    except DockerUnavailable as exc:
-        if os.environ.get("ENGINE_REQUIRE_DOCKER") == "1":  # CI: a missing engine is a failure
-            raise
-        pytest.skip(str(exc))
-    images.build_runtime_image()
-    return client
-
 
 def engine_containers(client, **labels):
     filters = ["engine.managed=1"] + [f"engine.{k}={v}" for k, v in labels.items()]

@@ -146,20 +146,6 @@ def test_a_call_that_forks_on_the_process_backend(kind: str, state_dir: Path, tm
 # --- docker ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def docker_client() -> Any:
-    from engine import images
-    from engine.errors import DockerUnavailable
-
-    try:
-        client = images.docker_client()
-    except DockerUnavailable as exc:
-        if os.environ.get("ENGINE_REQUIRE_DOCKER") == "1":  # CI: a missing engine is a failure
-            raise
-        pytest.skip(str(exc))
-    images.build_runtime_image()  # before any deadline starts
-    return client
-
 
 def containers_of(client: Any, engine_pid: int) -> list[dict[str, Any]]:
     return client.api.containers(all=True, filters={

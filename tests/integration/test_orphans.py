@@ -238,20 +238,6 @@ def test_the_sweep_knows_a_dead_owner_by_more_than_its_pid() -> None:
 # --- containers --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def docker_client() -> Any:
-    from engine import images
-    from engine.errors import DockerUnavailable
-
-    try:
-        client = images.docker_client()
-    except DockerUnavailable as exc:
-        if os.environ.get("ENGINE_REQUIRE_DOCKER") == "1":  # CI: a missing engine is a failure
-            raise
-        pytest.skip(str(exc))
-    images.build_runtime_image()
-    return client
-
 
 def containers_of(client: Any, engine_pid: int) -> list[dict[str, Any]]:
     """Every container (running or not) labelled as started by the engine process `engine_pid`."""
