@@ -31,6 +31,7 @@ from engine.errors import (
     TensorlakeException,
     TimeoutError,  # noqa: A004 - Tensorlake's name; also a builtin TimeoutError (engine.errors)
 )
+from engine.sdk.context import FunctionProgress, RequestContext, RequestState
 from engine.sdk.file import File
 from engine.sdk.function import ApplicationCapability, Function, application, function
 from engine.sdk.future import RETURN_WHEN, Future
@@ -52,6 +53,7 @@ __all__ = [
     "File",
     "Function",
     "FunctionError",
+    "FunctionProgress",
     "FunctionTimeout",
     "Future",
     "Headers",
@@ -64,9 +66,11 @@ __all__ = [
     "RemoteAPIError",
     "Request",
     "RequestCancelled",
+    "RequestContext",
     "RequestError",
     "RequestFailed",
     "RequestNotFinished",
+    "RequestState",
     "Retries",
     "SDKUsageError",
     "SerializationError",

@@ -308,10 +308,37 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
             {"id": c.call_id, "function": c.function, "kind": c.kind, "parent": c.parent_id,
              "status": c.status, "attempts": c.attempts, "executions": c.executions,
              "tail": c.tail_id, "duration": _duration(c.started_at, c.ended_at) if c.ended_at else None,
-             "error": c.error_message}
+             "error": c.error_message,
+             "progress": json.loads(c.progress) if c.progress else None,
+             "metrics": json.loads(c.metrics) if c.metrics else None}
             for c in calls
         ],
+        "metrics": _run_metrics(calls),
     }
+
+
+def _run_metrics(calls: list[Any]) -> dict[str, Any] | None:
+    """The run's RequestContext.metrics: every call's counters and timers, summed by name."""
+    from engine.scheduler.context import merge_metrics
+    from engine.wire.v1 import engine_pb2 as pb
+
+    total: dict[str, Any] | None = None
+    for c in calls:
+        if not c.metrics:
+            continue
+        m = json.loads(c.metrics)
+        message = pb.CallMetrics(counters=m.get("counters", {}))
+        for name, t in m.get("timers", {}).items():
+            message.timers[name].CopyFrom(pb.TimerStats(**t))
+        total = merge_metrics(total, message)
+    return total
+
+
+def _progress_text(progress: dict[str, Any] | None) -> str:
+    if not progress:
+        return ""
+    text = f"  [{progress['current']:g}/{progress['total']:g}]"
+    return text + (f" {progress['message'][:60]}" if progress.get("message") else "")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -345,9 +372,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         dur = f"{call['duration']:.3f}s" if call["duration"] is not None else "-"
         err = f"  {call['error'][:100]}" if call["error"] else ""
         print(f"  {call['id']}  {call['function']:<20} {call['status']:<10} "
-              f"attempts {call['attempts']}  {dur}  parent {call['parent'] or '-'}{err}")
+              f"attempts {call['attempts']}  {dur}  parent {call['parent'] or '-'}"
+              f"{_progress_text(call['progress'])}{err}")
     if len(info["call_list"]) > args.limit:
         print(f"  ... {len(info['call_list']) - args.limit} more (--limit N, or --json)")
+    if info["metrics"]:
+        counters = ", ".join(f"{k} {v}" for k, v in sorted(info["metrics"]["counters"].items()))
+        timers = ", ".join(f"{k} {t['count']}× {t['sum']:.3f}s" for k, t in sorted(info["metrics"]["timers"].items()))
+        print("metrics: " + "; ".join(part for part in (counters, timers) if part))
     return EXIT_OK
 
 

@@ -6,6 +6,10 @@ cloudpickled — large ones put in the scheduler's Blobs service first — futur
 their ids) and submits them to the scheduler's `SchedulerCallback` service; waiting asks the
 scheduler for outcomes.
 
+The request context (`engine.sdk.context`) lands here too: headers, state and progress are
+unary calls to the same service, answered from the scheduler's memory. A run's headers are asked
+for once per executor and kept (`_HEADERS`).
+
 Only the executor's own process may do so: a process forked inside a call has a copy of the
 executor's connection, and writing to it would corrupt the executor's (see "Forking inside a
 call" in `engine.executor.server`). There, starting or waiting raises `SDKUsageError`.
@@ -14,13 +18,15 @@ call" in `engine.executor.server`). There, starting or waiting raises `SDKUsageE
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from engine import wire
-from engine.errors import InfrastructureError, SDKUsageError
+from engine.errors import DeserializationError, InfrastructureError, SDKUsageError, SerializationError
 from engine.sdk.future import RETURN_WHEN, Future
 from engine.sdk.runtime import Runtime
 from engine.wire.v1 import engine_pb2 as pb
@@ -31,6 +37,12 @@ _RETURN_WHEN = {
     RETURN_WHEN.FIRST_COMPLETED: pb.RETURN_WHEN_FIRST_COMPLETED,
     RETURN_WHEN.FIRST_FAILURE: pb.RETURN_WHEN_FIRST_FAILURE,
 }
+
+
+# Headers of the runs this executor served lately: run id -> pairs. A run's headers never change.
+_HEADERS: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+_HEADERS_KEPT = 64
+_headers_lock = threading.Lock()
 
 
 class GraphEncoder:
@@ -147,3 +159,60 @@ class ExecutorRuntime(Runtime):
                 fut._resolve(value=wire.load_payload(outcome.value, self.blobs))  # noqa: SLF001
             else:
                 fut._resolve(exception=wire.exception_from_failure(outcome.failure, self.run_id))  # noqa: SLF001
+
+    # --- the request context ------------------------------------------------------------
+
+    def _context_call(self, what: str, method: Any, request: Any) -> Any:
+        self._check_process()
+        try:
+            return method(request)
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
+                raise SDKUsageError(f"{what}: {exc.details()}") from None
+            raise InfrastructureError(f"{what}: lost the scheduler ({exc.details()})") from None
+
+    def headers(self) -> list[tuple[str, str]]:
+        with _headers_lock:
+            known = _HEADERS.get(self.run_id)
+        if known is not None:
+            return known
+        reply = self._context_call("reading the request's headers", self.stub.RequestInfo,
+                                   pb.RequestInfoRequest(run_id=self.run_id, call_id=self.call_id))
+        pairs = [(h.name, h.value) for h in reply.headers]
+        with _headers_lock:
+            _HEADERS[self.run_id] = pairs
+            while len(_HEADERS) > _HEADERS_KEPT:
+                _HEADERS.popitem(last=False)
+        return pairs
+
+    def get_state(self, key: str) -> tuple[bool, Any]:
+        reply = self._context_call(f"reading request state {key!r}", self.stub.GetState,
+                                   pb.GetStateRequest(run_id=self.run_id, call_id=self.call_id, key=key))
+        if not reply.found:
+            return False, None
+        try:
+            return True, wire.load_payload(reply.value, self.blobs)
+        except Exception as exc:  # noqa: BLE001 - whatever unpickling raises
+            raise DeserializationError(
+                f"request state {key!r} could not be deserialised here: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def set_state(self, key: str, value: Any) -> None:
+        try:
+            payload = wire.PayloadEncoder(self.blobs).value(value)
+        except (SDKUsageError, InfrastructureError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever pickling raises
+            raise SerializationError(
+                f"request state {key!r}: a {type(value).__name__} cannot be serialised with "
+                f"cloudpickle: {exc}") from exc
+        self._context_call(f"writing request state {key!r}", self.stub.SetState, pb.SetStateRequest(
+            run_id=self.run_id, call_id=self.call_id, key=key, value=payload))
+
+    def progress(self, current: float, total: float, message: str | None,
+                 attributes: dict[str, str] | None) -> None:
+        request = pb.ProgressRequest(run_id=self.run_id, call_id=self.call_id, current=current,
+                                     total=total, attributes=attributes or {})
+        if message is not None:
+            request.message = message
+        self._context_call("reporting progress", self.stub.Progress, request)

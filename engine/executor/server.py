@@ -283,6 +283,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             sdk_runtime.leave(token)
             _call_output.buffer = None
         response.logs = _clip_logs(buffer.getvalue())
+        _put_metrics(response, ctx.metrics)
         return response
 
     def _run(self, fn: Function[..., Any], request: pb.RunRequest, runtime: ExecutorRuntime) -> pb.RunResponse:
@@ -493,6 +494,17 @@ def decode_arguments(arguments: pb.Arguments, blobs: wire.BlobStore) -> tuple[li
 
 # What one call's output keeps: the end of it, where the error usually is.
 MAX_LOG_CHARS = 1024 * 1024
+
+
+def _put_metrics(response: pb.RunResponse, metrics: sdk_runtime.Metrics) -> None:
+    """What the call recorded through RequestContext.metrics, sent with its outcome."""
+    if not metrics.counters and not metrics.timers:
+        return
+    for name, value in metrics.counters.items():
+        response.metrics.counters[name] = value
+    for name, (count, total, low, high) in metrics.timers.items():
+        response.metrics.timers[name].CopyFrom(
+            pb.TimerStats(count=int(count), sum=total, min=low, max=high))
 
 
 def _clip_logs(text: str) -> str:

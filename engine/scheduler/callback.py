@@ -2,7 +2,8 @@
 
 `Submit` adds futures (already encoded, dependencies first) as children of the calling call.
 `Await` blocks until the requested futures satisfy the wait mode, then returns their outcomes.
-Both validate the message before it creates any state; a bad message is INVALID_ARGUMENT and
+`RequestInfo`, `GetState`, `SetState` and `Progress` serve the request context
+(`engine.scheduler.context`) to a call that is running. All validate the message before it creates any state; a bad message is INVALID_ARGUMENT and
 changes nothing.
 """
 
@@ -19,6 +20,7 @@ from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from engine.scheduler.scheduler import Scheduler
+    from engine.scheduler.state import CallState
 
 
 class CallbackService(pb_grpc.SchedulerCallbackServicer):
@@ -31,6 +33,38 @@ class CallbackService(pb_grpc.SchedulerCallbackServicer):
         except (wire.InvalidMessage, SDKUsageError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.SubmitResponse()
+
+    async def RequestInfo(self, request: pb.RequestInfoRequest, context: grpc.aio.ServicerContext) -> pb.RequestInfoResponse:  # noqa: N802
+        call = await self._running(request.run_id, request.call_id, context)
+        headers = self.scheduler.context.headers_of(call.run)
+        return pb.RequestInfoResponse(headers=[pb.Header(name=k, value=v) for k, v in headers])
+
+    async def GetState(self, request: pb.GetStateRequest, context: grpc.aio.ServicerContext) -> pb.GetStateResponse:  # noqa: N802
+        call = await self._running(request.run_id, request.call_id, context)
+        return self.scheduler.context.get(call.run, request.key)
+
+    async def SetState(self, request: pb.SetStateRequest, context: grpc.aio.ServicerContext) -> pb.SetStateResponse:  # noqa: N802
+        call = await self._running(request.run_id, request.call_id, context)
+        try:
+            self.scheduler.context.set(call, request.key, request.value)
+        except wire.InvalidMessage as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.SetStateResponse()
+
+    async def Progress(self, request: pb.ProgressRequest, context: grpc.aio.ServicerContext) -> pb.ProgressResponse:  # noqa: N802
+        call = await self._running(request.run_id, request.call_id, context)
+        try:
+            self.scheduler.context.progress(call, request)
+        except wire.InvalidMessage as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.ProgressResponse()
+
+    async def _running(self, run_id: str, call_id: str, context: grpc.aio.ServicerContext) -> CallState:
+        try:
+            return self.scheduler.running_call(run_id, call_id)
+        except wire.InvalidMessage as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise  # unreachable: abort raises
 
     async def Await(self, request: pb.AwaitRequest, context: grpc.aio.ServicerContext) -> pb.AwaitResponse:  # noqa: N802
         try:

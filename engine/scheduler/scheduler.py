@@ -31,6 +31,7 @@ Invariants, and where they are enforced:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -45,6 +46,7 @@ from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch
 from engine.scheduler.blobs import BlobService
 from engine.scheduler.callback import CallbackService
+from engine.scheduler.context import RequestContexts
 from engine.scheduler.leases import Leases
 from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
 from engine.scheduler.state import (
@@ -119,6 +121,7 @@ class Scheduler:
         self.store_failed = False
         self.leases.on_lost = self._lost
         store.on_lost = self._lost
+        self.context = RequestContexts(store, self._emit, self._schedule_flush)
 
     # =========================================================================================
     # lifecycle
@@ -215,6 +218,8 @@ class Scheduler:
             call = CallState(run, spec, r.parent_id, r.args_digest, app.settings(spec.function))
             call.executions = r.executions
             call.created_at = r.created_at
+            call.progress = json.loads(r.progress) if r.progress else None
+            call.metrics = json.loads(r.metrics) if r.metrics else None
             if r.status == SUCCEEDED:
                 call.status = SUCCEEDED
                 call.result, call.result_digest = r.result, r.result_digest
@@ -600,6 +605,7 @@ class Scheduler:
         if ex.pool.first_dispatch is None:
             ex.pool.first_dispatch = call.started_at
         self._set_status(call, RUNNING)
+        self.context.clear_progress(call)
         self.store.count_execution(call.run.run_id, call.id, call.attempts, call.started_at)
         call.task = asyncio.ensure_future(self._execute(call, ex))
 
@@ -638,6 +644,8 @@ class Scheduler:
         elif response is not None:
             if response.logs:
                 self.store.append_log(call.run.run_id, call.id, call.function, call.attempts, response.logs)
+            if response.HasField("metrics"):
+                self.context.record_metrics(call, response.metrics)
             outcome = response.WhichOneof("outcome")
             if outcome == "value":
                 self._finish_with_payload(call, response.value)
@@ -899,6 +907,7 @@ class Scheduler:
         self._flush_scheduled = False
         try:
             while True:
+                self.context.write_progress()
                 self.store.commit()
                 batch, self._to_notify = self._to_notify, []
                 if not batch:
@@ -1043,6 +1052,15 @@ class Scheduler:
         if run.done.is_set():
             raise wire.InvalidMessage(f"run {run_id} is already {run.status}")
         return run
+
+    def running_call(self, run_id: str, call_id: str) -> CallState:
+        """The call `call_id` of run `run_id`, which must be running: what the request context's
+        services accept a message from."""
+        run = self._live_run(run_id)
+        call = run.calls.get(call_id)
+        if call is None or call.status != RUNNING:
+            raise wire.InvalidMessage(f"call {call_id} is not running in run {run_id}")
+        return call
 
     def _executor_of(self, call: CallState | None) -> ExecutorState | None:
         if call is None or call.status != RUNNING:

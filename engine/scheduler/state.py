@@ -45,7 +45,7 @@ class CallState:
         "attempts", "executions", "deps_pending", "dependants", "tail_id", "tail_parents",
         "collectors", "children", "result", "result_digest", "failure", "waiters",
         "started_at", "ended_at", "created_at", "task", "retry_handle", "settings", "executor",
-        "dormant", "has_refs",
+        "dormant", "has_refs", "progress", "metrics",
     )
 
     def __init__(self, run: RunState, spec: pb.FutureSpec, parent_id: str | None,
@@ -84,6 +84,10 @@ class CallState:
         self.dormant = False
         # Whether its arguments reference other calls (set when its dependencies are linked).
         self.has_refs = True
+        # Its last progress report, and what it recorded through RequestContext.metrics
+        # (summed over its attempts): the JSON shapes of `calls.progress` / `calls.metrics`.
+        self.progress: dict[str, Any] | None = None
+        self.metrics: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
@@ -107,6 +111,10 @@ class RunState:
     started_at: float = field(default_factory=time.time)
     # Its lease was lost to another process: no longer driven here (`Scheduler._lost`).
     lost: bool = False
+    # The request context, loaded from the store when a call first asks (`Scheduler.state_of`,
+    # `Scheduler.headers_of`): key -> (inline pickled value, blob digest); header pairs.
+    state: dict[str, tuple[bytes | None, str | None]] | None = None
+    headers: list[tuple[str, str]] | None = None
 
     def progress(self) -> dict[str, int]:
         c = self.counts

@@ -21,7 +21,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import SDKUsageError
 
@@ -49,6 +49,48 @@ class Runtime(abc.ABC):
         """Block until `return_when` holds for `futures` (or `timeout` passes), recording the
         outcome of each future that finished on it (`Future._resolve`)."""
 
+    # The request context (`engine.sdk.context`). A runtime without one refuses.
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The submitting HTTP request's headers (name, value), in order."""
+        raise SDKUsageError("this runtime has no request context")
+
+    def get_state(self, key: str) -> tuple[bool, Any]:
+        """(found, value) of `key` in the request's state."""
+        raise SDKUsageError("this runtime has no request context")
+
+    def set_state(self, key: str, value: Any) -> None:
+        raise SDKUsageError("this runtime has no request context")
+
+    def progress(self, current: float, total: float, message: str | None,
+                 attributes: dict[str, str] | None) -> None:
+        raise SDKUsageError("this runtime has no request context")
+
+
+class Metrics:
+    """What one call records through `RequestContext.metrics`: counters add up, timers keep
+    count, sum, min and max. Sent with the call's outcome. Thread-safe."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+        self.timers: dict[str, list[float]] = {}  # name -> [count, sum, min, max]
+        self._lock = threading.Lock()
+
+    def counter(self, name: str, value: int) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + value
+
+    def timer(self, name: str, value: float) -> None:
+        with self._lock:
+            t = self.timers.get(name)
+            if t is None:
+                self.timers[name] = [1, value, value, value]
+            else:
+                t[0] += 1
+                t[1] += value
+                t[2] = min(t[2], value)
+                t[3] = max(t[3], value)
+
 
 class CallContext:
     """The call being executed on this thread: its id, its runtime and its child counter."""
@@ -60,6 +102,7 @@ class CallContext:
         self.function = function
         self._seq = itertools.count()
         self._lock = threading.Lock()
+        self.metrics = Metrics()
 
     def new_child_id(self, kind: str, function: str) -> str:
         with self._lock:

@@ -229,7 +229,8 @@ class API:
             except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
                 raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
         status, body = self.control.submit(name, data, present,
-                                           request.headers.get("idempotency-key") or None)
+                                           request.headers.get("idempotency-key") or None,
+                                           list(request.headers.items()))
         return Response.json(status, body, {"Location": f"/v1/runs/{body['run_id']}"})
 
     def _deployment_or_none(self, name: str) -> Deployment | None:

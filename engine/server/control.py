@@ -52,6 +52,7 @@ from engine import wire
 from engine.app import validate_input
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InputError, SDKUsageError
+from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import Scheduler, root_call_id
 from engine.scheduler.state import FINAL, QUEUED, RUNNING, CallState, RunState
 from engine.server.deployments import Deployment, Deployments
@@ -172,6 +173,10 @@ class ControlPlane:
         self._pump_scheduled = False
         self._scanner: asyncio.Task[None] | None = None
         scheduler.on_event = self.on_event
+        scheduler.context.on_metrics = self.on_metrics
+        # What calls recorded through RequestContext.metrics, by (application, function, name).
+        self._user_counters: dict[tuple[tuple[str, str], ...], float] = {}
+        self._user_timers: dict[tuple[tuple[str, str], ...], tuple[float, float]] = {}
 
         m = registry
         m.gauge("engine_runs_queued", "Runs accepted and waiting for capacity (the durable queue's depth).",
@@ -185,6 +190,12 @@ class ControlPlane:
         m.gauge("engine_executors_live", "Executors started or starting, by backend.",
                 lambda: {(("backend", backend_name),):
                          sum(p.live() for p in self.scheduler.pools.values())})
+        m.counter_of("engine_request_counter_total",
+                     "Counters that functions add to through RequestContext.metrics.counter, by "
+                     "application, function and counter name.", lambda: dict(self._user_counters))
+        m.summary_of("engine_request_timer_seconds",
+                     "Durations that functions record through RequestContext.metrics.timer, by "
+                     "application, function and timer name.", lambda: dict(self._user_timers))
         blobs = self.scheduler.blobs.stats
         m.counter_of("engine_blob_bytes_total",
                      "Bytes of large values moved through the Blobs service, by direction (put: "
@@ -209,10 +220,11 @@ class ControlPlane:
     # =========================================================================================
     # accepting runs
 
-    def submit(self, name: str, data: Any, present: bool,
-               idempotency_key: str | None) -> tuple[int, dict[str, Any]]:
+    def submit(self, name: str, data: Any, present: bool, idempotency_key: str | None,
+               headers: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, Any]]:
         """Validate and durably queue a run of `name` with the request body `data` (parsed
-        JSON; `present` is False for an empty body). Returns (HTTP status, body)."""
+        JSON; `present` is False for an empty body). `headers` are the submission's, kept for
+        `RequestContext.headers` (less credentials). Returns (HTTP status, body)."""
         dep = self.deployment(name)
         if idempotency_key:
             existing = self.store.find_run_by_key(idempotency_key)
@@ -233,6 +245,7 @@ class ControlPlane:
             config_path=str(spec.config_path) if spec.config_path else None,
             backend=self.backend_name, input=wire.dumps(kwargs), created_at=time.time(),
             idempotency_key=idempotency_key or None, version=dep.version,
+            headers=headers_json(headers or []),
         ))
         try:
             self.store.commit()  # durable before the 202
@@ -240,7 +253,7 @@ class ControlPlane:
             if idempotency_key and "unique" in str(exc).lower():
                 # The same key, accepted meanwhile by another server on this store.
                 self.store.rollback()
-                return self.submit(name, data, present, idempotency_key)
+                return self.submit(name, data, present, idempotency_key, headers)
             raise
         self.m_submitted.inc(application=name)
         log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
@@ -464,6 +477,17 @@ class ControlPlane:
                 self.m_calls_finished.inc(outcome=status)
         self._notify(run.run_id)
 
+    def on_metrics(self, run: RunState, call: CallState, metrics: pb.CallMetrics) -> None:
+        """One attempt's RequestContext.metrics, added to the server's totals for `/metrics`."""
+        base = (("application", run.app.name), ("function", call.function))
+        for name, value in metrics.counters.items():
+            key = (*base, ("name", name))
+            self._user_counters[key] = self._user_counters.get(key, 0) + value
+        for name, t in metrics.timers.items():
+            key = (*base, ("name", name))
+            count, total = self._user_timers.get(key, (0, 0.0))
+            self._user_timers[key] = (count + t.count, total + t.sum)
+
     def _run_lost(self, run: RunState) -> None:
         """Another process drives it now (or the store stopped answering): forget it here."""
         self.active.discard(run.run_id)
@@ -498,7 +522,7 @@ class ControlPlane:
         first events describe the current state. Read from committed state only."""
         wake = asyncio.Event()
         self._watchers.setdefault(run_id, set()).add(wake)
-        sent_calls: dict[str, tuple[str, int]] = {}
+        sent_calls: dict[str, tuple[str, int, str | None, str | None]] = {}
         sent_status = None
         last_beat = time.monotonic()
         try:
@@ -509,7 +533,7 @@ class ControlPlane:
                 queued = self.queued_calls(run_id)
                 for c in self.reader.load_calls(run_id):
                     shown = node(c, row.status in RUN_FINAL, queued)
-                    key = (shown["status"], c.attempts)
+                    key = (shown["status"], c.attempts, c.progress, c.metrics)
                     if sent_calls.get(c.call_id) != key:
                         sent_calls[c.call_id] = key
                         yield sse_event("call", shown)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 try:  # prometheus_client >= 0.18
@@ -50,6 +50,11 @@ class Registry:
         """A counter kept elsewhere, read when scraped."""
         self.registry.register(_Read(name, help_text, read, CounterMetricFamily))
 
+    def summary_of(self, name: str, help_text: str,
+                   read: Callable[[], dict[tuple[tuple[str, str], ...], tuple[float, float]]]) -> None:
+        """A summary (count and sum, no quantiles) kept elsewhere, read when scraped."""
+        self.registry.register(_ReadSummary(name, help_text, read))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -70,6 +75,24 @@ class Observed:
 
     def observe(self, value: float, **labels: Any) -> None:
         (self.metric.labels(**labels) if labels else self.metric).observe(value)
+
+
+class _ReadSummary(Collector):
+    def __init__(self, name: str, help_text: str,
+                 read: Callable[[], dict[tuple[tuple[str, str], ...], tuple[float, float]]]) -> None:
+        self.name, self.help, self.read = name, help_text, read
+
+    def collect(self) -> Iterator[Metric]:
+        value = self.read()
+        names = sorted({label for key in value for label, _ in key})
+        metric = SummaryMetricFamily(self.name, self.help, labels=names)
+        for key, (count, total) in sorted(value.items()):
+            given = dict(key)
+            metric.add_metric([given.get(label, "") for label in names], count_value=int(count), sum_value=total)
+        yield metric
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class _Read(Collector):

@@ -14,6 +14,7 @@ The DAG: every call is a node; edges are
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -103,6 +104,9 @@ def node(c: CallRow, run_final: bool = False, queued: frozenset[str] = frozenset
         "parent": c.parent_id,
         "error": c.error_message if status in ("failed", "cancelled", "queued") else None,
         "error_kind": c.error_kind if status in ("failed", "cancelled", "queued") else None,
+        # RequestContext: the call's last progress report, and its counters and timers.
+        "progress": json.loads(c.progress) if c.progress else None,
+        "metrics": json.loads(c.metrics) if c.metrics else None,
     }
 
 

@@ -43,12 +43,12 @@ RUN_FIELDS = (
     "run_id", "application", "status", "root_call_id", "app_file", "module", "config_path",
     "backend", "input", "result", "failure", "error_kind", "error_message", "created_at",
     "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner", "result_digest",
-    "lease_epoch", "lease_expires", "version", "cancel_requested",
+    "lease_epoch", "lease_expires", "version", "cancel_requested", "headers",
 )
 CALL_FIELDS = (
     "call_id", "run_id", "parent_id", "function", "kind", "spec", "args_digest", "status",
     "attempts", "executions", "tail_id", "result", "result_digest", "failure", "error_kind",
-    "error_message", "created_at", "started_at", "ended_at", "seq",
+    "error_message", "created_at", "started_at", "ended_at", "seq", "progress", "metrics",
 )
 
 #: Run states in which a run has a driver (or waits for one).
@@ -94,6 +94,8 @@ class RunRow:
     version: int | None = None
     # Set by a cancel request to a run another process drives; its owner acts on it.
     cancel_requested: float | None = None
+    # The submitting HTTP request's headers as JSON `[[name, value], ...]`; None otherwise.
+    headers: str | None = None
 
 
 @dataclass
@@ -119,6 +121,11 @@ class CallRow:
     ended_at: float | None = None
     # Creation order within the run (ties of created_at): dependencies come before dependants.
     seq: int | None = None
+    # Its last progress report, JSON `{"current", "total", "message", "attributes"}`.
+    progress: str | None = None
+    # What it recorded through RequestContext.metrics over its attempts, JSON
+    # `{"counters": {name: n}, "timers": {name: {"count", "sum", "min", "max"}}}`.
+    metrics: str | None = None
 
 
 @dataclass(frozen=True)
@@ -521,6 +528,23 @@ class Store(ABC):
         if run.result is not None:
             return run.result
         return self.get_blob(run.result_digest) if run.result_digest else None
+
+    # --- request state ---------------------------------------------------------------------
+
+    def set_state(self, run_id: str, key: str, value: bytes | None, digest: str | None,
+                  call_id: str) -> None:
+        """Write one key of a run's request state (the pickled value inline, or its blob)."""
+        self._write(run_id,
+                    "INSERT INTO request_state (run_id, key, value, value_digest, call_id, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET "
+                    "value = excluded.value, value_digest = excluded.value_digest, "
+                    "call_id = excluded.call_id, updated_at = excluded.updated_at",
+                    (run_id, key, value, digest, call_id, time.time()))
+
+    def load_state(self, run_id: str) -> dict[str, tuple[bytes | None, str | None]]:
+        """A run's request state: key -> (inline value, blob digest), one of the two set."""
+        rows = self._read("SELECT key, value, value_digest FROM request_state WHERE run_id = ?", (run_id,))
+        return {r[0]: (bytes(r[1]) if r[1] is not None else None, r[2]) for r in rows}
 
     # --- logs ------------------------------------------------------------------------------
 

@@ -365,7 +365,7 @@ COLUMN_TYPES: dict[str, dict[str, str]] = {
         "executions": "integer", "tail_id": "text", "result": "bytea", "result_digest": "text",
         "failure": "bytea", "error_kind": "text", "error_message": "text",
         "created_at": "double precision", "started_at": "double precision",
-        "ended_at": "double precision", "seq": "bigint",
+        "ended_at": "double precision", "seq": "bigint", "progress": "text", "metrics": "text",
     },
     "logs": {
         "run_id": "text", "call_id": "text", "function": "text", "attempt": "integer", "text": "text",

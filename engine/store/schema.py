@@ -12,6 +12,11 @@ Tables:
   directory. `attempts` counts attempts in the current try of the call (reset by resume);
   `executions` counts every time its body started, ever — the number crash tests check.
 - `logs`: what a call printed, per attempt.
+- `request_state`: the request context's key/value state of each run (`RequestContext.state`):
+  the pickled value inline when small (`value`), else as a blob (`value_digest`), and the call
+  that wrote it last. `runs.headers` holds the submitting HTTP request's headers (JSON pairs);
+  `calls.progress` a call's last progress report and `calls.metrics` what it recorded through
+  `RequestContext.metrics` (both JSON).
 - `deployments`: every version of every application deployed to `engine server`, with its code
   archive, so that every server on the store can run and resume any run.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
@@ -115,6 +120,22 @@ MIGRATIONS: list[str] = [
         seq             INTEGER NOT NULL,
         data            BLOB NOT NULL,
         PRIMARY KEY (upload, seq)
+    );
+    """,
+    # 4: the request context: headers of the submission, durable per-run state, and per call
+    # its last progress report and its metrics.
+    """
+    ALTER TABLE runs ADD COLUMN headers TEXT;
+    ALTER TABLE calls ADD COLUMN progress TEXT;
+    ALTER TABLE calls ADD COLUMN metrics TEXT;
+    CREATE TABLE request_state (
+        run_id          TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        value           BLOB,
+        value_digest    TEXT,
+        call_id         TEXT NOT NULL,
+        updated_at      REAL NOT NULL,
+        PRIMARY KEY (run_id, key)
     );
     """,
 ]

@@ -161,6 +161,34 @@ def test_runs_and_calls_read_back_after_reopen(opener: Callable[[], Store]) -> N
         store.close()
 
 
+def test_request_context_columns_and_state_read_back(opener: Callable[[], Store]) -> None:
+    store = opener()
+    store.create_run(a_run("run-1", headers='[["x-user", "ada"]]'))
+    store.insert_call(a_call("c1"))
+    store.insert_call(a_call("c2"))
+    # Many writes of one key in one commit: the last one wins, in either store.
+    for i in range(5):
+        store.set_state("run-1", "k", f"v{i}".encode(), None, "c1")
+    store.set_state("run-1", "big", None, "ab" * 32, "c2")
+    store.update_call("run-1", "c1", progress='{"current": 1}', metrics='{"counters": {"n": 2}}')
+    store.update_call("run-1", "c2", progress=None, metrics=None)
+    store.commit()
+    store.set_state("run-1", "k", b"last", None, "c2")  # a later commit overwrites
+    store.commit()
+    store.close()
+
+    store = opener()
+    try:
+        assert store.get_run("run-1").headers == '[["x-user", "ada"]]'
+        assert store.load_state("run-1") == {"k": (b"last", None), "big": (None, "ab" * 32)}
+        assert store.load_state("run-2") == {}
+        c1, c2 = store.load_calls("run-1")
+        assert (c1.progress, c1.metrics) == ('{"current": 1}', '{"counters": {"n": 2}}')
+        assert (c2.progress, c2.metrics) == (None, None)
+    finally:
+        store.close()
+
+
 def test_uncommitted_writes_are_invisible_to_other_readers(opener: Callable[[], Store]) -> None:
     writer = opener()
     reader = opener()

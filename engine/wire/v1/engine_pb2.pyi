@@ -175,18 +175,54 @@ class TailCall(_message.Message):
     def __init__(self, root_id: _Optional[str] = ..., futures: _Optional[_Iterable[_Union[FutureSpec, _Mapping]]] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("value", "tail_call", "failure", "logs", "call_id")
+    __slots__ = ("value", "tail_call", "failure", "logs", "call_id", "metrics")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TAIL_CALL_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     value: Payload
     tail_call: TailCall
     failure: Failure
     logs: str
     call_id: str
-    def __init__(self, value: _Optional[_Union[Payload, _Mapping]] = ..., tail_call: _Optional[_Union[TailCall, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., logs: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
+    metrics: CallMetrics
+    def __init__(self, value: _Optional[_Union[Payload, _Mapping]] = ..., tail_call: _Optional[_Union[TailCall, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., logs: _Optional[str] = ..., call_id: _Optional[str] = ..., metrics: _Optional[_Union[CallMetrics, _Mapping]] = ...) -> None: ...
+
+class CallMetrics(_message.Message):
+    __slots__ = ("counters", "timers")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class TimersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TimerStats
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TimerStats, _Mapping]] = ...) -> None: ...
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    TIMERS_FIELD_NUMBER: _ClassVar[int]
+    counters: _containers.ScalarMap[str, int]
+    timers: _containers.MessageMap[str, TimerStats]
+    def __init__(self, counters: _Optional[_Mapping[str, int]] = ..., timers: _Optional[_Mapping[str, TimerStats]] = ...) -> None: ...
+
+class TimerStats(_message.Message):
+    __slots__ = ("count", "sum", "min", "max")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    sum: float
+    min: float
+    max: float
+    def __init__(self, count: _Optional[int] = ..., sum: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
@@ -241,6 +277,89 @@ class AwaitResponse(_message.Message):
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class RequestInfoRequest(_message.Message):
+    __slots__ = ("run_id", "call_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    call_id: str
+    def __init__(self, run_id: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
+
+class Header(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class RequestInfoResponse(_message.Message):
+    __slots__ = ("headers",)
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    headers: _containers.RepeatedCompositeFieldContainer[Header]
+    def __init__(self, headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ("run_id", "call_id", "key")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    call_id: str
+    key: str
+    def __init__(self, run_id: _Optional[str] = ..., call_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class GetStateResponse(_message.Message):
+    __slots__ = ("found", "value")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    value: Payload
+    def __init__(self, found: _Optional[bool] = ..., value: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+
+class SetStateRequest(_message.Message):
+    __slots__ = ("run_id", "call_id", "key", "value")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    call_id: str
+    key: str
+    value: Payload
+    def __init__(self, run_id: _Optional[str] = ..., call_id: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+
+class SetStateResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProgressRequest(_message.Message):
+    __slots__ = ("run_id", "call_id", "current", "total", "message", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    call_id: str
+    current: float
+    total: float
+    message: str
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, run_id: _Optional[str] = ..., call_id: _Optional[str] = ..., current: _Optional[float] = ..., total: _Optional[float] = ..., message: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ProgressResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class BlobChunk(_message.Message):
     __slots__ = ("data",)

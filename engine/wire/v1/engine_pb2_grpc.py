@@ -206,6 +206,26 @@ class SchedulerCallbackStub:
                 request_serializer=engine_dot_v1_dot_engine__pb2.AwaitRequest.SerializeToString,
                 response_deserializer=engine_dot_v1_dot_engine__pb2.AwaitResponse.FromString,
                 _registered_method=True)
+        self.RequestInfo = channel.unary_unary(
+                '/engine.v1.SchedulerCallback/RequestInfo',
+                request_serializer=engine_dot_v1_dot_engine__pb2.RequestInfoRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.RequestInfoResponse.FromString,
+                _registered_method=True)
+        self.GetState = channel.unary_unary(
+                '/engine.v1.SchedulerCallback/GetState',
+                request_serializer=engine_dot_v1_dot_engine__pb2.GetStateRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.GetStateResponse.FromString,
+                _registered_method=True)
+        self.SetState = channel.unary_unary(
+                '/engine.v1.SchedulerCallback/SetState',
+                request_serializer=engine_dot_v1_dot_engine__pb2.SetStateRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.SetStateResponse.FromString,
+                _registered_method=True)
+        self.Progress = channel.unary_unary(
+                '/engine.v1.SchedulerCallback/Progress',
+                request_serializer=engine_dot_v1_dot_engine__pb2.ProgressRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.ProgressResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerCallbackServicer:
@@ -223,6 +243,30 @@ class SchedulerCallbackServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Progress(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerCallbackServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +279,26 @@ def add_SchedulerCallbackServicer_to_server(servicer, server):
                     servicer.Await,
                     request_deserializer=engine_dot_v1_dot_engine__pb2.AwaitRequest.FromString,
                     response_serializer=engine_dot_v1_dot_engine__pb2.AwaitResponse.SerializeToString,
+            ),
+            'RequestInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestInfo,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.RequestInfoRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.RequestInfoResponse.SerializeToString,
+            ),
+            'GetState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetState,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.GetStateRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.GetStateResponse.SerializeToString,
+            ),
+            'SetState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetState,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.SetStateRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.SetStateResponse.SerializeToString,
+            ),
+            'Progress': grpc.unary_unary_rpc_method_handler(
+                    servicer.Progress,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.ProgressRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.ProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -291,6 +355,114 @@ class SchedulerCallback:
             '/engine.v1.SchedulerCallback/Await',
             engine_dot_v1_dot_engine__pb2.AwaitRequest.SerializeToString,
             engine_dot_v1_dot_engine__pb2.AwaitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.SchedulerCallback/RequestInfo',
+            engine_dot_v1_dot_engine__pb2.RequestInfoRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.RequestInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.SchedulerCallback/GetState',
+            engine_dot_v1_dot_engine__pb2.GetStateRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.GetStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.SchedulerCallback/SetState',
+            engine_dot_v1_dot_engine__pb2.SetStateRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.SetStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Progress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.SchedulerCallback/Progress',
+            engine_dot_v1_dot_engine__pb2.ProgressRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.ProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,
