@@ -83,7 +83,7 @@ class GraphEncoder:
         except (SDKUsageError, InfrastructureError):
             raise
         except Exception as exc:
-            raise SDKUsageError(
+            raise SerializationError(
                 f"an argument of type {type(value).__name__} cannot be serialised with "
                 f"cloudpickle: {exc}"
             ) from exc
@@ -156,7 +156,15 @@ class ExecutorRuntime(Runtime):
             if fut is None:
                 continue
             if outcome.WhichOneof("result") == "value":
-                fut._resolve(value=wire.load_payload(outcome.value, self.blobs))  # noqa: SLF001
+                try:
+                    value = wire.load_payload(outcome.value, self.blobs)
+                except (SDKUsageError, InfrastructureError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - whatever unpickling raises
+                    raise DeserializationError(
+                        f"the value of future {outcome.id} could not be deserialised here: "
+                        f"{type(exc).__name__}: {exc}") from exc
+                fut._resolve(value=value)  # noqa: SLF001
             else:
                 fut._resolve(exception=wire.exception_from_failure(outcome.failure, self.run_id))  # noqa: SLF001
 

@@ -79,7 +79,7 @@ from typing import Any, NoReturn
 import grpc
 
 from engine import wire
-from engine.errors import SDKUsageError
+from engine.errors import DeserializationError, SDKUsageError, SerializationError
 from engine.executor.blobs import BlobClient
 from engine.executor.lifetime import (
     INIT_TIMEOUT_S,
@@ -295,7 +295,9 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         try:
             args, kwargs = decode_arguments(request.arguments, runtime.blobs)
         except Exception as exc:  # noqa: BLE001
-            return fail(exc, pb.FAILURE_KIND_INTERNAL)
+            return fail(DeserializationError(
+                f"the arguments of {fn.name} could not be deserialised here: "
+                f"{type(exc).__name__}: {exc}"), pb.FAILURE_KIND_INTERNAL)
         if self.instance is not None:
             instance, failure = self.instance.get(request.call_id)
             if failure is not None:
@@ -327,7 +329,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         try:
             data = wire.dumps(result)
         except Exception as exc:  # noqa: BLE001
-            return fail(SDKUsageError(
+            return fail(SerializationError(
                 f"{fn.name} returned a {type(result).__name__} that cannot be serialised: {exc}"
             ))
         return pb.RunResponse(value=wire.PayloadEncoder(runtime.blobs).data(data))
