@@ -65,12 +65,17 @@ class ConfigError(SDKUsageError):
     """The YAML config is malformed. The message names the file, the key and what was expected."""
 
 
-class InputError(SDKUsageError):
-    """An application's input does not match its type hints."""
-
-
 class SerializationError(SDKUsageError):
     """A value (an argument, a result, a request's input or output) could not be serialised."""
+
+
+class InputError(SerializationError):
+    """An application's input does not match its type hints.
+
+    A `SerializationError`, as in Tensorlake, where an input that does not fit its type hint is
+    one that could not be serialised as that type: `except SerializationError` around
+    `run_local_application` catches it in both.
+    """
 
 
 class DeserializationError(SDKUsageError):

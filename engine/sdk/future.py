@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from engine.errors import SDKUsageError
+from engine.errors import SDKUsageError, SerializationError
 from engine.errors import TimeoutError as EngineTimeoutError
 from engine.sdk import runtime as _rt
 
@@ -90,7 +90,8 @@ class Future(Generic[T]):
         return f"<Future {self.kind} {self.function.name} {self._id} {state}>"
 
     def __reduce__(self) -> Any:
-        raise SDKUsageError(
+        # SerializationError (an SDKUsageError), the type Tensorlake raises for it.
+        raise SerializationError(
             f"A Future ({self.function.name}) cannot be stored inside another value: pass it "
             "directly as an argument, return it as a tail call, or pass its .result()."
         )
