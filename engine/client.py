@@ -14,6 +14,7 @@ it ends. Only the standard library's HTTP client is involved: nothing of the run
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 from engine.errors import SDKUsageError
@@ -44,11 +45,41 @@ class Request:
         return f"<Request {self._id} {self.status}>"
 
 
+def _drop_unknown_input(fn: Function[..., Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Drop positional arguments beyond `fn`'s parameters and keywords naming none of them.
+
+    Tensorlake's semantics: a request's payload may run ahead of the code (a client already
+    sends a field the deployed application does not take yet), so extra input is ignored rather
+    than refused. Unlike Tensorlake, one line on stderr says what was ignored, so that a typo in
+    a keyword is not silent.
+    """
+    params = list(inspect.signature(fn.fn).parameters.values())
+    kinds = {p.kind for p in params}
+    named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    dropped: list[str] = []
+    if inspect.Parameter.VAR_POSITIONAL not in kinds and len(args) > len(positional):
+        dropped.append(f"{len(args) - len(positional)} extra positional argument(s)")
+        args = args[: len(positional)]
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        unknown = [k for k in kwargs if k not in named]
+        if unknown:
+            dropped.append("keyword(s) " + ", ".join(map(repr, unknown)))
+            kwargs = {k: v for k, v in kwargs.items() if k in named}
+    if dropped:
+        print(f"engine: {fn.name} ignores {' and '.join(dropped)} (it takes: "
+              f"{', '.join(p.name for p in params) or 'no parameters'})", file=sys.stderr)
+    return args, kwargs
+
+
 def run_local_application(application: Function[..., Any] | str, *args: Any, **kwargs: Any) -> Request:
     """Run `application` with the given input to completion and return its `Request`.
 
-    Raises `SDKUsageError` when `application` is not an `@application()` or the input does not
-    match its type hints; a failed run does not raise here but from `Request.output()`.
+    Input beyond the application's parameters is ignored, as in Tensorlake (stderr says so).
+    Raises `SDKUsageError` when `application` is not an `@application()`, and `InputError` (a
+    `SerializationError`) when the input does not match its type hints; a failed run does not
+    raise here but from `Request.output()`.
     """
     from engine.app import app_spec_from_function, validate_input
     from engine.runner import execute
@@ -60,6 +91,7 @@ def run_local_application(application: Function[..., Any] | str, *args: Any, **k
         raise SDKUsageError(f"no @function() named {application!r}")
     if not fn.is_application:
         raise SDKUsageError(f"{fn.name} is not an application: add @application() to it")
+    args, kwargs = _drop_unknown_input(fn, args, kwargs)
     bound = validate_input(fn, args, kwargs)
     app = app_spec_from_function(fn)
     outcome = execute(app, kwargs=bound)
@@ -90,6 +122,7 @@ def run_remote_application(application: Function[..., Any] | str, *args: Any, **
             from engine.app import to_json, validate_input
 
             name = application.name
+            args, kwargs = _drop_unknown_input(application, args, kwargs)
             bound = {k: to_json(v) for k, v in validate_input(application, args, kwargs).items()}
             params = list(inspect.signature(application.fn).parameters)
         elif isinstance(application, str):

@@ -24,7 +24,7 @@ from engine import (
     function,
     run_local_application,
 )
-from engine.errors import EngineError, InputError
+from engine.errors import EngineError, InputError, SerializationError
 from engine.sdk import runtime as rt
 from engine.sdk.function import ApplicationConfig, PendingApplication
 from engine.sdk.function import registered as rt_registered
@@ -494,11 +494,39 @@ def test_run_local_application_validates_before_running(state_dir: Any) -> None:
         run_local_application("no_such_function_anywhere", 1)
     with pytest.raises(InputError, match="x"):
         run_local_application(an_app, "not a number")
-    with pytest.raises(InputError):
-        run_local_application(an_app, 1, 2)
+    with pytest.raises(InputError, match="given twice"):
+        run_local_application(an_app, 1, x=2)
     # Nothing was started: the state directory holds no run.
     assert not (state_dir / "engine.db").exists()
     assert issubclass(InputError, EngineError)
+
+
+def test_an_input_that_does_not_fit_its_hint_is_a_serialization_error(state_dir: Any) -> None:
+    # Tensorlake reports an application input that cannot take its type hint's form as a
+    # SerializationError; ours is an InputError, which is one.
+    with pytest.raises(SerializationError, match="input field x"):
+        run_local_application(an_app, ["not", "an", "int"])
+    assert issubclass(InputError, SerializationError) and issubclass(InputError, SDKUsageError)
+
+
+def test_input_beyond_the_parameters_is_ignored_and_said(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.client import _drop_unknown_input
+
+    assert _drop_unknown_input(an_app, (1, 2, 3), {"y": 4}) == ((1,), {})
+    err = capsys.readouterr().err
+    assert "an_app ignores 2 extra positional argument(s) and keyword(s) 'y'" in err
+    assert "(it takes: x)" in err
+    # Nothing to drop: nothing said, nothing changed.
+    assert _drop_unknown_input(an_app, (), {"x": 1}) == ((), {"x": 1})
+    assert capsys.readouterr().err == ""
+
+
+def test_a_future_nested_in_a_value_does_not_pickle() -> None:
+    import pickle
+
+    fut = inc.future(1)
+    with pytest.raises(SerializationError, match="cannot be stored inside another value"):
+        pickle.dumps({"nested": fut})
 
 
 # --- Tensorlake's Future surface: run once, run_later, coroutine, wait's checks ---------------
