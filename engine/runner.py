@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import wire
+from engine import tracing, wire
 from engine.app import AppSpec
 from engine.backends.base import Backend
 from engine.config import EngineConfig
@@ -188,7 +188,9 @@ async def _drive(
         backend = await asyncio.to_thread(make_backend, backend_name, state_dir, app, note)
         max_exec = app.config.max_executors or default_max_executors()
         idle = app.config.idle_timeout if app.config.idle_timeout is not None else 10.0
-        scheduler = Scheduler(store, backend, max_executors=max_exec, idle_timeout=idle)
+        # A run started here is a child of the caller's trace when TRACEPARENT names one.
+        scheduler = Scheduler(store, backend, max_executors=max_exec, idle_timeout=idle,
+                              tracer=tracing.tracer(parent_from_env=True))
         await scheduler.start()
         run = None
         try:

@@ -12,7 +12,9 @@ and serves every later call with it (`_Instance`).
 A call's return value is either a value (pickled into the response), or a `Future` — a tail call:
 its graph is encoded into the response and the call is over; the executor's slot is free at once.
 Values too large to travel inline go to and come from the scheduler's Blobs service
-(`engine.executor.blobs`), over the same channel as the callbacks.
+(`engine.executor.blobs`), over the same channel as the callbacks. The call attempt's trace
+context (`RunRequest.trace_context`) is current around the user's code, so that the spans it
+makes nest under the attempt's span (`engine.tracing`; nothing happens without opentelemetry).
 
 An executor never outlives its engine: it ends by itself, even mid-call, when its parent process
 dies (process backend) or its `Calls` stream stays closed past a grace period
@@ -78,7 +80,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from engine import wire
+from engine import tracing, wire
 from engine.errors import DeserializationError, SDKUsageError, SerializationError
 from engine.executor.blobs import BlobClient
 from engine.executor.lifetime import (
@@ -201,6 +203,8 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                     f"{fn.name} is a method: decorate class {fn.name.rpartition('.')[0]} with @cls()",
                 )
             self.function = fn
+            # After the user's import, so that a tracer provider its code set up is kept.
+            tracing.executor_ready(fn.name)
             self.instance = _Instance(fn, self.pid) if fn.cls is not None else None
             self.concurrency = max(1, request.concurrency)
             if self._channel is not None:
@@ -274,9 +278,12 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         with self._lock:
             self._running += 1
             sdk_runtime.set_process_default(ctx if self._running == 1 else None)
+        # The call attempt's span is current around the user's code (engine.tracing).
+        trace = tracing.enter_call(request.trace_context)
         try:
             response = self._run(fn, request, runtime)
         finally:
+            tracing.leave_call(trace)
             with self._lock:
                 self._running -= 1
                 sdk_runtime.set_process_default(None)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from engine import wire
+from engine import tracing, wire
 from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch
 from engine.scheduler.blobs import BlobService
@@ -96,6 +96,7 @@ class Scheduler:
         max_executors: int = 16,
         idle_timeout: float = 10.0,
         on_event: Callable[[RunState, CallState], None] | None = None,
+        tracer: tracing.Tracer | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -122,6 +123,8 @@ class Scheduler:
         self.leases.on_lost = self._lost
         store.on_lost = self._lost
         self.context = RequestContexts(store, self._emit, self._schedule_flush)
+        # OpenTelemetry spans of runs and call attempts; does nothing unless OTEL_* ask for it.
+        self.tracer = tracer if tracer is not None else tracing.tracer()
 
     # =========================================================================================
     # lifecycle
@@ -161,6 +164,7 @@ class Scheduler:
         await self.backend.close()
         if self._server is not None:
             await self._server.stop(grace=0)
+        await self.tracer.close()
 
     # =========================================================================================
     # runs
@@ -199,6 +203,7 @@ class Scheduler:
         self._spill_large_values(root.arguments)
         run = RunState(run_id=run_id, app=app, root_id=root.id)
         self.runs[run_id] = run
+        self.tracer.run_started(run, self.context.headers_of)
         self._prestart(app)
         self._add_call(run, root, parent_id=None)
         self._schedule_flush()
@@ -237,6 +242,7 @@ class Scheduler:
             run.status = SUCCEEDED
             run.done.set()
             return run
+        self.tracer.run_started(run, self.context.headers_of, resumed=True)
         self.store.update_run(
             run_id, status="running", ended_at=None, failure=None, error_kind=None,
             error_message=None, resumed_at=now, resumes=row.resumes + 1,
@@ -318,6 +324,7 @@ class Scheduler:
                 for w in call.waiters:
                     w.event.set()
             run.done.set()
+            self.tracer.run_ended(run)
             if self.on_event is not None:
                 self.on_event(run, run.calls[run.root_id])
 
@@ -370,6 +377,7 @@ class Scheduler:
         call = CallState(run, spec, parent_id, digest, run.app.settings(spec.function))
         run.calls[call.id] = call
         run.counts[PENDING] += 1
+        self.tracer.call_added(call)
         self.store.insert_call(CallRow(
             call_id=call.id, run_id=run.run_id, parent_id=parent_id, function=call.function,
             kind=wire.KIND_NAMES[call.kind], spec=spec.SerializeToString(), args_digest=digest,
@@ -612,7 +620,8 @@ class Scheduler:
     async def _execute(self, call: CallState, ex: ExecutorState) -> None:
         settings = call.settings
         request = pb.RunRequest(run_id=call.run.run_id, call_id=call.id, attempt=call.attempts,
-                                arguments=self._resolve_arguments(call))
+                                arguments=self._resolve_arguments(call),
+                                trace_context=self.tracer.attempt_started(call, ex))
         response: pb.RunResponse | None = None
         failure: pb.Failure | None = None
         timeout = settings.config.timeout
@@ -626,6 +635,7 @@ class Scheduler:
         except asyncio.CancelledError:
             ex.inflight -= 1
             call.executor = None
+            self.tracer.attempt_ended(call, None, None, dropped=True)
             raise
         except (TimeoutError, asyncio.TimeoutError):
             failure = wire.make_failure(
@@ -639,7 +649,8 @@ class Scheduler:
         call.executor = None
         if response is not None and call.started_at is not None:
             ex.pool.observe_call(time.time() - call.started_at)
-        if call.status != RUNNING or call.run.done.is_set():
+        dropped = call.status != RUNNING or call.run.done.is_set()
+        if dropped:
             pass  # cancelled while running: drop the outcome
         elif response is not None:
             if response.logs:
@@ -655,6 +666,7 @@ class Scheduler:
                 self._attempt_failed(call, response.failure)
         elif failure is not None:
             self._attempt_failed(call, failure)
+        self.tracer.attempt_ended(call, response, failure, dropped)
         if response is None or wire.retires_executor(response):
             # Timed out, gone, or without the instance its @cls() method needs: never reuse it.
             await self._retire(ex)
@@ -731,7 +743,7 @@ class Scheduler:
             memory_gb=settings.config.memory, ephemeral_disk_gb=settings.config.ephemeral_disk,
             gpu=str(settings.config.gpu) if settings.config.gpu else None,
             image=settings.image_tag, concurrency=settings.config.concurrency,
-            env=settings.env(), constraints=settings.constraints,
+            env={**self.tracer.executor_env(), **settings.env()}, constraints=settings.constraints,
         )
         handle = None
         started = time.monotonic()
@@ -985,6 +997,7 @@ class Scheduler:
             if call.status in (PENDING, QUEUED, RUNNING):
                 self._cancel_call(call, cancel)
         self.store.commit()
+        self.tracer.run_ended(run)
         if run.lost:
             return  # the final state was not ours to write (see `_lost`)
         self.leases.release(run.run_id)
