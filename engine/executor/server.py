@@ -75,6 +75,7 @@ import traceback
 import zipfile
 from collections.abc import Iterator
 from concurrent import futures as cf
+from concurrent.futures import thread as cf_thread
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -484,6 +485,10 @@ def _after_fork_in_child(stdout: Any, stderr: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdout, sys.stderr = stdout, stderr
+    # The executor's worker threads are not in the child, but `concurrent.futures` still lists
+    # them and joins each at exit; the forking thread is one of them, and joining itself raises,
+    # so a `multiprocessing` child that ended well would exit with code 1.
+    cf_thread._threads_queues.clear()
 
 
 def decode_arg(arg: pb.Arg, blobs: wire.BlobStore) -> Any:

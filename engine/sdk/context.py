@@ -26,6 +26,7 @@ number of at least zero, a counter that is not an int.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from engine.errors import SDKUsageError
@@ -64,20 +65,22 @@ class FunctionProgress:
 
     def update(self, current: int | float, total: int | float, message: str | None = None,
                attributes: dict[str, str] | None = None) -> None:
+        # Tensorlake's messages, word for word: ported code may match on them.
         if not _non_negative_number(current):
-            raise SDKUsageError(f"'current' needs to be a finite number of at least 0, got: {current!r}")
+            raise SDKUsageError(f"'current' needs to be a number, got: {current}")
         if not _non_negative_number(total):
-            raise SDKUsageError(f"'total' needs to be a finite number of at least 0, got: {total!r}")
+            raise SDKUsageError(f"'total' needs to be a number, got: {total}")
         if message is not None and not isinstance(message, str):
-            raise SDKUsageError(f"'message' needs to be a string, got: {message!r}")
+            raise SDKUsageError(f"'message' needs to be a string, got: {message}")
         if attributes is not None:
             if not isinstance(attributes, dict):
                 raise SDKUsageError(
-                    f"'attributes' needs to be a dict of string keys and values, got: {attributes!r}")
+                    f"'attributes' needs to be a dictionary of string key/value pairs, got: {attributes}")
             for key, value in attributes.items():
-                if not isinstance(key, str) or not isinstance(value, str):
-                    raise SDKUsageError(
-                        f"'attributes' needs string keys and values, got {key!r}: {value!r}")
+                if not isinstance(key, str):
+                    raise SDKUsageError(f"'attributes' key {key} needs to be a string")
+                if not isinstance(value, str):
+                    raise SDKUsageError(f"'attributes' value {value} for key '{key}' needs to be a string")
         self._ctx.runtime.progress(float(current), float(total), message, attributes)
 
     def __reduce__(self) -> Any:
@@ -94,17 +97,17 @@ class RequestMetrics:
     def timer(self, name: str, value: int | float) -> None:
         """Record one duration of `value` seconds under `name`."""
         if not isinstance(name, str):
-            raise SDKUsageError(f"timer name must be a string, got: {name!r}")
+            raise SDKUsageError(f"Timer name must be a string, got: {name}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SDKUsageError(f"timer value must be a finite number, got: {value!r}")
+            raise SDKUsageError(f"Timer value must be a finite number, got: {value}")
         self._ctx.metrics.timer(name, float(value))
 
     def counter(self, name: str, value: int = 1) -> None:
         """Add `value` to the counter `name` (created at 0)."""
         if not isinstance(name, str):
-            raise SDKUsageError(f"counter name must be a string, got: {name!r}")
+            raise SDKUsageError(f"Counter name must be a string, got: {name}")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SDKUsageError(f"counter value must be an int, got: {value!r}")
+            raise SDKUsageError(f"Counter value must be an int, got: {value}")
         self._ctx.metrics.counter(name, value)
 
     def __reduce__(self) -> Any:
@@ -126,6 +129,11 @@ class RequestContext:
             raise SDKUsageError(
                 "RequestContext.get() works only inside a function's call (or a thread it "
                 "started): there is no request here")
+        if ctx.pid != os.getpid():
+            raise SDKUsageError(
+                "RequestContext.get() cannot be used in a process forked inside a call (a "
+                "multiprocessing worker, os.fork): read what the child needs in the function "
+                "and pass it to the child")
         return cls(ctx)
 
     @property
@@ -165,7 +173,7 @@ _NO_PICKLE = ("a {} belongs to one call and cannot be pickled or sent to another
 
 def _check_key(key: object) -> None:
     if not isinstance(key, str):
-        raise SDKUsageError(f"state key must be a string, got: {key!r}")
+        raise SDKUsageError(f"State key must be a string, got: {key}")
 
 
 def _non_negative_number(value: object) -> bool:

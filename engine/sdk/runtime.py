@@ -18,6 +18,7 @@ import abc
 import contextvars
 import hashlib
 import itertools
+import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -103,6 +104,9 @@ class CallContext:
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self.metrics = Metrics()
+        # The process the call runs in: a process forked inside the call inherits this context
+        # but may not use it (`engine.sdk.context`, `engine.executor.runtime`).
+        self.pid = os.getpid()
 
     def new_child_id(self, kind: str, function: str) -> str:
         with self._lock:

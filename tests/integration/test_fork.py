@@ -34,6 +34,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "spawn_pool": {"result": SQUARES},
     "bare_fork": {"result": [SQUARES] * 10, "exit_codes": [7] * 10},
     "subprocess": {"result": SQUARES, "exit_code": 0},
+    # A multiprocessing.Process that ends well exits with 0; RequestContext is refused in it.
+    "mp_process": {"result": SQUARES, "exit_code": 0, "context": "SDKUsageError: True"},
     # sys.exit(3); an exception (an engine call, refused in a forked child); a return.
     "fork_and_leave": {"result": [3, 1, 0]},
 }

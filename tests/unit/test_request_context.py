@@ -72,9 +72,9 @@ def test_request_id_headers_and_state(call) -> None:
 @pytest.mark.parametrize("key", [1, None, b"k", ("k",)])
 def test_state_keys_must_be_strings(call, key) -> None:
     state = RequestContext.get().state
-    with pytest.raises(SDKUsageError, match="key must be a string"):
+    with pytest.raises(SDKUsageError, match="State key must be a string"):
         state.set(key, 1)
-    with pytest.raises(SDKUsageError, match="key must be a string"):
+    with pytest.raises(SDKUsageError, match="State key must be a string"):
         state.get(key)
 
 

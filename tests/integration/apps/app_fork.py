@@ -128,6 +128,38 @@ def bare_fork(n: int, before: list[int]) -> dict[str, Any]:
     return report(results, pids, before, exit_codes=codes)
 
 
+def queue_worker(results: Any, n: int) -> None:
+    results.put([i * i for i in range(n)])
+
+
+@function()
+def mp_process(n: int, before: list[int]) -> dict[str, Any]:
+    """`multiprocessing.Process` (fork) handing its answer back on a `Queue`: a child that ends
+    well must exit with 0, and the request context is refused in it."""
+    results: Any = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=queue_worker, args=(results, n))
+    child.start()
+    value = results.get(timeout=30)
+    child.join(30)
+    context = multiprocessing.get_context("fork").Queue()
+    probe = multiprocessing.get_context("fork").Process(target=context_probe, args=(context,))
+    probe.start()
+    refused = context.get(timeout=30)
+    probe.join(30)
+    return report(value, [child.pid, probe.pid], before, exit_code=child.exitcode, context=refused)
+
+
+def context_probe(out: Any) -> None:
+    from engine import RequestContext, SDKUsageError
+
+    try:
+        RequestContext.get()
+    except SDKUsageError as exc:
+        out.put(f"SDKUsageError: {'forked' in str(exc)}")
+    else:
+        out.put("a context")
+
+
 @function()
 def quick(x: int) -> int:
     return x
@@ -159,7 +191,7 @@ def run_subprocess(n: int, before: list[int]) -> dict[str, Any]:
     return report(json.loads(out), [proc.pid], before, exit_code=proc.returncode)
 
 
-KINDS = {"fork_pool": fork_pool, "spawn_pool": spawn_pool, "bare_fork": bare_fork,
+KINDS = {"fork_pool": fork_pool, "spawn_pool": spawn_pool, "bare_fork": bare_fork, "mp_process": mp_process,
          "subprocess": run_subprocess, "fork_and_leave": fork_and_leave}
 
 
