@@ -488,7 +488,7 @@ def _after_fork_in_child(stdout: Any, stderr: Any) -> None:
     # The executor's worker threads are not in the child, but `concurrent.futures` still lists
     # them and joins each at exit; the forking thread is one of them, and joining itself raises,
     # so a `multiprocessing` child that ended well would exit with code 1.
-    cf_thread._threads_queues.clear()
+    cf_thread._threads_queues.clear()  # type: ignore[attr-defined]  # a WeakKeyDictionary
 
 
 def decode_arg(arg: pb.Arg, blobs: wire.BlobStore) -> Any:
