@@ -835,6 +835,14 @@ class Scheduler:
                 call.retry_handle = self._loop.call_later(delay, self._requeue, call)
             return
         self._finish_call_failed(call, failure)
+        if own and failure.kind == pb.FAILURE_KIND_REQUEST_ERROR:
+            # RequestError fails the request, not only the call: a caller does not get to catch
+            # it and go on (Tensorlake's semantics). Everything else of the run stops now.
+            run = call.run
+            root = run.calls[run.root_id]
+            if root.status == TAIL:
+                self._finish_call_failed(root, failure)
+            self._finish_run(run, FAILED, failure=failure)
 
     def _requeue(self, call: CallState) -> None:
         call.retry_handle = None

@@ -99,6 +99,23 @@ def test_request_error_propagates_through_callers_without_retries(apps, state_di
     assert len(side_effects.tagged("caller")) == 1
 
 
+def test_a_caught_request_error_still_fails_the_request(apps, state_dir, side_effects, show,
+                                                       wait_until) -> None:
+    app = apps("app_failures")
+    began = time.monotonic()
+    request = run_local_application(app.request_error_caught_app, str(side_effects))
+    with pytest.raises(RequestError, match="the input is unusable"):
+        request.output()
+    assert time.monotonic() - began < 30  # the sibling's 60 s sleep was cut short
+    info = show(request.id)
+    assert info["status"] == "failed"
+    dawdles = only_call(info, "dawdles")
+    assert dawdles["status"] == "cancelled"
+    assert side_effects.count("dawdled") == 0
+    # The root had caught the error when the run ended: what it did next did not count.
+    assert only_call(info, "request_error_caught_app")["status"] in ("cancelled", "failed")
+
+
 # --- timeouts ------------------------------------------------------------------------------------
 
 

@@ -63,6 +63,29 @@ def request_error_nested_app(log: str) -> str:
 
 
 @function()
+def dawdles(log: str) -> str:
+    record(log, "dawdles")
+    time.sleep(60)
+    record(log, "dawdled")
+    return "late"
+
+
+@application()
+@function()
+def request_error_caught_app(log: str) -> str:
+    """Catches a callee's RequestError and tries to go on: the request fails all the same, and
+    the sibling still running is stopped."""
+    sibling = dawdles.future(log)
+    sibling.run()
+    try:
+        refuses(log)
+    except RequestError:
+        record(log, "went_on")
+        return "caught it"
+    return sibling.result()
+
+
+@function()
 def inherits(log: str) -> str:
     record(log, "inherits")
     if count(log, "inherits") < 2:
