@@ -55,6 +55,7 @@ scheduler closes, so that `engine run` and `engine server` lose no span when the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -275,6 +276,9 @@ class _OtelTracer(Tracer):
         self.tracer = self.provider.get_tracer("engine")
         self.default_parent = default_parent
         self.runs: dict[str, _RunTrace] = {}
+        # Attempt spans not ended yet, by call: an attempt may end after its run did (the
+        # RequestError that ends the run is the outcome of an attempt still being handled).
+        self.open: dict[CallState, Any] = {}
 
     def executor_env(self) -> dict[str, str]:
         return executor_environment()
@@ -331,7 +335,7 @@ class _OtelTracer(Tracer):
                         "engine.function": call.function, "engine.attempt": call.attempts,
                         "engine.executor": ex.handle.id, "engine.executor.address": ex.handle.address},
         )
-        trace.attempts[call.id] = span
+        trace.attempts[call.id] = self.open[call] = span
         # Written here rather than by a propagator (`propagate.inject` goes through a composite
         # of them): this is on the path of every call.
         ctx = span.get_span_context()
@@ -342,9 +346,8 @@ class _OtelTracer(Tracer):
 
     def attempt_ended(self, call: CallState, response: pb.RunResponse | None, failure: pb.Failure | None,
                       dropped: bool) -> None:
-        trace = self.runs.get(call.run.run_id)
-        span = trace.attempts.get(call.id) if trace is not None else None
-        if span is None or not span.is_recording():
+        span = self.open.pop(call, None)
+        if span is None:
             return
         pb, status = self._pb, self._state
         returned = response.WhichOneof("outcome") if response is not None else None
@@ -384,14 +387,24 @@ class _OtelTracer(Tracer):
 
     def run_ended(self, run: RunState) -> None:
         trace = self.runs.pop(run.run_id, None)
-        if trace is not None:
-            self._end_run(run, trace)
+        if trace is None:
+            return
+        self._end_run(run, trace)
+        # Its running attempts were cancelled and end as such (`attempt_ended`, dropped), but
+        # one of them may be the attempt whose outcome ended the run, still being handled: any
+        # left open once this loop turn is over ended without an outcome.
+        try:
+            asyncio.get_running_loop().call_soon(self._end_open, run)
+        except RuntimeError:
+            self._end_open(run)
+
+    def _end_open(self, run: RunState | None) -> None:
+        for call in [c for c in self.open if run is None or c.run is run]:
+            span = self.open.pop(call)
+            span.set_attribute("engine.outcome", "cancelled")
+            span.end()
 
     def _end_run(self, run: RunState, trace: _RunTrace) -> None:
-        for span in trace.attempts.values():
-            if span.is_recording():  # its outcome will never come: the run ended without it
-                span.set_attribute("engine.outcome", "cancelled")
-                span.end()
         span = trace.span
         # "released": still running when this process stopped driving it (a server shutting
         # down, a Ctrl-C not yet turned into a cancellation); "lost": its lease went elsewhere.
@@ -404,11 +417,10 @@ class _OtelTracer(Tracer):
         span.end()
 
     async def close(self) -> None:
-        import asyncio
-
         traces, self.runs = list(self.runs.values()), {}
         for trace in traces:  # runs still in flight: released to whoever drives them next
             self._end_run(trace.run, trace)
+        self._end_open(None)
         # Off the loop, and on a daemon thread that the process does not wait for past
         # SHUTDOWN_WAIT_S: an exporter that cannot reach its collector retries until its timeout.
         if not await asyncio.to_thread(_in_background(self.provider.shutdown).wait, SHUTDOWN_WAIT_S):
@@ -433,8 +445,6 @@ def _in_background(work: Callable[[], object]) -> threading.Event:
 
 
 def _loop_time() -> float:
-    import asyncio
-
     return asyncio.get_running_loop().time()
 
 
