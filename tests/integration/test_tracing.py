@@ -305,6 +305,19 @@ def test_a_failed_run(receiver, state_dir, tmp_path) -> None:
     slow = by_name["call slow"]
     assert slow.attributes["engine.outcome"] == "cancelled" and not slow.error
 
+    # Resumed (with the same TRACEPARENT): a second run span in the trace; the calls that run
+    # again have no creator's attempt in this process (the root finished by tail call), so
+    # they go under the new run span.
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "resume", out["run_id"], "--json"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "failed", proc.stderr
+    spans = poll(lambda: len(receiver.of_trace(trace_id)) >= 7 and receiver.of_trace(trace_id),
+                 timeout=10, what="the resumed run's spans")
+    (again,) = [s for s in spans if s.name == "run trace_fails" and s.attributes["engine.resumed"]]
+    assert again.parent == parent and again.span_id != run.span_id
+    rerun = sorted(s.name for s in spans if s.parent == again.span_id)
+    assert rerun == ["call refuse", "call slow"], rerun
+
 
 @pytest.mark.docker
 def test_docker_run_traces_the_scheduler_side(receiver, docker_client, state_dir, tmp_path) -> None:
