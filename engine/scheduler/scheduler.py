@@ -26,6 +26,9 @@ Invariants, and where they are enforced:
   lease is lost is abandoned at once (`_lost`): its calls stop, nothing more of it is written.
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
   the scheduler turns that into a typed failure and applies the call's retry policy.
+
+`self.tracer` (`engine.tracing`) only observes: its hooks are told of runs, calls and attempts
+and never change what happens; with tracing off they are empty methods.
 """
 
 from __future__ import annotations
