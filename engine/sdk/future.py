@@ -144,11 +144,13 @@ class Future(Generic[T]):
             asyncio.get_running_loop()
         except RuntimeError:
             raise SDKUsageError(
-                "Future.coroutine() can only be called from an async function: use "
-                "Future.result() in a sync function."
+                "Future.coroutine() can only be called from an async function. "
+                "Use Future.result() to get the result in a sync function."
             ) from None
         if self._run_called or self._started:
-            raise SDKUsageError(f"Future.coroutine() on a future that is already running: {self!r}")
+            raise SDKUsageError(
+                f"Future.coroutine() cannot be called on a Future that is already running: {self!r}"
+            )
         existing = self._coroutine() if self._coroutine is not None else None
         if existing is not None:
             return existing

@@ -738,6 +738,17 @@ def test_wait_over_delayed_futures(timed: TimedRuntime) -> None:
     assert 0.05 <= time.monotonic() - t1 < 5 and late.id not in timed.at
 
 
+def test_coroutine_in_sync_code_says_to_use_result(timed: TimedRuntime) -> None:
+    # The wording ported code may compare against (Tensorlake pins it in its own tests): it says
+    # what to do instead.
+    with pytest.raises(SDKUsageError) as caught:
+        inc.future(1).coroutine()
+    assert str(caught.value) == (
+        "Future.coroutine() can only be called from an async function. "
+        "Use Future.result() to get the result in a sync function."
+    )
+
+
 def test_coroutine_is_for_async_code_and_unstarted_futures(timed: TimedRuntime) -> None:
     with pytest.raises(SDKUsageError, match="async function"):
         inc.future(1).coroutine()
