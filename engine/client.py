@@ -4,7 +4,9 @@
 `run_local_application(app, *args, **kwargs)` runs a whole request on this machine — the
 scheduler in this process, every function in executors of its own — and returns when it ends.
 The backend and state directory come from `ENGINE_BACKEND` / `ENGINE_STATE_DIR`, else
-`engine.yaml`, else the defaults (docker when a Docker engine answers, `.engine/`).
+`engine.yaml`, else the defaults (docker when a Docker engine answers, `.engine/`). What the
+calls printed is written to this process's stdout once the request ends, as Tensorlake's local
+runner shows it (`engine logs RUN_ID` keeps it too).
 
 `run_remote_application(app, *args, **kwargs)` submits the request to an `engine server`
 (`ENGINE_SERVER`, token `ENGINE_TOKEN`) where the application is deployed, and polls it until
@@ -77,7 +79,8 @@ def run_local_application(application: Function[..., Any] | str, *args: Any, **k
     """Run `application` with the given input to completion and return its `Request`.
 
     Input beyond the application's parameters is ignored, as in Tensorlake (stderr says so).
-    Raises `SDKUsageError` when `application` is not an `@application()`, and `InputError` (a
+    When the request ends, what its calls printed (their `print()`s and `Logger` lines) is
+    written to `sys.stdout`, call by call in the order they finished. Raises `SDKUsageError` when `application` is not an `@application()`, and `InputError` (a
     `SerializationError`) when the input does not match its type hints; a failed run does not
     raise here but from `Request.output()`.
     """
@@ -95,7 +98,34 @@ def run_local_application(application: Function[..., Any] | str, *args: Any, **k
     bound = validate_input(fn, args, kwargs)
     app = app_spec_from_function(fn)
     outcome = execute(app, kwargs=bound)
+    _echo_call_output(outcome.run_id)
     return Request(outcome.run_id, outcome.status, outcome.result, outcome.error())
+
+
+def _echo_call_output(run_id: str) -> None:
+    """Write what the run's calls printed to `sys.stdout`.
+
+    Tensorlake's local runner runs functions where their output reaches the terminal, so a
+    ported application's `print()` debugging and `Logger` lines show where its author looks.
+    Here each call's output arrives with its result and is kept in the run's store, so it is
+    copied from there once the request has ended (it is not streamed while calls run). Never
+    raises: the output is a convenience, the run's result is what the caller asked for.
+    """
+    from engine.runner import default_state_dir
+    from engine.store import open_store, store_url
+
+    try:
+        store = open_store(store_url(default_state_dir()))
+        try:
+            entries = store.logs(run_id)
+        finally:
+            store.close()
+        for _call_id, _function, _attempt, text in entries:
+            if text:
+                sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001 - see the docstring
+        return
 
 
 def run_remote_application(application: Function[..., Any] | str, *args: Any, **kwargs: Any) -> Request:

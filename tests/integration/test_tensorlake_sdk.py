@@ -1,8 +1,11 @@
 """Tensorlake's SDK names and semantics on real executor processes (process backend, real gRPC):
 `Future.run_later`, decorators in either order with application-level retries, map/reduce over
-any iterable, `result(timeout=)` and `RequestError` versus `FunctionError`."""
+any iterable, `result(timeout=)`, `RequestError` versus `FunctionError`, and what the calls print reaching the
+stdout of whoever ran the request."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -54,3 +57,15 @@ def test_request_error_is_not_a_function_error(apps, state_dir) -> None:
     request = run_local_application(app.request_error_passes, 7)
     with pytest.raises(RequestError, match="refused 7"):
         request.output()
+
+
+def test_what_calls_print_reaches_the_local_callers_stdout(apps, state_dir, capsys) -> None:
+    # Tensorlake's local runner shows function output where the person running it looks; the
+    # executors here run in processes of their own, so the output is copied over at the end.
+    app = apps("app_tensorlake")
+    assert run_local_application(app.chatty, "hey").output() == "HEY"
+    lines = capsys.readouterr().out.splitlines()
+    assert "shout says hey" in lines
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [(e["event"], e["word"], e["step"], e["level"]) for e in logged] == [
+        ("about to shout", "hey", "chatty", "info")]

@@ -115,3 +115,18 @@ def request_error_passes(x: int) -> str:
     except FunctionError:
         return "swallowed"
     return "unreachable"
+
+
+@function()
+def shout(word: str) -> str:
+    print(f"shout says {word}")
+    return word.upper()
+
+
+@application()
+@function()
+def chatty(word: str) -> str:
+    """Prints, logs through `Logger` and calls a function that prints: all of it should reach
+    the stdout of whoever ran the request locally."""
+    engine.Logger.get_logger(step="chatty").info("about to shout", word=word)
+    return shout(word)
