@@ -12,6 +12,8 @@ Tables:
   directory. `attempts` counts attempts in the current try of the call (reset by resume);
   `executions` counts every time its body started, ever — the number crash tests check.
 - `logs`: what a call printed, per attempt.
+- `failed_attempts`: every attempt of a call that failed (its start, end and failure), kept
+  across retries and resumes, while the `calls` row describes only the latest attempt.
 - `deployments`: every version of every application deployed to `engine server`, with its code
   archive, so that every server on the store can run and resume any run.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
@@ -116,6 +118,19 @@ MIGRATIONS: list[str] = [
         data            BLOB NOT NULL,
         PRIMARY KEY (upload, seq)
     );
+    """,
+    # 4: the history of a call's failed attempts (the calls row keeps only the latest attempt).
+    """
+    CREATE TABLE failed_attempts (
+        run_id          TEXT NOT NULL,
+        call_id         TEXT NOT NULL,
+        attempt         INTEGER NOT NULL,
+        started_at      REAL,
+        ended_at        REAL NOT NULL,
+        error_kind      TEXT,
+        error_message   TEXT
+    );
+    CREATE INDEX failed_attempts_by_run ON failed_attempts(run_id);
     """,
 ]
 
