@@ -38,7 +38,15 @@ from engine.server.inputs import body_input
 from engine.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.server.metrics import Registry
 from engine.server.openapi import openapi_document
-from engine.server.views import RUN_FINAL, DagBuilder, call_counts, failure_json, logs_json, run_summary
+from engine.server.views import (
+    RUN_FINAL,
+    DagBuilder,
+    application_details,
+    call_counts,
+    failure_json,
+    logs_json,
+    run_summary,
+)
 from engine.store import StoreUnavailable
 
 log = logging.getLogger("engine.server.api")
@@ -204,8 +212,10 @@ class API:
                 hint = hints.get(p.name)
                 params.append({"name": p.name, "type": _type_name(hint) if hint is not None else None,
                                "required": p.default is inspect.Parameter.empty})
-        return {**dep.summary(), "versions": [d.version for d in self.control.deployments.versions(dep.name)],
-                "parameters": params, "description": (fn.config.description if fn else "") or None}
+        versions = self.control.deployments.versions(dep.name)
+        return {**dep.summary(), "versions": [d.version for d in versions],
+                "parameters": params, "description": (fn.config.description if fn else "") or None,
+                **application_details(dep, versions)}
 
     # --- runs ------------------------------------------------------------------------------------
 
@@ -314,7 +324,7 @@ class API:
         reader = self.control.reader
         row = reader.get_run(request.params["run_id"])
         dag = self.dag.build(reader.load_calls(row.run_id), row.status in RUN_FINAL,
-                             self.control.queued_calls(row.run_id))
+                             self.control.queued_calls(row.run_id), reader.failed_attempts(row.run_id))
         return {"run": {**run_summary(row, row.version), "error": failure_json(row.failure)},
                 "root": row.root_call_id, **dag, "generated_at": time.time()}
 
