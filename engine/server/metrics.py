@@ -1,10 +1,10 @@
 """`/metrics`, through `prometheus_client`: the server's own registry, in the Prometheus text
-format.
+format, and every series the server exports, named once (`ServerMetrics`).
 
 Only what is really recorded: counters are incremented where the event happens (the
-scheduler's event callback, the backend wrapper, the HTTP layer), histograms observe measured
+scheduler's event callback in `control.py`, the backend wrapper, the HTTP layer's middleware), histograms observe measured
 durations, and gauges — and counters kept elsewhere, such as the Blobs service's totals — are
-read from live state when `/metrics` is scraped (`Registry.gauge`, `Registry.counter_of`). Every
+read from live state when `/metrics` is scraped (`ServerMetrics.read_live`). Every
 server has a registry of its own (not the library's global one), so nothing leaks between two
 servers in one process, and `_created` series are left out: they say nothing a scrape needs.
 """
@@ -94,3 +94,53 @@ class _Read(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+class ServerMetrics:
+    """Every series `engine server` exports. The recorded ones are attributes, incremented or
+    observed where the event happens; `read_live` registers those read at each scrape."""
+
+    def __init__(self) -> None:
+        self.registry = r = Registry()
+        self.http_requests = r.counter("engine_http_requests_total", "HTTP requests answered, by method and status.",
+                                       labels=("method", "status"))
+        self.runs_accepted = r.counter("engine_runs_accepted_total", "Runs accepted (HTTP 202), by application.",
+                                       labels=("application",))
+        self.runs_finished = r.counter("engine_runs_finished_total", "Runs that ended, by status.",
+                                       labels=("status",))
+        self.calls_finished = r.counter("engine_calls_finished_total",
+                                        "Calls that ended, by outcome (succeeded, failed, cancelled).",
+                                        labels=("outcome",))
+        self.dispatch_latency = r.histogram(
+            "engine_call_dispatch_latency_seconds",
+            "From a call being ready (queued) to its dispatch to an executor, first attempts only.",
+            LATENCY_BUCKETS, labels=("backend",))
+        self.run_queue_wait = r.histogram(
+            "engine_run_queue_seconds", "From a run being accepted to its start.", LATENCY_BUCKETS)
+        self.executor_starts = r.counter(
+            "engine_executor_starts_total",
+            "Executors started: containers on the docker backend, processes on the process backend.",
+            labels=("backend", "function"))
+        self.executor_start_failures = r.counter(
+            "engine_executor_start_failures_total", "Executors that failed to start.",
+            labels=("backend", "function"))
+
+    def read_live(self, *, runs_queued: Callable[[], Reading], runs_running: Callable[[], Reading],
+                  calls_queued: Callable[[], Reading], calls_running: Callable[[], Reading],
+                  executors_live: Callable[[], Reading], blob_bytes: Callable[[], Reading],
+                  blobs: Callable[[], Reading]) -> None:
+        r = self.registry
+        r.gauge("engine_runs_queued", "Runs accepted and waiting for capacity (the durable queue's depth).",
+                runs_queued)
+        r.gauge("engine_runs_running", "Runs executing now.", runs_running)
+        r.gauge("engine_calls_queued",
+                "Calls ready to run and waiting for an executor slot (including retry back-off).", calls_queued)
+        r.gauge("engine_calls_running", "Calls executing now.", calls_running)
+        r.gauge("engine_executors_live", "Executors started or starting, by backend.", executors_live)
+        r.counter_of("engine_blob_bytes_total",
+                     "Bytes of large values moved through the Blobs service, by direction (put: "
+                     "executors to the store, get: the store to executors).", blob_bytes)
+        r.counter_of("engine_blobs_total", "Large values moved through the Blobs service, by direction.", blobs)
+
+    def render(self) -> bytes:
+        return self.registry.render()
