@@ -203,6 +203,12 @@ def test_the_timeline_shows_each_call_and_the_failed_attempts_of_a_retried_one(
         assert "waited" in tip and "ran" in tip
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "timeline-retries.png"))
+        # The application's own call ran until it handed off to `add` by tail call, not to the end.
+        root = page.evaluate("() => state.dag.root")
+        root_point = page.evaluate(f"() => timelinePoint({root!r})")
+        page.mouse.move(root_point["x"], root_point["y"])
+        page.wait_for_selector(f"#tl-tip:not([hidden])[data-id='{root}']")
+        assert "handed off by tail call" in page.inner_text("#tl-tip")
         # A click selects the call: its details list the failed attempts.
         page.mouse.click(point["x"], point["y"])
         page.wait_for_function("() => document.querySelector('#details').textContent.includes('failed attempts')")

@@ -608,12 +608,20 @@ function layoutTimeline(tree, dag) {
   const rows = [];
   const stack = [];
   const ordinals = new Map();
+  // A caller that returned a tail call stopped running when it handed off (when its tail call
+  // was made); the store's end is when the tail's value came back.
+  const handoff = new Map();
+  for (const e of dag.edges) {
+    const target = e.kind === "tail" ? tree.byId.get(e.to) : null;
+    if (target && target.created != null) handoff.set(e.from, target.created);
+  }
   for (let i = tree.roots.length - 1; i >= 0; i--) stack.push([tree.roots[i], 0]);
   while (stack.length) {
     const [n, depth] = stack.pop();
     const kids = tree.children.get(n.id) || [];
     const folded = kids.length > 0 && state.folded.has(n.id);
-    rows.push({ n, depth, kids: kids.length, folded, span: folded ? subtreeSpan(tree, n) : null, nth: ordinals.get(n.id) });
+    rows.push({ n, depth, kids: kids.length, folded, span: folded ? subtreeSpan(tree, n) : null, nth: ordinals.get(n.id),
+      handoff: handoff.get(n.id) });
     if (!folded) {
       // Siblings of one function are told apart by their place: "agent #3".
       const seen = new Map(), total = new Map();
@@ -669,8 +677,10 @@ function subtreeSpan(tree, root) {
 
 const openEnd = () => (tl.final ? (tl.runEnd ?? tl.t1) : tl.now);
 
-// A call's pieces in time: waiting (thin), each failed attempt, and its latest attempt.
-function segments(n) {
+// A call's pieces in time: waiting (thin), each failed attempt, its latest attempt, and the
+// wait for its tail call's value (dashed) after a hand-off.
+function segments(row) {
+  const n = row.n;
   const out = [];
   const fails = n.failed_attempts || [];
   let t = n.created ?? n.start;
@@ -685,7 +695,11 @@ function segments(n) {
   const ran = n.start != null && !latestFailed && !["pending", "queued"].includes(n.status);
   if (ran) {
     if (t != null && n.start > t) out.push({ kind: "wait", a: t, b: n.start });
-    out.push({ kind: "run", a: n.start, b: n.end ?? openEnd() });
+    const end = n.end ?? openEnd();
+    if (row.handoff != null && row.handoff >= n.start && row.handoff < end) {
+      out.push({ kind: "run", a: n.start, b: row.handoff });
+      out.push({ kind: "tail", a: row.handoff, b: end });
+    } else out.push({ kind: "run", a: n.start, b: end });
   } else if (!FINAL.has(n.status) || (!latestFailed && t != null)) {
     // Not started yet (or waiting for a retry): it waits until now, or until the run ended.
     if (t != null) out.push({ kind: "wait", a: t, b: n.end ?? openEnd() });
@@ -783,10 +797,13 @@ function drawRow(ctx, row, i, y, W, x, c) {
     ctx.fillRect(x(row.span.a), mid - 7, Math.max(2, x(row.span.b) - x(row.span.a)), 14);
   }
   let end = null;
-  for (const s of segments(n)) {
+  for (const s of segments(row)) {
     const a = x(s.a), w = Math.max(s.kind === "wait" ? 0 : 2, x(s.b) - a);
     if (s.kind === "wait") {
       ctx.fillStyle = "#c9d1da"; ctx.fillRect(a, mid - 1.5, w, 3);
+    } else if (s.kind === "tail") {
+      ctx.strokeStyle = c.tail; ctx.lineWidth = 2; ctx.setLineDash([4, 3]);
+      ctx.beginPath(); ctx.moveTo(a, mid); ctx.lineTo(a + w, mid); ctx.stroke(); ctx.setLineDash([]);
     } else if (s.kind === "fail") {
       ctx.fillStyle = c.failed; ctx.globalAlpha = 0.55; ctx.fillRect(a, mid - 5, w, 10); ctx.globalAlpha = 1;
       ctx.fillStyle = "#8a1f17"; ctx.fillRect(a + w - 2, mid - 7, 2, 14);
@@ -856,7 +873,9 @@ function showTip(row, px, py) {
   const fails = n.failed_attempts || [];
   const firstStart = fails.length && fails[0].start != null ? fails[0].start : n.start;
   const hit = fails.find((f) => f.start != null && px >= x(f.start) - 2 && px <= x(f.end) + 2);
-  const ran = n.start != null ? ((n.end ?? (n.status === "running" ? Date.now() / 1000 : null)) ?? n.start) - n.start : null;
+  const stop = row.handoff != null && n.start != null && row.handoff >= n.start ? row.handoff
+    : (n.end ?? (n.status === "running" ? Date.now() / 1000 : null));
+  const ran = n.start != null && stop != null ? stop - n.start : null;
   const lines = [
     `<b>${esc(n.function)}</b> <span class="pill s-${esc(n.status)}">${esc(n.status)}</span>`,
     `<span class="mono">${esc(n.id)}</span>`,
@@ -868,6 +887,7 @@ function showTip(row, px, py) {
   for (const f of fails) {
     lines.push(`<span class="${f === hit ? "hit" : ""}">#${f.attempt} <b class="bad">${esc(f.error_kind || "failed")}</b> after ${esc(fmtDuration(f.start != null ? f.end - f.start : null))}: ${esc(clip(f.error || "", 120))}</span>`);
   }
+  if (stop === row.handoff && row.handoff != null) lines.push("handed off by tail call, then waited for its value (dashed)");
   if (n.progress) lines.push(`progress ${esc(progressText(n.progress))}`);
   if (row.folded) lines.push(`${fmtCount(row.span.count)} calls folded under it`);
   if (n.error && !fails.length) lines.push(`<span class="bad">${esc(clip(n.error, 160))}</span>`);
@@ -894,7 +914,7 @@ function timelinePoint(id) {
     scroll.scrollTop = Math.max(0, rowTop - scroll.clientHeight / 2);
   }
   drawTimeline();
-  const segs = segments(tl.rows[i].n);
+  const segs = segments(tl.rows[i]).filter((s) => s.kind !== "tail");
   const x = xScale(scroll.clientWidth), r = scroll.getBoundingClientRect();
   const s = segs.length ? segs[segs.length - 1] : null;
   const px = s ? (x(s.a) + Math.max(x(s.b), x(s.a) + 2)) / 2 : TL.LABEL / 2;
