@@ -230,6 +230,8 @@ class API:
         name = request.match_info["name"]
         dep = self._deployment_or_none(name)
         self._authenticate_unless_allowed(request, dep)
+        if dep is None:
+            self.control.deployment(name)  # 404, whatever the body
         body = await self._body(request)
         if len(body) > MAX_INPUT_BYTES:
             raise HTTPError(413, f"input over {MAX_INPUT_BYTES >> 20} MiB")
@@ -255,7 +257,7 @@ class API:
         try:
             return self.control.deployment(name)
         except UnknownApplication:
-            return None  # answered 404 by the control plane's submit, after authentication
+            return None  # answered 404 after authentication
 
     def _authenticate_unless_allowed(self, request: web.Request, dep: Deployment | None) -> None:
         """`@application(allow=["unauthenticated_requests"])` (Tensorlake's capability): its

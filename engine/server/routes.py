@@ -26,6 +26,11 @@ Auth = Literal["token", "none", "allowed"]
 
 BINARY = {"type": "string", "format": "binary"}
 ANY_JSON: dict[str, Any] = {}
+#: One server-sent event, as a client's parser sees it.
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"enum": ["call", "run", "end"]},
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "description": "call: a Node; run: a RunSummary; end: {run_id, status}"}}}
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/runs/{run_id}/events", "events",
           "Server-sent events: `call` (a Node) and `run` (a RunSummary) on every change, the current "
           "state first, then `end` when the run is finished",
-          (Answer(200, "the event stream", content=(("text/event-stream", {"type": "string"}),)),)),
+          (Answer(200, "the event stream", content=(("text/event-stream", SSE_EVENT),)),)),
     Route("GET", "/v1/runs/{run_id}/logs", "logs", "What the run's calls printed",
           (Answer(200, "the log entries, oldest first", m.Logs),), query=m.LogsQuery),
     Route("GET", "/v1/runs/{run_id}/output", "output",

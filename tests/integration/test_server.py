@@ -247,6 +247,7 @@ def test_idempotency_key_returns_the_same_run(server: ServerProcess) -> None:
     "path, body, status, expected",
     [
         ("/v1/applications/nope/runs", b"1", 404, "no application named 'nope'"),
+        ("/v1/applications/nope/runs", b"{'x'", 404, "no application named 'nope'"),  # whatever the body
         ("/v1/applications/greet/runs", b'{"person": {"name": "a", "age": "old"}}', 422, "person.age"),
         ("/v1/applications/greet/runs", b'{"person": {"name": "a"}}', 422, "person.age"),
         ("/v1/applications/greet/runs", b'{"greeting": "hi"}', 422, "'person'"),
