@@ -2,11 +2,12 @@
 format, and every series the server exports, named once (`ServerMetrics`).
 
 Only what is really recorded: counters are incremented where the event happens (the
-scheduler's event callback in `control.py`, the backend wrapper, the HTTP layer's middleware), histograms observe measured
-durations, and gauges — and counters kept elsewhere, such as the Blobs service's totals — are
-read from live state when `/metrics` is scraped (`ServerMetrics.read_live`). Every
-server has a registry of its own (not the library's global one), so nothing leaks between two
-servers in one process, and `_created` series are left out: they say nothing a scrape needs.
+scheduler's event callback in `control.py`, the backend wrapper, the HTTP layer's middleware),
+histograms observe measured durations, and gauges — and counters kept elsewhere, such as the
+Blobs service's totals — are read from live state when `/metrics` is scraped
+(`ServerMetrics.read_live`). Every server has a registry of its own (not the library's global
+one), so nothing leaks between two servers in one process, and `_created` series are left out:
+they say nothing a scrape needs.
 """
 
 from __future__ import annotations

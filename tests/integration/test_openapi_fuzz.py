@@ -84,7 +84,7 @@ def test_every_answer_keeps_the_openapi_document(fuzzed: tuple[ServerProcess, li
     report = tmp_path / "report.json"
     command = [str(SCHEMATHESIS), "--config-file", str(config), "run", f"{srv.url}/openapi.json",
                "--checks", CHECKS, "--max-examples", "25", "--generation-deterministic", "--workers", "1",
-               "--continue-on-failure", "--no-color", "--request-timeout", "10",
+               "--continue-on-failure", "--no-color", "--request-timeout", "10", "--generation-database", "none",
                "--report", "json", "--report-json-path", str(report)]
     if with_token:
         command += ["--header", f"Authorization: Bearer {TOKEN}"]
