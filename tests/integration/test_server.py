@@ -286,6 +286,10 @@ def test_two_different_content_lengths_are_refused_at_once(server: ServerProcess
     assert time.monotonic() - began < 2.0
     assert answer.startswith(b"HTTP/1.1 400 ") or answer.startswith(b"HTTP/1.0 400 "), answer[:200]
     assert server.request("GET", "/healthz")[0] == 200
+    # Logged as the client's mistake it is: one warning line, no traceback.
+    line = poll(lambda: next((json.loads(text) for text in server.log().splitlines()
+                              if "Duplicate Content-Length" in text), None), 10, what="the log line")
+    assert line["level"] == "warning" and "exc" not in line, line
 
 
 @pytest.mark.parametrize("depth", [100_000, 500])
