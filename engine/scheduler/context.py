@@ -49,8 +49,9 @@ def visible_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def headers_json(pairs: list[tuple[str, str]]) -> str | None:
+    """The headers a run keeps, names in lower case (as HTTP/2 sends them), as JSON."""
     shown = visible_headers(pairs)
-    return json.dumps([[k, v] for k, v in shown]) if shown else None
+    return json.dumps([[k.lower(), v] for k, v in shown]) if shown else None
 
 
 class RequestContexts:

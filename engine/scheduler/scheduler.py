@@ -822,6 +822,9 @@ class Scheduler:
         self._link_tail(call, target)
 
     def _attempt_failed(self, call: CallState, failure: pb.Failure) -> None:
+        # For the reader (the dashboard's timeline): the calls row keeps only the latest attempt.
+        self.store.record_failed_attempt(call.run.run_id, call.id, call.attempts, call.started_at,
+                                         wire.failure_kind_name(failure.kind), failure.message)
         policy = call.settings.retries
         # A failure that escaped from one of this call's children names that child: the child
         # already had its retries, and re-running the parent would only meet the same outcome.

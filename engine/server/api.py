@@ -2,43 +2,60 @@
 `File` input (a raw or multipart body, `engine/server/inputs.py`) and a `File` output
 (`GET /v1/runs/{id}/output`, its bytes with its content type).
 
+Which routes there are, and what each may answer, is the route table (`routes.py`); this module
+binds each entry to the `API` method its `handler` names, on an aiohttp `web.Application`
+(`web.py` serves it). Handlers return the pydantic models of `models.py`, answered as JSON.
+
 Every error is `{"error": "<one line saying what is wrong and what to do>", "status": N}`:
-400 malformed request (not JSON, not a zip), 401 missing or wrong token, 404 unknown
-application, run or path, 405 wrong method, 409 the run's state does not allow it, 413 body too
-large, 415 a raw body for an application that takes JSON, 422 input that does not match the
-application's type hints (the message names the field), 500 a bug (logged with its traceback;
-the client sees one line).
+400 malformed request (not JSON, JSON nested too deeply, not a zip, a bad query parameter), 401
+missing or wrong token, 404 unknown application, run or path, 405 wrong method, 409 the run's
+state does not allow it, 413 body too large, 415 a raw body for an application that takes JSON,
+422 input that does not match the application's type hints (the message names the field), 503
+the store does not answer (nothing was done), 500 a bug (logged with its traceback; the client
+sees one line).
 
 Authentication: with a token configured, every `/v1/...` route and `/metrics` need
 `Authorization: Bearer <token>`, except starting a run of an application that allows
-"unauthenticated_requests" and reading such a run's output. The dashboard's files, `/healthz` and `/openapi.json` carry no
-data and are served to anyone; the dashboard asks for the token and sends it with each call.
+"unauthenticated_requests" and reading such a run's output. The dashboard's files, `/healthz` and
+`/openapi.json` carry no data and are served to anyone; the dashboard asks for the token and
+sends it with each call.
 """
 
 from __future__ import annotations
 
 import hmac
 import inspect
-import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from engine import wire
 from engine.app import file_json, to_json
 from engine.errors import ConfigError, InputError, RunNotFound, SDKUsageError
 from engine.sdk.file import File
+from engine.server import models as m
 from engine.server.control import Conflict, ControlPlane, UnknownApplication
 from engine.server.deployments import BadBundle, Deployment
-from engine.server.http import EventStream, HTTPError, Request, Response
-from engine.server.inputs import body_input
+from engine.server.inputs import body_input, json_value
 from engine.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from engine.server.metrics import Registry
+from engine.server.metrics import ServerMetrics
 from engine.server.openapi import openapi_document
-from engine.server.views import RUN_FINAL, DagBuilder, call_counts, failure_json, logs_json, run_summary
+from engine.server.routes import ROUTES, Route
+from engine.server.views import (
+    DagBuilder,
+    application_details,
+    call_counts,
+    failure_json,
+    logs_json,
+    run_summary,
+)
+from engine.server.web import HTTPError, counting, errors, json_response
+from engine.statuses import RUN_FINAL, RunStatus
 from engine.store import StoreUnavailable
 
 log = logging.getLogger("engine.server.api")
@@ -48,61 +65,47 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_LIST = 10_000
+NO_STORE = {"Cache-Control": "no-store"}
 
-Route = tuple[str, re.Pattern[str], Callable[[Request], Awaitable[Any]], bool]
+Q = TypeVar("Q", bound=BaseModel)
+Result = m.Body | web.StreamResponse
 
 
 class API:
-    def __init__(self, control: ControlPlane, registry: Registry, token: str | None) -> None:
-        self.control = control
-        self.registry = registry
-        self.token = token
-        self.dag = DagBuilder()
-        self.routes: list[Route] = []
-        add = self._add
-        add("GET", r"/", self.dashboard, auth=False)
-        add("GET", r"/static/(?P<file>[A-Za-z0-9_.-]+)", self.static, auth=False)
-        add("GET", r"/healthz", self.healthz, auth=False)
-        add("GET", r"/openapi.json", self.openapi, auth=False)
-        add("GET", r"/metrics", self.metrics)
-        add("POST", r"/v1/deployments", self.deploy)
-        add("GET", r"/v1/applications", self.list_applications)
-        add("GET", r"/v1/applications/(?P<name>[^/]+)", self.get_application)
-        # Authenticated in the handler: an application may allow unauthenticated requests.
-        add("POST", r"/v1/applications/(?P<name>[^/]+)/runs", self.submit, auth=False)
-        add("GET", r"/v1/runs", self.list_runs)
-        add("GET", r"/v1/runs/(?P<run_id>[^/]+)", self.get_run)
-        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/dag", self.get_dag)
-        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/events", self.events)
-        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/logs", self.logs)
-        add("GET", r"/v1/runs/(?P<run_id>[^/]+)/output", self.output, auth=False)
-        add("POST", r"/v1/runs/(?P<run_id>[^/]+)/cancel", self.cancel)
-        add("POST", r"/v1/runs/(?P<run_id>[^/]+)/resume", self.resume)
+    """The routes of one server. `app` is the aiohttp application to serve; `max_body` bounds
+    every request body (a deployment's archive is the largest)."""
 
-    def _add(self, method: str, pattern: str, handler: Callable[[Request], Awaitable[Any]],
-             auth: bool = True) -> None:
-        self.routes.append((method, re.compile(pattern + r"/?\Z"), handler, auth))
+    def __init__(self, control: ControlPlane, metrics: ServerMetrics, token: str | None, *,
+                 max_body: int) -> None:
+        self.control = control
+        self.prometheus = metrics
+        self.token = token
+        self.max_body = max_body
+        self.dag = DagBuilder()
+        self.app = web.Application(client_max_size=max_body, middlewares=[
+            counting(lambda method, status: metrics.http_requests.inc(method=method, status=status)),
+            errors])
+        for route in ROUTES:
+            handler = self._bind(route)
+            self.app.router.add_route(route.method, route.path, handler)
+            if route.path != "/":  # a trailing slash names the same resource
+                self.app.router.add_route(route.method, route.path + "/", handler)
 
     # --- dispatch ------------------------------------------------------------------------------
 
-    async def __call__(self, request: Request) -> Response | EventStream:
-        allowed = []
-        for method, pattern, handler, auth in self.routes:
-            match = pattern.match(request.path)
-            if match is None:
-                continue
-            if method != request.method:
-                allowed.append(method)
-                continue
-            if auth:
+    def _bind(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        method: Callable[[web.Request], Awaitable[Result]] = getattr(self, route.handler)
+        authenticate = route.auth == "token"
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if authenticate:
                 self._authenticate(request)
-            request.params = match.groupdict()
             try:
-                result = await handler(request)
+                result = await method(request)
             except UnknownApplication as exc:
                 raise HTTPError(404, str(exc)) from None
             except RunNotFound:
-                raise HTTPError(404, f"no run {request.params.get('run_id')!r}: see GET /v1/runs") from None
+                raise HTTPError(404, f"no run {request.match_info.get('run_id')!r}: see GET /v1/runs") from None
             except Conflict as exc:
                 raise HTTPError(409, str(exc)) from None
             except BadBundle as exc:
@@ -114,83 +117,95 @@ class API:
                 # at another server.
                 self.control.reader.rollback()
                 raise HTTPError(503, f"{exc}; try again shortly") from None
-            if isinstance(result, (Response, EventStream)):
+            if isinstance(result, web.StreamResponse):
                 return result
-            return Response.json(200, result, {"Cache-Control": "no-store"})
-        if allowed:
-            error = HTTPError(405, f"{request.method} is not allowed on {request.path} (use {', '.join(allowed)})")
-            error.headers["Allow"] = ", ".join(allowed)
-            raise error
-        raise HTTPError(404, f"no such path {request.path}: see /openapi.json")
+            return json_response(200, result.json_body(), NO_STORE)
 
-    def _authenticate(self, request: Request) -> None:
+        return handle
+
+    def _authenticate(self, request: web.Request) -> None:
         if self.token is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            error = HTTPError(401, "missing or wrong token: send `Authorization: Bearer <token>` "
-                                   "(the server's --token or ENGINE_TOKEN)")
-            error.headers["WWW-Authenticate"] = 'Bearer realm="engine"'
-            raise error
+            raise HTTPError(401, "missing or wrong token: send `Authorization: Bearer <token>` "
+                                 "(the server's --token or ENGINE_TOKEN)",
+                            {"WWW-Authenticate": 'Bearer realm="engine"'})
+
+    async def _body(self, request: web.Request) -> bytes:
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise HTTPError(413, f"request body over {self.max_body >> 20} MiB") from None
+
+    @staticmethod
+    def _query(request: web.Request, model: type[Q]) -> Q:
+        """The query string as `model`; an empty parameter counts as absent. 400 for a bad one."""
+        given = {key: value for key, value in request.query.items() if value != ""}
+        try:
+            return model.model_validate(given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(part) for part in first["loc"]) or "query"
+            raise HTTPError(400, f"bad query parameter {name}: {first['msg']}") from None
 
     # --- dashboard and service routes ------------------------------------------------------------
 
-    async def dashboard(self, request: Request) -> Response:
+    async def dashboard(self, request: web.Request) -> web.Response:
         return self._file("index.html")
 
-    async def static(self, request: Request) -> Response:
-        return self._file(request.params["file"])
+    async def static(self, request: web.Request) -> web.Response:
+        return self._file(request.match_info["file"])
 
-    def _file(self, name: str) -> Response:
+    def _file(self, name: str) -> web.Response:
         path = STATIC / name
         if not path.is_file():
             raise HTTPError(404, f"no such file {name}")
-        return Response(200, path.read_bytes(), CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
-                        {"Cache-Control": "no-cache"})
+        return web.Response(body=path.read_bytes(), headers={
+            "Content-Type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+            "Cache-Control": "no-cache"})
 
-    async def healthz(self, request: Request) -> dict[str, Any]:
-        try:
-            queued = self.control.reader.count_runs(status="queued")
-        except StoreUnavailable as exc:
-            raise HTTPError(503, str(exc)) from None
-        return {"ok": True, "runs_queued": queued, "runs_running": len(self.control.active),
-                "owner": self.control.leases.owner}
+    async def healthz(self, request: web.Request) -> m.Health:
+        return m.Health(ok=True, runs_queued=self.control.reader.count_runs(status=RunStatus.QUEUED),
+                        runs_running=len(self.control.active), owner=self.control.leases.owner)
 
-    async def openapi(self, request: Request) -> dict[str, Any]:
-        return openapi_document()
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(200, openapi_document(), NO_STORE)
 
-    async def metrics(self, request: Request) -> Response:
-        return Response(200, self.registry.render(), METRICS_CONTENT_TYPE)
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.prometheus.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     # --- applications ----------------------------------------------------------------------------
 
-    async def deploy(self, request: Request) -> Response:
-        file = request.query.get("file")
-        if not file:
+    async def deploy(self, request: web.Request) -> web.Response:
+        if not request.query.get("file"):
             raise HTTPError(400, "say which file defines the applications: POST /v1/deployments?file=app.py")
-        if not request.body:
+        query = self._query(request, m.DeployQuery)
+        body = await self._body(request)
+        if not body:
             raise HTTPError(400, "the request body must be the zipped project")
-        results = self.control.deployments.deploy(request.body, file)
+        results = self.control.deployments.deploy(body, query.file)
         out = []
         for dep, new in results:
             await self.control.prepare(dep)
-            out.append({**self._application(dep), "new": new})
+            out.append(m.DeployedApplication.model_validate({**self._application(dep), "new": new}))
             log.info("deployed", extra={"fields": {"application": dep.name, "version": dep.version,
                                                    "new": new, "digest": dep.digest[:12]}})
-        return Response.json(201 if any(new for _, new in results) else 200, {"applications": out})
+        status = 201 if any(new for _, new in results) else 200
+        return json_response(status, m.Deployed(applications=out).json_body())
 
-    async def list_applications(self, request: Request) -> dict[str, Any]:
-        apps = []
+    async def list_applications(self, request: web.Request) -> m.ApplicationList:
+        apps: list[m.Application | m.BrokenApplication] = []
         for name in self.control.deployments.names():
             try:
-                apps.append(self._application(self.control.deployments.get(name)))
+                apps.append(m.Application.model_validate(self._application(self.control.deployments.get(name))))
             except SDKUsageError as exc:
-                apps.append({"name": name, "error": str(exc)})
-        return {"applications": apps}
+                apps.append(m.BrokenApplication(name=name, error=str(exc)))
+        return m.ApplicationList(applications=apps)
 
-    async def get_application(self, request: Request) -> dict[str, Any]:
-        return self._application(self.control.deployment(request.params["name"]))
+    async def get_application(self, request: web.Request) -> m.Application:
+        return m.Application.model_validate(
+            self._application(self.control.deployment(request.match_info["name"])))
 
     def _application(self, dep: Deployment) -> dict[str, Any]:
         fn = dep.function
@@ -204,42 +219,48 @@ class API:
                 hint = hints.get(p.name)
                 params.append({"name": p.name, "type": _type_name(hint) if hint is not None else None,
                                "required": p.default is inspect.Parameter.empty})
-        return {**dep.summary(), "versions": [d.version for d in self.control.deployments.versions(dep.name)],
-                "parameters": params, "description": (fn.config.description if fn else "") or None}
+        versions = self.control.deployments.versions(dep.name)
+        return {**dep.summary(), "versions": [d.version for d in versions],
+                "parameters": params, "description": (fn.config.description if fn else "") or None,
+                **application_details(dep, versions)}
 
     # --- runs ------------------------------------------------------------------------------------
 
-    async def submit(self, request: Request) -> Response:
-        name = request.params["name"]
+    async def submit(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
         dep = self._deployment_or_none(name)
         self._authenticate_unless_allowed(request, dep)
-        if len(request.body) > MAX_INPUT_BYTES:
+        if dep is None:
+            self.control.deployment(name)  # 404, whatever the body
+        body = await self._body(request)
+        if len(body) > MAX_INPUT_BYTES:
             raise HTTPError(413, f"input over {MAX_INPUT_BYTES >> 20} MiB")
         parsed = None
         if dep is not None and dep.function is not None:
             # A raw body or a multipart one becomes File arguments (engine/server/inputs.py).
             self.control.deployments.activate(dep)
-            parsed = body_input(dep.function, request.body, request.headers.get("content-type"))
+            parsed = body_input(dep.function, body, request.headers.get("Content-Type"))
         if parsed is not None:
             data, present = parsed
         else:
-            present = bool(request.body.strip())
+            present = bool(body.strip())
             try:
-                data = json.loads(request.body) if present else None
-            except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+                data = json_value(body) if present else None
+            except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError, too deep
                 raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
-        status, body = self.control.submit(name, data, present,
-                                           request.headers.get("idempotency-key") or None,
-                                           list(request.headers.items()))
-        return Response.json(status, body, {"Location": f"/v1/runs/{body['run_id']}"})
+        status, accepted = self.control.submit(name, data, present,
+                                               request.headers.get("Idempotency-Key") or None,
+                                               [(str(k), v) for k, v in request.headers.items()])
+        return json_response(status, m.Accepted.model_validate(accepted).json_body(),
+                             {"Location": f"/v1/runs/{accepted['run_id']}"})
 
     def _deployment_or_none(self, name: str) -> Deployment | None:
         try:
             return self.control.deployment(name)
         except UnknownApplication:
-            return None  # answered 404 by the control plane's submit, after authentication
+            return None  # answered 404 after authentication
 
-    def _authenticate_unless_allowed(self, request: Request, dep: Deployment | None) -> None:
+    def _authenticate_unless_allowed(self, request: web.Request, dep: Deployment | None) -> None:
         """`@application(allow=["unauthenticated_requests"])` (Tensorlake's capability): its
         runs may be started, and their output read, without the token. Everything else about
         them (the run, its calls, logs, cancel) still needs it."""
@@ -247,24 +268,20 @@ class API:
         if app is None or "unauthenticated_requests" not in app.allow:
             self._authenticate(request)
 
-    async def list_runs(self, request: Request) -> dict[str, Any]:
-        q = request.query
-        try:
-            limit = max(1, min(int(q.get("limit") or 100), MAX_LIST))
-        except ValueError:
-            raise HTTPError(400, "limit must be a number") from None
+    async def list_runs(self, request: web.Request) -> m.RunList:
+        query = self._query(request, m.RunsQuery)
+        limit = max(1, min(query.limit, MAX_LIST))
         reader = self.control.reader
-        rows = reader.list_runs(limit, application=q.get("application") or None, status=q.get("status") or None)
-        return {"runs": [run_summary(r, r.version) for r in rows],
-                "total": reader.count_runs(application=q.get("application") or None,
-                                           status=q.get("status") or None)}
+        rows = reader.list_runs(limit, application=query.application, status=query.status)
+        return m.RunList(runs=[m.RunSummary.model_validate(run_summary(r, r.version)) for r in rows],
+                         total=reader.count_runs(application=query.application, status=query.status))
 
-    async def get_run(self, request: Request) -> dict[str, Any]:
+    async def get_run(self, request: web.Request) -> m.Run:
         reader = self.control.reader
-        row = reader.get_run(request.params["run_id"])
+        row = reader.get_run(request.match_info["run_id"])
         out = run_summary(row, row.version)
         out["result"] = None
-        data = reader.run_result(row) if row.status == "succeeded" else None
+        data = reader.run_result(row) if row.status == RunStatus.SUCCEEDED else None
         if data is not None:
             try:
                 value = self._load_result(row, data)
@@ -279,7 +296,7 @@ class API:
         out["error"] = failure_json(row.failure)
         out["calls"] = call_counts(reader.load_calls(row.run_id), row.status in RUN_FINAL,
                                    self.control.queued_calls(row.run_id))
-        return out
+        return m.Run.model_validate(out)
 
     def _load_result(self, row: Any, data: bytes) -> Any:
         dep = self.control.deployments.for_run(row)
@@ -287,10 +304,10 @@ class API:
             self.control.deployments.activate(dep)
         return wire.loads(data)
 
-    async def output(self, request: Request) -> Response:
+    async def output(self, request: web.Request) -> web.Response:
         """A succeeded run's result: a `File`'s bytes with its content type, anything else as
         JSON (what `result` in the run says)."""
-        run_id = request.params["run_id"]
+        run_id = request.match_info["run_id"]
         reader = self.control.reader
         try:
             row = reader.get_run(run_id)
@@ -298,7 +315,7 @@ class API:
             self._authenticate(request)  # no hint to the unauthenticated that a run exists
             raise
         self._authenticate_unless_allowed(request, self.control.deployments.for_run(row))
-        data = reader.run_result(row) if row.status == "succeeded" else None
+        data = reader.run_result(row) if row.status == RunStatus.SUCCEEDED else None
         if data is None:
             raise HTTPError(409, f"run {run_id} is {row.status}: it has an output once it succeeded "
                                  f"(see GET /v1/runs/{run_id})")
@@ -306,35 +323,48 @@ class API:
             value = self._load_result(row, data)
         except Exception as exc:  # noqa: BLE001 - the value's classes may not load here
             raise HTTPError(500, f"the result cannot be decoded here: {type(exc).__name__}: {exc}") from None
-        headers = {"Cache-Control": "no-store"}
         if isinstance(value, File):
-            return Response(200, value.content, value.content_type, headers)
-        return Response.json(200, to_json(value), headers)
+            return web.Response(body=value.content, headers={"Content-Type": value.content_type, **NO_STORE})
+        return json_response(200, to_json(value), NO_STORE)
 
-    async def get_dag(self, request: Request) -> dict[str, Any]:
+    async def get_dag(self, request: web.Request) -> m.Dag:
         reader = self.control.reader
-        row = reader.get_run(request.params["run_id"])
+        row = reader.get_run(request.match_info["run_id"])
         dag = self.dag.build(reader.load_calls(row.run_id), row.status in RUN_FINAL,
-                             self.control.queued_calls(row.run_id))
-        return {"run": {**run_summary(row, row.version), "error": failure_json(row.failure)},
-                "root": row.root_call_id, **dag, "generated_at": time.time()}
+                             self.control.queued_calls(row.run_id), reader.failed_attempts(row.run_id))
+        return m.Dag.model_validate({"run": {**run_summary(row, row.version), "error": failure_json(row.failure)},
+                                     "root": row.root_call_id, **dag, "generated_at": time.time()})
 
-    async def events(self, request: Request) -> EventStream:
-        run_id = request.params["run_id"]
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        run_id = request.match_info["run_id"]
         self.control.reader.get_run(run_id)  # 404 before the stream starts
-        return EventStream(self.control.events(run_id))
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        stream = self.control.hub.stream(run_id)
+        try:
+            async for chunk in stream:
+                await response.write(chunk)
+        except (ConnectionError, StoreUnavailable):
+            pass  # the client went away, or the store did: the stream ends (EventSource reconnects)
+        finally:
+            await stream.aclose()
+        return response
 
-    async def logs(self, request: Request) -> dict[str, Any]:
-        run_id = request.params["run_id"]
+    async def logs(self, request: web.Request) -> m.Logs:
+        run_id = request.match_info["run_id"]
+        query = self._query(request, m.LogsQuery)
         self.control.reader.get_run(run_id)
-        return {"logs": logs_json(self.control.reader, run_id, request.query.get("call") or None,
-                                  request.query.get("function") or None)}
+        return m.Logs.model_validate(
+            {"logs": logs_json(self.control.reader, run_id, query.call, query.function)})
 
-    async def cancel(self, request: Request) -> dict[str, Any]:
-        return self.control.cancel(request.params["run_id"])
+    async def cancel(self, request: web.Request) -> m.Accepted:
+        return m.Accepted.model_validate(self.control.cancel(request.match_info["run_id"]))
 
-    async def resume(self, request: Request) -> Response:
-        return Response.json(202, self.control.resume(request.params["run_id"]))
+    async def resume(self, request: web.Request) -> web.Response:
+        accepted = m.Accepted.model_validate(self.control.resume(request.match_info["run_id"]))
+        return json_response(202, accepted.json_body())
 
 
 def _type_name(hint: Any) -> str:

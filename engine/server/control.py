@@ -9,23 +9,16 @@ Run states as the server sees them (the `runs.status` column):
 Several servers may share one store (PostgreSQL): each accepts submissions and serves the API
 for every run; each run is driven by whichever server holds its lease.
 
-Invariants, and where they are enforced:
+Invariants, and where they are enforced (the queue's own — a burst is never refused, oldest
+first, one driver per run, take-over of runs whose driver died — are in `queue.py`):
 
 - **An accepted run is durable.** `submit` commits the run's row (status `queued`, its input,
   its deployed version) *before* answering 202. After that, only a committed transition moves
   it: a `kill -9` at any point leaves it `queued` (claimed by a server with room) or `running`
   (taken over, once its lease runs out, and resumed from its checkpoints).
-- **A burst is never refused.** Admission does not depend on capacity: a run beyond
-  `max_concurrent_runs` waits in the store. Nothing here answers 503.
-- **Oldest first, spread by room.** `_pump` claims queued runs oldest first (by acceptance, or
-  by resume) while this server drives fewer than `max_concurrent_runs`; a run accepted by one
-  server is started by whichever server has room first. `_scan` runs every lease-renewal
-  interval, so runs accepted elsewhere, and runs whose driver died, are never left waiting.
-- **One driver per run.** A run is driven only under its lease (`engine.scheduler.leases`):
-  claiming is one conditional UPDATE, and every write is fenced by the lease's epoch. A run
-  whose driver died (any server's, or an `engine resume` of it) is taken over by `_scan` once
-  its lease has run out — whatever its pid now names — and takes no capacity check: it was
-  already running. Runs of `engine run` (no deployed version) are never taken by a server.
+- **One driver per run.** A run is driven only under its lease (`engine.scheduler.leases`),
+  claimed by the queue, and every write is fenced by the lease's epoch. `_scan` runs every
+  lease-renewal interval: it takes over runs whose lease ran out and pumps the queue.
 - **A run finishes on its version.** The run's row records its deployed version; starting and
   resuming it load that version (`Deployments.for_run`), from the store if this server has not
   seen it, whatever is deployed since.
@@ -34,8 +27,8 @@ Invariants, and where they are enforced:
   server that takes the run over cancels it at once.
 
 Calls inside runs are the scheduler's business (and its invariants); this module only watches
-them, through the scheduler's `on_event` callback, to wake server-sent-event subscribers and to
-record metrics.
+them, through the scheduler's `on_event` callback, to wake server-sent-event subscribers (the
+event hub, `events.py`) and to record metrics (`metrics.py`).
 """
 
 from __future__ import annotations
@@ -45,7 +38,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from engine import wire
@@ -54,11 +46,12 @@ from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InputError, SDKUsageError
 from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import Scheduler, root_call_id
-from engine.scheduler.state import FINAL, QUEUED, RUNNING, CallState, RunState
+from engine.scheduler.state import CallState, RunState
 from engine.server.deployments import Deployment, Deployments
-from engine.server.http import sse_event
-from engine.server.metrics import LATENCY_BUCKETS, Registry
-from engine.server.views import RUN_FINAL, node, run_summary
+from engine.server.events import EventHub
+from engine.server.metrics import ServerMetrics
+from engine.server.queue import RunQueue
+from engine.statuses import CALL_FINAL, RUN_LIVE, CallStatus, RunStatus
 from engine.store import RunRow, Store, StoreUnavailable
 from engine.wire.v1 import engine_pb2 as pb
 
@@ -116,18 +109,13 @@ def input_kwargs(fn: Function[..., Any], data: Any, present: bool) -> dict[str, 
 class CountingBackend(Backend):
     """The server's backend, counting executor starts for `/metrics`."""
 
-    def __init__(self, inner: Backend, registry: Registry) -> None:
+    def __init__(self, inner: Backend, metrics: ServerMetrics) -> None:
         self.inner = inner
         self.name = inner.name
         self.callback_host = inner.callback_host
         self.callback_bind_host = inner.callback_bind_host
-        self.starts = registry.counter(
-            "engine_executor_starts_total",
-            "Executors started: containers on the docker backend, processes on the process backend.",
-            labels=("backend", "function"))
-        self.start_failures = registry.counter(
-            "engine_executor_start_failures_total", "Executors that failed to start.",
-            labels=("backend", "function"))
+        self.starts = metrics.executor_starts
+        self.start_failures = metrics.executor_start_failures
 
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         try:
@@ -156,66 +144,37 @@ class CountingBackend(Backend):
 
 class ControlPlane:
     def __init__(self, *, store: Store, reader: Store, scheduler: Scheduler,
-                 deployments: Deployments, max_concurrent_runs: int, registry: Registry,
+                 deployments: Deployments, max_concurrent_runs: int, metrics: ServerMetrics,
                  backend_name: str) -> None:
         self.store = store          # the scheduler's connection: every write goes through it
         self.reader = reader        # a second connection: sees only committed state
         self.scheduler = scheduler
         self.deployments = deployments
-        self.max_concurrent_runs = max_concurrent_runs
         self.backend_name = backend_name
+        self.metrics = metrics
         self.leases = scheduler.leases
         self.leases.on_cancel = self._cancel_requested
         self.active: set[str] = set()
         self.closing = False
-        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self.hub = EventHub(reader, self.queued_calls)
+        self.queue = RunQueue(store=store, leases=self.leases, max_concurrent_runs=max_concurrent_runs,
+                              active=self.active, start=self._start, store_down=self._store_down,
+                              open_=lambda: not self.closing and not self.scheduler.store_failed)
         self._queued_at: dict[str, float] = {}
-        self._pump_scheduled = False
         self._scanner: asyncio.Task[None] | None = None
         scheduler.on_event = self.on_event
         scheduler.context.on_metrics = self.on_metrics
-        # What calls recorded through RequestContext.metrics, by (application, function, name).
-        self._user_counters: dict[tuple[tuple[str, str], ...], float] = {}
-        self._user_timers: dict[tuple[tuple[str, str], ...], tuple[float, float]] = {}
-
-        m = registry
-        m.gauge("engine_runs_queued", "Runs accepted and waiting for capacity (the durable queue's depth).",
-                lambda: self.reader.count_runs(status="queued"))
-        m.gauge("engine_runs_running", "Runs executing now.", lambda: len(self.active))
-        m.gauge("engine_calls_queued",
-                "Calls ready to run and waiting for an executor slot (including retry back-off).",
-                lambda: sum(r.counts[QUEUED] for r in self.scheduler.runs.values()))
-        m.gauge("engine_calls_running", "Calls executing now.",
-                lambda: sum(r.counts[RUNNING] for r in self.scheduler.runs.values()))
-        m.gauge("engine_executors_live", "Executors started or starting, by backend.",
-                lambda: {(("backend", backend_name),):
-                         sum(p.live() for p in self.scheduler.pools.values())})
-        m.counter_of("engine_request_counter_total",
-                     "Counters that functions add to through RequestContext.metrics.counter, by "
-                     "application, function and counter name.", lambda: dict(self._user_counters))
-        m.summary_of("engine_request_timer_seconds",
-                     "Durations that functions record through RequestContext.metrics.timer, by "
-                     "application, function and timer name.", lambda: dict(self._user_timers))
         blobs = self.scheduler.blobs.stats
-        m.counter_of("engine_blob_bytes_total",
-                     "Bytes of large values moved through the Blobs service, by direction (put: "
-                     "executors to the store, get: the store to executors).",
-                     lambda: {(("direction", "put"),): blobs.put_bytes, (("direction", "get"),): blobs.get_bytes})
-        m.counter_of("engine_blobs_total", "Large values moved through the Blobs service, by direction.",
-                     lambda: {(("direction", "put"),): blobs.puts, (("direction", "get"),): blobs.gets})
-        self.m_submitted = m.counter("engine_runs_accepted_total", "Runs accepted (HTTP 202), by application.",
-                                     labels=("application",))
-        self.m_runs_finished = m.counter("engine_runs_finished_total", "Runs that ended, by status.",
-                                         labels=("status",))
-        self.m_calls_finished = m.counter("engine_calls_finished_total",
-                                          "Calls that ended, by outcome (succeeded, failed, cancelled).",
-                                          labels=("outcome",))
-        self.m_dispatch = m.histogram(
-            "engine_call_dispatch_latency_seconds",
-            "From a call being ready (queued) to its dispatch to an executor, first attempts only.",
-            LATENCY_BUCKETS, labels=("backend",))
-        self.m_run_wait = m.histogram(
-            "engine_run_queue_seconds", "From a run being accepted to its start.", LATENCY_BUCKETS)
+        metrics.read_live(
+            runs_queued=lambda: self.reader.count_runs(status=RunStatus.QUEUED),
+            runs_running=lambda: len(self.active),
+            calls_queued=lambda: sum(r.counts[CallStatus.QUEUED] for r in self.scheduler.runs.values()),
+            calls_running=lambda: sum(r.counts[CallStatus.RUNNING] for r in self.scheduler.runs.values()),
+            executors_live=lambda: {(("backend", backend_name),):
+                                    sum(p.live() for p in self.scheduler.pools.values())},
+            blob_bytes=lambda: {(("direction", "put"),): blobs.put_bytes,
+                                (("direction", "get"),): blobs.get_bytes},
+            blobs=lambda: {(("direction", "put"),): blobs.puts, (("direction", "get"),): blobs.gets})
 
     # =========================================================================================
     # accepting runs
@@ -240,7 +199,7 @@ class ControlPlane:
         run_id = new_run_id()
         spec = dep.spec
         self.store.create_run(RunRow(
-            run_id=run_id, application=name, status="queued", root_call_id=root_call_id(run_id),
+            run_id=run_id, application=name, status=RunStatus.QUEUED, root_call_id=root_call_id(run_id),
             app_file=str(spec.app_file), module=spec.module,
             config_path=str(spec.config_path) if spec.config_path else None,
             backend=self.backend_name, input=wire.dumps(kwargs), created_at=time.time(),
@@ -255,11 +214,11 @@ class ControlPlane:
                 self.store.rollback()
                 return self.submit(name, data, present, idempotency_key, headers)
             raise
-        self.m_submitted.inc(application=name)
+        self.metrics.runs_accepted.inc(application=name)
         log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
                                                    "version": dep.version}})
-        self._schedule_pump()
-        return 202, {"run_id": run_id, "status": "queued"}
+        self.queue.schedule_pump()
+        return 202, {"run_id": run_id, "status": RunStatus.QUEUED}
 
     def deployment(self, name: str) -> Deployment:
         try:
@@ -272,25 +231,26 @@ class ControlPlane:
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         row = self.store.get_run(run_id)
-        if row.status == "queued":
+        if row.status == RunStatus.QUEUED:
             failure = wire.make_failure(pb.FAILURE_KIND_CANCELLED, "cancelled before it started",
                                         function="", call_id="")
-            if self.store.update_run_if(run_id, ("queued",), status="cancelled", ended_at=time.time(),
+            if self.store.update_run_if(run_id, (RunStatus.QUEUED,), status=RunStatus.CANCELLED,
+                                        ended_at=time.time(),
                                         failure=failure.SerializeToString(), error_kind="cancelled",
                                         error_message=wire.describe(failure)):
-                self.m_runs_finished.inc(status="cancelled")
+                self.metrics.runs_finished.inc(status=RunStatus.CANCELLED)
                 log.info("run cancelled", extra={"fields": {"run_id": run_id}})
-                self._notify(run_id)
-                return {"run_id": run_id, "status": "cancelled"}
+                self.hub.notify(run_id)
+                return {"run_id": run_id, "status": RunStatus.CANCELLED}
             row = self.store.get_run(run_id)  # claimed meanwhile: cancel it where it runs
-        if row.status in ("queued", "running") and run_id in self.active:
+        if row.status in RUN_LIVE and run_id in self.active:
             # Its running calls' executors are stopped too (`Scheduler._cancel_call`).
             self.scheduler.cancel_run(run_id, "cancelled by request")
             self.store.commit()
             log.info("run cancelled", extra={"fields": {"run_id": run_id}})
-            self._notify(run_id)
-            return {"run_id": run_id, "status": "cancelled"}
-        if row.status in ("queued", "running"):
+            self.hub.notify(run_id)
+            return {"run_id": run_id, "status": RunStatus.CANCELLED}
+        if row.status in RUN_LIVE:
             # Driven by another process: its driver cancels it at its next lease renewal.
             self.store.request_cancel(run_id)
             self.store.commit()
@@ -309,20 +269,20 @@ class ControlPlane:
         """Queue a failed or cancelled run again; when it starts, finished calls are reused
         from their checkpoints and only the rest run (`Scheduler.resume_run`)."""
         row = self.store.get_run(run_id)
-        if row.status not in ("failed", "cancelled"):
-            what = "nothing to resume" if row.status == "succeeded" else "it is not finished"
+        if row.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            what = "nothing to resume" if row.status == RunStatus.SUCCEEDED else "it is not finished"
             raise Conflict(f"run {run_id} is {row.status}: {what}")
         if row.version is None:
             raise Conflict(f"run {run_id} is not a run of a deployed application's version: "
                            f"continue it with `engine resume {run_id}`")
-        if not self.store.update_run_if(run_id, ("failed", "cancelled"), status="queued",
+        if not self.store.update_run_if(run_id, (RunStatus.FAILED, RunStatus.CANCELLED), status=RunStatus.QUEUED,
                                         resumed_at=time.time(), ended_at=None, failure=None,
                                         error_kind=None, error_message=None, cancel_requested=None):
             raise Conflict(f"run {run_id} changed meanwhile: it is {self.store.get_run(run_id).status}")
         log.info("run resumed", extra={"fields": {"run_id": run_id}})
-        self._notify(run_id)
-        self._schedule_pump()
-        return {"run_id": run_id, "status": "queued"}
+        self.hub.notify(run_id)
+        self.queue.schedule_pump()
+        return {"run_id": run_id, "status": RunStatus.QUEUED}
 
     # =========================================================================================
     # starting runs
@@ -363,52 +323,14 @@ class ControlPlane:
                 self.reader.reconnect()
                 self.scheduler.store_failed = False
                 log.info("the store answers again: taking runs as their leases allow")
-            taken = 0
-            for row in self.store.claimable_runs(1000, status="running"):
-                if self.leases.claim(row.run_id, ("running",)):
-                    log.info("run taken over", extra={"fields": {"run_id": row.run_id, "from": row.owner}})
-                    self._start(row)
-                    taken += 1
-            if taken:
-                self.store.commit()
-            self._pump()
+            self.queue.take_over()
+            self.queue.pump()
         except StoreUnavailable as exc:
             self._store_down(exc)
 
     def _store_down(self, exc: Exception) -> None:
         if not self.scheduler.store_failed:
             self.scheduler.store_down(exc)
-
-    def _schedule_pump(self) -> None:
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._pump_safely)
-
-    def _pump_safely(self) -> None:
-        try:
-            self._pump()
-        except StoreUnavailable as exc:
-            self._store_down(exc)
-
-    def _pump(self) -> None:
-        """Claim and start queued runs, oldest first, while fewer than `max_concurrent_runs`
-        execute here."""
-        self._pump_scheduled = False
-        started = False
-        while len(self.active) < self.max_concurrent_runs and not self.closing \
-                and not self.scheduler.store_failed:
-            room = self.max_concurrent_runs - len(self.active)
-            rows = self.store.claimable_runs(room, status="queued")
-            if not rows:
-                break
-            for row in rows:
-                if len(self.active) >= self.max_concurrent_runs:
-                    break
-                if self.leases.claim(row.run_id, ("queued",)):
-                    self._start(row)
-                    started = True
-        if started:
-            self.store.commit()
 
     def _start(self, row: RunRow) -> None:
         """Start (or resume) a run whose lease this server has just claimed."""
@@ -428,7 +350,7 @@ class ControlPlane:
                 for key, value in kwargs.items():
                     args.kwargs[key].value.data = wire.dumps(value)
                 run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True)
-                self.m_run_wait.observe(time.time() - row.created_at)
+                self.metrics.run_queue_wait.observe(time.time() - row.created_at)
         except StoreUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a run that cannot start fails; the server goes on
@@ -436,12 +358,12 @@ class ControlPlane:
             log.error("run failed to start", extra={"fields": {"run_id": run_id, "error": str(exc)}})
             failure = wire.make_failure(pb.FAILURE_KIND_INTERNAL, message, function="", call_id="",
                                         type_name="InfrastructureError")
-            self.store.update_run(run_id, status="failed", ended_at=time.time(),
+            self.store.update_run(run_id, status=RunStatus.FAILED, ended_at=time.time(),
                                   failure=failure.SerializeToString(), error_kind="internal",
                                   error_message=message)
             self.leases.release(run_id)
-            self.m_runs_finished.inc(status="failed")
-            self._notify(run_id)
+            self.metrics.runs_finished.inc(status=RunStatus.FAILED)
+            self.hub.notify(run_id)
             return
         self.active.add(run_id)
         log.info("run started", extra={"fields": {"run_id": run_id, "application": row.application,
@@ -450,7 +372,7 @@ class ControlPlane:
             self._run_finished(run)
         elif row.cancel_requested is not None:
             self.scheduler.cancel_run(run_id, "cancelled by request")
-        self._notify(run_id)
+        self.hub.notify(run_id)
 
     # =========================================================================================
     # watching the scheduler
@@ -466,44 +388,37 @@ class ControlPlane:
                     self._run_finished(run)
         else:
             status = call.status
-            if status == QUEUED and call.attempts == 0:
+            if status == CallStatus.QUEUED and call.attempts == 0:
                 self._queued_at[call.id] = time.monotonic()
-            elif status == RUNNING:
+            elif status == CallStatus.RUNNING:
                 began = self._queued_at.pop(call.id, None)
                 if began is not None:
-                    self.m_dispatch.observe(time.monotonic() - began, backend=self.backend_name)
-            elif status in FINAL:
+                    self.metrics.dispatch_latency.observe(time.monotonic() - began, backend=self.backend_name)
+            elif status in CALL_FINAL:
                 self._queued_at.pop(call.id, None)
-                self.m_calls_finished.inc(outcome=status)
-        self._notify(run.run_id)
+                self.metrics.calls_finished.inc(outcome=status)
+        self.hub.notify(run.run_id)
 
     def on_metrics(self, run: RunState, call: CallState, metrics: pb.CallMetrics) -> None:
         """One attempt's RequestContext.metrics, added to the server's totals for `/metrics`."""
-        base = (("application", run.app.name), ("function", call.function))
-        for name, value in metrics.counters.items():
-            key = (*base, ("name", name))
-            self._user_counters[key] = self._user_counters.get(key, 0) + value
-        for name, t in metrics.timers.items():
-            key = (*base, ("name", name))
-            count, total = self._user_timers.get(key, (0, 0.0))
-            self._user_timers[key] = (count + t.count, total + t.sum)
+        self.metrics.record_request_metrics(run.app.name, call.function, metrics)
 
     def _run_lost(self, run: RunState) -> None:
         """Another process drives it now (or the store stopped answering): forget it here."""
         self.active.discard(run.run_id)
         log.warning("run no longer driven here", extra={"fields": {"run_id": run.run_id}})
         asyncio.get_running_loop().call_soon(self._forget, run.run_id)
-        self._schedule_pump()
+        self.queue.schedule_pump()
 
     def _run_finished(self, run: RunState) -> None:
         self.active.discard(run.run_id)
         self.leases.release(run.run_id)  # (a no-op when the scheduler released it already)
-        self.m_runs_finished.inc(status=run.status)
+        self.metrics.runs_finished.inc(status=run.status)
         log.info("run finished", extra={"fields": {"run_id": run.run_id, "status": run.status,
                                                    "seconds": round(time.time() - run.started_at, 3)}})
         loop = asyncio.get_running_loop()
         loop.call_soon(self._forget, run.run_id)
-        self._schedule_pump()
+        self.queue.schedule_pump()
 
     def _forget(self, run_id: str) -> None:
         # A long-lived server must not keep every finished run's call graph in memory; the
@@ -512,58 +427,12 @@ class ControlPlane:
         if run is not None and run.done.is_set() and run_id not in self.active:
             del self.scheduler.runs[run_id]
 
-    def _notify(self, run_id: str) -> None:
-        for event in self._watchers.get(run_id, ()):
-            event.set()
-
-    async def events(self, run_id: str) -> AsyncIterator[bytes]:
-        """Server-sent events of one run: `run` (its summary, whenever its status changes),
-        `call` (a node of the DAG, whenever its status or attempts change), then `end`. The
-        first events describe the current state. Read from committed state only."""
-        wake = asyncio.Event()
-        self._watchers.setdefault(run_id, set()).add(wake)
-        sent_calls: dict[str, tuple[str, int, str | None, str | None]] = {}
-        sent_status = None
-        last_beat = time.monotonic()
-        try:
-            while True:
-                wake.clear()
-                row = self.reader.get_run(run_id)
-                version = row.version
-                queued = self.queued_calls(run_id)
-                for c in self.reader.load_calls(run_id):
-                    shown = node(c, row.status in RUN_FINAL, queued)
-                    key = (shown["status"], c.attempts, c.progress, c.metrics)
-                    if sent_calls.get(c.call_id) != key:
-                        sent_calls[c.call_id] = key
-                        yield sse_event("call", shown)
-                if row.status != sent_status:
-                    sent_status = row.status
-                    yield sse_event("run", run_summary(row, version))
-                if row.status in RUN_FINAL:
-                    yield sse_event("end", {"run_id": run_id, "status": row.status})
-                    return
-                try:
-                    await asyncio.wait_for(wake.wait(), 1.0)
-                    await asyncio.sleep(0.05)  # one read for a burst of transitions
-                except asyncio.TimeoutError:
-                    pass
-                if time.monotonic() - last_beat > 15:
-                    last_beat = time.monotonic()
-                    yield b": keep-alive\n\n"
-        finally:
-            watchers = self._watchers.get(run_id)
-            if watchers is not None:
-                watchers.discard(wake)
-                if not watchers:
-                    del self._watchers[run_id]
-
     def queued_calls(self, run_id: str) -> frozenset[str]:
         """Calls of a live run waiting for an executor slot (see `views.node`)."""
         run = self.scheduler.runs.get(run_id)
-        if run is None or not run.counts[QUEUED]:
+        if run is None or not run.counts[CallStatus.QUEUED]:
             return frozenset()
-        return frozenset(c.id for c in run.calls.values() if c.status == QUEUED)
+        return frozenset(c.id for c in run.calls.values() if c.status == CallStatus.QUEUED)
 
     async def prepare(self, dep: Deployment) -> None:
         """Make a new version runnable on this backend: on docker, build the images its
@@ -587,6 +456,7 @@ class ControlPlane:
 
     async def close(self) -> None:
         self.closing = True
+        self.hub.close()
         if self._scanner is not None:
             self._scanner.cancel()
         await self.scheduler.close()

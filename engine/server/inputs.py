@@ -15,6 +15,11 @@
 Refusals, each one line: 415 a raw body for an application without a `File`/`HttpBody`
 parameter (or with other required ones: send multipart), 400 a multipart body that does not
 parse, 422 (`InputError`) a part that names no parameter or is not JSON.
+
+JSON is read by `json_value`, which refuses (as not JSON) a value nested deeper than
+`MAX_JSON_DEPTH`: deeper ones overflow Python's recursion limit somewhere on their way — the
+parser, the type-hint validation, pickling — and such an input is a client's mistake, not a
+server error.
 """
 
 from __future__ import annotations
@@ -31,10 +36,30 @@ from engine.app import raw_body_parameter, raw_value
 from engine.errors import InputError
 from engine.sdk.function import Function
 from engine.sdk.http import is_raw_body_hint
-from engine.server.http import HTTPError
+from engine.server.web import HTTPError
 
 # Bodies read as JSON, as every body was before raw ones: `curl -d` sends form-urlencoded.
 JSON_LIKE = ("application/json", "application/x-www-form-urlencoded")
+MAX_JSON_DEPTH = 200
+
+
+def json_value(data: bytes) -> Any:
+    """The JSON value `data` holds. Raises ValueError (saying why) when it is not JSON, not
+    UTF-8, or nests deeper than `MAX_JSON_DEPTH` arrays and objects."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels") from None
+    stack = [(value, 1)]
+    while stack:  # no recursion: the depth is what is being checked
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > MAX_JSON_DEPTH:
+                    raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels")
+                stack.append((child, depth + 1))
+    return value
 
 
 def mime_type(content_type: str | None) -> str:
@@ -116,7 +141,7 @@ def _part_value(name: str, hint: Any, part: EmailMessage) -> Any:
             ctype = mimetypes.guess_type(part.get_filename() or "")[0]
         return raw_value(hint, data, ctype)
     try:
-        return json.loads(data)
+        return json_value(data)
     except ValueError:
         raise InputError(f"the multipart part {name!r} is not JSON: send its value as JSON "
                          "(only a parameter annotated File takes a file)") from None
@@ -131,4 +156,4 @@ def _hints(fn: Function[..., Any]) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["body_input", "is_json_like", "mime_type", "multipart_values"]
+__all__ = ["MAX_JSON_DEPTH", "body_input", "is_json_like", "json_value", "mime_type", "multipart_values"]

@@ -1,7 +1,7 @@
 """Start-up and shutdown of `engine server`.
 
 One process, one asyncio loop: the scheduler (and its gRPC callback service), the HTTP server
-and every handler share it (see `http.py` for why). Start-up order matters:
+(aiohttp's) and every handler share it (see `web.py` for why). Start-up order matters:
 
 1. refuse to listen beyond loopback without a token;
 2. lock the state directory (`server.lock`, an flock released by the kernel even on
@@ -25,7 +25,8 @@ their scheduler's connection stays gone, and the docker backend removes leftover
 start).
 
 Logs are structured: one JSON object per line on stderr (`ts`, `level`, `logger`, `msg`, and
-the event's fields such as `run_id`).
+the event's fields such as `run_id`), aiohttp's included (a request it cannot parse is one
+warning line, `web.ProtocolErrors`).
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ def serve(options: ServerOptions) -> int:
     config = load_config(options.config_path)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
-    root = logging.getLogger("engine")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    for name in ("engine", "aiohttp"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    from engine.server.web import ProtocolErrors
+
+    logging.getLogger("aiohttp.server").addFilter(ProtocolErrors())
     asyncio.run(_serve(options, config))
     return 0
 
@@ -122,8 +127,8 @@ async def _serve(options: ServerOptions, config: Any) -> None:
     from engine.server.api import API
     from engine.server.control import ControlPlane, CountingBackend
     from engine.server.deployments import Deployments
-    from engine.server.http import HTTPServer
-    from engine.server.metrics import Registry
+    from engine.server.metrics import ServerMetrics
+    from engine.server.web import Listener
     from engine.store import open_store, store_url
 
     state_dir = Path(options.state_dir).resolve()
@@ -142,19 +147,16 @@ async def _serve(options: ServerOptions, config: Any) -> None:
     def say(text: str) -> None:
         print(f"engine: {text}", file=sys.stderr, flush=True)
 
-    registry = Registry()
+    metrics = ServerMetrics()
     inner = await asyncio.to_thread(make_backend, backend_name, state_dir, None, say, config)
-    backend = CountingBackend(inner, registry)
+    backend = CountingBackend(inner, metrics)
     idle = config.idle_timeout if config.idle_timeout is not None else 10.0
     scheduler = Scheduler(store, backend, max_executors=config.max_executors or default_max_executors(),
                           idle_timeout=idle)
     max_runs = options.max_concurrent_runs or config.max_concurrent_runs or DEFAULT_MAX_CONCURRENT_RUNS
     control = ControlPlane(store=store, reader=reader, scheduler=scheduler, deployments=deployments,
-                           max_concurrent_runs=max_runs, registry=registry, backend_name=backend_name)
-    requests = registry.counter("engine_http_requests_total", "HTTP requests answered, by method and status.",
-                                labels=("method", "status"))
-    server = HTTPServer(API(control, registry, options.token), max_body=MAX_CODE_BYTES + (1 << 20),
-                        on_response=lambda req, status: requests.inc(method=req.method, status=status))
+                           max_concurrent_runs=max_runs, metrics=metrics, backend_name=backend_name)
+    server = Listener(API(control, metrics, options.token, max_body=MAX_CODE_BYTES + (1 << 20)).app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -182,6 +184,7 @@ async def _serve(options: ServerOptions, config: Any) -> None:
         log.info("stopping: runs in flight are released, for the next driver",
                  extra={"fields": {"running": len(control.active)}})
     finally:
+        control.hub.close()  # event streams end, so that closing the listener need not wait for them
         await server.close()
         await control.close()
         store.close()

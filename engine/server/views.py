@@ -10,18 +10,29 @@ The DAG: every call is a node; edges are
 - `dependency` — from a call whose value another call takes as an argument, to that call;
 - `tail` — from a call that returned a future (a tail call) to that future's call, whose value
   becomes its own.
+
+Each node carries what the dashboard's timeline draws: `created` (when the call was made; it
+waits for its dependencies and an executor slot until `start`), `start`/`end` of its latest
+attempt, and `failed_attempts` (every attempt that failed before, with its outcome).
 """
 
 from __future__ import annotations
 
 import json
+import inspect
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from engine import wire
-from engine.store import CallRow, RunRow, Store
+from engine.sdk.http import is_raw_body_hint
+from engine.store import CallRow, FailedAttempt, RunRow, Store
 from engine.wire.v1 import engine_pb2 as pb
+
+if TYPE_CHECKING:
+    from engine.sdk.function import Function
+    from engine.server.deployments import Deployment
 
 RUN_FINAL = frozenset({"succeeded", "failed", "cancelled"})
 CALL_STATUSES = ("pending", "queued", "running", "tail", "succeeded", "failed", "cancelled")
@@ -79,10 +90,12 @@ def call_counts(calls: list[CallRow], run_final: bool, queued: frozenset[str] = 
     return out
 
 
-def node(c: CallRow, run_final: bool = False, queued: frozenset[str] = frozenset()) -> dict[str, Any]:
+def node(c: CallRow, run_final: bool = False, queued: frozenset[str] = frozenset(),
+         failed: list[FailedAttempt] | None = None) -> dict[str, Any]:
     """One call as the API shows it. `queued`: ids of calls the scheduler has queued for an
     executor — a state it keeps in memory only (the store says `pending`, which resume treats
-    the same way), overlaid here so that the reader sees calls waiting for a slot as such."""
+    the same way), overlaid here so that the reader sees calls waiting for a slot as such.
+    `failed`: its failed attempts (`Store.failed_attempts`), oldest first."""
     status = c.status
     if status == "pending" and c.call_id in queued:
         status = "queued"
@@ -98,6 +111,7 @@ def node(c: CallRow, run_final: bool = False, queued: frozenset[str] = frozenset
         "status": status,
         "attempts": c.attempts,
         "executions": c.executions,
+        "created": c.created_at,
         "start": c.started_at,
         "end": c.ended_at if c.status != "running" else None,
         "duration": _duration(c.started_at, c.ended_at if c.status != "running" else None, final),
@@ -107,6 +121,8 @@ def node(c: CallRow, run_final: bool = False, queued: frozenset[str] = frozenset
         # RequestContext: the call's last progress report, and its counters and timers.
         "progress": json.loads(c.progress) if c.progress else None,
         "metrics": json.loads(c.metrics) if c.metrics else None,
+        "failed_attempts": [{"attempt": a.attempt, "start": a.started_at, "end": a.ended_at,
+                             "error_kind": a.error_kind, "error": a.error_message} for a in failed or ()],
     }
 
 
@@ -128,9 +144,13 @@ class DagBuilder:
             found = self._refs[key] = wire.refs(pb.FutureSpec.FromString(c.spec).arguments)
         return found
 
-    def build(self, calls: list[CallRow], run_final: bool, queued: frozenset[str] = frozenset()) -> dict[str, Any]:
+    def build(self, calls: list[CallRow], run_final: bool, queued: frozenset[str] = frozenset(),
+              failed: Iterable[FailedAttempt] = ()) -> dict[str, Any]:
         known = {c.call_id for c in calls}
-        nodes = [node(c, run_final, queued) for c in calls]
+        by_call: dict[str, list[FailedAttempt]] = {}
+        for a in failed:
+            by_call.setdefault(a.call_id, []).append(a)
+        nodes = [node(c, run_final, queued, by_call.get(c.call_id)) for c in calls]
         edges: list[dict[str, str]] = []
         for c in calls:
             if c.parent_id is not None and c.parent_id in known:
@@ -146,3 +166,57 @@ class DagBuilder:
 def logs_json(store: Store, run_id: str, call_id: str | None, function: str | None) -> list[dict[str, Any]]:
     return [{"call_id": cid, "function": fn, "attempt": attempt, "text": text}
             for cid, fn, attempt, text in store.logs(run_id, function, call_id)]
+
+
+# --- applications ---------------------------------------------------------------------------------
+
+
+def input_schema(fn: Function[..., Any] | None) -> dict[str, Any] | None:
+    """The JSON schema of an application's input, as an object of its parameters (pydantic's
+    schema of each type hint; `{}` for a parameter without one). `x-body` says how a request
+    sends it: `value` — the one parameter's value is the whole body; `object` — an object of
+    them. A `File`/`HttpBody` parameter has `x-raw-body` (it comes as a raw or multipart body,
+    not JSON). None when the application's code does not load."""
+    from pydantic import TypeAdapter
+
+    if fn is None:
+        return None
+    try:
+        hints = get_type_hints(fn.fn)
+    except Exception:  # noqa: BLE001 - unresolvable hints: every parameter takes any JSON
+        hints = {}
+    params = list(inspect.signature(fn.fn).parameters.values())
+    properties: dict[str, Any] = {}
+    defs: dict[str, Any] = {}
+    for p in params:
+        hint = hints.get(p.name)
+        if hint is None:
+            schema: dict[str, Any] = {}
+        elif is_raw_body_hint(hint):
+            schema = {"type": "string", "format": "binary", "x-raw-body": True}
+        else:
+            try:
+                schema = TypeAdapter(hint).json_schema()
+            except Exception:  # noqa: BLE001 - a hint pydantic has no schema for: any JSON
+                schema = {}
+        defs.update(schema.pop("$defs", {}))
+        if p.default is not inspect.Parameter.empty:
+            try:
+                schema["default"] = TypeAdapter(Any).dump_python(p.default, mode="json")
+            except Exception:  # noqa: BLE001 - a default with no JSON form is not shown
+                pass
+        properties[p.name] = schema
+    out: dict[str, Any] = {
+        "type": "object", "properties": properties,
+        "required": [p.name for p in params if p.default is inspect.Parameter.empty],
+        "x-body": "value" if len(params) == 1 else "object",
+    }
+    if defs:
+        out["$defs"] = defs
+    return out
+
+
+def application_details(dep: Deployment, versions: list[Deployment]) -> dict[str, Any]:
+    """What the dashboard's application page shows beyond the summary: every deployed version
+    and the input schema of this one."""
+    return {"deployments": [d.summary() for d in reversed(versions)], "input_schema": input_schema(dep.function)}

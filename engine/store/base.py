@@ -129,6 +129,18 @@ class CallRow:
 
 
 @dataclass(frozen=True)
+class FailedAttempt:
+    """One attempt of a call that failed (retried or not): what the timeline draws of it."""
+
+    call_id: str
+    attempt: int
+    started_at: float | None
+    ended_at: float
+    error_kind: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
 class Lease:
     """Who holds a run, as the store sees it now."""
 
@@ -492,6 +504,20 @@ class Store(ABC):
         self._write(run_id,
                     "UPDATE calls SET status = 'running', attempts = ?, executions = executions + 1, "
                     "started_at = ? WHERE call_id = ?", (attempts, started_at, call_id))
+
+    def record_failed_attempt(self, run_id: str, call_id: str, attempt: int, started_at: float | None,
+                              error_kind: str | None, error_message: str | None) -> None:
+        """History only: nothing reads it back to decide anything (the calls row does that)."""
+        self._write(run_id,
+                    "INSERT INTO failed_attempts (run_id, call_id, attempt, started_at, ended_at, "
+                    "error_kind, error_message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, call_id, attempt, started_at, time.time(), error_kind, error_message))
+
+    def failed_attempts(self, run_id: str) -> list[FailedAttempt]:
+        rows = self._read(
+            "SELECT call_id, attempt, started_at, ended_at, error_kind, error_message "
+            "FROM failed_attempts WHERE run_id = ? ORDER BY ended_at", (run_id,))
+        return [FailedAttempt(*r) for r in rows]
 
     def reset_unfinished(self, run_id: str) -> None:
         """Resume: every call that neither succeeded nor handed off by tail call runs again."""

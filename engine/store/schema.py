@@ -17,6 +17,8 @@ Tables:
   that wrote it last. `runs.headers` holds the submitting HTTP request's headers (JSON pairs);
   `calls.progress` a call's last progress report and `calls.metrics` what it recorded through
   `RequestContext.metrics` (both JSON).
+- `failed_attempts`: every attempt of a call that failed (its start, end and failure), kept
+  across retries and resumes, while the `calls` row describes only the latest attempt.
 - `deployments`: every version of every application deployed to `engine server`, with its code
   archive, so that every server on the store can run and resume any run.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
@@ -137,6 +139,19 @@ MIGRATIONS: list[str] = [
         updated_at      REAL NOT NULL,
         PRIMARY KEY (run_id, key)
     );
+    """,
+    # 5: the history of a call's failed attempts (the calls row keeps only the latest attempt).
+    """
+    CREATE TABLE failed_attempts (
+        run_id          TEXT NOT NULL,
+        call_id         TEXT NOT NULL,
+        attempt         INTEGER NOT NULL,
+        started_at      REAL,
+        ended_at        REAL NOT NULL,
+        error_kind      TEXT,
+        error_message   TEXT
+    );
+    CREATE INDEX failed_attempts_by_run ON failed_attempts(run_id);
     """,
 ]
 

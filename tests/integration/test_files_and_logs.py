@@ -177,7 +177,10 @@ def test_openapi_documents_the_output_route(server: ServerProcess) -> None:
     doc = server.ok("GET", "/openapi.json")
     assert "415" in doc["paths"]["/v1/applications/{name}/runs"]["post"]["responses"]
     assert "multipart/form-data" in doc["paths"]["/v1/applications/{name}/runs"]["post"]["requestBody"]["content"]
-    assert set(doc["paths"]["/v1/runs/{run_id}/output"]["get"]["responses"]) == {"200", "404", "409", "500"}
+    # 401: the token is needed unless the application allows unauthenticated requests; 503: the
+    # store does not answer.
+    assert set(doc["paths"]["/v1/runs/{run_id}/output"]["get"]["responses"]) == {
+        "200", "401", "404", "409", "500", "503"}
 
 
 # --- Logger --------------------------------------------------------------------------------

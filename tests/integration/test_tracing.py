@@ -311,12 +311,14 @@ def test_a_failed_run(receiver, state_dir, tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "resume", out["run_id"], "--json"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "failed", proc.stderr
-    spans = poll(lambda: len(receiver.of_trace(trace_id)) >= 7 and receiver.of_trace(trace_id),
+    # `slow` has an attempt span only if it was dispatched before `refuse` ended the run again
+    # (both are ready at once): which comes first is a race of executor start-ups.
+    spans = poll(lambda: len(receiver.of_trace(trace_id)) >= 6 and receiver.of_trace(trace_id),
                  timeout=10, what="the resumed run's spans")
     (again,) = [s for s in spans if s.name == "run trace_fails" and s.attributes["engine.resumed"]]
     assert again.parent == parent and again.span_id != run.span_id
     rerun = sorted(s.name for s in spans if s.parent == again.span_id)
-    assert rerun == ["call refuse", "call slow"], rerun
+    assert rerun in (["call refuse"], ["call refuse", "call slow"]), rerun
 
 
 @pytest.mark.docker

@@ -24,8 +24,8 @@ from engine import (
 from engine.app import file_json, parse_input, raw_body_parameter, to_json, validate_input
 from engine.errors import InputError, SDKUsageError
 from engine.sdk import runtime
-from engine.server.http import HTTPError
 from engine.server.inputs import body_input, multipart_values
+from engine.server.web import HTTPError
 
 
 @application()

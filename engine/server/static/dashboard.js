@@ -1,13 +1,22 @@
-// The engine dashboard: the runs list, and one run's call tree updating live.
+// The engine dashboard: the runs list, one run's call tree and timeline updating live (with
+// cancel and resume), and a page per application with a form, built from its input schema,
+// that starts a run.
 //
 // Plain JavaScript, no build step, no third-party code. Data comes from the same JSON API as
-// everything else (GET /v1/runs, /v1/runs/{id}/dag, /v1/runs/{id}/logs); a running run's graph
-// is polled about once a second and the polling stops when the run is finished.
+// everything else (GET /v1/runs, /v1/runs/{id}/dag, /v1/runs/{id}/logs, /v1/applications/{name});
+// a running run's graph is polled about once a second and the polling stops when the run is
+// finished.
 //
 // Large fan-outs are collapsed: siblings of one function under one parent form a group, and the
 // tree is opened level by level only while it stays under NODE_BUDGET visible boxes; a group
 // that does not fit is drawn as one box ("agent ×100 · 1,100 calls") with a bar of its calls'
 // statuses. Clicking a group opens it. So a run of thousands of calls draws a few dozen boxes.
+//
+// The timeline draws one row per call on a canvas, in tree order (children under their parent,
+// in the order they were made): a thin bar while it waits (for its dependencies, an executor,
+// a retry's back-off), a thick one while an attempt runs, failed attempts in red with a mark
+// at their end. Rows are laid out once per update (an array, O(calls)); scrolling and hovering
+// only redraw the rows in view, so thousands of calls stay smooth.
 "use strict";
 
 const NODE_BUDGET = 60;     // boxes opened automatically
@@ -19,8 +28,8 @@ const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 const state = {
   token: sessionStorage.getItem("engine-token") || "",
-  timer: null, runId: null, dag: null, selected: null,
-  expanded: new Set(), collapsed: new Set(), logs: new Map(),
+  timer: null, runId: null, dag: null, selected: null, view: "graph",
+  expanded: new Set(), collapsed: new Set(), logs: new Map(), folded: new Set(),
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -80,10 +89,14 @@ $("#token-button").addEventListener("click", askToken);
 
 function route() {
   clearTimeout(state.timer);
-  const match = location.hash.match(/^#\/runs\/([^/?]+)/);
-  if (match) showRun(decodeURIComponent(match[1]));
+  const hash = location.hash;
+  let match;
+  if ((match = hash.match(/^#\/runs\/([^/?]+)/))) showRun(decodeURIComponent(match[1]));
+  else if ((match = hash.match(/^#\/apps\/([^/?]+)/))) showApp(decodeURIComponent(match[1]));
+  else if (/^#\/apps\/?(\?|$)/.test(hash)) showApps();
   else showRuns();
 }
+const hashParams = () => new URLSearchParams(location.hash.split("?")[1] || "");
 window.addEventListener("hashchange", route);
 
 function mount(templateId) {
@@ -97,7 +110,7 @@ function mount(templateId) {
 function showRuns() {
   state.runId = null;
   mount("#runs-template");
-  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const params = hashParams();
   $("#f-status").value = params.get("status") || "";
   for (const id of ["#f-app", "#f-status"]) $(id).addEventListener("change", () => { clearTimeout(state.timer); refreshRuns(); });
   api("/v1/applications").then((data) => {
@@ -119,7 +132,7 @@ async function refreshRuns() {
     const data = await api(`/v1/runs?${q}`);
     body.innerHTML = data.runs.map((r) => `<tr data-run="${esc(r.run_id)}">
       <td class="mono"><a href="#/runs/${encodeURIComponent(r.run_id)}">${esc(r.run_id)}</a></td>
-      <td>${esc(r.application)}${r.version != null ? ` <span class="muted">v${r.version}</span>` : ""}</td>
+      <td><a href="#/apps/${encodeURIComponent(r.application)}">${esc(r.application)}</a>${r.version != null ? ` <span class="muted">v${r.version}</span>` : ""}</td>
       <td><span class="pill s-${esc(r.status)}">${esc(r.status)}</span></td>
       <td>${esc(fmtTime(r.created_at))}</td>
       <td class="num">${esc(fmtDuration(r.queued_seconds))}</td>
@@ -137,9 +150,11 @@ async function refreshRuns() {
 function showRun(runId) {
   if (state.runId !== runId) {
     state.expanded = new Set(); state.collapsed = new Set(); state.selected = null; state.logs = new Map();
+    state.folded = new Set();
   }
   state.runId = runId;
   state.dag = null;
+  state.view = hashParams().get("view") === "timeline" ? "timeline" : "graph";
   mount("#run-template");
   $("#run-title").textContent = runId;
   $("#legend").innerHTML = STATUSES.map((s) => `<span><i style="background:var(--${s})"></i>${s}</span>`).join("");
@@ -149,16 +164,46 @@ function showRun(runId) {
   $("#collapse-all").addEventListener("click", () => { state.expanded.clear(); state.collapsed.clear(); render(); });
   $("#btn-cancel").addEventListener("click", () => act("cancel"));
   $("#btn-resume").addEventListener("click", () => act("resume"));
+  $("#view-graph").addEventListener("click", () => setView("graph"));
+  $("#view-timeline").addEventListener("click", () => setView("timeline"));
+  initTimeline();
+  setView(state.view);
   refreshRun();
 }
 
+function setView(view) {
+  state.view = view;
+  const tl = view === "timeline";
+  $("#view-graph").classList.toggle("on", !tl);
+  $("#view-timeline").classList.toggle("on", tl);
+  $("#view-graph").setAttribute("aria-selected", String(!tl));
+  $("#view-timeline").setAttribute("aria-selected", String(tl));
+  $("#graph").hidden = tl;
+  $("#timeline").hidden = !tl;
+  for (const el of document.querySelectorAll(".for-graph")) el.hidden = tl;
+  for (const el of document.querySelectorAll(".for-timeline")) el.hidden = !tl;
+  history.replaceState(null, "", `#/runs/${encodeURIComponent(state.runId)}${tl ? "?view=timeline" : ""}`);
+  render();
+}
+
+// Cancel and resume: what the server answered stays beside the buttons until the next action.
 async function act(what) {
+  const out = $("#action-result");
+  $(`#btn-${what}`).disabled = true;
+  out.className = "action-result";
+  out.textContent = what === "cancel" ? "cancelling…" : "resuming…";
+  delete out.dataset.outcome;
   try {
-    await api(`/v1/runs/${encodeURIComponent(state.runId)}/${what}`, { method: "POST" });
+    const res = await api(`/v1/runs/${encodeURIComponent(state.runId)}/${what}`, { method: "POST" });
+    out.textContent = what === "cancel"
+      ? (res.status === "cancelled" ? "cancelled" : "cancel requested: stopping its calls")
+      : `resumed: ${res.status}; finished calls are reused`;
+    out.dataset.outcome = res.status;
   } catch (err) {
-    alert(err.message || err);
+    out.className = "action-result err";
+    out.textContent = `${what} refused: ${err.message || err}`;
+    out.dataset.outcome = "error";
   }
-  clearTimeout(state.timer);
   refreshRun();
 }
 
@@ -176,7 +221,8 @@ async function refreshRun() {
   } catch (err) {
     $("#run-meta").textContent = String(err.message || err);
   }
-  if (!finished) state.timer = setTimeout(refreshRun, 900);
+  clearTimeout(state.timer);  // one polling loop, also when an action refreshes meanwhile
+  if (!finished && runId === state.runId) state.timer = setTimeout(refreshRun, 900);
 }
 
 async function loadOutcome(runId) {
@@ -210,8 +256,9 @@ function renderHead(dag) {
   if (run.resumes) parts.push(`resumed ${run.resumes}×`);
   if (run.owner && run.status === "running") parts.push(`driven by ${run.owner}`);
   $("#run-meta").textContent = parts.join(" · ");
-  $("#btn-cancel").hidden = !(run.status === "queued" || run.status === "running");
-  $("#btn-resume").hidden = !(run.status === "failed" || run.status === "cancelled");
+  $("#btn-cancel").disabled = !(run.status === "queued" || run.status === "running");
+  $("#btn-resume").disabled = !(run.status === "failed" || run.status === "cancelled");
+  if (!FINAL.has(run.status)) $("#run-outcome").hidden = true;  // resumed: the old outcome is gone
   const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
   for (const n of dag.nodes) counts[n.status] = (counts[n.status] || 0) + 1;
   const total = dag.nodes.length || 1;
@@ -329,6 +376,12 @@ function render() {
   if (!dag || !graph) return;
   renderHead(dag);
   const tree = buildTree(dag);
+  state.tree = tree;
+  if (state.view === "timeline") {
+    layoutTimeline(tree, dag);
+    if (state.selected) renderDetails(tree);
+    return;
+  }
   const items = visibleTree(tree);
   const { placed, width, height } = layout(items);
   const now = Date.now() / 1000;
@@ -394,11 +447,15 @@ function nodeBox(item, now) {
   const selected = state.selected === n.id ? " selected" : "";
   const badge = n.attempts > 1 ? `<text class="badge" x="${BOX_W - 60}" y="18">×${n.attempts}</text>` : "";
   const label = n.kind === "call" ? n.function : `${n.kind} ${n.function}`;
+  const frac = progressFraction(n);
+  const progress = frac == null ? ""
+    : `<rect class="progress-bg" x="6" y="${BOX_H - 5}" width="${BOX_W - 12}" height="2"/>`
+      + `<rect class="progress" x="6" y="${BOX_H - 5}" width="${(BOX_W - 12) * frac}" height="2"/>`;
   return `<g class="node s-${esc(n.status)}${selected}" data-id="${esc(n.id)}" data-status="${esc(n.status)}" transform="translate(${item.x},${item.y})">`
-    + `<title>${esc(label)} · ${esc(n.status)}${n.error ? ` · ${esc(n.error)}` : ""}</title>`
+    + `<title>${esc(label)} · ${esc(n.status)}${frac != null ? ` · ${esc(progressText(n.progress))}` : ""}${n.error ? ` · ${esc(n.error)}` : ""}</title>`
     + `<rect class="box" width="${BOX_W}" height="${BOX_H}" rx="5"/><rect class="stripe" width="5" height="${BOX_H}" rx="2"/>`
     + `<text class="fn" x="12" y="18">${esc(clip(label, 20))}</text>${badge}`
-    + `<text class="dur" x="${BOX_W - 8}" y="18" text-anchor="end">${esc(fmtDuration(dur))}</text></g>`;
+    + `<text class="dur" x="${BOX_W - 8}" y="18" text-anchor="end">${esc(fmtDuration(dur))}</text>${progress}</g>`;
 }
 
 function groupBox(item, tree) {
@@ -447,10 +504,14 @@ function renderDetails(tree) {
   if (!n || !box) return;
   const groups = groupsOf(tree, n);
   const dur = n.status === "running" && n.start ? Date.now() / 1000 - n.start : n.duration;
+  const fails = n.failed_attempts || [];
+  const firstStart = fails.length && fails[0].start != null ? fails[0].start : n.start;
   const rows = [
     ["status", `<span class="pill s-${esc(n.status)}">${esc(n.status)}</span>`],
     ["kind", esc(n.kind)], ["call", `<span class="mono">${esc(n.id)}</span>`],
     ["attempts", `${n.attempts}${n.executions !== n.attempts ? ` (${n.executions} executions in all)` : ""}`],
+    ["created", esc(fmtTime(n.created))],
+    ["waited", n.created != null && firstStart != null ? esc(fmtDuration(firstStart - n.created)) : "—"],
     ["started", esc(fmtTime(n.start))], ["duration", esc(fmtDuration(dur))],
     ["parent", n.parent ? `<a href="#" data-select="${esc(n.parent)}" class="mono">${esc(n.parent)}</a>` : "—"],
     ["children", groups.length ? groups.map((g) => `${esc(g.fn)} ×${g.members.length}`).join(", ") : "—"],
@@ -461,6 +522,7 @@ function renderDetails(tree) {
   const logs = state.logs.get(logKey);
   box.innerHTML = `<h3>${esc(n.function)}</h3><dl>${rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl>${collapse}`
     + (n.error ? `<div><b>error</b><pre class="err">${esc(n.error)}</pre></div>` : "")
+    + progressHtml(n) + attemptsHtml(n) + metricsHtml(n)
     + `<div><b>logs</b><pre id="call-logs">${logs == null ? "loading…" : esc(logs) || "(nothing printed)"}</pre></div>`;
   box.onclick = (event) => {
     const sel = event.target.closest("[data-select]");
@@ -477,6 +539,566 @@ function renderDetails(tree) {
       state.logs.set(logKey, data.logs.map((l) => (l.attempt > 1 ? `#${l.attempt} ` : "") + l.text).join(""));
       if (state.selected === n.id) render();
     }).catch((err) => state.logs.set(logKey, String(err.message || err)));
+  }
+}
+
+// --- progress, metrics and attempts of one call (fields a call may or may not carry) ------
+
+function progressFraction(n) {
+  const p = n.progress;
+  if (!p || !(p.total > 0) || p.current == null) return null;
+  return Math.max(0, Math.min(1, p.current / p.total));
+}
+
+const progressText = (p) => `${fmtCount(p.current ?? 0)}${p.total != null ? ` / ${fmtCount(p.total)}` : ""}${p.message ? ` · ${p.message}` : ""}`;
+
+function progressHtml(n) {
+  if (!n.progress) return "";
+  const frac = progressFraction(n);
+  return `<div class="call-progress"><b>progress</b> <span>${esc(progressText(n.progress))}</span>`
+    + (frac != null ? `<span class="pbar"><span style="width:${(100 * frac).toFixed(1)}%"></span></span>` : "") + "</div>";
+}
+
+function metricsHtml(n) {
+  const m = n.metrics;
+  if (!m) return "";
+  const counters = Object.entries(m.counters || {});
+  const timers = Object.entries(m.timers || {});
+  if (!counters.length && !timers.length) return "";
+  const rows = counters.map(([k, v]) => `<tr><td>${esc(k)}</td><td class="num">${esc(fmtCount(v))}</td><td></td></tr>`)
+    .concat(timers.map(([k, t]) => `<tr><td>${esc(k)}</td><td class="num">${esc(fmtCount(t.count))}×</td>`
+      + `<td class="num">${esc(fmtDuration(t.sum))}${t.count ? ` <span class="muted">(${esc(fmtDuration(t.sum / t.count))} each)</span>` : ""}</td></tr>`));
+  return `<div class="call-metrics"><b>metrics</b><table>${rows.join("")}</table></div>`;
+}
+
+function attemptsHtml(n) {
+  const fails = n.failed_attempts || [];
+  if (!fails.length) return "";
+  return `<div><b>failed attempts</b><ol class="attempts">${fails.map((f) => `<li value="${f.attempt}">`
+    + `<span class="pill s-failed">${esc(f.error_kind || "failed")}</span> after ${esc(fmtDuration(f.start != null ? f.end - f.start : null))}`
+    + `<div class="muted">${esc(clip(f.error || "", 300))}</div></li>`).join("")}</ol></div>`;
+}
+
+// --- the timeline ---------------------------------------------------------------------------
+
+const TL = { ROW: 22, AXIS: 24, LABEL: 250, RIGHT: 70, INDENT: 12 };
+const tl = { rows: [], index: new Map(), t0: 0, t1: 1, now: 0, final: false, runEnd: null,
+  raf: 0, hover: -1, hoverX: 0, colors: null };
+
+function initTimeline() {
+  const scroll = $("#tl-scroll");
+  tl.rows = []; tl.index = new Map(); tl.hover = -1;
+  scroll.addEventListener("scroll", () => { hideTip(); drawSoon(); }, { passive: true });
+  scroll.addEventListener("mousemove", onTimelineMove);
+  scroll.addEventListener("mouseleave", () => { tl.hover = -1; hideTip(); drawSoon(); });
+  scroll.addEventListener("click", onTimelineClick);
+}
+window.addEventListener("resize", () => { if ($("#timeline") && !$("#timeline").hidden) drawSoon(); });
+
+function colors() {
+  if (!tl.colors) {
+    const css = getComputedStyle(document.documentElement);
+    tl.colors = Object.fromEntries([...STATUSES, "ink", "muted", "line"].map((s) => [s, css.getPropertyValue(`--${s}`).trim()]));
+  }
+  return tl.colors;
+}
+
+// Rows in tree order; a folded call hides its descendants and shows their span instead.
+function layoutTimeline(tree, dag) {
+  const rows = [];
+  const stack = [];
+  const ordinals = new Map();
+  // A caller that returned a tail call stopped running when it handed off (when its tail call
+  // was made); the store's end is when the tail's value came back.
+  const handoff = new Map();
+  for (const e of dag.edges) {
+    const target = e.kind === "tail" ? tree.byId.get(e.to) : null;
+    if (target && target.created != null) handoff.set(e.from, target.created);
+  }
+  for (let i = tree.roots.length - 1; i >= 0; i--) stack.push([tree.roots[i], 0]);
+  while (stack.length) {
+    const [n, depth] = stack.pop();
+    const kids = tree.children.get(n.id) || [];
+    const folded = kids.length > 0 && state.folded.has(n.id);
+    rows.push({ n, depth, kids: kids.length, folded, span: folded ? subtreeSpan(tree, n) : null, nth: ordinals.get(n.id),
+      handoff: handoff.get(n.id) });
+    if (!folded) {
+      // Siblings of one function are told apart by their place: "agent #3".
+      const seen = new Map(), total = new Map();
+      for (const k of kids) total.set(k.function, (total.get(k.function) || 0) + 1);
+      for (const k of kids) {
+        seen.set(k.function, (seen.get(k.function) || 0) + 1);
+        if (total.get(k.function) > 1) ordinals.set(k.id, seen.get(k.function));
+      }
+      for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i], depth + 1]);
+    }
+  }
+  tl.rows = rows;
+  tl.index = new Map(rows.map((r, i) => [r.n.id, i]));
+  const run = dag.run;
+  tl.final = FINAL.has(run.status);
+  tl.now = Date.now() / 1000;
+  tl.runEnd = run.ended_at;
+  let t0 = Infinity, t1 = -Infinity;
+  for (const n of dag.nodes) {
+    if (n.created != null) t0 = Math.min(t0, n.created);
+    if (n.start != null) t0 = Math.min(t0, n.start);
+    if (n.end != null) t1 = Math.max(t1, n.end);
+  }
+  if (!tl.final) t1 = Math.max(t1, tl.now);
+  else if (run.ended_at != null) t1 = Math.max(t1, run.ended_at);
+  if (!isFinite(t0)) t0 = run.started_at || run.created_at || tl.now;
+  if (!isFinite(t1) || t1 <= t0) t1 = t0 + 1;
+  tl.t0 = t0; tl.t1 = t1;
+  const box = $("#timeline");
+  $("#tl-spacer").style.height = `${TL.AXIS + rows.length * TL.ROW + 8}px`;
+  box.dataset.calls = String(dag.nodes.length);
+  box.dataset.rows = String(rows.length);
+  box.dataset.retried = String(rows.filter((r) => (r.n.failed_attempts || []).length).length);
+  box.dataset.failedAttempts = String(rows.reduce((a, r) => a + (r.n.failed_attempts || []).length, 0));
+  box.dataset.running = String(rows.filter((r) => r.n.status === "running").length);
+  box.dataset.final = String(rows.filter((r) => FINAL.has(r.n.status)).length);
+  drawTimeline();
+}
+
+function subtreeSpan(tree, root) {
+  let a = Infinity, b = -Infinity, count = 0;
+  const stack = [...(tree.children.get(root.id) || [])];
+  while (stack.length) {
+    const n = stack.pop();
+    count++;
+    if (n.created != null) a = Math.min(a, n.created);
+    const end = n.end ?? (n.start != null ? openEnd() : null);
+    if (end != null) b = Math.max(b, end);
+    for (const c of tree.children.get(n.id) || []) stack.push(c);
+  }
+  return { a, b, count };
+}
+
+const openEnd = () => (tl.final ? (tl.runEnd ?? tl.t1) : tl.now);
+
+// A call's pieces in time: waiting (thin), each failed attempt, its latest attempt, and the
+// wait for its tail call's value (dashed) after a hand-off.
+function segments(row) {
+  const n = row.n;
+  const out = [];
+  const fails = n.failed_attempts || [];
+  let t = n.created ?? n.start;
+  let latestFailed = false;
+  for (const f of fails) {
+    const a = f.start ?? t;
+    if (t != null && a > t) out.push({ kind: "wait", a: t, b: a });
+    out.push({ kind: "fail", a, b: f.end, f });
+    t = f.end;
+    if (f.start != null && f.start === n.start) latestFailed = true;
+  }
+  const ran = n.start != null && !latestFailed && !["pending", "queued"].includes(n.status);
+  if (ran) {
+    if (t != null && n.start > t) out.push({ kind: "wait", a: t, b: n.start });
+    const end = n.end ?? openEnd();
+    if (row.handoff != null && row.handoff >= n.start && row.handoff < end) {
+      out.push({ kind: "run", a: n.start, b: row.handoff });
+      out.push({ kind: "tail", a: row.handoff, b: end });
+    } else out.push({ kind: "run", a: n.start, b: end });
+  } else if (!FINAL.has(n.status) || (!latestFailed && t != null)) {
+    // Not started yet (or waiting for a retry): it waits until now, or until the run ended.
+    if (t != null) out.push({ kind: "wait", a: t, b: n.end ?? openEnd() });
+  }
+  return out;
+}
+
+function drawSoon() {
+  if (!tl.raf) tl.raf = requestAnimationFrame(drawTimeline);
+}
+
+function drawTimeline() {
+  tl.raf = 0;
+  const box = $("#timeline"), canvas = $("#tl-canvas"), scroll = $("#tl-scroll");
+  if (!box || box.hidden) return;
+  const W = scroll.clientWidth, H = box.clientHeight;
+  const dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(H * dpr)) {
+    canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
+    canvas.style.width = `${W}px`; canvas.style.height = `${H}px`;
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, W, H);
+  const c = colors();
+  const top = scroll.scrollTop;
+  const first = Math.max(0, Math.floor(top / TL.ROW));
+  const last = Math.min(tl.rows.length, Math.ceil((top + H) / TL.ROW) + 1);
+  const x = xScale(W);
+  ctx.font = "12px system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif";
+  ctx.textBaseline = "middle";
+  // Second gridlines under the bars.
+  const ticks = axisTicks(W);
+  ctx.strokeStyle = "#eef1f4"; ctx.lineWidth = 1;
+  ctx.beginPath();
+  for (const t of ticks) { const px = Math.round(x(tl.t0 + t)) + 0.5; ctx.moveTo(px, TL.AXIS); ctx.lineTo(px, H); }
+  ctx.stroke();
+  for (let i = first; i < last; i++) drawRow(ctx, tl.rows[i], i, TL.AXIS + i * TL.ROW - top, W, x, c);
+  // The axis, over the rows.
+  ctx.fillStyle = "#f3f5f7"; ctx.fillRect(0, 0, W, TL.AXIS);
+  ctx.strokeStyle = c.line; ctx.beginPath(); ctx.moveTo(0, TL.AXIS - 0.5); ctx.lineTo(W, TL.AXIS - 0.5); ctx.stroke();
+  ctx.fillStyle = c.muted; ctx.textAlign = "left";
+  ctx.fillText(`${fmtCount(tl.rows.length)} calls`, 8, TL.AXIS / 2);
+  ctx.textAlign = "center";
+  for (const t of ticks) ctx.fillText(fmtTick(t), x(tl.t0 + t), TL.AXIS / 2);
+  ctx.textAlign = "left";
+}
+
+function xScale(W) {
+  const span = tl.t1 - tl.t0, left = TL.LABEL + 8, width = Math.max(40, W - left - TL.RIGHT);
+  return (t) => left + ((t - tl.t0) / span) * width;
+}
+
+function axisTicks(W) {
+  const span = tl.t1 - tl.t0, want = Math.max(2, Math.floor((W - TL.LABEL - TL.RIGHT) / 90));
+  const raw = span / want, pow = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * pow).find((s) => s >= raw) || raw;
+  const out = [];
+  for (let t = 0; t <= span + 1e-9 && out.length < 100; t += step) out.push(t);
+  return out;
+}
+
+const fmtTick = (t) => (t === 0 ? "0" : fmtDuration(t));
+
+function drawRow(ctx, row, i, y, W, x, c) {
+  const n = row.n, mid = y + TL.ROW / 2;
+  if (n.id === state.selected) { ctx.fillStyle = "#e4eefc"; ctx.fillRect(0, y, W, TL.ROW); }
+  else if (i === tl.hover) { ctx.fillStyle = "#f3f6f9"; ctx.fillRect(0, y, W, TL.ROW); }
+  // Label: fold mark, function, attempts.
+  const indent = 6 + Math.min(row.depth, 12) * TL.INDENT;
+  ctx.fillStyle = c.muted;
+  if (row.kids) ctx.fillText(row.folded ? "▸" : "▾", indent, mid);
+  ctx.fillStyle = c[n.status] || c.pending;
+  ctx.fillRect(indent + 11, mid - 4, 3, 8);
+  ctx.fillStyle = c.ink;
+  const fails = (n.failed_attempts || []).length;
+  let label = n.kind === "call" ? n.function : `${n.kind} ${n.function}`;
+  if (row.nth) label += ` #${row.nth}`;
+  if (row.folded) label += `  +${fmtCount(row.span.count)}`;
+  const labelRight = TL.LABEL - (fails || n.attempts > 1 ? 30 : 4) - (n.progress ? 40 : 0);
+  ctx.fillText(fitText(ctx, label, labelRight - indent - 18), indent + 18, mid);
+  if (fails || n.attempts > 1) {
+    ctx.fillStyle = c.failed; ctx.textAlign = "right";
+    ctx.fillText(`×${Math.max(n.attempts, fails + 1)}`, TL.LABEL - 4 - (n.progress ? 40 : 0), mid);
+    ctx.textAlign = "left";
+  }
+  const frac = progressFraction(n);
+  if (frac != null) {
+    ctx.fillStyle = "#e1e6eb"; ctx.fillRect(TL.LABEL - 38, mid - 2, 34, 4);
+    ctx.fillStyle = c.running; ctx.fillRect(TL.LABEL - 38, mid - 2, 34 * frac, 4);
+  }
+  // A folded call: the span of everything under it, behind its own bar.
+  if (row.folded && isFinite(row.span.a) && isFinite(row.span.b)) {
+    ctx.fillStyle = "rgba(31,41,51,.08)";
+    ctx.fillRect(x(row.span.a), mid - 7, Math.max(2, x(row.span.b) - x(row.span.a)), 14);
+  }
+  let end = null;
+  for (const s of segments(row)) {
+    const a = x(s.a), w = Math.max(s.kind === "wait" ? 0 : 2, x(s.b) - a);
+    if (s.kind === "wait") {
+      ctx.fillStyle = "#c9d1da"; ctx.fillRect(a, mid - 1.5, w, 3);
+    } else if (s.kind === "tail") {
+      ctx.strokeStyle = c.tail; ctx.lineWidth = 2; ctx.setLineDash([4, 3]);
+      ctx.beginPath(); ctx.moveTo(a, mid); ctx.lineTo(a + w, mid); ctx.stroke(); ctx.setLineDash([]);
+    } else if (s.kind === "fail") {
+      ctx.fillStyle = c.failed; ctx.globalAlpha = 0.55; ctx.fillRect(a, mid - 5, w, 10); ctx.globalAlpha = 1;
+      ctx.fillStyle = "#8a1f17"; ctx.fillRect(a + w - 2, mid - 7, 2, 14);
+    } else {
+      ctx.fillStyle = c[n.status] || c.pending; ctx.fillRect(a, mid - 5, w, 10);
+      if (frac != null && n.status === "running") { ctx.fillStyle = "rgba(255,255,255,.65)"; ctx.fillRect(a, mid + 3, w * frac, 2); }
+    }
+    end = a + w;
+  }
+  if (end != null) {
+    const d = callSpan(n);
+    if (d != null) { ctx.fillStyle = c.muted; ctx.fillText(fmtDuration(d), Math.min(end + 5, W - TL.RIGHT + 4), mid); }
+  }
+}
+
+function fitText(ctx, text, width) {
+  if (width <= 0) return "";
+  if (ctx.measureText(text).width <= width) return text;
+  let lo = 0, hi = text.length;
+  while (lo < hi) {
+    const m = (lo + hi + 1) >> 1;
+    if (ctx.measureText(`${text.slice(0, m)}…`).width <= width) lo = m; else hi = m - 1;
+  }
+  return `${text.slice(0, lo)}…`;
+}
+
+// From the first attempt's start to the end (or now): how long it took, retries included.
+function callSpan(n) {
+  const fails = n.failed_attempts || [];
+  const a = fails.length && fails[0].start != null ? fails[0].start : n.start;
+  if (a == null) return null;
+  const b = n.end ?? (FINAL.has(n.status) ? null : (n.status === "running" ? Date.now() / 1000 : null));
+  return b == null ? null : b - a;
+}
+
+function rowAt(event) {
+  const scroll = $("#tl-scroll"), r = scroll.getBoundingClientRect();
+  const px = event.clientX - r.left, py = event.clientY - r.top;
+  if (py < TL.AXIS) return { i: -1, px, py };
+  const i = Math.floor((py + scroll.scrollTop - TL.AXIS) / TL.ROW);
+  return { i: i >= 0 && i < tl.rows.length ? i : -1, px, py };
+}
+
+function onTimelineMove(event) {
+  const { i, px, py } = rowAt(event);
+  if (i !== tl.hover) { tl.hover = i; drawSoon(); }
+  if (i < 0) { hideTip(); return; }
+  showTip(tl.rows[i], px, py);
+}
+
+function onTimelineClick(event) {
+  const { i, px } = rowAt(event);
+  if (i < 0) return;
+  const row = tl.rows[i];
+  const indent = 6 + Math.min(row.depth, 12) * TL.INDENT;
+  if (row.kids && px < indent + 14) {
+    if (state.folded.has(row.n.id)) state.folded.delete(row.n.id); else state.folded.add(row.n.id);
+  } else {
+    state.selected = row.n.id;
+  }
+  render();
+}
+
+function showTip(row, px, py) {
+  const n = row.n, tip = $("#tl-tip");
+  const x = xScale($("#tl-scroll").clientWidth);
+  const fails = n.failed_attempts || [];
+  const firstStart = fails.length && fails[0].start != null ? fails[0].start : n.start;
+  const hit = fails.find((f) => f.start != null && px >= x(f.start) - 2 && px <= x(f.end) + 2);
+  const stop = row.handoff != null && n.start != null && row.handoff >= n.start ? row.handoff
+    : (n.end ?? (n.status === "running" ? Date.now() / 1000 : null));
+  const ran = n.start != null && stop != null ? stop - n.start : null;
+  const lines = [
+    `<b>${esc(n.function)}</b> <span class="pill s-${esc(n.status)}">${esc(n.status)}</span>`,
+    `<span class="mono">${esc(n.id)}</span>`,
+    `waited ${esc(n.created != null && firstStart != null ? fmtDuration(firstStart - n.created) : "—")}`
+      + ` · ran ${esc(ran != null ? fmtDuration(ran) : "—")}`
+      + (callSpan(n) != null ? ` · total ${esc(fmtDuration(callSpan(n)))}` : ""),
+    `attempts ${Math.max(n.attempts, fails.length)}${n.executions !== n.attempts ? ` (${n.executions} executions)` : ""}`,
+  ];
+  for (const f of fails) {
+    lines.push(`<span class="${f === hit ? "hit" : ""}">#${f.attempt} <b class="bad">${esc(f.error_kind || "failed")}</b> after ${esc(fmtDuration(f.start != null ? f.end - f.start : null))}: ${esc(clip(f.error || "", 120))}</span>`);
+  }
+  if (stop === row.handoff && row.handoff != null) lines.push("handed off by tail call, then waited for its value (dashed)");
+  if (n.progress) lines.push(`progress ${esc(progressText(n.progress))}`);
+  if (row.folded) lines.push(`${fmtCount(row.span.count)} calls folded under it`);
+  if (n.error && !fails.length) lines.push(`<span class="bad">${esc(clip(n.error, 160))}</span>`);
+  tip.innerHTML = lines.map((l) => `<div>${l}</div>`).join("");
+  tip.dataset.id = n.id;
+  tip.hidden = false;
+  const box = $("#timeline"), w = tip.offsetWidth, h = tip.offsetHeight;
+  tip.style.left = `${Math.max(4, Math.min(px + 14, box.clientWidth - w - 4))}px`;
+  tip.style.top = `${py + 16 + h > box.clientHeight ? Math.max(4, py - h - 8) : py + 16}px`;
+}
+
+function hideTip() {
+  const tip = $("#tl-tip");
+  if (tip) tip.hidden = true;
+}
+
+// Where a call's latest bar is on screen, scrolled into view (for tests and links).
+function timelinePoint(id) {
+  const i = tl.index.get(id);
+  if (i == null) return null;
+  const scroll = $("#tl-scroll");
+  const rowTop = TL.AXIS + i * TL.ROW;
+  if (rowTop - scroll.scrollTop < TL.AXIS || rowTop + TL.ROW - scroll.scrollTop > scroll.clientHeight) {
+    scroll.scrollTop = Math.max(0, rowTop - scroll.clientHeight / 2);
+  }
+  drawTimeline();
+  const segs = segments(tl.rows[i]).filter((s) => s.kind !== "tail");
+  const x = xScale(scroll.clientWidth), r = scroll.getBoundingClientRect();
+  const s = segs.length ? segs[segs.length - 1] : null;
+  const px = s ? (x(s.a) + Math.max(x(s.b), x(s.a) + 2)) / 2 : TL.LABEL / 2;
+  return { x: r.left + px, y: r.top + rowTop - scroll.scrollTop + TL.ROW / 2 };
+}
+
+// --- applications -----------------------------------------------------------------------------
+
+function showApps() {
+  state.runId = null;
+  mount("#apps-template");
+  api("/v1/applications").then((data) => {
+    const body = $("#apps-body");
+    if (!body) return;
+    body.innerHTML = data.applications.map((a) => `<tr data-app="${esc(a.name)}">
+      <td><a href="#/apps/${encodeURIComponent(a.name)}">${esc(a.name)}</a></td>
+      <td>${a.version != null ? `v${esc(a.version)}` : ""}</td>
+      <td>${esc(fmtTime(a.deployed_at))}</td>
+      <td class="mono">${a.error ? `<span class="bad">${esc(a.error)}</span>` : esc((a.parameters || []).map((p) => `${p.name}${p.type ? `: ${p.type}` : ""}`).join(", "))}</td>
+      <td>${esc(a.description || "")}</td></tr>`).join("");
+    $("#apps-total").textContent = `${data.applications.length} deployed`;
+    $("#apps-empty").hidden = data.applications.length > 0;
+  }).catch((err) => { if ($("#apps-total")) $("#apps-total").textContent = String(err.message || err); });
+}
+
+function showApp(name) {
+  state.runId = null;
+  mount("#app-template");
+  $("#app-title").textContent = name;
+  $("#app-runs-link").href = `#/?application=${encodeURIComponent(name)}`;
+  api(`/v1/applications/${encodeURIComponent(name)}`).then((app) => {
+    if (!$("#form-fields")) return;
+    $("#app-meta").textContent = `v${app.version} · ${app.file}`;
+    if (app.description) { $("#app-description").textContent = app.description; $("#app-description").hidden = false; }
+    const deps = app.deployments || (app.versions || []).slice().reverse().map((v) => ({ version: v }));
+    $("#versions-body").innerHTML = deps.map((d) => `<tr data-version="${esc(d.version)}"><td>v${esc(d.version)}${d.version === app.version ? " <span class=\"muted\">latest</span>" : ""}</td>
+      <td>${esc(fmtTime(d.deployed_at))}</td><td class="mono">${esc(d.file || "")}</td><td class="mono">${esc((d.digest || "").slice(0, 12))}</td></tr>`).join("");
+    buildForm(name, app.input_schema);
+  }).catch((err) => { $("#app-meta").textContent = String(err.message || err); });
+  refreshAppRuns(name);
+}
+
+async function refreshAppRuns(name) {
+  const body = $("#app-runs-body");
+  if (!body) return;
+  try {
+    const data = await api(`/v1/runs?${new URLSearchParams({ application: name, limit: "10" })}`);
+    body.innerHTML = data.runs.map((r) => `<tr><td class="mono"><a href="#/runs/${encodeURIComponent(r.run_id)}">${esc(r.run_id)}</a></td>
+      <td><span class="pill s-${esc(r.status)}">${esc(r.status)}</span></td><td>${esc(fmtTime(r.created_at))}</td>
+      <td class="num">${esc(fmtDuration(r.duration))}</td></tr>`).join("") || `<tr><td colspan="4" class="muted">none yet</td></tr>`;
+  } catch (err) { /* the next refresh tries again */ }
+  clearTimeout(state.timer);
+  if ($("#app-runs-body")) state.timer = setTimeout(() => refreshAppRuns(name), 3000);
+}
+
+// The form: one field per parameter, nested fieldsets for objects (pydantic models), a select
+// for enums, a JSON box for anything else (lists, dicts, unions). Each input names its place in
+// the request body by `data-path` ("person.name").
+function buildForm(name, schema) {
+  const fields = $("#form-fields");
+  const defs = (schema && schema.$defs) || {};
+  if (!schema) {
+    fields.innerHTML = `<p class="muted">This version's code does not load here: write the request body as JSON.</p>`;
+    $("#raw-body").open = true;
+  } else if (!Object.keys(schema.properties).length) {
+    fields.innerHTML = `<p class="muted">It takes no input.</p>`;
+  } else {
+    const required = new Set(schema.required || []);
+    fields.innerHTML = Object.entries(schema.properties)
+      .map(([key, sub]) => fieldHtml(key, [key], sub, defs, required.has(key))).join("");
+  }
+  $("#raw-body").addEventListener("toggle", () => {
+    if ($("#raw-body").open && !$("#raw-input").value) {
+      const body = formBody(schema);
+      $("#raw-input").value = body === undefined ? "" : JSON.stringify(body, null, 2);
+    }
+  });
+  $("#run-form").addEventListener("submit", (event) => { event.preventDefault(); submitRun(name, schema); });
+}
+
+function resolveSchema(schema, defs) {
+  let s = schema || {};
+  for (let i = 0; s.$ref && i < 20; i++) s = defs[s.$ref.split("/").pop()] || {};
+  // Optional[X]: X, not required.
+  const alts = s.anyOf || s.oneOf;
+  if (alts) {
+    const others = alts.filter((a) => a.type !== "null");
+    if (others.length === 1) return Object.assign({}, resolveSchema(others[0], defs), { nullable: others.length < alts.length, default: s.default, description: s.description });
+  }
+  return s;
+}
+
+function fieldHtml(label, path, raw, defs, required, depth = 0) {
+  const s = resolveSchema(raw, defs);
+  const p = esc(path.join("."));
+  const def = raw && raw.default !== undefined ? raw.default : s.default;
+  const title = `<span class="fname">${esc(label)}${required ? " <b class=\"req\" title=\"required\">*</b>" : ""}`
+    + ` <i class="muted">${esc(typeName(s))}</i></span>`;
+  const help = s.description ? `<small class="muted">${esc(s.description)}</small>` : "";
+  const common = `data-path="${p}" data-required="${required ? 1 : 0}" name="${p}"`;
+  if (s.type === "object" && s.properties && depth < 6) {
+    const req = new Set(s.required || []);
+    return `<fieldset data-object="${p}"><legend>${title}</legend>${help}`
+      + Object.entries(s.properties).map(([k, sub]) => fieldHtml(k, [...path, k], sub, defs, req.has(k), depth + 1)).join("")
+      + "</fieldset>";
+  }
+  let input;
+  if (s.enum) {
+    input = `<select ${common} data-kind="enum">${required ? "" : "<option value=\"\"></option>"}`
+      + s.enum.map((v) => `<option value="${esc(JSON.stringify(v))}"${JSON.stringify(v) === JSON.stringify(def) ? " selected" : ""}>${esc(typeof v === "string" ? v : JSON.stringify(v))}</option>`).join("")
+      + "</select>";
+  } else if (s.type === "boolean") {
+    input = `<input type="checkbox" ${common} data-kind="boolean"${def ? " checked" : ""}>`;
+  } else if (s.type === "integer" || s.type === "number") {
+    input = `<input type="number" ${common} data-kind="${s.type}" step="${s.type === "integer" ? 1 : "any"}"${def != null ? ` value="${esc(def)}"` : ""}>`;
+  } else if (s.type === "string" && s.format === "binary") {
+    input = `<input type="text" ${common} data-kind="skip" disabled placeholder="a file: send it as the raw request body (curl --data-binary)">`;
+  } else if (s.type === "string") {
+    input = `<input type="text" ${common} data-kind="string"${def != null ? ` value="${esc(def)}"` : ""}>`;
+  } else {
+    input = `<textarea ${common} data-kind="json" rows="2" spellcheck="false" placeholder="JSON">${def !== undefined ? esc(JSON.stringify(def)) : ""}</textarea>`;
+  }
+  return `<label class="field">${title}${input}${help}</label>`;
+}
+
+function typeName(s) {
+  if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(" | ");
+  if (s.type === "array") return `list${s.items && s.items.type ? ` of ${s.items.type}` : ""}`;
+  if (s.type === "object") return s.title || "object";
+  if (s.format === "binary") return "file";
+  return (s.type || "any") + (s.nullable ? " or null" : "");
+}
+
+// The request body the form describes (undefined: send none, so every parameter takes its default).
+function formBody(schema) {
+  if (!schema) return undefined;
+  const out = {};
+  for (const el of document.querySelectorAll("#form-fields [data-path]")) {
+    const kind = el.dataset.kind;
+    if (kind === "skip") continue;
+    let value;
+    if (kind === "boolean") value = el.checked;
+    else if (el.value.trim() === "") {
+      if (el.dataset.required !== "1") continue;
+      value = kind === "string" ? "" : null;
+    } else if (kind === "integer" || kind === "number") value = Number(el.value);
+    else if (kind === "enum") value = JSON.parse(el.value);
+    else if (kind === "json") {
+      try { value = JSON.parse(el.value); } catch (err) { throw new Error(`${el.dataset.path}: not valid JSON (${err.message})`); }
+    } else value = el.value;
+    const path = el.dataset.path.split(".");
+    let at = out;
+    for (const key of path.slice(0, -1)) at = at[key] = at[key] || {};
+    at[path[path.length - 1]] = value;
+  }
+  if (schema["x-body"] === "value") {
+    const [only] = Object.keys(schema.properties);
+    return only in out ? out[only] : undefined;
+  }
+  return out;
+}
+
+async function submitRun(name, schema) {
+  const out = $("#form-result");
+  out.className = "action-result";
+  out.textContent = "submitting…";
+  let body;
+  try {
+    if ($("#raw-body").open) {
+      const text = $("#raw-input").value.trim();
+      if (text) JSON.parse(text);  // a clear message here rather than the server's
+      body = text || undefined;
+    } else {
+      const value = formBody(schema);
+      body = value === undefined ? undefined : JSON.stringify(value);
+    }
+    const res = await api(`/v1/applications/${encodeURIComponent(name)}/runs`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body,
+    });
+    out.textContent = `accepted: ${res.run_id}`;
+    location.hash = `#/runs/${encodeURIComponent(res.run_id)}`;
+  } catch (err) {
+    out.className = "action-result err";
+    out.textContent = String(err.message || err);
   }
 }
 
