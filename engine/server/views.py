@@ -18,8 +18,8 @@ attempt, and `failed_attempts` (every attempt that failed before, with its outco
 
 from __future__ import annotations
 
-import json
 import inspect
+import json
 import time
 from collections import Counter
 from collections.abc import Iterable
