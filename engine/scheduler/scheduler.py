@@ -66,6 +66,7 @@ from engine.scheduler.state import (
     Waiter,
 )
 from engine.sdk.runtime import child_id
+from engine.statuses import RunStatus
 from engine.store import CallRow, RunRow, Store, StoreUnavailable
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
@@ -191,10 +192,10 @@ class Scheduler:
         )
         now = time.time()
         if queued:
-            self.store.update_run(run_id, status="running", started_at=now, backend=self.backend.name)
+            self.store.update_run(run_id, status=RunStatus.RUNNING, started_at=now, backend=self.backend.name)
         else:
             self.store.create_run(RunRow(
-                run_id=run_id, application=app.name, status="running", root_call_id=root.id,
+                run_id=run_id, application=app.name, status=RunStatus.RUNNING, root_call_id=root.id,
                 app_file=str(app.app_file), module=app.module,
                 config_path=str(app.config_path) if app.config_path else None,
                 backend=self.backend.name, input=input_data, created_at=now, started_at=now,
@@ -247,7 +248,7 @@ class Scheduler:
             return run
         self.tracer.run_started(run, self.context.headers_of, resumed=True)
         self.store.update_run(
-            run_id, status="running", ended_at=None, failure=None, error_kind=None,
+            run_id, status=RunStatus.RUNNING, ended_at=None, failure=None, error_kind=None,
             error_message=None, resumed_at=now, resumes=row.resumes + 1,
         )
         self.store.reset_unfinished(run_id)
@@ -301,7 +302,7 @@ class Scheduler:
         root = run.calls[run.root_id]
         if root.status == TAIL:
             self._finish_call_failed(root, failure, error_kind="cancelled")
-        self._finish_run(run, CANCELLED, failure=failure)
+        self._finish_run(run, RunStatus.CANCELLED, failure=failure)
         self._schedule_flush()
 
     def _lost(self, run_ids: set[str], why: str = "its lease was taken over by another process") -> None:
@@ -848,7 +849,7 @@ class Scheduler:
             root = run.calls[run.root_id]
             if root.status == TAIL:
                 self._finish_call_failed(root, failure)
-            self._finish_run(run, FAILED, failure=failure)
+            self._finish_run(run, RunStatus.FAILED, failure=failure)
 
     def _requeue(self, call: CallState) -> None:
         call.retry_handle = None
@@ -980,7 +981,7 @@ class Scheduler:
                 if collector.deps_pending == 0 and collector.status == TAIL:
                     self._collect(collector)
             if call.id == run.root_id:
-                self._finish_run(run, SUCCEEDED, result=call.result, result_digest=call.result_digest)
+                self._finish_run(run, RunStatus.SUCCEEDED, result=call.result, result_digest=call.result_digest)
         elif call.status == FAILED and call.failure is not None:
             for dep in call.dependants:
                 self._finish_call_failed(dep, call.failure, error_kind="dependency_failed")
@@ -988,7 +989,7 @@ class Scheduler:
                 self._finish_call_failed(parent, call.failure)
             call.dependants, call.tail_parents, call.collectors = [], [], []
             if call.id == run.root_id:
-                self._finish_run(run, FAILED, failure=call.failure)
+                self._finish_run(run, RunStatus.FAILED, failure=call.failure)
 
     def _finish_run(self, run: RunState, status: str, *, result: bytes | None = None,
                     result_digest: str | None = None, failure: pb.Failure | None = None) -> None:
@@ -1079,6 +1080,38 @@ class Scheduler:
         if run.done.is_set():
             raise wire.InvalidMessage(f"run {run_id} is already {run.status}")
         return run
+
+    # =========================================================================================
+    # what the control plane reads (engine.server.control): counts and ids, never the graph
+
+    def subscribe(self, *, on_event: Callable[[RunState, CallState], None],
+                  on_metrics: Callable[[RunState, CallState, pb.CallMetrics], None]) -> None:
+        """Be told of every call transition and run end (`on_event`, on the loop, inside the
+        scheduler's step: record and wake, never act), and of each attempt's
+        RequestContext.metrics (`on_metrics`)."""
+        self.on_event = on_event
+        self.context.on_metrics = on_metrics
+
+    def calls_in(self, status: str) -> int:
+        """Calls of every run in memory with `status` (e.g. queued, running)."""
+        return sum(r.counts[status] for r in self.runs.values())
+
+    def executors_live(self) -> int:
+        return sum(p.live() for p in self.pools.values())
+
+    def queued_call_ids(self, run_id: str) -> frozenset[str]:
+        """Calls of a live run waiting for an executor slot: a state the store does not keep."""
+        run = self.runs.get(run_id)
+        if run is None or not run.counts[QUEUED]:
+            return frozenset()
+        return frozenset(c.id for c in run.calls.values() if c.status == QUEUED)
+
+    def forget(self, run_id: str) -> None:
+        """Drop a finished run's call graph from memory (a long-lived server must not keep every
+        run it drove; the store has them)."""
+        run = self.runs.get(run_id)
+        if run is not None and run.done.is_set():
+            del self.runs[run_id]
 
     def running_call(self, run_id: str, call_id: str) -> CallState:
         """The call `call_id` of run `run_id`, which must be running: what the request context's

@@ -21,20 +21,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.statuses import CALL_FINAL, CallStatus, RunStatus
 from engine.wire.v1 import engine_pb2 as pb
 
 if TYPE_CHECKING:
     from engine.app import AppSpec, FunctionSettings
 
-PENDING = "pending"
-QUEUED = "queued"
-RUNNING = "running"
-TAIL = "tail"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
+# The vocabulary is `engine.statuses`; these are its short names for the scheduler's code.
+PENDING = CallStatus.PENDING
+QUEUED = CallStatus.QUEUED
+RUNNING = CallStatus.RUNNING
+TAIL = CallStatus.TAIL
+SUCCEEDED = CallStatus.SUCCEEDED
+FAILED = CallStatus.FAILED
+CANCELLED = CallStatus.CANCELLED
 
-FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+FINAL = CALL_FINAL
 
 
 class CallState:
@@ -58,7 +60,7 @@ class CallState:
         self.parent_id = parent_id
         self.args_digest = args_digest
         self.settings = settings
-        self.status = PENDING
+        self.status: str = PENDING
         self.attempts = 0
         self.executions = 0
         self.deps_pending = 0
@@ -103,7 +105,7 @@ class RunState:
     app: AppSpec
     root_id: str
     calls: dict[str, CallState] = field(default_factory=dict)
-    status: str = "running"
+    status: str = RunStatus.RUNNING
     counts: Counter[str] = field(default_factory=Counter)
     reused: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)

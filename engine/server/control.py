@@ -162,16 +162,14 @@ class ControlPlane:
                               open_=lambda: not self.closing and not self.scheduler.store_failed)
         self._queued_at: dict[str, float] = {}
         self._scanner: asyncio.Task[None] | None = None
-        scheduler.on_event = self.on_event
-        scheduler.context.on_metrics = self.on_metrics
+        scheduler.subscribe(on_event=self.on_event, on_metrics=self.on_metrics)
         blobs = self.scheduler.blobs.stats
         metrics.read_live(
             runs_queued=lambda: self.reader.count_runs(status=RunStatus.QUEUED),
             runs_running=lambda: len(self.active),
-            calls_queued=lambda: sum(r.counts[CallStatus.QUEUED] for r in self.scheduler.runs.values()),
-            calls_running=lambda: sum(r.counts[CallStatus.RUNNING] for r in self.scheduler.runs.values()),
-            executors_live=lambda: {(("backend", backend_name),):
-                                    sum(p.live() for p in self.scheduler.pools.values())},
+            calls_queued=lambda: self.scheduler.calls_in(CallStatus.QUEUED),
+            calls_running=lambda: self.scheduler.calls_in(CallStatus.RUNNING),
+            executors_live=lambda: {(("backend", backend_name),): self.scheduler.executors_live()},
             blob_bytes=lambda: {(("direction", "put"),): blobs.put_bytes,
                                 (("direction", "get"),): blobs.get_bytes},
             blobs=lambda: {(("direction", "put"),): blobs.puts, (("direction", "get"),): blobs.gets})
@@ -423,16 +421,12 @@ class ControlPlane:
     def _forget(self, run_id: str) -> None:
         # A long-lived server must not keep every finished run's call graph in memory; the
         # store has it all.
-        run = self.scheduler.runs.get(run_id)
-        if run is not None and run.done.is_set() and run_id not in self.active:
-            del self.scheduler.runs[run_id]
+        if run_id not in self.active:
+            self.scheduler.forget(run_id)
 
     def queued_calls(self, run_id: str) -> frozenset[str]:
         """Calls of a live run waiting for an executor slot (see `views.node`)."""
-        run = self.scheduler.runs.get(run_id)
-        if run is None or not run.counts[CallStatus.QUEUED]:
-            return frozenset()
-        return frozenset(c.id for c in run.calls.values() if c.status == CallStatus.QUEUED)
+        return self.scheduler.queued_call_ids(run_id)
 
     async def prepare(self, dep: Deployment) -> None:
         """Make a new version runnable on this backend: on docker, build the images its
