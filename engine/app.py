@@ -17,7 +17,8 @@ import json
 import os
 import sys
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -28,6 +29,7 @@ from engine.errors import ConfigError, InputError, SDKUsageError
 from engine.sdk.file import File
 from engine.sdk.function import Function, FunctionConfig, region_constraint, registered
 from engine.sdk.http import HttpBody, is_raw_body_hint
+from engine.sdk.image import Image
 from engine.sdk.retries import Retries
 
 SKIP_DIRS = {
@@ -37,16 +39,18 @@ SKIP_DIRS = {
 MAX_CODE_BYTES = 200 * 1024 * 1024
 
 
-@dataclass
+@dataclass(frozen=True)
 class FunctionSettings:
-    """Effective settings of one function: decorator values overridden by engine.yaml."""
+    """Effective settings of one function: decorator values overridden by engine.yaml. Never
+    changed once made; `AppSpec.resolve_images` replaces them with their image tags."""
 
     name: str
     module: str
     config: FunctionConfig
     retries: Retries
     secrets: dict[str, str] = field(default_factory=dict)
-    # Docker image to run it in; None for the runtime image (set by the docker backend's setup).
+    # Docker image to run it in: engine.yaml's `image`, or its `Image`'s tag once
+    # `AppSpec.resolve_images` ran; None for the runtime image.
     image_tag: str | None = None
     # Placement constraints (swarm backend): engine.yaml's, then the region's.
     constraints: tuple[str, ...] = ()
@@ -111,6 +115,14 @@ class AppSpec:
         if region is not None and region_constraint(region) not in constraints:
             constraints += (region_constraint(region),)
         return FunctionSettings(fn.name, module, config, retries, secrets, image_tag, constraints)
+
+    def resolve_images(self, tag_for: Callable[[Image], str]) -> None:
+        """Give each function with an `Image` (and no image of its own in engine.yaml) that
+        image's tag, once, before any of its calls runs: `tag_for` builds it (docker) or names
+        the pushed one (swarm). The one place image tags are decided."""
+        for name, settings in self.functions.items():
+            if settings.image_tag is None and settings.config.image is not None:
+                self.functions[name] = replace(settings, image_tag=tag_for(settings.config.image))
 
     @functools.cached_property
     def code_zip(self) -> bytes:

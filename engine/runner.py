@@ -107,10 +107,7 @@ def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None) -> B
         say(f"building the runtime image {runtime_tag} (once; `engine image build` does it ahead)")
     runtime_tag = images.build_runtime_image(progress=None)
     if app is not None:
-        for settings in app.functions.values():
-            image = settings.config.image
-            if settings.image_tag is None and image is not None:
-                settings.image_tag = images.build_function_image(image, progress=say)
+        app.resolve_images(lambda image: images.build_function_image(image, progress=say))
     # The tag of exactly what was built: the tag derives from the engine's source, and must not
     # be recomputed later.
     backend = DockerBackend(instance_id=uuid.uuid4().hex[:12], image_for=lambda spec: runtime_tag)

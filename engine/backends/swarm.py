@@ -668,9 +668,7 @@ def use_pushed_images(app: AppSpec) -> None:
     that the registry has each one before its first executor starts."""
     from engine import images
 
-    for function in app.functions.values():
-        if function.image_tag is None and function.config.image is not None:
-            function.image_tag = images.function_image_tag(function.config.image)
+    app.resolve_images(images.function_image_tag)
 
 
 def swarm_backend(settings: SwarmConfig | None, app: AppSpec | None = None) -> SwarmBackend:

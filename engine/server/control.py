@@ -443,10 +443,7 @@ class ControlPlane:
             return
         from engine import images
 
-        for settings in dep.spec.functions.values():
-            image = settings.config.image
-            if settings.image_tag is None and image is not None:
-                settings.image_tag = await asyncio.to_thread(images.build_function_image, image)
+        await asyncio.to_thread(dep.spec.resolve_images, images.build_function_image)
 
     async def close(self) -> None:
         self.closing = True
