@@ -133,6 +133,15 @@ class AppSpec:
         return hashlib.sha256(self.code_zip).hexdigest()
 
     @property
+    def on_failure(self) -> str:
+        """"finish" or "cancel" (`engine.sdk.function.ON_FAILURE`): engine.yaml's, else the
+        decorator's."""
+        if self.config.on_failure is not None:
+            return self.config.on_failure
+        app = self.function.application
+        return app.on_failure if app is not None else "finish"
+
+    @property
     def function(self) -> Function[..., Any]:
         fn = registered(self.name, self.module)
         assert fn is not None

@@ -87,6 +87,8 @@ class EngineConfig(BaseModel):
     store: str | None = None
     functions: dict[str, FunctionOverride] = Field(default_factory=dict)
     swarm: SwarmConfig | None = None
+    # The application's `on_failure` ("finish" or "cancel"), overriding the decorator's.
+    on_failure: Literal["finish", "cancel"] | None = None
 
 
 def load_config(path: Path | None) -> EngineConfig:

@@ -119,6 +119,8 @@ class Scheduler:
         # Seconds an executor takes to start and initialise (moving average; see Pool.wanted).
         self.start_cost = 0.5
         self._pools_to_pump: set[Pool] = set()
+        # Runs whose root failed, finishing what can still progress (`_run_failed`).
+        self._failing: dict[str, RunState] = {}
         self._pump_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
         self.leases = Leases(store)
@@ -938,9 +940,11 @@ class Scheduler:
                 self.store.commit()
                 batch, self._to_notify = self._to_notify, []
                 if not batch:
-                    return
+                    break
                 for call in batch:
                     self._propagate(call)
+            if self._failing:
+                self._finish_failing()
         except StoreUnavailable as exc:
             self.store_down(exc)
 
@@ -989,7 +993,37 @@ class Scheduler:
                 self._finish_call_failed(parent, call.failure)
             call.dependants, call.tail_parents, call.collectors = [], [], []
             if call.id == run.root_id:
-                self._finish_run(run, RunStatus.FAILED, failure=call.failure)
+                self._run_failed(run, call.failure)
+
+    def _run_failed(self, run: RunState, failure: pb.Failure) -> None:
+        """The root failed, so the run will. With on_failure "cancel", end it now: every call
+        still running is stopped. With "finish" (the default), every call that can still
+        progress — it does not depend on the failed one — runs to completion and is
+        checkpointed first, so that a resume re-runs only the failed branch; the run ends in
+        `_flush` once no call is queued or running."""
+        if run.app.on_failure == "cancel" or not self._progressing(run):
+            self._finish_run(run, RunStatus.FAILED, failure=failure)
+            return
+        if run.failing is None:
+            run.failing = failure
+            self._failing[run.run_id] = run
+            log.info("run %s will fail (%s); letting %d call(s) that do not depend on the failure "
+                     "finish first", run.run_id, wire.describe(failure),
+                     run.counts[QUEUED] + run.counts[RUNNING])
+
+    @staticmethod
+    def _progressing(run: RunState) -> bool:
+        """Whether a call of the run is queued (or backing off) or running: when none is, no
+        pending call can become ready either."""
+        return bool(run.counts[QUEUED] + run.counts[RUNNING])
+
+    def _finish_failing(self) -> None:
+        for run in list(self._failing.values()):
+            if run.done.is_set():
+                del self._failing[run.run_id]
+            elif not self._progressing(run) and run.failing is not None:
+                del self._failing[run.run_id]
+                self._finish_run(run, RunStatus.FAILED, failure=run.failing)
 
     def _finish_run(self, run: RunState, status: str, *, result: bytes | None = None,
                     result_digest: str | None = None, failure: pb.Failure | None = None) -> None:

@@ -113,6 +113,9 @@ class RunState:
     started_at: float = field(default_factory=time.time)
     # Its lease was lost to another process: no longer driven here (`Scheduler._lost`).
     lost: bool = False
+    # Its root failed, and with on_failure "finish" the calls that can still progress run to
+    # completion first: the failure the run ends with once none is left (`Scheduler._run_failed`).
+    failing: pb.Failure | None = None
     # The request context, loaded from the store when a call first asks (`Scheduler.state_of`,
     # `Scheduler.headers_of`): key -> (inline pickled value, blob digest); header pairs.
     state: dict[str, tuple[bytes | None, str | None]] | None = None

@@ -114,6 +114,13 @@ def region_constraint(region: str) -> str:
     return f"node.labels.region=={region}"
 
 
+#: What a run does once it is going to fail (a call failed after its retries, and the failure
+#: reached the root): "finish" lets every call that does not depend on the failed one run to
+#: completion, checkpointed, and fails the run when nothing else can progress, so that a resume
+#: re-runs only the failed branch; "cancel" stops every call at once, to stop spending.
+ON_FAILURE = ("finish", "cancel")
+
+
 @dataclass(frozen=True)
 class ApplicationConfig:
     """Settings of an application entry point.
@@ -121,13 +128,15 @@ class ApplicationConfig:
     `tags` are recorded with the application; `retries` is the default policy of every function
     that sets none; `region` the default region of its functions; `allow` lists Tensorlake
     capabilities (`"unauthenticated_requests"`: the server lets anyone start its runs and read
-    their output, token or not).
+    their output, token or not); `on_failure` says what happens to the rest of a run once a
+    call failed for good and took the run down with it (`ON_FAILURE`).
     """
 
     tags: dict[str, str] = field(default_factory=dict)
     retries: Retries = field(default_factory=Retries)
     region: str | None = None
     allow: list[ApplicationCapability] = field(default_factory=list)
+    on_failure: str = "finish"
 
     def __post_init__(self) -> None:
         where = "@application()"
@@ -142,6 +151,9 @@ class ApplicationConfig:
             raise SDKUsageError(
                 f"{where}: allow must be a list of {', '.join(map(repr, CAPABILITIES))}, got {self.allow!r}"
             )
+        if self.on_failure not in ON_FAILURE:
+            raise SDKUsageError(
+                f"{where}: on_failure must be one of {', '.join(map(repr, ON_FAILURE))}, got {self.on_failure!r}")
         # Copies: the decorator's arguments stay the caller's to change.
         object.__setattr__(self, "tags", dict(self.tags))
         object.__setattr__(self, "allow", list(self.allow))
@@ -388,6 +400,7 @@ def application(
     retries: Retries | None = None,
     region: str | None = None,
     allow: list[ApplicationCapability] | None = None,
+    on_failure: str = "finish",
 ) -> _ApplicationDecorator:
     """Mark a function as an application entry point; stack it with `@function()`, in either
     order.
@@ -398,12 +411,16 @@ def application(
     policy of every function that sets none; `region` the default region of its functions (see
     `function(region=)`). `allow` takes Tensorlake's capabilities: `["unauthenticated_requests"]`
     lets a server that has a token start this application's runs, and answer their output, for
-    callers without it. Raises `SDKUsageError` for invalid values.
+    callers without it. `on_failure` is "finish" (calls that do not depend on a call that failed
+    for good run to completion, so a resume re-runs only the failed branch) or "cancel" (stop every
+    call at once); `engine.yaml`'s `on_failure` overrides it. Raises `SDKUsageError` for invalid
+    values.
     """
     config = ApplicationConfig(
         tags={} if tags is None else tags,
         retries=Retries() if retries is None else retries,
         region=region,
         allow=[] if allow is None else allow,
+        on_failure=on_failure,
     )
     return _ApplicationDecorator(config)

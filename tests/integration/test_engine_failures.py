@@ -116,6 +116,47 @@ def test_a_caught_request_error_still_fails_the_request(apps, state_dir, side_ef
     assert only_call(info, "request_error_caught_app")["status"] in ("cancelled", "failed")
 
 
+# --- when one branch fails for good --------------------------------------------------------------
+
+
+def test_on_failure_finish_lets_independent_branches_finish_and_resume_reruns_only_the_failed_one(
+        apps, state_dir, side_effects, show, cli, tmp_path) -> None:
+    app = apps("app_on_failure")
+    flag = tmp_path / "fail"
+    flag.touch()
+    n, fail = 5, 0
+    request = run_local_application(app.finish_app, n, str(side_effects), fail, str(flag))
+    with pytest.raises(FunctionError, match="branch 0 failed"):
+        request.output()
+    # Every sibling ran to its end and was checkpointed before the run failed.
+    assert sorted(int(f[0]) for f in side_effects.tagged("end")) == [1, 2, 3, 4]
+    info = show(request.id)
+    assert info["status"] == "failed"
+    branches = [c for c in info["call_list"] if c["function"] == "branch"]
+    assert sorted(c["status"] for c in branches) == ["failed"] + ["succeeded"] * 4
+
+    flag.unlink()
+    code, out, err = cli("resume", request.id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["result"] == sum(range(n))
+    starts = Counter(int(f[0]) for f in side_effects.tagged("start"))
+    assert starts == {0: 2, 1: 1, 2: 1, 3: 1, 4: 1}  # only the failed branch ran again
+
+
+def test_on_failure_cancel_stops_the_siblings_at_once(apps, state_dir, side_effects, show,
+                                                      tmp_path) -> None:
+    app = apps("app_on_failure")
+    flag = tmp_path / "fail"
+    flag.touch()
+    request = run_local_application(app.cancel_app, 5, str(side_effects), 0, str(flag))
+    with pytest.raises(FunctionError, match="branch 0 failed"):
+        request.output()
+    info = show(request.id)
+    branches = [c for c in info["call_list"] if c["function"] == "branch"]
+    assert sorted(c["status"] for c in branches) == ["cancelled"] * 4 + ["failed"]
+    assert side_effects.tagged("end") == []  # none of the siblings got to finish its work
+
+
 # --- timeouts ------------------------------------------------------------------------------------
 
 
