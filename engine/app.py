@@ -256,6 +256,17 @@ def app_spec_for(
     return spec
 
 
+@functools.cache
+def registered_application(name: str) -> AppSpec:
+    """The `@application()` named `name` among those this process imported (for a call of one
+    application from another under `engine run`; `engine server` resolves deployed ones)."""
+    fn = registered(name)
+    if fn is None or not fn.is_application:
+        raise SDKUsageError(f"no @application() named {name!r} is defined in this code; to call an "
+                            "application of another project, deploy both to `engine server`")
+    return app_spec_from_function(fn)
+
+
 def app_spec_from_function(fn: Function[..., Any]) -> AppSpec:
     """For `run_local_application`: locate the module that defines `fn`."""
     module = sys.modules.get(fn.module)

@@ -128,9 +128,45 @@ def _echo_call_output(run_id: str) -> None:
         return
 
 
+class _ApplicationTarget:
+    """What a future of another application calls: its name (its code is not this executor's)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _call_application(application: Function[..., Any] | str, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Request:
+    """`run_remote_application` inside a function: a call of the run (see there)."""
+    from engine.errors import RequestFailed
+    from engine.sdk.future import Future
+
+    if isinstance(application, Function):
+        if not application.is_application:
+            raise SDKUsageError(f"{application.name} is not an application: add @application() to it")
+        name = application.name
+        args, kwargs = _drop_unknown_input(application, args, kwargs)
+    elif isinstance(application, str):
+        name = application
+    else:
+        raise SDKUsageError(f"expected an @application() or its name, got {type(application).__name__}")
+    future: Future[Any] = Future("application", _ApplicationTarget(name), tuple(args), dict(kwargs))  # type: ignore[arg-type]
+    try:
+        value = future.result()
+    except RequestFailed as exc:
+        return Request(future.id, "failed", None, exc)
+    return Request(future.id, "succeeded", value, None)
+
+
 def run_remote_application(application: Function[..., Any] | str, *args: Any, **kwargs: Any) -> Request:
     """Run `application` (a deployed `@application()`, or its name) on the server at
     `ENGINE_SERVER` and wait for it; returns its `Request`.
+
+    Inside a function, it is a call of the run instead (`_call_application`): a child of the
+    calling call, in the run's graph, with a deterministic id (a retried or resumed caller gets
+    the same child, and its checkpoint once it finished), on the application's deployed version
+    under `engine server` (or its code in this project under `engine run`), within the run's
+    budget. `Request.id` is then that call's id.
 
     The input travels as JSON: with a `Function`, it is first validated against the type hints
     here. `Request.output()` returns the result as the server's JSON shows it (a pydantic model
@@ -141,6 +177,11 @@ def run_remote_application(application: Function[..., Any] | str, *args: Any, **
     import json
     import uuid
     from urllib.parse import quote
+
+    from engine.sdk import runtime as sdk_runtime
+
+    if sdk_runtime.current_context() is not None:
+        return _call_application(application, args, kwargs)
 
     from engine.server.client import ServerClient, exception_for
 

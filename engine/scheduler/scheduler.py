@@ -46,7 +46,7 @@ import grpc
 
 from engine import tracing, wire
 from engine.backends.base import Backend, ExecutorSpec
-from engine.errors import InfrastructureError, PythonVersionMismatch
+from engine.errors import InfrastructureError, PythonVersionMismatch, SDKUsageError
 from engine.scheduler.blobs import BlobService
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.context import RequestContexts
@@ -79,6 +79,17 @@ log = logging.getLogger("engine.scheduler")
 
 # Executors of one function being started at once (see `_pump`).
 MAX_STARTS_IN_FLIGHT = max(2, os.cpu_count() or 1)
+
+
+#: Calls that run a function's code in an executor (the others are expanded by the scheduler).
+RUNS_CODE = (pb.NODE_KIND_CALL, pb.NODE_KIND_APPLICATION)
+
+
+def local_application(name: str) -> AppSpec:
+    """Another application, for `engine run`: one defined in the code this process imported."""
+    from engine.app import registered_application
+
+    return registered_application(name)
 
 
 def root_call_id(run_id: str) -> str:
@@ -129,6 +140,10 @@ class Scheduler:
         self.leases.on_lost = self._lost
         store.on_lost = self._lost
         self.context = RequestContexts(store, self._emit, self._schedule_flush)
+        # Resolves the name of another application a function calls inside its run
+        # (`run_remote_application`): one defined in the same code for `engine run`; the
+        # deployed version for `engine server`, which sets this.
+        self.applications: Callable[[str], AppSpec] = local_application
         # OpenTelemetry spans of runs and call attempts; does nothing unless OTEL_* ask for it.
         self.tracer = tracer if tracer is not None else tracing.tracer()
 
@@ -224,9 +239,11 @@ class Scheduler:
         self.runs[run_id] = run
         rows = self.store.load_calls(run_id)
         now = time.time()
-        for r in rows:
+        for r in rows:  # creation order: a call's parent is known before it
             spec = pb.FutureSpec.FromString(r.spec)
-            call = CallState(run, spec, r.parent_id, r.args_digest, app.settings(spec.function))
+            call_app = self._app_of(run, spec, r.parent_id)
+            call = CallState(run, spec, r.parent_id, r.args_digest, call_app.settings(spec.function))
+            call.app = call_app
             call.executions = r.executions
             call.created_at = r.created_at
             call.progress = json.loads(r.progress) if r.progress else None
@@ -279,8 +296,8 @@ class Scheduler:
                 self._on_ready(call)
         for call in run.calls.values():
             # As for new calls: a function's first executor starts while its calls still wait.
-            if call.status == PENDING and not call.dormant and call.kind == pb.NODE_KIND_CALL:
-                pool = self._pool(app, call.function)
+            if call.status == PENDING and not call.dormant and call.kind in RUNS_CODE:
+                pool = self._pool(call.app, call.function)
                 if pool.live() == 0:
                     pool.last_run_id = run_id
                     self._start_executor(pool)
@@ -380,7 +397,9 @@ class Scheduler:
                 self._on_ready(existing)
             return existing
 
-        call = CallState(run, spec, parent_id, digest, run.app.settings(spec.function))
+        app = self._app_of(run, spec, parent_id)
+        call = CallState(run, spec, parent_id, digest, app.settings(spec.function))
+        call.app = app
         run.calls[call.id] = call
         run.counts[PENDING] += 1
         self.tracer.call_added(call)
@@ -391,16 +410,28 @@ class Scheduler:
         ))
         self._emit(call)
         self._link_dependencies(call)
-        if call.kind == pb.NODE_KIND_CALL and not self._closed:
+        if call.kind in RUNS_CODE and not self._closed:
             # Start the function's first executor now, while the call waits for its
             # dependencies: a fan-in's combiner is then warm when its inputs are done.
-            pool = self._pool(run.app, call.function)
+            pool = self._pool(call.app, call.function)
             if pool.live() == 0:
                 pool.last_run_id = run.run_id
                 self._start_executor(pool)
         if call.status == PENDING and call.deps_pending == 0:
             self._on_ready(call)
         return call
+
+    def _app_of(self, run: RunState, spec: pb.FutureSpec, parent_id: str | None) -> AppSpec:
+        """The application whose code runs a new call: for a call of another application, that
+        one (resolved by name: `self.applications`); else its creator's (the run's for the
+        root), so that what another application's call creates runs on its code too."""
+        if spec.kind == pb.NODE_KIND_APPLICATION:
+            try:
+                return self.applications(spec.function)
+            except (SDKUsageError, KeyError) as exc:
+                raise wire.InvalidMessage(f"cannot call application {spec.function!r}: {exc}") from None
+        parent = run.calls.get(parent_id or "")
+        return parent.app if parent is not None else run.app
 
     def _link_dependencies(self, call: CallState) -> None:
         call.deps_pending = 0
@@ -429,9 +460,9 @@ class Scheduler:
 
     def _on_ready(self, call: CallState) -> None:
         """All dependencies have values: queue a call, or expand a map/reduce."""
-        if call.kind == pb.NODE_KIND_CALL:
+        if call.kind in RUNS_CODE:
             self._set_status(call, QUEUED)
-            pool = self._pool(call.run.app, call.function)
+            pool = self._pool(call.app, call.function)
             pool.last_run_id = call.run.run_id
             pool.queue.append(call)
             self._want_pump(pool)
@@ -857,7 +888,7 @@ class Scheduler:
         call.retry_handle = None
         if call.status != QUEUED or call.run.done.is_set():
             return
-        pool = self._pool(call.run.app, call.function)
+        pool = self._pool(call.app, call.function)
         pool.queue.append(call)
         self._want_pump(pool)
 
@@ -1064,8 +1095,10 @@ class Scheduler:
             raise wire.InvalidMessage(f"call {parent_id} is not running in run {run_id}")
         for spec in specs:
             wire.validate_spec(spec)
-            if spec.function not in run.app.functions:
-                run.app.settings(spec.function)  # raises with a clear message
+            if spec.kind == pb.NODE_KIND_APPLICATION:
+                self._app_of(run, spec, parent_id)  # raises InvalidMessage naming what is missing
+            elif spec.function not in parent.app.functions:
+                parent.app.settings(spec.function)  # raises with a clear message
         for spec in specs:
             self._add_call(run, spec, parent_id=parent_id)
         self._schedule_flush()

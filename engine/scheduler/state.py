@@ -47,7 +47,7 @@ class CallState:
         "attempts", "executions", "deps_pending", "dependants", "tail_id", "tail_parents",
         "collectors", "children", "result", "result_digest", "failure", "waiters",
         "started_at", "ended_at", "created_at", "task", "retry_handle", "settings", "executor",
-        "dormant", "has_refs", "progress", "metrics",
+        "dormant", "has_refs", "progress", "metrics", "app",
     )
 
     def __init__(self, run: RunState, spec: pb.FutureSpec, parent_id: str | None,
@@ -60,6 +60,9 @@ class CallState:
         self.parent_id = parent_id
         self.args_digest = args_digest
         self.settings = settings
+        # The application whose code runs it: the run's, but for a call of another application
+        # and what that call creates (`Scheduler._app_of`).
+        self.app = run.app
         self.status: str = PENDING
         self.attempts = 0
         self.executions = 0

@@ -56,6 +56,7 @@ from engine.store import RunRow, Store, StoreUnavailable
 from engine.wire.v1 import engine_pb2 as pb
 
 if TYPE_CHECKING:
+    from engine.app import AppSpec
     from engine.sdk.function import Function
 
 log = logging.getLogger("engine.server")
@@ -163,6 +164,7 @@ class ControlPlane:
         self._queued_at: dict[str, float] = {}
         self._scanner: asyncio.Task[None] | None = None
         scheduler.subscribe(on_event=self.on_event, on_metrics=self.on_metrics)
+        scheduler.applications = self.application_spec
         blobs = self.scheduler.blobs.stats
         metrics.read_live(
             runs_queued=lambda: self.reader.count_runs(status=RunStatus.QUEUED),
@@ -217,6 +219,14 @@ class ControlPlane:
                                                    "version": dep.version}})
         self.queue.schedule_pump()
         return 202, {"run_id": run_id, "status": RunStatus.QUEUED}
+
+    def application_spec(self, name: str) -> AppSpec:
+        """The deployed version of application `name`, for a call of it inside another run
+        (`run_remote_application` in a function). Raises `UnknownApplication`."""
+        dep = self.deployment(name)
+        self.deployments.activate(dep)
+        assert dep.spec is not None
+        return dep.spec
 
     def deployment(self, name: str) -> Deployment:
         try:

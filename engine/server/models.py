@@ -206,7 +206,8 @@ class CallMetrics(View):
 class Node(View):
     id: str
     function: str
-    kind: Literal["call", "map", "reduce"]
+    kind: Literal["call", "map", "reduce", "application"] = Field(
+        description="application: a call of another application's entry point, inside this run")
     status: CallStatus
     attempts: int
     executions: int = Field(description="times its code started, across attempts and resumes")

@@ -62,6 +62,7 @@ KIND_NAMES = {
     pb.NODE_KIND_CALL: "call",
     pb.NODE_KIND_MAP: "map",
     pb.NODE_KIND_REDUCE: "reduce",
+    pb.NODE_KIND_APPLICATION: "application",
 }
 KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
 

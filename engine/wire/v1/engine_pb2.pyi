@@ -18,6 +18,7 @@ class NodeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_KIND_CALL: _ClassVar[NodeKind]
     NODE_KIND_MAP: _ClassVar[NodeKind]
     NODE_KIND_REDUCE: _ClassVar[NodeKind]
+    NODE_KIND_APPLICATION: _ClassVar[NodeKind]
 
 class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +44,7 @@ NODE_KIND_UNSPECIFIED: NodeKind
 NODE_KIND_CALL: NodeKind
 NODE_KIND_MAP: NodeKind
 NODE_KIND_REDUCE: NodeKind
+NODE_KIND_APPLICATION: NodeKind
 FAILURE_KIND_UNSPECIFIED: FailureKind
 FAILURE_KIND_FUNCTION_ERROR: FailureKind
 FAILURE_KIND_REQUEST_ERROR: FailureKind
