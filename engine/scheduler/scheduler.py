@@ -130,6 +130,8 @@ class Scheduler:
         # Seconds an executor takes to start and initialise (moving average; see Pool.wanted).
         self.start_cost = 0.5
         self._pools_to_pump: set[Pool] = set()
+        # Executor starts in flight (cancelled, and each stops its executor, on close).
+        self._starts: set[asyncio.Task[None]] = set()
         # Runs whose root failed, finishing what can still progress (`_run_failed`).
         self._failing: dict[str, RunState] = {}
         self._pump_scheduled = False
@@ -171,6 +173,11 @@ class Scheduler:
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
+        # Executors still starting: each stops the one it started (`_start_executor_async`).
+        starts = list(self._starts)
+        for task in starts:
+            task.cancel()
+        await asyncio.gather(*starts, return_exceptions=True)
         for run in self.runs.values():
             for call in run.calls.values():
                 if call.task is not None and not call.task.done():
@@ -770,8 +777,12 @@ class Scheduler:
             self._pump_all()
 
     def _start_executor(self, pool: Pool) -> None:
+        if self._closed:
+            return  # (an executor retired as the engine closes frees a slot: nothing to fill)
         pool.starting += 1
-        asyncio.ensure_future(self._start_executor_async(pool))
+        task = asyncio.ensure_future(self._start_executor_async(pool))
+        self._starts.add(task)
+        task.add_done_callback(self._starts.discard)
 
     async def _start_executor_async(self, pool: Pool) -> None:
         app, settings = pool.app, pool.settings
@@ -801,12 +812,16 @@ class Scheduler:
                 )
         except asyncio.CancelledError:
             pool.starting -= 1
+            if handle is not None:  # started, not yet ours: nothing else would ever stop it
+                await asyncio.shield(self.backend.stop_executor(handle))
             raise
         except Exception as exc:  # noqa: BLE001 - every start failure fails the queued calls
             pool.starting -= 1
-            pool.start_failures += 1
             if handle is not None:
                 await self.backend.stop_executor(handle)
+            if self._closed:
+                return  # the engine is stopping (its backend, its channels): not the start's fault
+            pool.start_failures += 1
             message = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             self._fail_queue(pool, f"could not start an executor for {settings.name}: {message}")
             return
