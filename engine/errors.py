@@ -61,6 +61,13 @@ class SDKUsageError(EngineError):
     """The engine was used wrongly: fix the code, the input or the config."""
 
 
+class AccessDenied(SDKUsageError):
+    """A function asked the engine for something outside its own run: another run's calls,
+    state or values, or futures it did not create. Each executor may reach only the calls it is
+    running, their children and the values they were given; the scheduler refused the rest
+    (and logged it)."""
+
+
 class ConfigError(SDKUsageError):
     """The YAML config is malformed. The message names the file, the key and what was expected."""
 
@@ -207,6 +214,7 @@ class RunNotFound(SDKUsageError):
 
 
 __all__ = [
+    "AccessDenied",
     "ConfigError",
     "DependencyFailed",
     "DeserializationError",

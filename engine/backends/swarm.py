@@ -264,14 +264,19 @@ class SwarmBackend(Backend):
                 "DOCKER_HOST at one (`docker swarm init` makes this engine one)."
             )
         self.network = network or DEFAULT_NETWORK
-        self._network_id, subnet = self._ensure_network(self.network)
+        self._network_id, subnet, encrypted = self._ensure_network(self.network)
         local = [a for a in _local_ipv4_addresses() if subnet and ipaddress.ip_address(a) in subnet]
         if local:
             # Attached: dial tasks on the overlay; they call back to our overlay address.
             self.attached = True
             self.callback_host = self.callback_bind_host = local[0]
+            if not encrypted:
+                log.warning("overlay network %s is not encrypted: calls, values and executor "
+                            "credentials cross between hosts in the clear (docs/swarm.md)", self.network)
         else:
             self.attached = False
+            log.warning("not attached to overlay network %s: calls, values and executor "
+                        "credentials cross between hosts in the clear (docs/swarm.md)", self.network)
             manager = str(swarm.get("NodeAddr") or "")
             host = advertise or (_route_source(manager) if manager else "")
             if not host:
@@ -289,15 +294,16 @@ class SwarmBackend(Backend):
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _ensure_network(self, name: str) -> tuple[str, ipaddress.IPv4Network | None]:
-        """The attachable overlay network's id and IPv4 subnet; created when absent."""
+    def _ensure_network(self, name: str) -> tuple[str, ipaddress.IPv4Network | None, bool]:
+        """The attachable overlay network's id, IPv4 subnet and whether it is encrypted; created
+        (encrypted: IPsec between hosts, docs/swarm.md) when absent."""
         api = self._client.api
         try:
             net = api.inspect_network(name)
         except docker.errors.NotFound:
             try:
                 api.create_network(name, driver="overlay", attachable=True,
-                                   labels={LABEL_MANAGED: "1"})
+                                   options={"encrypted": "true"}, labels={LABEL_MANAGED: "1"})
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # another engine created it meanwhile
                     raise InfrastructureError(f"cannot create the overlay network {name}: {exc}") from exc
@@ -313,7 +319,8 @@ class SwarmBackend(Backend):
             if text and ":" not in text:
                 subnet = ipaddress.IPv4Network(text, strict=False)
                 break
-        return str(net["Id"]), subnet
+        encrypted = "encrypted" in (net.get("Options") or {})
+        return str(net["Id"]), subnet, encrypted
 
     def _image(self, spec: ExecutorSpec) -> str:
         tag = spec.image or (self._image_for(spec) if self._image_for is not None else None)

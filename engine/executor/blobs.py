@@ -3,7 +3,9 @@
 An executor shares no filesystem with the scheduler (on Swarm it is on another machine), so a
 value too large to travel inline is streamed to the scheduler's `Blobs` service (`put_blob`) and
 referenced by its SHA-256; a reference it receives is streamed back (`get_blob`). Both directions
-check the digest. Fetched blobs are kept in a small LRU cache: content-addressed, so never stale,
+check the digest, and carry the executor's credential: the scheduler gives a blob only to an
+executor whose running calls were given it, and the SDK raises `AccessDenied` for any other.
+Fetched blobs are kept in a small LRU cache: content-addressed, so never stale,
 and a fan-out handing one large value to every call fetches it once per executor.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 import grpc
 
 from engine import wire
-from engine.errors import InfrastructureError
+from engine.errors import AccessDenied, InfrastructureError
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -28,8 +30,11 @@ CACHE_BYTES = 256 * 1024 * 1024
 class BlobClient:
     """A `wire.BlobStore` backed by the scheduler's Blobs service."""
 
-    def __init__(self, channel: grpc.Channel, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = (),
+                 cache_bytes: int = CACHE_BYTES) -> None:
         self.stub = pb_grpc.BlobsStub(channel)
+        # The executor's credential (engine.scheduler.access), sent with every request.
+        self.metadata = metadata
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached = 0
@@ -44,8 +49,10 @@ class BlobClient:
                 yield pb.BlobChunk(data=bytes(view[start:start + wire.BLOB_CHUNK_BYTES]))
 
         try:
-            reply = self.stub.Put(chunks())
+            reply = self.stub.Put(chunks(), metadata=self.metadata)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise AccessDenied(f"storing a {len(data)}-byte value: {exc.details()}") from None
             raise InfrastructureError(f"could not store a {len(data)}-byte value with the scheduler: "
                                       f"{exc.details()}") from None
         if reply.digest != digest or reply.size != len(data):
@@ -63,10 +70,12 @@ class BlobClient:
         hasher = hashlib.sha256()
         parts: list[bytes] = []
         try:
-            for chunk in self.stub.Get(pb.GetBlobRequest(digest=digest)):
+            for chunk in self.stub.Get(pb.GetBlobRequest(digest=digest), metadata=self.metadata):
                 hasher.update(chunk.data)
                 parts.append(chunk.data)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise AccessDenied(f"the engine refused value {digest[:12]}: {exc.details()}") from None
             raise InfrastructureError(f"could not fetch value {digest[:12]} from the scheduler: "
                                       f"{exc.details()}") from None
         data = b"".join(parts)

@@ -26,7 +26,13 @@ from typing import Any
 import grpc
 
 from engine import wire
-from engine.errors import DeserializationError, InfrastructureError, SDKUsageError, SerializationError
+from engine.errors import (
+    AccessDenied,
+    DeserializationError,
+    InfrastructureError,
+    SDKUsageError,
+    SerializationError,
+)
 from engine.sdk.future import RETURN_WHEN, Future
 from engine.sdk.runtime import Runtime
 from engine.wire.v1 import engine_pb2 as pb
@@ -98,8 +104,10 @@ class ExecutorRuntime(Runtime):
     """Runtime for one call: knows its run, its call id and the scheduler's address."""
 
     def __init__(self, stub: pb_grpc.SchedulerCallbackStub, blobs: wire.BlobStore, run_id: str,
-                 call_id: str) -> None:
+                 call_id: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.stub = stub
+        # The executor's credential, sent with every request (engine.scheduler.access).
+        self.metadata = metadata
         self.blobs = blobs
         self.run_id = run_id
         self.call_id = call_id
@@ -123,10 +131,12 @@ class ExecutorRuntime(Runtime):
             self.stub.Submit(
                 pb.SubmitRequest(
                     run_id=self.run_id, parent_call_id=self.call_id, futures=encoder.specs
-                )
+                ),
+                metadata=self.metadata,
             )
         except grpc.RpcError as exc:
             encoder.rollback()
+            _raise_if_denied(exc, "submitting futures")
             raise SDKUsageError(f"the scheduler refused these futures: {exc.details()}") from None
         except BaseException:
             encoder.rollback()
@@ -148,8 +158,9 @@ class ExecutorRuntime(Runtime):
         if timeout is not None:
             request.timeout = max(0.0, timeout)
         try:
-            response = self.stub.Await(request)
+            response = self.stub.Await(request, metadata=self.metadata)
         except grpc.RpcError as exc:
+            _raise_if_denied(exc, "waiting for futures")
             raise SDKUsageError(f"lost the scheduler while waiting: {exc.details()}") from None
         for outcome in response.outcomes:
             fut = pending.get(outcome.id)
@@ -173,8 +184,9 @@ class ExecutorRuntime(Runtime):
     def _context_call(self, what: str, method: Any, request: Any) -> Any:
         self._check_process()
         try:
-            return method(request)
+            return method(request, metadata=self.metadata)
         except grpc.RpcError as exc:
+            _raise_if_denied(exc, what)
             if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
                 raise SDKUsageError(f"{what}: {exc.details()}") from None
             raise InfrastructureError(f"{what}: lost the scheduler ({exc.details()})") from None
@@ -224,3 +236,9 @@ class ExecutorRuntime(Runtime):
         if message is not None:
             request.message = message
         self._context_call("reporting progress", self.stub.Progress, request)
+
+
+def _raise_if_denied(exc: grpc.RpcError, what: str) -> None:
+    """The scheduler refused a request outside this call's reach: raise `AccessDenied`."""
+    if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+        raise AccessDenied(f"{what}: the engine refused: {exc.details()}") from None

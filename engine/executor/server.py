@@ -153,6 +153,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self.code_dir: Path | None = None
         self.callback: pb_grpc.SchedulerCallbackStub | None = None
         self.blobs: BlobClient | None = None
+        self.metadata: tuple[tuple[str, str], ...] = ()
         self._channel: grpc.Channel | None = None
         self._running = 0
         self.concurrency = 1
@@ -176,8 +177,9 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                 f"protocol version {request.protocol_version} not supported "
                 f"(this executor speaks {wire.PROTOCOL_VERSION}): rebuild the runtime image",
             )
-        if not request.function or not request.module or not request.callback_address:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "function, module and callback_address are required")
+        if not request.function or not request.module or not request.callback_address or not request.credential:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "function, module, callback_address and credential are required")
         with self._lock:
             try:
                 if request.code_digest != self.code_digest:
@@ -212,7 +214,10 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                 self._channel.close()
             self._channel = grpc.insecure_channel(request.callback_address, options=wire.GRPC_OPTIONS)
             self.callback = pb_grpc.SchedulerCallbackStub(self._channel)
-            self.blobs = BlobClient(self._channel)
+            # This executor's own credential, sent with every callback and Blobs request: the
+            # scheduler answers it only about the calls running here (engine.scheduler.access).
+            self.metadata = ((wire.CREDENTIAL_METADATA_KEY, request.credential),)
+            self.blobs = BlobClient(self._channel, self.metadata)
         return pb.InitializeResponse(python_version=wire.python_version())
 
     # --- Calls ---------------------------------------------------------------------------
@@ -273,7 +278,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         assert fn is not None and stub is not None and blobs is not None
         buffer = io.StringIO()
         _call_output.buffer = buffer
-        runtime = ExecutorRuntime(stub, blobs, request.run_id, request.call_id)
+        runtime = ExecutorRuntime(stub, blobs, request.run_id, request.call_id, self.metadata)
         ctx = sdk_runtime.CallContext(runtime, request.run_id, request.call_id, fn.name)
         token = sdk_runtime.enter(ctx)
         with self._lock:

@@ -7,6 +7,11 @@ renamed before `Put` answers: an executor that was told "stored" may die at once
 nothing. `Get` streams a blob in `wire.BLOB_CHUNK_BYTES` pieces; the receiver checks the digest.
 
 File work runs on threads: the event loop keeps dispatching calls while a large value moves.
+
+Only executors use it, each with its own credential (`engine.scheduler.access`): `Put` is open
+to any of them (and the blob becomes readable by its putter), `Get` only of a blob that one of
+the executor's running calls was given, or that it put itself. Content addressing alone would
+let anyone holding a digest read the value, and digests appear in logs and in the store.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import grpc
 
 from engine import wire
+from engine.scheduler.access import Access
 from engine.store import Store
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
@@ -34,11 +40,16 @@ class BlobStats:
 
 
 class BlobService(pb_grpc.BlobsServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, access: Access) -> None:
         self.store = store
+        self.access = access
         self.stats = BlobStats()
 
     async def Get(self, request: pb.GetBlobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.BlobChunk]:  # noqa: N802
+        grant = self.access.grant_of(context)
+        if grant is None or not grant.may_read(request.digest):
+            why = "no valid executor credential" if grant is None else "which this executor was never given"
+            await self.access.refuse(context, grant, "", "", f"reading blob {request.digest[:12]}, {why}")
         try:
             fh = await asyncio.to_thread(self.store.open_blob, request.digest)
         except KeyError as exc:
@@ -57,6 +68,9 @@ class BlobService(pb_grpc.BlobsServicer):
                 yield pb.BlobChunk(data=data)
 
     async def Put(self, request_iterator: AsyncIterator[pb.BlobChunk], context: grpc.aio.ServicerContext) -> pb.PutBlobResponse:  # noqa: N802
+        grant = self.access.grant_of(context)
+        if grant is None:
+            await self.access.refuse(context, None, "", "", "storing a blob: no valid executor credential")
         writer = await asyncio.to_thread(self.store.blob_writer)
         try:
             async for chunk in request_iterator:
@@ -65,6 +79,7 @@ class BlobService(pb_grpc.BlobsServicer):
         except BaseException:
             writer.abort()
             raise
+        grant.put.add(digest)
         self.stats.puts += 1
         self.stats.put_bytes += size
         return pb.PutBlobResponse(digest=digest, size=size)

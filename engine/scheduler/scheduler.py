@@ -47,6 +47,7 @@ import grpc
 from engine import tracing, wire
 from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch, SDKUsageError
+from engine.scheduler.access import Access
 from engine.scheduler.blobs import BlobService
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.context import RequestContexts
@@ -123,7 +124,9 @@ class Scheduler:
         self._to_notify: list[CallState] = []
         self._flush_scheduled = False
         self._server: grpc.aio.Server | None = None
-        self.blobs = BlobService(store)
+        # Each executor's credential, and the calls and values it may reach (`access`).
+        self.access = Access()
+        self.blobs = BlobService(store, self.access)
         self.callback_address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -155,7 +158,7 @@ class Scheduler:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._server = grpc.aio.server(options=wire.GRPC_OPTIONS)
-        pb_grpc.add_SchedulerCallbackServicer_to_server(CallbackService(self), self._server)
+        pb_grpc.add_SchedulerCallbackServicer_to_server(CallbackService(self, self.access), self._server)
         pb_grpc.add_BlobsServicer_to_server(self.blobs, self._server)
         port = self._server.add_insecure_port(f"{self.backend.callback_bind_host}:0")
         await self._server.start()
@@ -673,10 +676,12 @@ class Scheduler:
             # A @cls() method: its executor runs the class's constructor before its first call,
             # within init_timeout (the executor keeps that limit and answers if it is passed).
             timeout += settings.config.init_timeout
+        self.access.call_started(ex, call, request.arguments)
         try:
             response = await ex.call(request, timeout)
             ex.served = True
         except asyncio.CancelledError:
+            self.access.call_ended(ex, call)
             ex.inflight -= 1
             call.executor = None
             self.tracer.attempt_ended(call, None, None, dropped=True)
@@ -701,6 +706,7 @@ class Scheduler:
                 self.store.append_log(call.run.run_id, call.id, call.function, call.attempts, response.logs)
             if response.HasField("metrics"):
                 self.context.record_metrics(call, response.metrics)
+            self.access.screen_response(ex, call, response)
             outcome = response.WhichOneof("outcome")
             if outcome == "value":
                 self._finish_with_payload(call, response.value)
@@ -710,6 +716,7 @@ class Scheduler:
                 self._attempt_failed(call, response.failure)
         elif failure is not None:
             self._attempt_failed(call, failure)
+        self.access.call_ended(ex, call)
         self.tracer.attempt_ended(call, response, failure, dropped)
         if response is None or wire.retires_executor(response):
             # Timed out, gone, or without the instance its @cls() method needs: never reuse it.
@@ -768,6 +775,7 @@ class Scheduler:
         pool = ex.pool
         if ex in pool.executors:
             pool.executors.remove(ex)
+        self.access.revoke(ex)
         try:
             if ex.reader is not None:
                 ex.reader.cancel()
@@ -794,6 +802,7 @@ class Scheduler:
             env={**self.tracer.executor_env(), **settings.env()}, constraints=settings.constraints,
         )
         handle = None
+        ex: ExecutorState | None = None
         started = time.monotonic()
         try:
             handle = await self.backend.start_executor(spec)
@@ -803,6 +812,7 @@ class Scheduler:
                 protocol_version=wire.PROTOCOL_VERSION, function=settings.name,
                 code_zip=app.code_zip, code_digest=app.code_digest, module=settings.module,
                 callback_address=self.callback_address, concurrency=settings.config.concurrency,
+                credential=self.access.issue(ex, settings.name),
             ), timeout=120)
             if reply.python_version.split(".")[:2] != wire.python_version().split(".")[:2]:
                 raise PythonVersionMismatch(
@@ -812,11 +822,15 @@ class Scheduler:
                 )
         except asyncio.CancelledError:
             pool.starting -= 1
+            if ex is not None:
+                self.access.revoke(ex)
             if handle is not None:  # started, not yet ours: nothing else would ever stop it
                 await asyncio.shield(self.backend.stop_executor(handle))
             raise
         except Exception as exc:  # noqa: BLE001 - every start failure fails the queued calls
             pool.starting -= 1
+            if ex is not None:
+                self.access.revoke(ex)
             if handle is not None:
                 await self.backend.stop_executor(handle)
             if self._closed:
@@ -830,6 +844,7 @@ class Scheduler:
         self.start_cost = 0.7 * self.start_cost + 0.3 * (time.monotonic() - started)
         ex.open()
         if self._closed:
+            self.access.revoke(ex)
             await self.backend.stop_executor(handle)
             return
         pool.executors.append(ex)

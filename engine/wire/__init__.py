@@ -27,6 +27,10 @@ from engine.wire.v1 import engine_pb2 as pb
 
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
 
+# The gRPC metadata key under which an executor sends its credential (InitializeRequest.credential)
+# with every SchedulerCallback and Blobs request (engine.scheduler.access).
+CREDENTIAL_METADATA_KEY = "engine-credential"
+
 # A value larger than this travels as a blob reference, never inline.
 INLINE_MAX_BYTES = 1024 * 1024
 # Values larger than SMALL_VALUE_BYTES that are inline in one message add up to at most this

@@ -52,6 +52,7 @@ PUBLIC = [
 ]
 
 ERRORS = [
+    "AccessDenied",
     "ConfigError",
     "DependencyFailed",
     "DeserializationError",

@@ -133,7 +133,7 @@ class Failure(_message.Message):
     def __init__(self, kind: _Optional[_Union[FailureKind, str]] = ..., type_name: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., exception: _Optional[_Union[Payload, _Mapping]] = ..., function: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class InitializeRequest(_message.Message):
-    __slots__ = ("protocol_version", "function", "code_zip", "code_digest", "module", "callback_address", "concurrency")
+    __slots__ = ("protocol_version", "function", "code_zip", "code_digest", "module", "callback_address", "concurrency", "credential")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     CODE_ZIP_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class InitializeRequest(_message.Message):
     MODULE_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     function: str
     code_zip: bytes
@@ -148,7 +149,8 @@ class InitializeRequest(_message.Message):
     module: str
     callback_address: str
     concurrency: int
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., function: _Optional[str] = ..., code_zip: _Optional[bytes] = ..., code_digest: _Optional[str] = ..., module: _Optional[str] = ..., callback_address: _Optional[str] = ..., concurrency: _Optional[int] = ...) -> None: ...
+    credential: str
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., function: _Optional[str] = ..., code_zip: _Optional[bytes] = ..., code_digest: _Optional[str] = ..., module: _Optional[str] = ..., callback_address: _Optional[str] = ..., concurrency: _Optional[int] = ..., credential: _Optional[str] = ...) -> None: ...
 
 class InitializeResponse(_message.Message):
     __slots__ = ("python_version",)
