@@ -670,12 +670,15 @@ class Store(ABC):
         `SKIP_LOCKED` skips rows being claimed right now); SQLite runs one writer at a time."""
         self.commit()
         free = f"state = 'pending' AND (lease_expires IS NULL OR lease_expires < {self.NOW})"
+        # The due rows in a CTE: PostgreSQL evaluates it once (a plain IN subquery with LIMIT
+        # and SKIP LOCKED may be rescanned, claiming more than `limit`).
         rows = self._read(
+            f"WITH due AS (SELECT delivery_id FROM webhook_deliveries WHERE {free} "
+            f"AND next_at <= {self.NOW} ORDER BY next_at LIMIT ?{self.SKIP_LOCKED}) "
             f"UPDATE webhook_deliveries SET claim = ?, lease_expires = {self.NOW} + ? "
-            f"WHERE delivery_id IN (SELECT delivery_id FROM webhook_deliveries WHERE {free} "
-            f"AND next_at <= {self.NOW} ORDER BY next_at LIMIT ?{self.SKIP_LOCKED}) AND {free} "
+            f"WHERE delivery_id IN (SELECT delivery_id FROM due) AND {free} "
             f"RETURNING {_DELIVERY_FIELDS}, {self.NOW} - created_at",
-            (claim, lease, limit))
+            (limit, claim, lease))
         return [Delivery(r[0], r[1], r[2], r[3], float(r[4]), float(r[5]), int(r[6]), r[7], r[8], age=float(r[9]))
                 for r in rows]
 

@@ -321,3 +321,74 @@ def test_batch_read_of_many_runs(server: ServerProcess) -> None:
     assert status == 400 and "ids" in body["error"]
     status, body = server.request("GET", "/v1/runs?ids=,,")
     assert status == 400
+
+
+# --- the outbox in the store, on both dialects -----------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'engine.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_the_outbox_commits_with_the_final_status_and_claims_are_exclusive(store_url: str) -> None:
+    from engine.store import Delivery, DeliveryAttempt, RunRow, RunWebhook, open_store
+
+    one, two = open_store(store_url), open_store(store_url)
+    try:
+        def new_run(run_id: str, hook: bool = True) -> None:
+            one.create_run(RunRow(run_id=run_id, application="a", status="running", root_call_id=run_id + "-root",
+                                  app_file="app.py", module="app", config_path=None, backend="process",
+                                  input=b"", created_at=time.time(), version=1))
+            if hook:
+                one.set_run_webhook(run_id, RunWebhook("http://127.0.0.1:9/h", SECRET, {"X-A": "b"}))
+            one.commit()
+
+        new_run("r-rolled-back")
+        one.update_run("r-rolled-back", status="succeeded", ended_at=time.time())
+        one.rollback()  # the final status never committed: nor did its delivery
+        assert one.deliveries("r-rolled-back") == []
+        new_run("r-no-hook", hook=False)
+        one.update_run("r-no-hook", status="failed")
+        one.commit()
+        assert one.deliveries("r-no-hook") == []
+        for i in range(20):
+            new_run(f"r{i}")
+            one.update_run(f"r{i}", status="succeeded", ended_at=time.time())
+        one.commit()
+        assert [d.status for d, _ in two.deliveries("r3")] == ["succeeded"]
+
+        # Two servers claim at once: every due delivery goes to exactly one of them.
+        a = one.claim_deliveries("claim-a", 30, 12)
+        b = two.claim_deliveries("claim-b", 30, 50)
+        assert len(a) == 12 and len(b) == 8
+        assert not {d.delivery_id for d in a} & {d.delivery_id for d in b}
+        assert one.claim_deliveries("claim-c", 30, 50) == []  # all held
+
+        # An attempt recorded under a claim that no longer holds the row changes nothing but
+        # the history; under the live claim it moves the delivery on.
+        d: Delivery = a[0]
+        stale = DeliveryAttempt(d.delivery_id, 1, time.time(), 0.01, 500, "HTTP 500")
+        one.finish_delivery_attempt(d, "claim-b", stale, state="delivered", retry_in=0)
+        assert two.deliveries(d.run_id)[0][0].state == "pending"
+        one.finish_delivery_attempt(d, "claim-a", stale, state="pending", retry_in=0)
+        ok = DeliveryAttempt(d.delivery_id, 2, time.time(), 0.01, 200, None)
+        again = two.claim_deliveries("claim-b", 30, 50)
+        assert [x.delivery_id for x in again] == [d.delivery_id] and again[0].attempts == 1
+        two.finish_delivery_attempt(again[0], "claim-b", ok, state="delivered", retry_in=0)
+        ((shown, attempts),) = one.deliveries(d.run_id)
+        assert shown.state == "delivered" and [x.http_status for x in attempts] == [500, 500, 200]
+
+        # A claim whose lease ran out (its server died) is taken by the next claimant.
+        new_run("r-lease")
+        one.update_run("r-lease", status="cancelled")
+        one.commit()
+        (held,) = one.claim_deliveries("claim-dead", 0.2, 50)
+        assert two.claim_deliveries("claim-b", 30, 50) == []
+        time.sleep(0.3)
+        assert [x.delivery_id for x in two.claim_deliveries("claim-b", 30, 50)] == [held.delivery_id]
+    finally:
+        one.close()
+        two.close()
