@@ -135,7 +135,7 @@ def test_refused_attempts_are_retried_with_backoff_and_signed(server: ServerProc
     assert body["run_id"] == run["run_id"] and body["status"] == "succeeded" and body["result"] == 42
     assert body["delivery_id"] == seen[0]["delivery"] and body["error"] is None
     # Back-off: 0.2 s, then 0.4 s (and the poll's granularity).
-    gaps = [b["at"] - a["at"] for a, b in zip(seen, seen[1:])]
+    gaps = [b["at"] - a["at"] for a, b in zip(seen, seen[1:], strict=False)]
     assert 0.15 < gaps[0] < 1.5 and 0.35 < gaps[1] < 2.0, gaps
 
     shown = poll(lambda: (d := deliveries(server, run["run_id"]))["deliveries"][0]["state"] == "delivered" and d,
