@@ -206,6 +206,8 @@ class Sender:
                         wait = max(0.05, min(wait, due))
                 except StoreUnavailable as exc:
                     log.warning("webhooks: the store does not answer", extra={"fields": {"error": str(exc)}})
+                except Exception:  # noqa: BLE001 - a bug here must not stop every later delivery
+                    log.exception("webhooks: claiming deliveries failed")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -281,7 +283,7 @@ class Sender:
         log.info("webhook attempt", extra={"fields": fields})
         try:
             self.store.finish_delivery_attempt(delivery, self.claim, attempt, state=state, retry_in=retry_in)
-        except StoreUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - the claim runs out and the delivery is tried again
             log.warning("webhooks: could not record an attempt", extra={"fields": {"error": str(exc)}})
         if state == "pending":
             self.wake()  # recompute when the next one is due
