@@ -5,6 +5,7 @@
     idle_timeout: 10            # seconds an idle executor is kept
     max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
     store: postgresql://engine@db:5432/engine   # engine server: the store (default: SQLite in the state dir)
+    webhook: {url: https://example.com/hook, secret: s3cret, headers: {X-Team: data}}   # engine server: POST each run's end
     functions:
       research: {cpu: 0.5, memory: 0.5, timeout: 120, retries: {max_retries: 3, initial_delay: 0.2}}
 
@@ -74,6 +75,17 @@ class SwarmConfig(BaseModel):
     advertise: str | None = None
 
 
+class WebhookConfig(BaseModel):
+    """`webhook:` — engine server: where to POST the end of every run of the applications this
+    file configures, unless a submission names its own (docs/server.md, "Completion webhooks")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    secret: str | None = None      # signs each delivery (HMAC-SHA256); never shown by the API
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +101,7 @@ class EngineConfig(BaseModel):
     swarm: SwarmConfig | None = None
     # The application's `on_failure` ("finish" or "cancel"), overriding the decorator's.
     on_failure: Literal["finish", "cancel"] | None = None
+    webhook: WebhookConfig | None = None
 
 
 def load_config(path: Path | None) -> EngineConfig:

@@ -17,6 +17,8 @@ The parts, one module each:
   recovery after a restart or a `kill -9`, watching the scheduler's events.
 - `queue.py` — the durable run queue: which queued runs this server claims (oldest first, up to
   `max_concurrent_runs`), and take-over of runs whose driver died.
+- `webhooks.py` — completion webhooks: each run's end POSTed, signed, from the store's durable
+  outbox, retried with back-off; one delivery task per server.
 - `events.py` — the event hub: server-sent events of runs, woken by the control plane.
 - `deployments.py` — deployed code: every version of every application unpacked under
   `<state_dir>/apps/<name>/<version>/`, imported in isolation from the other deployments.

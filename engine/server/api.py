@@ -34,7 +34,6 @@ from typing import Any, TypeVar, get_type_hints
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from engine import wire
 from engine.app import file_json, to_json
 from engine.errors import ConfigError, InputError, RunNotFound, SDKUsageError
 from engine.sdk.file import File
@@ -45,7 +44,7 @@ from engine.server.inputs import body_input, json_value
 from engine.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.server.metrics import ServerMetrics
 from engine.server.openapi import openapi_document
-from engine.server.routes import ROUTES, Route
+from engine.server.routes import ROUTES, SUBMISSION, Route
 from engine.server.views import (
     DagBuilder,
     application_details,
@@ -55,8 +54,9 @@ from engine.server.views import (
     run_summary,
 )
 from engine.server.web import HTTPError, counting, errors, json_response
+from engine.server.webhooks import shown_url
 from engine.statuses import RUN_FINAL, RunStatus
-from engine.store import StoreUnavailable
+from engine.store import RunWebhook, StoreUnavailable
 
 log = logging.getLogger("engine.server.api")
 
@@ -65,6 +65,7 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_LIST = 10_000
+MAX_IDS = 500
 NO_STORE = {"Cache-Control": "no-store"}
 
 Q = TypeVar("Q", bound=BaseModel)
@@ -232,11 +233,16 @@ class API:
         self._authenticate_unless_allowed(request, dep)
         if dep is None:
             self.control.deployment(name)  # 404, whatever the body
+        query = self._query(request, m.SubmitQuery)
         body = await self._body(request)
         if len(body) > MAX_INPUT_BYTES:
             raise HTTPError(413, f"input over {MAX_INPUT_BYTES >> 20} MiB")
         parsed = None
-        if dep is not None and dep.function is not None:
+        webhook = None
+        media = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media == SUBMISSION:
+            parsed, webhook = self._envelope(body)
+        elif dep is not None and dep.function is not None:
             # A raw body or a multipart one becomes File arguments (engine/server/inputs.py).
             self.control.deployments.activate(dep)
             parsed = body_input(dep.function, body, request.headers.get("Content-Type"))
@@ -250,9 +256,30 @@ class API:
                 raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
         status, accepted = self.control.submit(name, data, present,
                                                request.headers.get("Idempotency-Key") or None,
-                                               [(str(k), v) for k, v in request.headers.items()])
-        return json_response(status, m.Accepted.model_validate(accepted).json_body(),
-                             {"Location": f"/v1/runs/{accepted['run_id']}"})
+                                               [(str(k), v) for k, v in request.headers.items()],
+                                               webhook)
+        location = {"Location": f"/v1/runs/{accepted['run_id']}"}
+        if query.wait and await self.control.wait_finished(accepted["run_id"], query.wait):
+            run = self._run(accepted["run_id"])
+            return json_response(200, run.json_body(), {**location, **NO_STORE})
+        return json_response(status, m.Accepted.model_validate(accepted).json_body(), location)
+
+    @staticmethod
+    def _envelope(body: bytes) -> tuple[tuple[Any, bool], RunWebhook | None]:
+        """`{"input": ..., "webhook": {...}}` (`SUBMISSION`) → ((input, present), webhook)."""
+        try:
+            envelope = json_value(body) if body.strip() else {}
+        except ValueError as exc:
+            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+        try:
+            submission = m.Submission.model_validate(envelope)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise InputError(f"submission {where}: {first['msg']}") from None
+        hook = submission.webhook
+        webhook = RunWebhook(hook.url, hook.secret, dict(hook.headers)) if hook is not None else None
+        return (submission.input, "input" in submission.model_fields_set), webhook
 
     def _deployment_or_none(self, name: str) -> Deployment | None:
         try:
@@ -270,15 +297,33 @@ class API:
 
     async def list_runs(self, request: web.Request) -> m.RunList:
         query = self._query(request, m.RunsQuery)
+        if query.ids is not None:
+            return self._runs_by_id(request, query.ids)
         limit = max(1, min(query.limit, MAX_LIST))
         reader = self.control.reader
         rows = reader.list_runs(limit, application=query.application, status=query.status)
         return m.RunList(runs=[m.RunSummary.model_validate(run_summary(r, r.version)) for r in rows],
                          total=reader.count_runs(application=query.application, status=query.status))
 
+    def _runs_by_id(self, request: web.Request, ids: str) -> m.RunList:
+        """`GET /v1/runs?ids=a,b,c`: many runs' summaries in one read."""
+        if any(request.query.get(k) for k in ("application", "status", "limit")):
+            raise HTTPError(400, "bad query parameter ids: not combined with application, status or limit")
+        wanted = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip()))
+        if not wanted:
+            raise HTTPError(400, "bad query parameter ids: no run id given (ids=ID,ID,...)")
+        if len(wanted) > MAX_IDS:
+            raise HTTPError(400, f"bad query parameter ids: {len(wanted)} ids, at most {MAX_IDS} per call")
+        found = {r.run_id: r for r in self.control.reader.get_runs(wanted)}
+        runs = [m.RunSummary.model_validate(run_summary(found[i], found[i].version)) for i in wanted if i in found]
+        return m.RunList(runs=runs, total=len(runs), unknown=[i for i in wanted if i not in found])
+
     async def get_run(self, request: web.Request) -> m.Run:
+        return self._run(request.match_info["run_id"])
+
+    def _run(self, run_id: str) -> m.Run:
         reader = self.control.reader
-        row = reader.get_run(request.match_info["run_id"])
+        row = reader.get_run(run_id)
         out = run_summary(row, row.version)
         out["result"] = None
         data = reader.run_result(row) if row.status == RunStatus.SUCCEEDED else None
@@ -299,10 +344,7 @@ class API:
         return m.Run.model_validate(out)
 
     def _load_result(self, row: Any, data: bytes) -> Any:
-        dep = self.control.deployments.for_run(row)
-        if dep is not None:
-            self.control.deployments.activate(dep)
-        return wire.loads(data)
+        return self.control.load_result(row, data)
 
     async def output(self, request: web.Request) -> web.Response:
         """A succeeded run's result: a `File`'s bytes with its content type, anything else as
@@ -358,6 +400,22 @@ class API:
         self.control.reader.get_run(run_id)
         return m.Logs.model_validate(
             {"logs": logs_json(self.control.reader, run_id, query.call, query.function)})
+
+    async def webhooks(self, request: web.Request) -> m.Webhooks:
+        """A run's webhook (without its secret or header values) and every delivery's attempts."""
+        reader = self.control.reader
+        run_id = reader.get_run(request.match_info["run_id"]).run_id
+        hook = reader.run_webhook(run_id)
+        target = None if hook is None else m.WebhookTarget(
+            url=shown_url(hook.url), signed=bool(hook.secret), headers=sorted(hook.headers))
+        deliveries = [m.WebhookDelivery(
+            delivery_id=d.delivery_id, status=RunStatus(d.status), state=d.state,  # type: ignore[arg-type]
+            created_at=d.created_at, next_at=d.next_at if d.state == "pending" else None,
+            ended_at=d.ended_at,
+            attempts=[m.WebhookAttempt(attempt=a.attempt, at=a.started_at, duration=a.duration,
+                                       http_status=a.http_status, error=a.error) for a in attempts])
+            for d, attempts in reader.deliveries(run_id)]
+        return m.Webhooks(run_id=run_id, webhook=target, deliveries=deliveries)
 
     async def cancel(self, request: web.Request) -> m.Accepted:
         return m.Accepted.model_validate(self.control.cancel(request.match_info["run_id"]))

@@ -51,8 +51,9 @@ from engine.server.deployments import Deployment, Deployments
 from engine.server.events import EventHub
 from engine.server.metrics import ServerMetrics
 from engine.server.queue import RunQueue
+from engine.server.webhooks import Sender
 from engine.statuses import CALL_FINAL, RUN_LIVE, CallStatus, RunStatus
-from engine.store import RunRow, Store, StoreUnavailable
+from engine.store import RunRow, RunWebhook, Store, StoreUnavailable
 from engine.wire.v1 import engine_pb2 as pb
 
 if TYPE_CHECKING:
@@ -163,6 +164,8 @@ class ControlPlane:
                               open_=lambda: not self.closing and not self.scheduler.store_failed)
         self._queued_at: dict[str, float] = {}
         self._scanner: asyncio.Task[None] | None = None
+        self.webhooks = Sender(store, reader, self.result_json,
+                               usable=lambda: not self.closing and not self.scheduler.store_failed)
         scheduler.subscribe(on_event=self.on_event, on_metrics=self.on_metrics)
         scheduler.applications = self.application_spec
         blobs = self.scheduler.blobs.stats
@@ -180,10 +183,13 @@ class ControlPlane:
     # accepting runs
 
     def submit(self, name: str, data: Any, present: bool, idempotency_key: str | None,
-               headers: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, Any]]:
+               headers: list[tuple[str, str]] | None = None,
+               webhook: RunWebhook | None = None) -> tuple[int, dict[str, Any]]:
         """Validate and durably queue a run of `name` with the request body `data` (parsed
         JSON; `present` is False for an empty body). `headers` are the submission's, kept for
-        `RequestContext.headers` (less credentials). Returns (HTTP status, body)."""
+        `RequestContext.headers` (less credentials). `webhook`: where to POST the run's end,
+        else the application's (`webhook:` in its engine.yaml), else nowhere; committed with
+        the run. Returns (HTTP status, body)."""
         dep = self.deployment(name)
         if idempotency_key:
             existing = self.store.find_run_by_key(idempotency_key)
@@ -196,6 +202,8 @@ class ControlPlane:
         self.deployments.activate(dep)
         kwargs = input_kwargs(dep.function, data, present)
         validate_input(dep.function, (), kwargs)  # raises InputError naming the field
+        if webhook is None:
+            webhook = self.application_webhook(dep)
         run_id = new_run_id()
         spec = dep.spec
         self.store.create_run(RunRow(
@@ -206,13 +214,15 @@ class ControlPlane:
             idempotency_key=idempotency_key or None, version=dep.version,
             headers=headers_json(headers or []),
         ))
+        if webhook is not None:
+            self.store.set_run_webhook(run_id, webhook)
         try:
             self.store.commit()  # durable before the 202
         except Exception as exc:
             if idempotency_key and "unique" in str(exc).lower():
                 # The same key, accepted meanwhile by another server on this store.
                 self.store.rollback()
-                return self.submit(name, data, present, idempotency_key, headers)
+                return self.submit(name, data, present, idempotency_key, headers, webhook)
             raise
         self.metrics.runs_accepted.inc(application=name)
         log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
@@ -227,6 +237,49 @@ class ControlPlane:
         self.deployments.activate(dep)
         assert dep.spec is not None
         return dep.spec
+    @staticmethod
+    def application_webhook(dep: Deployment) -> RunWebhook | None:
+        """`webhook:` in the engine.yaml deployed with the application, validated as a
+        submission's is (a mistake there is the submitter's 422, naming the file)."""
+        from pydantic import ValidationError
+
+        from engine.server.models import WebhookSpec
+
+        config = dep.spec.config.webhook if dep.spec is not None else None
+        if config is None:
+            return None
+        try:
+            spec = WebhookSpec.model_validate(config.model_dump())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InputError(f"the application's engine.yaml: webhook.{where}: {first['msg']}") from None
+        return RunWebhook(spec.url, spec.secret, dict(spec.headers))
+
+    def result_json(self, row: RunRow) -> Any:
+        """A succeeded run's result as JSON (what `GET /v1/runs/{id}` shows as `result`).
+        Raises when it cannot be decoded here, and `TypeError` for a File (no JSON form)."""
+        from engine.app import to_json
+        from engine.sdk.file import File
+
+        data = self.reader.run_result(row)
+        if data is None:
+            return None
+        value = self.load_result(row, data)
+        if isinstance(value, File):
+            raise TypeError("a File has no JSON form")
+        return to_json(value)
+
+    def load_result(self, row: RunRow, data: bytes) -> Any:
+        """Unpickle a run's result with its version's classes in place."""
+        dep = self.deployments.for_run(row)
+        if dep is not None:
+            self.deployments.activate(dep)
+        return wire.loads(data)
+
+    async def wait_finished(self, run_id: str, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the run to end (as committed); True if it did."""
+        return await self.hub.finished(run_id, timeout)
 
     def deployment(self, name: str) -> Deployment:
         try:
@@ -249,6 +302,7 @@ class ControlPlane:
                 self.metrics.runs_finished.inc(status=RunStatus.CANCELLED)
                 log.info("run cancelled", extra={"fields": {"run_id": run_id}})
                 self.hub.notify(run_id)
+                self.webhooks.wake()
                 return {"run_id": run_id, "status": RunStatus.CANCELLED}
             row = self.store.get_run(run_id)  # claimed meanwhile: cancel it where it runs
         if row.status in RUN_LIVE and run_id in self.active:
@@ -300,6 +354,7 @@ class ControlPlane:
         driver died, and start queued runs while there is room."""
         self._scan()
         self._scanner = asyncio.ensure_future(self._keep_scanning())
+        self.webhooks.start()
 
     async def _keep_scanning(self) -> None:
         swept = time.monotonic()
@@ -372,6 +427,7 @@ class ControlPlane:
             self.leases.release(run_id)
             self.metrics.runs_finished.inc(status=RunStatus.FAILED)
             self.hub.notify(run_id)
+            self.webhooks.wake()
             return
         self.active.add(run_id)
         log.info("run started", extra={"fields": {"run_id": run_id, "application": row.application,
@@ -422,6 +478,7 @@ class ControlPlane:
         self.active.discard(run.run_id)
         self.leases.release(run.run_id)  # (a no-op when the scheduler released it already)
         self.metrics.runs_finished.inc(status=run.status)
+        self.webhooks.wake()
         log.info("run finished", extra={"fields": {"run_id": run.run_id, "status": run.status,
                                                    "seconds": round(time.time() - run.started_at, 3)}})
         loop = asyncio.get_running_loop()
@@ -460,4 +517,5 @@ class ControlPlane:
         self.hub.close()
         if self._scanner is not None:
             self._scanner.cancel()
+        await self.webhooks.close()
         await self.scheduler.close()

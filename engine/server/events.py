@@ -53,6 +53,33 @@ class EventHub:
             for event in watchers:
                 event.set()
 
+    async def finished(self, run_id: str, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the run's committed status to be final (`POST
+        …/runs?wait=`); True if it is. Woken as streams are, and reads at least every second
+        (a run another server drives sends no notification here)."""
+        wake = asyncio.Event()
+        self._watchers.setdefault(run_id, set()).add(wake)
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._closing:
+                wake.clear()
+                if self.reader.get_run(run_id).status in RUN_FINAL:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(wake.wait(), min(left, 1.0))
+                except asyncio.TimeoutError:
+                    pass
+            return False
+        finally:
+            watchers = self._watchers.get(run_id)
+            if watchers is not None:
+                watchers.discard(wake)
+                if not watchers:
+                    del self._watchers[run_id]
+
     async def stream(self, run_id: str) -> AsyncGenerator[bytes, None]:
         """The run's events, formatted; raises `RunNotFound` (before the first) for no such run."""
         wake = asyncio.Event()

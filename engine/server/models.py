@@ -9,15 +9,19 @@ builds accept fields they do not name (`extra="allow"`), so a field added there 
 client at once; name it here too, so that the document describes it.
 
 Request bodies are not models: a run's input is whatever the application takes (its type hints
-validate it, `engine.app.validate_input`), and a deployment is a zip archive. Query strings
-are (`RunsQuery`, `DeployQuery`, `LogsQuery`): validated, and documented, from one place.
+validate it, `engine.app.validate_input`), and a deployment is a zip archive. The exception is
+the submission envelope (`Submission`, sent as `application/vnd.engine.submission+json`): the
+input beside a webhook (`WebhookSpec`). Query strings are (`RunsQuery`, `SubmitQuery`,
+`DeployQuery`, `LogsQuery`): validated, and documented, from one place.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.statuses import CallStatus, RunStatus
 
@@ -166,14 +170,115 @@ class Run(RunSummary):
 
 
 class RunList(Body):
-    runs: list[RunSummary] = Field(description="newest first")
+    runs: list[RunSummary] = Field(description="newest first; with `ids`, in the order asked")
     total: int = Field(description="runs matching the filters")
+    unknown: list[str] | None = Field(default=None, description="with `ids` only: the ids no run has")
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+#: Headers a webhook may not set: the delivery's own.
+RESERVED_HEADERS = {"content-type", "content-length", "host", "transfer-encoding", "connection",
+                    "engine-signature", "engine-delivery", "engine-event"}
+
+
+class WebhookSpec(BaseModel):
+    """Where to POST the run's end (a submission's `webhook`, or `webhook:` in engine.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, description="an http:// or https:// URL")
+    secret: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "signs each delivery: `Engine-Signature: t=TIMESTAMP,v1=HEX`, HEX the HMAC-SHA256 of "
+        "`TIMESTAMP.BODY` under this secret. Never shown by the API, never logged"))
+    headers: dict[str, str] = Field(default_factory=dict, max_length=50,
+                                    description="extra request headers (values never shown by the API)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if any(c.isspace() for c in url) or (port is not None and not 0 < port < 65536):
+            raise ValueError("not a valid URL")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name[:100]!r} is not a header name a webhook may set")
+            if any(c in value for c in "\r\n\0") or len(value) > 8192:
+                raise ValueError(f"the value of header {name!r} is not a valid header value")
+        return headers
+
+
+class Submission(BaseModel):
+    """The submission envelope: `Content-Type: application/vnd.engine.submission+json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any = Field(None, description="the application's input, as the plain JSON body would be; "
+                                         "absent: no input")
+    webhook: WebhookSpec | None = Field(None, description="POST the run's end there (instead of the "
+                                                          "application's webhook in engine.yaml)")
+
+
+class WebhookTarget(Body):
+    url: str = Field(description="the URL, without any user:password part")
+    signed: bool = Field(description="deliveries carry Engine-Signature (a secret is set)")
+    headers: list[str] = Field(description="names of the extra headers sent (their values are not shown)")
+
+
+class WebhookAttempt(Body):
+    attempt: int
+    at: float = Field(description="when it started, unix seconds")
+    duration: float = Field(description="seconds")
+    http_status: int | None = Field(description="the receiver's answer; null when there was none")
+    error: str | None = Field(description="why it did not count as delivered, when it did not")
+
+
+class WebhookDelivery(Body):
+    delivery_id: str = Field(description="the `Engine-Delivery` header of every attempt: deduplicate on it")
+    status: RunStatus = Field(description="the run's end it reports")
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending: (re)tried when due; failed: given up after the retry period")
+    created_at: float
+    next_at: float | None = Field(description="when a pending delivery is tried next")
+    ended_at: float | None
+    attempts: list[WebhookAttempt]
+
+
+class Webhooks(Body):
+    run_id: str
+    webhook: WebhookTarget | None = Field(description="null: the run has no webhook")
+    deliveries: list[WebhookDelivery] = Field(description="one per time the run ended, oldest first")
 
 
 class RunsQuery(BaseModel):
     application: str | None = None
     status: RunStatus | None = None
     limit: int = Field(100, description="at most this many runs (1 to 10,000; beyond is clamped)")
+    ids: str | None = Field(None, description=(
+        "comma-separated run ids (at most 500): those runs, in the order asked; ids no run has are "
+        "listed in `unknown`. Not combined with application, status or limit"))
+
+
+#: The longest `wait` a submission may ask for, in seconds.
+MAX_WAIT = 300.0
+
+
+class SubmitQuery(BaseModel):
+    wait: float | None = Field(None, ge=0, le=MAX_WAIT, allow_inf_nan=False, description=(
+        "wait up to this many seconds (0 to 300) for the run to end: 200 with the run (its result or "
+        "error) if it ends in time, else the usual 202"))
 
 
 class FailedAttempt(View):
@@ -265,4 +370,5 @@ __all__ = ["Accepted", "Application", "ApplicationList", "Body", "BrokenApplicat
            "DeployQuery", "Deployed", "DeployedApplication", "DeploymentSummary", "Edge", "Error",
            "CallMetrics", "FailedAttempt", "Failure", "FailureKind", "Progress", "TimerStats",
            "Health", "LogEntry", "Logs", "LogsQuery", "Node", "Parameter", "ResultFile", "Run", "RunList",
-           "RunSummary", "RunsQuery", "View"]
+           "RunSummary", "RunsQuery", "Submission", "SubmitQuery", "View", "WebhookAttempt", "WebhookDelivery",
+           "WebhookSpec", "WebhookTarget", "Webhooks"]

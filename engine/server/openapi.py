@@ -64,7 +64,8 @@ def _operation(route: Route, components: _Components) -> dict[str, Any]:
         op["parameters"] = params
     if route.body:
         op["requestBody"] = {"required": route.body_required,
-                             "content": {media: {"schema": schema} for media, schema in route.body},
+                             "content": {media: {"schema": schema if isinstance(schema, dict) else components.ref(schema)}
+                                         for media, schema in route.body},
                              **({"description": route.body_description} if route.body_description else {})}
     responses: dict[str, Any] = {}
     for answer in answers(route):

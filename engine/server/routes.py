@@ -60,7 +60,7 @@ class Route:
     auth: Auth = "token"
     query: type[BaseModel] | None = None
     headers: tuple[Header, ...] = ()
-    body: tuple[tuple[str, dict[str, Any]], ...] = ()   # media type → schema
+    body: tuple[tuple[str, dict[str, Any] | type[BaseModel]], ...] = ()   # media type → schema or model
     body_required: bool = False
     body_description: str = ""
     documented: bool = True         # the dashboard's files are not part of the API
@@ -77,11 +77,16 @@ PATH_PARAMETERS = {
     "run_id": ("a run's id, as `POST …/runs` answered it", "no such run"),
 }
 
+#: The submission envelope's media type (`models.Submission`): the input beside a webhook.
+SUBMISSION = "application/vnd.engine.submission+json"
+
 RUN_INPUT = (
     "the application's input as JSON: the value of its one parameter, or an object of its "
     "parameters. An application with a parameter annotated File (or HttpBody) takes the raw body as "
     "that argument, with the request's Content-Type, or multipart/form-data: one part per parameter, "
-    "named after it (File parameters take the part's bytes and content type, the others its JSON)")
+    "named after it (File parameters take the part's bytes and content type, the others its JSON). "
+    f"As {SUBMISSION}: the envelope {{\"input\": ..., \"webhook\": {{\"url\", \"secret\", \"headers\"}}}}, "
+    "the input beside where to POST the run's end")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/", "dashboard", "The dashboard", (Answer(200, "the page"),), auth="none",
@@ -109,21 +114,26 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/applications/{name}/runs", "submit",
           "Start a run: accepted at once and queued durably; never refused for lack of capacity. "
           "No token needed for an application with allow=[\"unauthenticated_requests\"]",
-          (Answer(202, "accepted and queued", m.Accepted),
-           Answer(400, "the body is not valid JSON (or not parseable multipart)", m.Error),
+          (Answer(200, "with `wait`: the run ended within it; the run, as GET /v1/runs/{run_id} shows it",
+                  m.Run),
+           Answer(202, "accepted and queued (with `wait`: still unfinished when it ran out)", m.Accepted),
+           Answer(400, "the body is not valid JSON (or not parseable multipart), or a bad `wait`", m.Error),
            Answer(409, "the Idempotency-Key was used for another application", m.Error),
            Answer(413, "the input is too large", m.Error),
            Answer(415, "a raw body for an application that takes JSON (no File parameter), or one that "
                        "needs other input too (send multipart)", m.Error),
-           Answer(422, "the input does not match the type hints; the message names the field", m.Error)),
-          auth="allowed",
+           Answer(422, "the input does not match the type hints (the message names the field), or the "
+                       "submission envelope or its webhook is malformed", m.Error)),
+          auth="allowed", query=m.SubmitQuery,
           headers=(Header("Idempotency-Key", "a retried POST with the same key returns the same run"),),
           body=(("application/json", ANY_JSON),
+                (SUBMISSION, m.Submission),
                 ("multipart/form-data", {"type": "object", "additionalProperties": {}}),
                 ("*/*", BINARY)),
           body_description=RUN_INPUT),
-    Route("GET", "/v1/runs", "list_runs", "Runs, newest first",
-          (Answer(200, "the runs", m.RunList), Answer(400, "a query parameter is malformed", m.Error)),
+    Route("GET", "/v1/runs", "list_runs", "Runs, newest first; or, with `ids`, those runs",
+          (Answer(200, "the runs", m.RunList),
+           Answer(400, "a query parameter is malformed, or `ids` names more than 500 runs", m.Error)),
           query=m.RunsQuery),
     Route("GET", "/v1/runs/{run_id}", "get_run", "A run: status, result, error, timings and call counts",
           (Answer(200, "the run", m.Run),)),
@@ -143,6 +153,9 @@ ROUTES: tuple[Route, ...] = (
            Answer(409, "the run has not succeeded (yet): no output", m.Error),
            Answer(500, "the result cannot be decoded on this server", m.Error)),
           auth="allowed"),
+    Route("GET", "/v1/runs/{run_id}/webhooks", "webhooks",
+          "The run's completion webhook (its URL; never its secret) and every delivery with its attempts",
+          (Answer(200, "the deliveries", m.Webhooks),)),
     Route("POST", "/v1/runs/{run_id}/cancel", "cancel",
           "Cancel a queued or running run: its calls stop and its executors are stopped",
           (Answer(200, "cancelled (or, driven by another server, cancelling)", m.Accepted),

@@ -19,10 +19,22 @@ import sqlite3
 from pathlib import Path
 
 from engine.errors import SDKUsageError
-from engine.store.base import CallRow, DeploymentRow, FailedAttempt, Lease, RunRow, Store, StoreUnavailable
+from engine.store.base import (
+    CallRow,
+    Delivery,
+    DeliveryAttempt,
+    DeploymentRow,
+    FailedAttempt,
+    Lease,
+    RunRow,
+    RunWebhook,
+    Store,
+    StoreUnavailable,
+)
 from engine.store.sqlite import SQLiteStore
 
-__all__ = ["CallRow", "DeploymentRow", "FailedAttempt", "Lease", "RunRow", "SQLiteStore", "Store", "StoreUnavailable", "open_store", "store_url"]
+__all__ = ["CallRow", "Delivery", "DeliveryAttempt", "DeploymentRow", "FailedAttempt", "Lease", "RunRow", "RunWebhook",
+           "SQLiteStore", "Store", "StoreUnavailable", "open_store", "store_url"]
 
 
 def store_url(state_dir: Path, url: str | None = None) -> str:

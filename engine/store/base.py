@@ -25,14 +25,17 @@ or marked failed. The rules are drawn in docs/state-machine.md.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from engine.errors import InfrastructureError, RunNotFound
+from engine.statuses import RUN_FINAL
 
 log = logging.getLogger("engine.store")
 
@@ -141,6 +144,41 @@ class FailedAttempt:
 
 
 @dataclass(frozen=True)
+class RunWebhook:
+    """Where a run's end is POSTed. `secret` signs it: never shown, never logged."""
+
+    url: str
+    secret: str | None
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One run end to report (a row of the outbox, `webhook_deliveries`)."""
+
+    delivery_id: str
+    run_id: str
+    status: str          # the run's final status it reports
+    state: str           # pending | delivered | failed (gave up)
+    created_at: float
+    next_at: float
+    attempts: int
+    ended_at: float | None
+    last_error: str | None
+    age: float = 0.0     # seconds since it was written, by the database's clock (claims only)
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    delivery_id: str
+    attempt: int
+    started_at: float
+    duration: float
+    http_status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class Lease:
     """Who holds a run, as the store sees it now."""
 
@@ -182,6 +220,9 @@ class Store(ABC):
     NOW: str
     #: Appended to the fence check's SELECT to lock the rows until commit.
     LOCK_ROWS = ""
+    #: Appended to the SELECT of due webhook deliveries in a claim: rows another server is
+    #: claiming right now are skipped rather than waited for.
+    SKIP_LOCKED = ""
     #: What `get_run`'s error names as the place looked in.
     where = "the store"
 
@@ -436,8 +477,19 @@ class Store(ABC):
                     values)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
+        """A final status also queues the run's webhook delivery (when it has a webhook) in the
+        same transaction, fenced by the same lease: the outbox row exists if and only if the
+        final status was committed, so a crash between the two is impossible."""
         sets = ", ".join(f"{k} = ?" for k in fields)
         self._write(run_id, f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
+        if fields.get("status") in RUN_FINAL:
+            self._write(run_id, *self._queue_delivery(run_id, str(fields["status"])))
+
+    def _queue_delivery(self, run_id: str, status: str) -> tuple[str, tuple[Any, ...]]:
+        """The outbox insert for a run's end: a row only if the run has a webhook."""
+        return (f"INSERT INTO webhook_deliveries (delivery_id, run_id, status, state, created_at, next_at, "
+                f"attempts) SELECT ?, run_id, ?, 'pending', {self.NOW}, {self.NOW}, 0 FROM run_webhooks "
+                "WHERE run_id = ?", (uuid.uuid4().hex, status, run_id))
 
     def update_run_if(self, run_id: str, statuses: tuple[str, ...], **fields: Any) -> bool:
         """Change a run that nobody drives (queued and unclaimed, or finished) only if it is
@@ -445,17 +497,40 @@ class Store(ABC):
         self.commit()
         sets = ", ".join(f"{k} = ?" for k in fields)
         marks = ", ".join("?" * len(statuses))
-        rows = self._read(
-            f"UPDATE runs SET {sets} WHERE run_id = ? AND status IN ({marks}) "
-            f"AND (owner IS NULL OR lease_expires IS NULL OR lease_expires < {self.NOW}) RETURNING run_id",
-            (*fields.values(), run_id, *statuses))
-        return bool(rows)
+        update = (f"UPDATE runs SET {sets} WHERE run_id = ? AND status IN ({marks}) "
+                  f"AND (owner IS NULL OR lease_expires IS NULL OR lease_expires < {self.NOW}) RETURNING run_id")
+        params = (*fields.values(), run_id, *statuses)
+        if fields.get("status") not in RUN_FINAL:
+            return bool(self._read(update, params))
+        # A final status and its webhook delivery commit together (see `update_run`).
+        self._begin()
+        self._tx_open = True
+        try:
+            done = bool(self._execute(update, params).fetchall())
+            if done:
+                self._execute(*self._queue_delivery(run_id, str(fields["status"])))
+            self._commit_tx()
+        except BaseException:
+            self.rollback()
+            raise
+        self._tx_open = False
+        return done
 
     def get_run(self, run_id: str) -> RunRow:
         rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             raise RunNotFound(f"no run {run_id!r} in {self.where}: see `engine runs`")
         return RunRow(*rows[0])
+
+    def get_runs(self, run_ids: Sequence[str]) -> list[RunRow]:
+        """The runs of those ids that exist, in no particular order."""
+        out: list[RunRow] = []
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i:i + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE run_id IN ({marks})", chunk)
+            out.extend(RunRow(*r) for r in rows)
+        return out
 
     def find_run_by_key(self, key: str) -> RunRow | None:
         rows = self._read(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE idempotency_key = ?", (key,))
@@ -572,6 +647,73 @@ class Store(ABC):
         rows = self._read("SELECT key, value, value_digest FROM request_state WHERE run_id = ?", (run_id,))
         return {r[0]: (bytes(r[1]) if r[1] is not None else None, r[2]) for r in rows}
 
+    # --- webhooks ---------------------------------------------------------------------------
+    # The outbox: `update_run` queues a delivery with a run's final status; any server sends it
+    # (`engine.server.webhooks`), claiming it first so that two servers do not both send it.
+
+    def set_run_webhook(self, run_id: str, webhook: RunWebhook) -> None:
+        """Written with the run's row (same transaction), before its 202."""
+        self._write(run_id, "INSERT INTO run_webhooks (run_id, url, secret, headers) VALUES (?, ?, ?, ?)",
+                    (run_id, webhook.url, webhook.secret, json.dumps(webhook.headers) if webhook.headers else None))
+
+    def run_webhook(self, run_id: str) -> RunWebhook | None:
+        rows = self._read("SELECT url, secret, headers FROM run_webhooks WHERE run_id = ?", (run_id,))
+        if not rows:
+            return None
+        url, secret, headers = rows[0]
+        return RunWebhook(url, secret, json.loads(headers) if headers else {})
+
+    def claim_deliveries(self, claim: str, lease: float, limit: int) -> list[Delivery]:
+        """Take up to `limit` due deliveries that no live claim holds, for `lease` seconds.
+        Committed. One conditional UPDATE: the outer WHERE repeats the conditions, so that on
+        PostgreSQL a row another server claimed meanwhile is re-checked and left to it (and
+        `SKIP_LOCKED` skips rows being claimed right now); SQLite runs one writer at a time."""
+        self.commit()
+        free = f"state = 'pending' AND (lease_expires IS NULL OR lease_expires < {self.NOW})"
+        # The due rows in a CTE: PostgreSQL evaluates it once (a plain IN subquery with LIMIT
+        # and SKIP LOCKED may be rescanned, claiming more than `limit`).
+        rows = self._read(
+            f"WITH due AS (SELECT delivery_id FROM webhook_deliveries WHERE {free} "
+            f"AND next_at <= {self.NOW} ORDER BY next_at LIMIT ?{self.SKIP_LOCKED}) "
+            f"UPDATE webhook_deliveries SET claim = ?, lease_expires = {self.NOW} + ? "
+            f"WHERE delivery_id IN (SELECT delivery_id FROM due) AND {free} "
+            f"RETURNING {_DELIVERY_FIELDS}, {self.NOW} - created_at",
+            (limit, claim, lease))
+        return [Delivery(r[0], r[1], r[2], r[3], float(r[4]), float(r[5]), int(r[6]), r[7], r[8], age=float(r[9]))
+                for r in rows]
+
+    def next_delivery_in(self) -> float | None:
+        """Seconds until the next pending delivery is due (<= 0: due now); None when none waits."""
+        rows = self._read(f"SELECT MIN(next_at) - {self.NOW} FROM webhook_deliveries WHERE state = 'pending'")
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def finish_delivery_attempt(self, delivery: Delivery, claim: str, attempt: DeliveryAttempt, *,
+                                state: str, retry_in: float) -> None:
+        """Record one attempt and what follows: delivered, given up, or due again in `retry_in`
+        seconds. The delivery's row changes only while `claim` still holds it (a server that
+        outlived its claim leaves the row to the one that took it over). Committed."""
+        self._write(None, "INSERT INTO webhook_attempts (delivery_id, run_id, attempt, started_at, duration, "
+                          "http_status, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (attempt.delivery_id, delivery.run_id, attempt.attempt, attempt.started_at,
+                     attempt.duration, attempt.http_status, attempt.error))
+        self._write(None, f"UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = {self.NOW} + ?, "
+                          "claim = NULL, lease_expires = NULL, last_error = ?, ended_at = ? "
+                          "WHERE delivery_id = ? AND claim = ?",
+                    (state, attempt.attempt, retry_in, attempt.error, None if state == "pending" else time.time(),
+                     delivery.delivery_id, claim))
+        self.commit()
+
+    def deliveries(self, run_id: str) -> list[tuple[Delivery, list[DeliveryAttempt]]]:
+        """A run's deliveries, oldest first, each with its attempts."""
+        rows = self._read(f"SELECT {_DELIVERY_FIELDS} FROM webhook_deliveries WHERE run_id = ? "
+                          "ORDER BY created_at, delivery_id", (run_id,))
+        tried = self._read("SELECT delivery_id, attempt, started_at, duration, http_status, error "
+                           "FROM webhook_attempts WHERE run_id = ? ORDER BY started_at", (run_id,))
+        by_delivery: dict[str, list[DeliveryAttempt]] = {}
+        for r in tried:
+            by_delivery.setdefault(r[0], []).append(DeliveryAttempt(*r))
+        return [(Delivery(*r), by_delivery.get(r[0], [])) for r in rows]
+
     # --- logs ------------------------------------------------------------------------------
 
     def append_log(self, run_id: str, call_id: str, function: str, attempt: int, text: str) -> None:
@@ -634,6 +776,7 @@ class Store(ABC):
         return bytes(rows[0][0])
 
 
+_DELIVERY_FIELDS = "delivery_id, run_id, status, state, created_at, next_at, attempts, ended_at, last_error"
 _INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})"
 
 

@@ -55,6 +55,7 @@ def _connect(url: str) -> Any:
 class PostgresStore(base.Store):
     NOW = "(EXTRACT(EPOCH FROM clock_timestamp())::double precision)"
     LOCK_ROWS = " FOR UPDATE"
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
         super().__init__()

@@ -21,6 +21,11 @@ Tables:
   across retries and resumes, while the `calls` row describes only the latest attempt.
 - `deployments`: every version of every application deployed to `engine server`, with its code
   archive, so that every server on the store can run and resume any run.
+- `run_webhooks`: where to POST a run's end (url, HMAC secret, extra headers as JSON), one row
+  per run that has a webhook, written with the run's row. `webhook_deliveries` is the outbox:
+  one row per run end to report, inserted in the transaction that writes the run's final status
+  (`Store.update_run`), so a crash cannot lose it; `claim`/`lease_expires` say which server is
+  sending it now. `webhook_attempts`: every attempt of a delivery (its HTTP status or error).
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
   The SQLite store keeps them as files beside the database and leaves these tables empty.
 
@@ -152,6 +157,40 @@ MIGRATIONS: list[str] = [
         error_message   TEXT
     );
     CREATE INDEX failed_attempts_by_run ON failed_attempts(run_id);
+    """,
+    # 6: completion webhooks: each run's webhook, the durable outbox of deliveries, their attempts.
+    """
+    CREATE TABLE run_webhooks (
+        run_id          TEXT PRIMARY KEY,
+        url             TEXT NOT NULL,
+        secret          TEXT,
+        headers         TEXT
+    );
+    CREATE TABLE webhook_deliveries (
+        delivery_id     TEXT PRIMARY KEY,
+        run_id          TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        next_at         REAL NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        claim           TEXT,
+        lease_expires   REAL,
+        ended_at        REAL,
+        last_error      TEXT
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_at);
+    CREATE INDEX webhook_deliveries_by_run ON webhook_deliveries(run_id);
+    CREATE TABLE webhook_attempts (
+        delivery_id     TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        attempt         INTEGER NOT NULL,
+        started_at      REAL NOT NULL,
+        duration        REAL NOT NULL,
+        http_status     INTEGER,
+        error           TEXT
+    );
+    CREATE INDEX webhook_attempts_by_run ON webhook_attempts(run_id);
     """,
 ]
 
