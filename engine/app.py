@@ -71,6 +71,10 @@ class AppSpec:
     env_source: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     # False for commands that never run functions (building images): secrets may be absent.
     require_secrets: bool = True
+    # "finish" or "cancel" (`engine.sdk.function.ON_FAILURE`): engine.yaml's, else the
+    # decorator's. Resolved when the spec is made: a server may have another version's modules
+    # imported by the time a run fails.
+    on_failure: str = "finish"
 
     def settings(self, name: str) -> FunctionSettings:
         found = self.functions.get(name)
@@ -131,15 +135,6 @@ class AppSpec:
     @functools.cached_property
     def code_digest(self) -> str:
         return hashlib.sha256(self.code_zip).hexdigest()
-
-    @property
-    def on_failure(self) -> str:
-        """"finish" or "cancel" (`engine.sdk.function.ON_FAILURE`): engine.yaml's, else the
-        decorator's."""
-        if self.config.on_failure is not None:
-            return self.config.on_failure
-        app = self.function.application
-        return app.on_failure if app is not None else "finish"
 
     @property
     def function(self) -> Function[..., Any]:
@@ -247,6 +242,7 @@ def app_spec_for(
         name=fn.name, app_file=app_file.resolve(), module=module_name, code_root=root,
         config_path=config_path, config=config, functions={}, env_source=env,
         require_secrets=require_secrets,
+        on_failure=config.on_failure or (fn.application.on_failure if fn.application else "finish"),
     )
     known = {f.name for f in _module_functions(module_name)}
     check_function_names(config, config_path, known | set(_all_registered()))

@@ -99,10 +99,14 @@ def test_run_remote_application(server: ServerProcess, tmp_path: Path,
 
 
 def test_a_function_calls_another_deployed_application_by_name(server: ServerProcess) -> None:
-    run = server.wait(server.submit("call_inc", 4))
+    inc_runs = server.ok("GET", "/v1/runs?application=inc")["total"]
+    run_id = server.submit("call_inc", 4)
+    run = server.wait(run_id)
     assert run["status"] == "succeeded" and run["result"] == 50
-    inner = server.ok("GET", "/v1/runs?application=inc&limit=1")["runs"][0]
-    assert inner["status"] == "succeeded" and inner["created_at"] >= run["created_at"]
+    # A call of the run, not a request of its own: in the caller's graph, and no run of `inc`.
+    nodes = server.ok("GET", f"/v1/runs/{run_id}/dag")["nodes"]
+    assert [(n["kind"], n["function"]) for n in nodes if n["kind"] == "application"] == [("application", "inc")]
+    assert server.ok("GET", "/v1/runs?application=inc")["total"] == inc_runs
 
 
 # --- the DAG and its events ----------------------------------------------------------------
