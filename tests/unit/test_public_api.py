@@ -13,6 +13,7 @@ import engine.errors
 PUBLIC = [
     "RETURN_WHEN",
     "ApplicationCapability",
+    "BudgetExceeded",
     "DependencyFailed",
     "DeserializationError",
     "EngineError",
@@ -52,6 +53,7 @@ PUBLIC = [
 ]
 
 ERRORS = [
+    "BudgetExceeded",
     "ConfigError",
     "DependencyFailed",
     "DeserializationError",
