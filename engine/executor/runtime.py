@@ -26,7 +26,13 @@ from typing import Any
 import grpc
 
 from engine import wire
-from engine.errors import DeserializationError, InfrastructureError, SDKUsageError, SerializationError
+from engine.errors import (
+    BudgetExceeded,
+    DeserializationError,
+    InfrastructureError,
+    SDKUsageError,
+    SerializationError,
+)
 from engine.sdk.future import RETURN_WHEN, Future
 from engine.sdk.runtime import Runtime
 from engine.wire.v1 import engine_pb2 as pb
@@ -127,6 +133,9 @@ class ExecutorRuntime(Runtime):
             )
         except grpc.RpcError as exc:
             encoder.rollback()
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # The run's budget refused them; the run has failed (engine.scheduler.budgets).
+                raise BudgetExceeded(exc.details(), run_id=self.run_id, call_id=self.call_id) from None
             raise SDKUsageError(f"the scheduler refused these futures: {exc.details()}") from None
         except BaseException:
             encoder.rollback()

@@ -15,6 +15,7 @@ import grpc
 
 from engine import wire
 from engine.errors import SDKUsageError
+from engine.scheduler.budgets import BudgetRefused
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -30,6 +31,9 @@ class CallbackService(pb_grpc.SchedulerCallbackServicer):
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> pb.SubmitResponse:  # noqa: N802
         try:
             self.scheduler.submit_children(request.run_id, request.parent_call_id, list(request.futures))
+        except BudgetRefused as exc:
+            # The run has failed with BudgetExceeded; the creating call raises it (executor runtime).
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except (wire.InvalidMessage, SDKUsageError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.SubmitResponse()
