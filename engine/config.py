@@ -5,6 +5,7 @@
     idle_timeout: 10            # seconds an idle executor is kept
     max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
     store: postgresql://engine@db:5432/engine   # engine server: the store (default: SQLite in the state dir)
+    budget: {max_calls: 1000, max_depth: 3, max_duration: 600}   # each run's default budget
     functions:
       research: {cpu: 0.5, memory: 0.5, timeout: 120, retries: {max_retries: 3, initial_delay: 0.2}}
 
@@ -74,6 +75,17 @@ class SwarmConfig(BaseModel):
     advertise: str | None = None
 
 
+class BudgetConfig(BaseModel):
+    """`budget:` — the default budget of the application's runs (docs/configuration.md#budgets),
+    replacing the decorator's limits it names; `null` lifts one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_calls: int | None = Field(default=None, ge=1)
+    max_depth: int | None = Field(default=None, ge=0)
+    max_duration: float | None = Field(default=None, gt=0)
+
+
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +99,7 @@ class EngineConfig(BaseModel):
     store: str | None = None
     functions: dict[str, FunctionOverride] = Field(default_factory=dict)
     swarm: SwarmConfig | None = None
+    budget: BudgetConfig | None = None
 
 
 def load_config(path: Path | None) -> EngineConfig:

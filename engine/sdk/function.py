@@ -121,13 +121,17 @@ class ApplicationConfig:
     `tags` are recorded with the application; `retries` is the default policy of every function
     that sets none; `region` the default region of its functions; `allow` lists Tensorlake
     capabilities (`"unauthenticated_requests"`: the server lets anyone start its runs and read
-    their output, token or not).
+    their output, token or not). `max_calls`, `max_depth` and `max_duration` are the default
+    budget of each of its runs (docs/configuration.md#budgets); None is no limit.
     """
 
     tags: dict[str, str] = field(default_factory=dict)
     retries: Retries = field(default_factory=Retries)
     region: str | None = None
     allow: list[ApplicationCapability] = field(default_factory=list)
+    max_calls: int | None = None
+    max_depth: int | None = None
+    max_duration: float | None = None
 
     def __post_init__(self) -> None:
         where = "@application()"
@@ -142,6 +146,14 @@ class ApplicationConfig:
             raise SDKUsageError(
                 f"{where}: allow must be a list of {', '.join(map(repr, CAPABILITIES))}, got {self.allow!r}"
             )
+        for name, least in (("max_calls", 1), ("max_depth", 0)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise SDKUsageError(f"{where}: {name} must be a whole number of at least {least}, got {value!r}")
+        duration = self.max_duration
+        if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool)
+                                     or duration <= 0):
+            raise SDKUsageError(f"{where}: max_duration must be a number of seconds above 0, got {duration!r}")
         # Copies: the decorator's arguments stay the caller's to change.
         object.__setattr__(self, "tags", dict(self.tags))
         object.__setattr__(self, "allow", list(self.allow))
@@ -388,6 +400,10 @@ def application(
     retries: Retries | None = None,
     region: str | None = None,
     allow: list[ApplicationCapability] | None = None,
+    *,
+    max_calls: int | None = None,
+    max_depth: int | None = None,
+    max_duration: float | None = None,
 ) -> _ApplicationDecorator:
     """Mark a function as an application entry point; stack it with `@function()`, in either
     order.
@@ -398,12 +414,18 @@ def application(
     policy of every function that sets none; `region` the default region of its functions (see
     `function(region=)`). `allow` takes Tensorlake's capabilities: `["unauthenticated_requests"]`
     lets a server that has a token start this application's runs, and answer their output, for
-    callers without it. Raises `SDKUsageError` for invalid values.
+    callers without it. `max_calls`, `max_depth` and `max_duration` (seconds) are the default
+    budget of each run, which the engine enforces: a run that reaches one fails with
+    `BudgetExceeded` (docs/configuration.md#budgets); engine.yaml's `budget:` and each
+    submission may change them. Raises `SDKUsageError` for invalid values.
     """
     config = ApplicationConfig(
         tags={} if tags is None else tags,
         retries=Retries() if retries is None else retries,
         region=region,
         allow=[] if allow is None else allow,
+        max_calls=max_calls,
+        max_depth=max_depth,
+        max_duration=max_duration,
     )
     return _ApplicationDecorator(config)
