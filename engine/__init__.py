@@ -11,6 +11,7 @@ names match the Tensorlake Applications SDK where they overlap (docs/tensorlake.
 
 from engine.client import Request, run_local_application, run_remote_application
 from engine.errors import (
+    BudgetExceeded,
     DependencyFailed,
     DeserializationError,
     EngineError,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RETURN_WHEN",
     "ApplicationCapability",
+    "BudgetExceeded",
     "DependencyFailed",
     "DeserializationError",
     "EngineError",

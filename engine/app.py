@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
@@ -31,6 +31,9 @@ from engine.sdk.function import Function, FunctionConfig, region_constraint, reg
 from engine.sdk.http import HttpBody, is_raw_body_hint
 from engine.sdk.image import Image
 from engine.sdk.retries import Retries
+
+if TYPE_CHECKING:
+    from engine.scheduler.budgets import Budget
 
 SKIP_DIRS = {
     ".git", ".hg", ".engine", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache",
@@ -119,6 +122,19 @@ class AppSpec:
         if region is not None and region_constraint(region) not in constraints:
             constraints += (region_constraint(region),)
         return FunctionSettings(fn.name, module, config, retries, secrets, image_tag, constraints)
+
+    def budget(self) -> Budget:
+        """The default budget of this application's runs: the decorator's limits, with those
+        engine.yaml's `budget:` names replacing them (a submission may change them again)."""
+        from engine.scheduler.budgets import Budget
+
+        app_fn = registered(self.name, self.module)
+        app = app_fn.application if app_fn is not None else None
+        budget = Budget(app.max_calls, app.max_depth, app.max_duration) if app is not None else Budget()
+        if self.config.budget is not None:
+            given = self.config.budget
+            budget = budget.updated({k: getattr(given, k) for k in given.model_fields_set})
+        return budget
 
     def resolve_images(self, tag_for: Callable[[Image], str]) -> None:
         """Give each function with an `Image` (and no image of its own in engine.yaml) that

@@ -2,8 +2,8 @@
 
     engine run FILE.py:FUNCTION [--input JSON] [--input-file PATH [--content-type TYPE]]
                [--output PATH] [--backend process|docker|swarm] [--config PATH]
-               [--state-dir DIR] [--env-file FILE] [--json]
-    engine resume RUN_ID [--output PATH] [--json] [--backend ...] [--state-dir DIR]
+               [--state-dir DIR] [--env-file FILE] [--budget calls=N,depth=N,duration=S] [--json]
+    engine resume RUN_ID [--output PATH] [--json] [--backend ...] [--state-dir DIR] [--budget ...]
     engine runs [--json]
     engine show RUN_ID [--output PATH] [--json]
     engine logs RUN_ID [--function NAME]
@@ -149,17 +149,25 @@ def _report(outcome: Any, as_json: bool, output: str | None = None) -> int:
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
 
 
+def _budget(args: argparse.Namespace) -> dict[str, int | float | None] | None:
+    """`--budget calls=1000,depth=3,duration=600`: the limits it names (SDKUsageError, exit 2)."""
+    from engine.scheduler.budgets import parse_budget
+
+    return parse_budget(args.budget) if args.budget is not None else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.app import load_app, parse_input
     from engine.runner import execute
 
+    budget = _budget(args)
     app = load_app(args.target, Path(args.config) if args.config else None,
                    Path(args.env_file) if args.env_file else None)
     kwargs = parse_input(app.function, args.input, _input_file(args))
     view = ProgressView()
     try:
         outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
-                          progress=view, note=view.note)
+                          progress=view, note=view.note, budget=budget)
     finally:
         view.close()
     return _report(outcome, args.json, args.output)
@@ -186,6 +194,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from engine.runner import execute
     from engine.store import open_store, store_url
 
+    budget = _budget(args)
     state_dir = _state_dir(args)
     store = open_store(store_url(state_dir))
     try:
@@ -198,7 +207,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     view = ProgressView()
     try:
         outcome = execute(app, resume_id=args.run_id, state_dir=state_dir,
-                          backend=args.backend or row.backend, progress=view, note=view.note)
+                          backend=args.backend or row.backend, progress=view, note=view.note,
+                          budget=budget)
     finally:
         view.close()
     return _report(outcome, args.json, args.output)
@@ -268,6 +278,7 @@ def _lease_json(store: Any, row: Any) -> dict[str, Any] | None:
 def run_details(store: Any, run_id: str) -> dict[str, Any]:
     from engine import wire
     from engine.app import file_json, to_json
+    from engine.scheduler.budgets import stored_use
     from engine.sdk.file import File
     from engine.wire.v1 import engine_pb2 as pb
 
@@ -297,6 +308,7 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
         "ended_at": row.ended_at, "duration": _duration(row.started_at, row.ended_at),
         "resumes": row.resumes,
         "lease": _lease_json(store, row),
+        "budget": stored_use(row, calls),
         "calls": {
             "total": len(calls),
             "succeeded": sum(1 for c in calls if c.status in ("succeeded", "tail")),
@@ -366,6 +378,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"result: {_file_hint(info['run_id'], info['result_file'])}")
     elif info["status"] == "succeeded":
         print(f"result: {json.dumps(info['result'])[:500]}")
+    if any(v is not None for v in info["budget"]["limits"].values()):
+        from engine.scheduler.budgets import use_text
+
+        print(f"budget: {use_text(info['budget'])}")
     print(f"calls: {c['total']} total, {c['succeeded']} succeeded, {c['failed']} failed, "
           f"{c['reused']} reused, {c['executions']} executions")
     for call in info["call_list"][: args.limit]:
@@ -547,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (default: engine.yaml beside the file)")
     p.add_argument("--env-file", help="KEY=VALUE file the functions' secrets are read from")
     p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
+    p.add_argument("--budget", metavar="LIMITS",
+                   help="the run's budget, e.g. calls=1000,depth=3,duration=600 (replaces the "
+                        "application's limits it names; none lifts one)")
     common(p)
     p.set_defaults(func=cmd_run)
 
@@ -556,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
     p.add_argument("--env-file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--budget", metavar="LIMITS",
+                   help="raise (or lift, with none) limits of the run's budget, e.g. calls=5000")
     common(p)
     p.set_defaults(func=cmd_resume)
 

@@ -6,6 +6,7 @@
     max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
     store: postgresql://engine@db:5432/engine   # engine server: the store (default: SQLite in the state dir)
     webhook: {url: https://example.com/hook, secret: s3cret, headers: {X-Team: data}}   # engine server: POST each run's end
+    budget: {max_calls: 1000, max_depth: 3, max_duration: 600}   # each run's default budget
     functions:
       research: {cpu: 0.5, memory: 0.5, timeout: 120, retries: {max_retries: 3, initial_delay: 0.2}}
 
@@ -84,6 +85,15 @@ class WebhookConfig(BaseModel):
     url: str
     secret: str | None = None      # signs each delivery (HMAC-SHA256); never shown by the API
     headers: dict[str, str] = Field(default_factory=dict)
+class BudgetConfig(BaseModel):
+    """`budget:` — the default budget of the application's runs (docs/configuration.md#budgets),
+    replacing the decorator's limits it names; `null` lifts one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_calls: int | None = Field(default=None, ge=1)
+    max_depth: int | None = Field(default=None, ge=0)
+    max_duration: float | None = Field(default=None, gt=0)
 
 
 class EngineConfig(BaseModel):
@@ -102,6 +112,7 @@ class EngineConfig(BaseModel):
     # The application's `on_failure` ("finish" or "cancel"), overriding the decorator's.
     on_failure: Literal["finish", "cancel"] | None = None
     webhook: WebhookConfig | None = None
+    budget: BudgetConfig | None = None
 
 
 def load_config(path: Path | None) -> EngineConfig:

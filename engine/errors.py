@@ -7,8 +7,8 @@ Three branches, by who must act:
   one line and exits 2.
 - `RequestFailed` — a run did not succeed: a function raised (`FunctionError`), ran past its
   timeout (`FunctionTimeout`), was killed for memory (`OutOfMemory`), was cancelled
-  (`RequestCancelled`), or a dependency failed. `RequestFailed` carries the run id and the
-  failing call. The CLI exits 1.
+  (`RequestCancelled`), reached a limit of its budget (`BudgetExceeded`), or a dependency
+  failed. `RequestFailed` carries the run id and the failing call. The CLI exits 1.
 - `InfrastructureError` — the engine could not do its job (Docker unreachable, image missing,
   an executor that would not start). Says what to do about it.
 
@@ -167,6 +167,36 @@ class DependencyFailed(RequestFailed):
     """A call never ran because a future it depended on failed."""
 
 
+class BudgetExceeded(RequestFailed):
+    """The run reached a limit of its budget and failed (docs/configuration.md#budgets).
+
+    `limit` names it (`"max_calls"`, `"max_depth"` or `"max_duration"`), `value` is its value
+    in the run's budget; `function` and `call_id` name the call that crossed it: the call whose
+    new future would have exceeded `max_calls` or `max_depth` (that future was refused and
+    never started), or the run's root call for `max_duration`. No call of the run starts after
+    it; `engine resume RUN_ID --budget ...` with a raised limit continues the run.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str = "",
+        value: float | None = None,
+        run_id: str | None = None,
+        function: str | None = None,
+        call_id: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id, function=function, call_id=call_id, traceback=traceback)
+        self.limit = limit
+        self.value = value
+
+    def __reduce__(self):  # keep limit and value across pickling, as the other fields
+        rebuild, (cls, message, fields) = super().__reduce__()
+        return rebuild, (cls, message, {**fields, "limit": self.limit, "value": self.value})
+
+
 # --- infrastructure --------------------------------------------------------------------------
 
 
@@ -215,6 +245,7 @@ class RunNotFound(SDKUsageError):
 
 __all__ = [
     "AccessDenied",
+    "BudgetExceeded",
     "ConfigError",
     "DependencyFailed",
     "DeserializationError",

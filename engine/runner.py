@@ -15,7 +15,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,15 +135,19 @@ def execute(
     backend: str | None = None,
     progress: Progress | None = None,
     note: Callable[[str], None] | None = None,
+    budget: Mapping[str, int | float | None] | None = None,
 ) -> RunOutcome:
-    """Run (or resume) `app` to the end. Blocks. Safe to call from a thread with a running loop."""
+    """Run (or resume) `app` to the end. Blocks. Safe to call from a thread with a running loop.
+    `budget` (`budgets.parse_budget`'s form) replaces limits of the application's budget, or of
+    the resumed run's."""
     state_dir = Path(state_dir or default_state_dir())
     backend_name, fallback = choose_backend(backend, app)
     if fallback and note:
         note(fallback)
     started: dict[str, str] = {}
     coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
-                  backend_name=backend_name, progress=progress, note=note, started=started)
+                  backend_name=backend_name, progress=progress, note=note, started=started,
+                  budget=budget)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -173,7 +177,7 @@ def execute(
 async def _drive(
     app: AppSpec, *, kwargs: dict[str, Any] | None, resume_id: str | None, state_dir: Path,
     backend_name: str, progress: Progress | None, note: Callable[[str], None] | None,
-    started: dict[str, str],
+    started: dict[str, str], budget: Mapping[str, int | float | None] | None = None,
 ) -> RunOutcome:
     store = open_store(store_url(state_dir))
     try:
@@ -195,7 +199,7 @@ async def _drive(
                 if not scheduler.leases.claim(resume_id, RESUMABLE):
                     _refuse_if_driven(store, resume_id)
                     raise SDKUsageError(f"run {resume_id} cannot be resumed now: see `engine show {resume_id}`")
-                run = scheduler.resume_run(app, resume_id)
+                run = scheduler.resume_run(app, resume_id, budget)
             else:
                 values = kwargs or {}
                 args = pb.Arguments()
@@ -204,7 +208,8 @@ async def _drive(
                         args.kwargs[key].value.data = wire.dumps(value)
                     except Exception as exc:  # noqa: BLE001
                         raise SDKUsageError(f"input {key!r} cannot be serialised: {exc}") from None
-                run = scheduler.submit_run(app, wire.dumps(values), args)
+                run = scheduler.submit_run(app, wire.dumps(values), args,
+                                           budget=app.budget().updated(budget or {}))
             started["run_id"] = run.run_id
             if progress is not None:
                 progress(run.run_id, run.progress())

@@ -28,6 +28,7 @@ import grpc
 from engine import wire
 from engine.errors import (
     AccessDenied,
+    BudgetExceeded,
     DeserializationError,
     InfrastructureError,
     SDKUsageError,
@@ -136,6 +137,9 @@ class ExecutorRuntime(Runtime):
             )
         except grpc.RpcError as exc:
             encoder.rollback()
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # The run's budget refused them; the run has failed (engine.scheduler.budgets).
+                raise BudgetExceeded(exc.details(), run_id=self.run_id, call_id=self.call_id) from None
             _raise_if_denied(exc, "submitting futures")
             raise SDKUsageError(f"the scheduler refused these futures: {exc.details()}") from None
         except BaseException:

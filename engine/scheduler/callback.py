@@ -20,6 +20,7 @@ import grpc
 from engine import wire
 from engine.errors import SDKUsageError
 from engine.scheduler.access import Access, Denied, outcome_blobs
+from engine.scheduler.budgets import BudgetRefused
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -43,6 +44,9 @@ class CallbackService(pb_grpc.SchedulerCallbackServicer):
                                      f"submitting futures: {exc}")
         try:
             self.scheduler.submit_children(request.run_id, request.parent_call_id, list(request.futures))
+        except BudgetRefused as exc:
+            # The run has failed with BudgetExceeded; the creating call raises it (executor runtime).
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except (wire.InvalidMessage, SDKUsageError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.SubmitResponse()

@@ -24,6 +24,10 @@ Invariants, and where they are enforced:
 - **One driver per run.** A run is driven only while this process holds its lease
   (`engine.scheduler.leases`); every write of it is fenced by the lease's epoch. A run whose
   lease is lost is abandoned at once (`_lost`): its calls stop, nothing more of it is written.
+- **Budgets refuse before creating.** A new future that would cross its run's `max_calls` or
+  `max_depth` is refused in `_add_call` before it exists; its creator and the run fail with
+  `BudgetExceeded` (`_budget_exceeded`), and nothing of the run starts after that
+  (`engine.scheduler.budgets`).
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
   the scheduler turns that into a typed failure and applies the call's retry policy.
 
@@ -39,7 +43,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -49,6 +53,7 @@ from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch, SDKUsageError
 from engine.scheduler.access import Access
 from engine.scheduler.blobs import BlobService
+from engine.scheduler.budgets import Budget, BudgetRefused, RunBudget, dump_budget, load_budget
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.context import RequestContexts
 from engine.scheduler.leases import Leases
@@ -203,6 +208,7 @@ class Scheduler:
     def submit_run(
         self, app: AppSpec, input_data: bytes, args_message: pb.Arguments, *,
         run_id: str | None = None, idempotency_key: str | None = None, queued: bool = False,
+        budget: Budget | None = None,
     ) -> RunState:
         """Create a run of `app` whose root call gets `args_message` (values only).
 
@@ -211,6 +217,7 @@ class Scheduler:
         the caller holds its lease (`leases.claim`). The row's move to `running` and the root
         call commit in one transaction, so a crash leaves the run either still queued or
         started with its root call, never in between. A new run is created, then claimed.
+        `budget` is the run's (`engine.scheduler.budgets`; default: the application's).
         """
         run_id = run_id or new_run_id()
         root = pb.FutureSpec(
@@ -218,32 +225,38 @@ class Scheduler:
             arguments=args_message,
         )
         now = time.time()
+        budget = budget if budget is not None else app.budget()
         if queued:
-            self.store.update_run(run_id, status=RunStatus.RUNNING, started_at=now, backend=self.backend.name)
+            self.store.update_run(run_id, status=RunStatus.RUNNING, started_at=now, backend=self.backend.name,
+                                  budget=dump_budget(budget, 0.0))
         else:
             self.store.create_run(RunRow(
                 run_id=run_id, application=app.name, status=RunStatus.RUNNING, root_call_id=root.id,
                 app_file=str(app.app_file), module=app.module,
                 config_path=str(app.config_path) if app.config_path else None,
                 backend=self.backend.name, input=input_data, created_at=now, started_at=now,
-                idempotency_key=idempotency_key,
+                idempotency_key=idempotency_key, budget=dump_budget(budget, 0.0),
             ))
             self.store.commit()
             if not self.leases.claim(run_id):
                 raise InfrastructureError(f"run {run_id} was taken by another process as it was created")
         self._spill_large_values(root.arguments)
         run = RunState(run_id=run_id, app=app, root_id=root.id)
+        run.budget = RunBudget(budget)
         self.runs[run_id] = run
         self.tracer.run_started(run, self.context.headers_of)
         self._prestart(app)
         self._add_call(run, root, parent_id=None)
+        self._arm_budget(run)
         self._schedule_flush()
         return run
 
-    def resume_run(self, app: AppSpec, run_id: str) -> RunState:
+    def resume_run(self, app: AppSpec, run_id: str,
+                   budget: Mapping[str, int | float | None] | None = None) -> RunState:
         """Continue a run from its checkpoints: finished calls are reused, never re-executed;
         every other call goes back to `pending` and runs when its dependencies allow. The
-        caller holds the run's lease (`leases.claim`)."""
+        caller holds the run's lease (`leases.claim`). `budget` replaces limits of the run's
+        stored budget (`budgets.parse_budget`'s form): a raised limit lets it go on."""
         row = self.store.get_run(run_id)
         run = RunState(run_id=run_id, app=app, root_id=row.root_call_id)
         self.runs[run_id] = run
@@ -275,10 +288,12 @@ class Scheduler:
             run.status = SUCCEEDED
             run.done.set()
             return run
+        run.budget = self._resumed_budget(run, row, rows, budget)
         self.tracer.run_started(run, self.context.headers_of, resumed=True)
         self.store.update_run(
             run_id, status=RunStatus.RUNNING, ended_at=None, failure=None, error_kind=None,
             error_message=None, resumed_at=now, resumes=row.resumes + 1,
+            budget=dump_budget(run.budget.budget, run.budget.elapsed_before),
         )
         self.store.reset_unfinished(run_id)
         self._prestart(app)
@@ -317,8 +332,49 @@ class Scheduler:
         root = run.calls.get(run.root_id)
         if root is not None and root.status == SUCCEEDED:
             self._notify(root)
+        self._arm_budget(run)
         self._schedule_flush()
         return run
+
+    def _resumed_budget(self, run: RunState, row: RunRow, rows: list[CallRow],
+                        changes: Mapping[str, int | float | None] | None) -> RunBudget:
+        """The budget a resumed run goes on with: its stored one (the application's for a run
+        from before budgets) with `changes`, and its use so far. A run whose driver died
+        (still `running`) counts that try up to the last call event it checkpointed."""
+        stored, elapsed = load_budget(row.budget)
+        limits = (stored if stored is not None else run.app.budget()).updated(changes or {})
+        since = row.resumed_at or row.started_at
+        if row.status == RunStatus.RUNNING and since is not None:
+            last = max((t for r in rows for t in (r.created_at, r.started_at, r.ended_at) if t is not None),
+                       default=since)
+            elapsed += max(0.0, last - since)
+        budget = RunBudget(limits, elapsed)
+        budget.load(run.calls.values())
+        return budget
+
+    def _arm_budget(self, run: RunState) -> None:
+        if run.budget is not None and self._loop is not None:
+            run.budget.arm(self._loop, run, lambda r, failure: self._budget_exceeded(r.calls[r.root_id], failure))
+
+    def _budget_exceeded(self, call: CallState, failure: pb.Failure) -> None:
+        """`call` crossed its run's budget (`engine.scheduler.budgets`): it fails with
+        `BudgetExceeded`, and so does the run, at once. Its executor is stopped if it is running
+        (as a cancel stops it), and `_finish_run` stops every other call of the run: nothing of
+        the run starts after this. A resume runs `call` again and reuses every finished call."""
+        run = call.run
+        if run.done.is_set():
+            return
+        if call.status == RUNNING and call.executor is not None:
+            asyncio.ensure_future(self._retire(call.executor))
+            if call.task is not None and not call.task.done():
+                call.task.cancel()
+        log.info("run %s: %s", run.run_id, failure.message)
+        self._finish_call_failed(call, failure)
+        root = run.calls[run.root_id]
+        if root.status == TAIL:
+            self._finish_call_failed(root, failure)
+        self._finish_run(run, RunStatus.FAILED, failure=failure)
+        self._schedule_flush()
 
     def cancel_run(self, run_id: str, reason: str = "cancelled") -> None:
         run = self.runs.get(run_id)
@@ -407,6 +463,10 @@ class Scheduler:
                 self._on_ready(existing)
             return existing
 
+        if run.budget is not None:
+            refused = run.budget.admit(run, spec, parent_id)
+            if refused is not None:
+                raise BudgetRefused(refused)  # before it exists: it never runs (budgets.py)
         app = self._app_of(run, spec, parent_id)
         call = CallState(run, spec, parent_id, digest, app.settings(spec.function))
         call.app = app
@@ -479,6 +539,8 @@ class Scheduler:
             return
         try:
             self._expand(call)
+        except BudgetRefused as refused:
+            self._budget_exceeded(call, refused.failure)
         except Exception as exc:  # noqa: BLE001 - a bad map input fails the call, not the engine
             self._finish_call_failed(call, wire.failure_from_exception(
                 exc, function=call.function, call_id=call.id, kind=pb.FAILURE_KIND_REQUEST_ERROR))
@@ -880,6 +942,9 @@ class Scheduler:
                 pb.FAILURE_KIND_INTERNAL, f"bad tail call from {call.function}: {exc}",
                 function=call.function, call_id=call.id))
             return
+        except BudgetRefused as refused:
+            self._budget_exceeded(call, refused.failure)
+            return
         call.ended_at = time.time()
         self._set_status(call, TAIL)
         self.store.update_call(call.run.run_id, call.id, status=TAIL, tail_id=target.id, ended_at=call.ended_at)
@@ -1099,6 +1164,8 @@ class Scheduler:
             fields.update(failure=failure.SerializeToString(),
                           error_kind=wire.failure_kind_name(failure.kind),
                           error_message=wire.describe(failure))
+        if run.budget is not None:
+            fields["budget"] = run.budget.ended()
         self.store.update_run(run.run_id, **fields)
         # Calls nobody needs any more (started with .run() and never awaited) stop here.
         cancel = wire.make_failure(pb.FAILURE_KIND_CANCELLED, f"run {status} before this call finished",
@@ -1129,8 +1196,12 @@ class Scheduler:
                 self._app_of(run, spec, parent_id)  # raises InvalidMessage naming what is missing
             elif spec.function not in parent.app.functions:
                 parent.app.settings(spec.function)  # raises with a clear message
-        for spec in specs:
-            self._add_call(run, spec, parent_id=parent_id)
+        try:
+            for spec in specs:
+                self._add_call(run, spec, parent_id=parent_id)
+        except BudgetRefused as refused:
+            self._budget_exceeded(parent, refused.failure)
+            raise  # the callback service answers the creating call with it
         self._schedule_flush()
 
     async def await_children(self, request: pb.AwaitRequest) -> pb.AwaitResponse:

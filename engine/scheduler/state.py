@@ -26,6 +26,7 @@ from engine.wire.v1 import engine_pb2 as pb
 
 if TYPE_CHECKING:
     from engine.app import AppSpec, FunctionSettings
+    from engine.scheduler.budgets import RunBudget
 
 # The vocabulary is `engine.statuses`; these are its short names for the scheduler's code.
 PENDING = CallStatus.PENDING
@@ -123,6 +124,8 @@ class RunState:
     # `Scheduler.headers_of`): key -> (inline pickled value, blob digest); header pairs.
     state: dict[str, tuple[bytes | None, str | None]] | None = None
     headers: list[tuple[str, str]] | None = None
+    # Its limits and their use (`engine.scheduler.budgets`), set when it starts or resumes.
+    budget: RunBudget | None = None
 
     def progress(self) -> dict[str, int]:
         c = self.counts

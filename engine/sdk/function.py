@@ -130,6 +130,8 @@ class ApplicationConfig:
     capabilities (`"unauthenticated_requests"`: the server lets anyone start its runs and read
     their output, token or not); `on_failure` says what happens to the rest of a run once a
     call failed for good and took the run down with it (`ON_FAILURE`).
+    `max_calls`, `max_depth` and `max_duration` are the default
+    budget of each of its runs (docs/configuration.md#budgets); None is no limit.
     """
 
     tags: dict[str, str] = field(default_factory=dict)
@@ -137,6 +139,9 @@ class ApplicationConfig:
     region: str | None = None
     allow: list[ApplicationCapability] = field(default_factory=list)
     on_failure: str = "finish"
+    max_calls: int | None = None
+    max_depth: int | None = None
+    max_duration: float | None = None
 
     def __post_init__(self) -> None:
         where = "@application()"
@@ -154,6 +159,14 @@ class ApplicationConfig:
         if self.on_failure not in ON_FAILURE:
             raise SDKUsageError(
                 f"{where}: on_failure must be one of {', '.join(map(repr, ON_FAILURE))}, got {self.on_failure!r}")
+        for name, least in (("max_calls", 1), ("max_depth", 0)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise SDKUsageError(f"{where}: {name} must be a whole number of at least {least}, got {value!r}")
+        duration = self.max_duration
+        if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool)
+                                     or duration <= 0):
+            raise SDKUsageError(f"{where}: max_duration must be a number of seconds above 0, got {duration!r}")
         # Copies: the decorator's arguments stay the caller's to change.
         object.__setattr__(self, "tags", dict(self.tags))
         object.__setattr__(self, "allow", list(self.allow))
@@ -400,7 +413,11 @@ def application(
     retries: Retries | None = None,
     region: str | None = None,
     allow: list[ApplicationCapability] | None = None,
+    *,
     on_failure: str = "finish",
+    max_calls: int | None = None,
+    max_depth: int | None = None,
+    max_duration: float | None = None,
 ) -> _ApplicationDecorator:
     """Mark a function as an application entry point; stack it with `@function()`, in either
     order.
@@ -415,6 +432,10 @@ def application(
     for good run to completion, so a resume re-runs only the failed branch) or "cancel" (stop every
     call at once); `engine.yaml`'s `on_failure` overrides it. Raises `SDKUsageError` for invalid
     values.
+    callers without it. `max_calls`, `max_depth` and `max_duration` (seconds) are the default
+    budget of each run, which the engine enforces: a run that reaches one fails with
+    `BudgetExceeded` (docs/configuration.md#budgets); engine.yaml's `budget:` and each
+    submission may change them. Raises `SDKUsageError` for invalid values.
     """
     config = ApplicationConfig(
         tags={} if tags is None else tags,
@@ -422,5 +443,8 @@ def application(
         region=region,
         allow=[] if allow is None else allow,
         on_failure=on_failure,
+        max_calls=max_calls,
+        max_depth=max_depth,
+        max_duration=max_duration,
     )
     return _ApplicationDecorator(config)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.app import file_json, to_json
 from engine.errors import ConfigError, InputError, RunNotFound, SDKUsageError
+from engine.scheduler.budgets import parse_budget, stored_use
 from engine.sdk.file import File
 from engine.server import models as m
 from engine.server.control import Conflict, ControlPlane, UnknownApplication
@@ -150,6 +151,12 @@ class API:
             name = ".".join(str(part) for part in first["loc"]) or "query"
             raise HTTPError(400, f"bad query parameter {name}: {first['msg']}") from None
 
+    def _budget(self, request: web.Request) -> dict[str, int | float | None] | None:
+        """`?budget=calls=1000,depth=3`: beside the input, whatever the body's shape. A malformed
+        one raises SDKUsageError (422)."""
+        query = self._query(request, m.BudgetQuery)
+        return parse_budget(query.budget) if query.budget is not None else None
+
     # --- dashboard and service routes ------------------------------------------------------------
 
     async def dashboard(self, request: web.Request) -> web.Response:
@@ -257,7 +264,7 @@ class API:
         status, accepted = self.control.submit(name, data, present,
                                                request.headers.get("Idempotency-Key") or None,
                                                [(str(k), v) for k, v in request.headers.items()],
-                                               webhook)
+                                               webhook, budget=self._budget(request))
         location = {"Location": f"/v1/runs/{accepted['run_id']}"}
         if query.wait and await self.control.wait_finished(accepted["run_id"], query.wait):
             run = self._run(accepted["run_id"])
@@ -339,8 +346,9 @@ class API:
                 else:
                     out["result"] = to_json(value)
         out["error"] = failure_json(row.failure)
-        out["calls"] = call_counts(reader.load_calls(row.run_id), row.status in RUN_FINAL,
-                                   self.control.queued_calls(row.run_id))
+        calls = reader.load_calls(row.run_id)
+        out["calls"] = call_counts(calls, row.status in RUN_FINAL, self.control.queued_calls(row.run_id))
+        out["budget"] = stored_use(row, calls)
         return m.Run.model_validate(out)
 
     def _load_result(self, row: Any, data: bytes) -> Any:
@@ -372,9 +380,11 @@ class API:
     async def get_dag(self, request: web.Request) -> m.Dag:
         reader = self.control.reader
         row = reader.get_run(request.match_info["run_id"])
-        dag = self.dag.build(reader.load_calls(row.run_id), row.status in RUN_FINAL,
+        calls = reader.load_calls(row.run_id)
+        dag = self.dag.build(calls, row.status in RUN_FINAL,
                              self.control.queued_calls(row.run_id), reader.failed_attempts(row.run_id))
-        return m.Dag.model_validate({"run": {**run_summary(row, row.version), "error": failure_json(row.failure)},
+        return m.Dag.model_validate({"run": {**run_summary(row, row.version), "error": failure_json(row.failure),
+                                             "budget": stored_use(row, calls)},
                                      "root": row.root_call_id, **dag, "generated_at": time.time()})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -421,7 +431,8 @@ class API:
         return m.Accepted.model_validate(self.control.cancel(request.match_info["run_id"]))
 
     async def resume(self, request: web.Request) -> web.Response:
-        accepted = m.Accepted.model_validate(self.control.resume(request.match_info["run_id"]))
+        accepted = m.Accepted.model_validate(self.control.resume(request.match_info["run_id"],
+                                                                 budget=self._budget(request)))
         return json_response(202, accepted.json_body())
 
 

@@ -38,12 +38,14 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine import wire
 from engine.app import validate_input
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InputError, SDKUsageError
+from engine.scheduler.budgets import Budget, dump_budget, load_budget
 from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import Scheduler, root_call_id
 from engine.scheduler.state import CallState, RunState
@@ -184,12 +186,14 @@ class ControlPlane:
 
     def submit(self, name: str, data: Any, present: bool, idempotency_key: str | None,
                headers: list[tuple[str, str]] | None = None,
-               webhook: RunWebhook | None = None) -> tuple[int, dict[str, Any]]:
+               webhook: RunWebhook | None = None,
+               budget: Mapping[str, int | float | None] | None = None) -> tuple[int, dict[str, Any]]:
         """Validate and durably queue a run of `name` with the request body `data` (parsed
         JSON; `present` is False for an empty body). `headers` are the submission's, kept for
         `RequestContext.headers` (less credentials). `webhook`: where to POST the run's end,
         else the application's (`webhook:` in its engine.yaml), else nowhere; committed with
-        the run. Returns (HTTP status, body)."""
+        the run. `budget` replaces limits of the application's budget, and the result is stored
+        with the run. Returns (HTTP status, body)."""
         dep = self.deployment(name)
         if idempotency_key:
             existing = self.store.find_run_by_key(idempotency_key)
@@ -206,13 +210,14 @@ class ControlPlane:
             webhook = self.application_webhook(dep)
         run_id = new_run_id()
         spec = dep.spec
+        limits = spec.budget().updated(budget or {})
         self.store.create_run(RunRow(
             run_id=run_id, application=name, status=RunStatus.QUEUED, root_call_id=root_call_id(run_id),
             app_file=str(spec.app_file), module=spec.module,
             config_path=str(spec.config_path) if spec.config_path else None,
             backend=self.backend_name, input=wire.dumps(kwargs), created_at=time.time(),
             idempotency_key=idempotency_key or None, version=dep.version,
-            headers=headers_json(headers or []),
+            headers=headers_json(headers or []), budget=dump_budget(limits, 0.0),
         ))
         if webhook is not None:
             self.store.set_run_webhook(run_id, webhook)
@@ -222,7 +227,7 @@ class ControlPlane:
             if idempotency_key and "unique" in str(exc).lower():
                 # The same key, accepted meanwhile by another server on this store.
                 self.store.rollback()
-                return self.submit(name, data, present, idempotency_key, headers, webhook)
+                return self.submit(name, data, present, idempotency_key, headers, webhook, budget)
             raise
         self.metrics.runs_accepted.inc(application=name)
         log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
@@ -327,9 +332,10 @@ class ControlPlane:
                 self.scheduler.cancel_run(run_id, "cancelled by request")
         self.store.commit()
 
-    def resume(self, run_id: str) -> dict[str, Any]:
+    def resume(self, run_id: str, budget: Mapping[str, int | float | None] | None = None) -> dict[str, Any]:
         """Queue a failed or cancelled run again; when it starts, finished calls are reused
-        from their checkpoints and only the rest run (`Scheduler.resume_run`)."""
+        from their checkpoints and only the rest run (`Scheduler.resume_run`). `budget`
+        replaces limits of the run's budget (a raised limit lets a run that reached it go on)."""
         row = self.store.get_run(run_id)
         if row.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             what = "nothing to resume" if row.status == RunStatus.SUCCEEDED else "it is not finished"
@@ -337,9 +343,14 @@ class ControlPlane:
         if row.version is None:
             raise Conflict(f"run {run_id} is not a run of a deployed application's version: "
                            f"continue it with `engine resume {run_id}`")
+        changes: dict[str, Any] = {}
+        if budget:
+            stored, elapsed = load_budget(row.budget)
+            changes["budget"] = dump_budget((stored or Budget()).updated(budget), elapsed)
         if not self.store.update_run_if(run_id, (RunStatus.FAILED, RunStatus.CANCELLED), status=RunStatus.QUEUED,
                                         resumed_at=time.time(), ended_at=None, failure=None,
-                                        error_kind=None, error_message=None, cancel_requested=None):
+                                        error_kind=None, error_message=None, cancel_requested=None,
+                                        **changes):
             raise Conflict(f"run {run_id} changed meanwhile: it is {self.store.get_run(run_id).status}")
         log.info("run resumed", extra={"fields": {"run_id": run_id}})
         self.hub.notify(run_id)
@@ -412,7 +423,8 @@ class ControlPlane:
                 args = pb.Arguments()
                 for key, value in kwargs.items():
                     args.kwargs[key].value.data = wire.dumps(value)
-                run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True)
+                run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True,
+                                                budget=load_budget(row.budget)[0])
                 self.metrics.run_queue_wait.observe(time.time() - row.created_at)
         except StoreUnavailable:
             raise

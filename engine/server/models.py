@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from engine.statuses import CallStatus, RunStatus
 
 FailureKind = Literal["function_error", "request_error", "timeout", "out_of_memory", "executor_lost",
-                      "dependency_failed", "cancelled", "internal", "unknown"]
+                      "dependency_failed", "cancelled", "internal", "budget_exceeded", "unknown"]
 
 
 class Body(BaseModel):
@@ -159,6 +159,34 @@ class ResultFile(Body):
     url: str = Field(description="GET it for the bytes, with their content type")
 
 
+class BudgetLimits(View):
+    max_calls: int | None = Field(description="calls the run may create (every node of its call graph); "
+                                               "null: no limit")
+    max_depth: int | None = Field(description="depth of its call tree (the root is 0); null: no limit")
+    max_duration: float | None = Field(description="seconds it may be driven, over all its tries; null: no "
+                                                    "limit")
+
+
+class BudgetUse(View):
+    calls: int = Field(description="calls created so far")
+    depth: int = Field(description="the deepest call so far")
+    duration: float | None = Field(description="seconds driven so far, over all its tries")
+
+
+class Budget(View):
+    """A run's budget (docs/configuration.md#budgets): its limits and their use."""
+
+    limits: BudgetLimits
+    use: BudgetUse
+
+
+class BudgetQuery(BaseModel):
+    budget: str | None = Field(None, description="the run's budget, e.g. `calls=1000,depth=3,duration=600`: "
+                                                 "replaces the limits it names (of the application's budget "
+                                                 "when starting a run, of the run's when resuming it); "
+                                                 "`none` lifts one. A malformed one is 422")
+
+
 class Run(RunSummary):
     result: Any = Field(description="the application's return value as JSON (succeeded runs); null when "
                                     "it is a File (see result_file)")
@@ -167,6 +195,7 @@ class Run(RunSummary):
                                                        "server")
     error: Failure | None
     calls: dict[str, int] = Field(description="calls by status, plus total and executions")
+    budget: Budget
 
 
 class RunList(Body):
@@ -275,7 +304,7 @@ class RunsQuery(BaseModel):
 MAX_WAIT = 300.0
 
 
-class SubmitQuery(BaseModel):
+class SubmitQuery(BudgetQuery):
     wait: float | None = Field(None, ge=0, le=MAX_WAIT, allow_inf_nan=False, description=(
         "wait up to this many seconds (0 to 300) for the run to end: 200 with the run (its result or "
         "error) if it ends in time, else the usual 202"))
@@ -340,6 +369,7 @@ class Edge(View):
 
 class DagRun(RunSummary):
     error: Failure | None
+    budget: Budget | None = Field(None, description="its limits and their use (as in GET /v1/runs/{run_id})")
 
 
 class Dag(View):
@@ -366,7 +396,8 @@ class LogsQuery(BaseModel):
     function: str | None = Field(None, description="only this function's lines")
 
 
-__all__ = ["Accepted", "Application", "ApplicationList", "Body", "BrokenApplication", "Dag", "DagRun",
+__all__ = ["Accepted", "Application", "ApplicationList", "Body", "BrokenApplication", "Budget",
+           "BudgetLimits", "BudgetQuery", "BudgetUse", "Dag", "DagRun",
            "DeployQuery", "Deployed", "DeployedApplication", "DeploymentSummary", "Edge", "Error",
            "CallMetrics", "FailedAttempt", "Failure", "FailureKind", "Progress", "TimerStats",
            "Health", "LogEntry", "Logs", "LogsQuery", "Node", "Parameter", "ResultFile", "Run", "RunList",

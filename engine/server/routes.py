@@ -123,7 +123,7 @@ ROUTES: tuple[Route, ...] = (
            Answer(415, "a raw body for an application that takes JSON (no File parameter), or one that "
                        "needs other input too (send multipart)", m.Error),
            Answer(422, "the input does not match the type hints (the message names the field), or the "
-                       "submission envelope or its webhook is malformed", m.Error)),
+                       "submission envelope, its webhook or the budget query parameter is malformed", m.Error)),
           auth="allowed", query=m.SubmitQuery,
           headers=(Header("Idempotency-Key", "a retried POST with the same key returns the same run"),),
           body=(("application/json", ANY_JSON),
@@ -163,7 +163,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/runs/{run_id}/resume", "resume",
           "Queue a failed or cancelled run again; finished calls are reused, only the rest run",
           (Answer(202, "queued again", m.Accepted),
-           Answer(409, "the run is not failed or cancelled", m.Error))),
+           Answer(409, "the run is not failed or cancelled", m.Error),
+           Answer(422, "the budget query parameter is malformed", m.Error)),
+          query=m.BudgetQuery),
 )
 
 

@@ -46,7 +46,7 @@ RUN_FIELDS = (
     "run_id", "application", "status", "root_call_id", "app_file", "module", "config_path",
     "backend", "input", "result", "failure", "error_kind", "error_message", "created_at",
     "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner", "result_digest",
-    "lease_epoch", "lease_expires", "version", "cancel_requested", "headers",
+    "lease_epoch", "lease_expires", "version", "cancel_requested", "headers", "budget",
 )
 CALL_FIELDS = (
     "call_id", "run_id", "parent_id", "function", "kind", "spec", "args_digest", "status",
@@ -99,6 +99,9 @@ class RunRow:
     cancel_requested: float | None = None
     # The submitting HTTP request's headers as JSON `[[name, value], ...]`; None otherwise.
     headers: str | None = None
+    # The run's budget as JSON (`engine.scheduler.budgets.dump_budget`): its limits, and the
+    # seconds it was driven before its current try; None for a run from before budgets.
+    budget: str | None = None
 
 
 @dataclass

@@ -16,7 +16,8 @@ Tables:
   the pickled value inline when small (`value`), else as a blob (`value_digest`), and the call
   that wrote it last. `runs.headers` holds the submitting HTTP request's headers (JSON pairs);
   `calls.progress` a call's last progress report and `calls.metrics` what it recorded through
-  `RequestContext.metrics` (both JSON).
+  `RequestContext.metrics` (both JSON). `runs.budget` holds the run's budget (JSON: its limits,
+  and the seconds it was driven before its current try; `engine.scheduler.budgets`).
 - `failed_attempts`: every attempt of a call that failed (its start, end and failure), kept
   across retries and resumes, while the `calls` row describes only the latest attempt.
 - `deployments`: every version of every application deployed to `engine server`, with its code
@@ -191,6 +192,10 @@ MIGRATIONS: list[str] = [
         error           TEXT
     );
     CREATE INDEX webhook_attempts_by_run ON webhook_attempts(run_id);
+    """,
+    # 7: a run's budget (its limits and the time it was driven before its current try), as JSON.
+    """
+    ALTER TABLE runs ADD COLUMN budget TEXT;
     """,
 ]
 

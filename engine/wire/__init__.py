@@ -79,6 +79,7 @@ FAILURE_NAMES = {
     pb.FAILURE_KIND_DEPENDENCY_FAILED: "dependency_failed",
     pb.FAILURE_KIND_CANCELLED: "cancelled",
     pb.FAILURE_KIND_INTERNAL: "internal",
+    pb.FAILURE_KIND_BUDGET_EXCEEDED: "budget_exceeded",
 }
 
 _ERROR_TYPES: dict[int, type[errors.RequestFailed]] = {
@@ -90,6 +91,7 @@ _ERROR_TYPES: dict[int, type[errors.RequestFailed]] = {
     pb.FAILURE_KIND_DEPENDENCY_FAILED: errors.DependencyFailed,
     pb.FAILURE_KIND_CANCELLED: errors.RequestCancelled,
     pb.FAILURE_KIND_INTERNAL: errors.FunctionError,
+    pb.FAILURE_KIND_BUDGET_EXCEEDED: errors.BudgetExceeded,
 }
 
 # Failures that a retry may cure.
@@ -244,6 +246,13 @@ def exception_from_failure(failure: pb.Failure, run_id: str | None = None) -> er
         call_id=failure.call_id or None,
         traceback=failure.traceback or None,
     )
+    if failure.kind == pb.FAILURE_KIND_BUDGET_EXCEEDED and failure.HasField("exception"):
+        try:
+            crossed = loads(failure.exception.data)
+        except Exception:  # noqa: BLE001 - limit and value stay unknown; the message names them
+            crossed = None
+        if isinstance(crossed, errors.BudgetExceeded):
+            exc.limit, exc.value = crossed.limit, crossed.value  # type: ignore[attr-defined]
     # Kept so that a parent which lets this exception escape reports the child's failure, root
     # cause and all, rather than wrapping it in one of its own.
     exc._engine_failure = failure  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import engine.errors
 PUBLIC = [
     "RETURN_WHEN",
     "ApplicationCapability",
+    "BudgetExceeded",
     "DependencyFailed",
     "DeserializationError",
     "EngineError",
@@ -53,6 +54,7 @@ PUBLIC = [
 
 ERRORS = [
     "AccessDenied",
+    "BudgetExceeded",
     "ConfigError",
     "DependencyFailed",
     "DeserializationError",

@@ -255,6 +255,8 @@ function renderHead(dag) {
   if (run.queued_seconds) parts.push(`queued ${fmtDuration(run.queued_seconds)}`);
   if (run.resumes) parts.push(`resumed ${run.resumes}×`);
   if (run.owner && run.status === "running") parts.push(`driven by ${run.owner}`);
+  const budget = budgetText(run.budget);
+  if (budget) parts.push(`budget: ${budget}`);
   $("#run-meta").textContent = parts.join(" · ");
   $("#btn-cancel").disabled = !(run.status === "queued" || run.status === "running");
   $("#btn-resume").disabled = !(run.status === "failed" || run.status === "cancelled");
@@ -265,6 +267,16 @@ function renderHead(dag) {
   $("#run-counts").innerHTML = `<span class="c"><b>${fmtCount(dag.nodes.length)}</b> calls</span>`
     + STATUSES.filter((s) => counts[s]).map((s) => `<span class="c"><b>${fmtCount(counts[s])}</b> ${s}</span>`).join("")
     + `<span class="bar">${STATUSES.map((s) => counts[s] ? `<span style="width:${(100 * counts[s]) / total}%;background:var(--${s})"></span>` : "").join("")}</span>`;
+}
+
+// "calls 812/1000, depth 3/3, 41 s/600 s" as `engine show` prints it; "" when nothing is limited.
+function budgetText(budget) {
+  if (!budget || Object.values(budget.limits).every((v) => v == null)) return "";
+  const part = (label, used, limit, unit = "") =>
+    `${label}${used}${unit}${limit != null ? `/${limit}${unit}` : ""}`;
+  return [part("calls ", budget.use.calls, budget.limits.max_calls),
+          part("depth ", budget.use.depth, budget.limits.max_depth),
+          part("", Math.round(budget.use.duration || 0), budget.limits.max_duration, " s")].join(", ");
 }
 
 // --- the tree model -------------------------------------------------------------------------

@@ -31,6 +31,7 @@ class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_KIND_DEPENDENCY_FAILED: _ClassVar[FailureKind]
     FAILURE_KIND_CANCELLED: _ClassVar[FailureKind]
     FAILURE_KIND_INTERNAL: _ClassVar[FailureKind]
+    FAILURE_KIND_BUDGET_EXCEEDED: _ClassVar[FailureKind]
 
 class ReturnWhen(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +55,7 @@ FAILURE_KIND_EXECUTOR_LOST: FailureKind
 FAILURE_KIND_DEPENDENCY_FAILED: FailureKind
 FAILURE_KIND_CANCELLED: FailureKind
 FAILURE_KIND_INTERNAL: FailureKind
+FAILURE_KIND_BUDGET_EXCEEDED: FailureKind
 RETURN_WHEN_UNSPECIFIED: ReturnWhen
 RETURN_WHEN_ALL_COMPLETED: ReturnWhen
 RETURN_WHEN_FIRST_COMPLETED: ReturnWhen
