@@ -140,6 +140,8 @@ class Scheduler:
         self._pools_to_pump: set[Pool] = set()
         # Executor starts in flight (cancelled, and each stops its executor, on close).
         self._starts: set[asyncio.Task[None]] = set()
+        # Executors being stopped (`_retire_soon`), awaited by `close`.
+        self._retiring: set[asyncio.Task[None]] = set()
         # Runs whose root failed, finishing what can still progress (`_run_failed`).
         self._failing: dict[str, RunState] = {}
         self._pump_scheduled = False
@@ -186,6 +188,7 @@ class Scheduler:
         for task in starts:
             task.cancel()
         await asyncio.gather(*starts, return_exceptions=True)
+        await asyncio.gather(*list(self._retiring), return_exceptions=True)
         for run in self.runs.values():
             for call in run.calls.values():
                 if call.task is not None and not call.task.done():
@@ -365,7 +368,7 @@ class Scheduler:
         if run.done.is_set():
             return
         if call.status == RUNNING and call.executor is not None:
-            asyncio.ensure_future(self._retire(call.executor))
+            self._retire_soon(call.executor)
             if call.task is not None and not call.task.done():
                 call.task.cancel()
         log.info("run %s: %s", run.run_id, failure.message)
@@ -405,7 +408,7 @@ class Scheduler:
                     call.retry_handle.cancel()
                     call.retry_handle = None
                 if call.status == RUNNING and call.executor is not None:
-                    asyncio.ensure_future(self._retire(call.executor))
+                    self._retire_soon(call.executor)
                 if call.task is not None and not call.task.done():
                     call.task.cancel()
                 if call.status not in FINAL:
@@ -819,14 +822,21 @@ class Scheduler:
         if idle_others + 1 <= pool.warm_minimum:
             return
         if tail:
-            asyncio.ensure_future(self._retire(ex))
+            self._retire_soon(ex)
         elif self._loop is not None:
             ex.reap = self._loop.call_later(self.idle_timeout, self._reap, ex)
 
     def _reap(self, ex: ExecutorState) -> None:
         ex.reap = None
         if ex.inflight == 0 and not ex.stopping:
-            asyncio.ensure_future(self._retire(ex))
+            self._retire_soon(ex)
+
+    def _retire_soon(self, ex: ExecutorState) -> None:
+        """Retire `ex` from a synchronous step; `close` waits for what is still retiring, so
+        that the engine never exits with an executor it meant to stop still running."""
+        task = asyncio.ensure_future(self._retire(ex))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, ex: ExecutorState) -> None:
         if ex.stopping:
@@ -1032,7 +1042,7 @@ class Scheduler:
         if call.status == RUNNING and call.executor is not None:
             # Its code is still running there: stop the executor, so that nothing of a
             # cancelled run keeps working, nor takes a slot another call would be given.
-            asyncio.ensure_future(self._retire(call.executor))
+            self._retire_soon(call.executor)
         if call.task is not None and not call.task.done():
             call.task.cancel()
         if call.retry_handle is not None:

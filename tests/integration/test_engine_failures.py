@@ -107,6 +107,10 @@ def test_a_caught_request_error_still_fails_the_request(apps, state_dir, side_ef
     with pytest.raises(RequestError, match="the input is unusable"):
         request.output()
     assert time.monotonic() - began < 30  # the sibling's 60 s sleep was cut short
+    # ...and its executor, stopped as the run ended, did not outlive the engine.
+    from test_fork import executors_of
+
+    assert executors_of(os.getpid()) == []
     info = show(request.id)
     assert info["status"] == "failed"
     dawdles = only_call(info, "dawdles")
