@@ -117,6 +117,9 @@ class RunState:
     # `Scheduler.headers_of`): key -> (inline pickled value, blob digest); header pairs.
     state: dict[str, tuple[bytes | None, str | None]] | None = None
     headers: list[tuple[str, str]] | None = None
+    # Its weight in the fair share of each pool between runs (`pools.FairQueue`): this many
+    # dispatches in a row when its turn comes.
+    priority: int = 1
 
     def progress(self) -> dict[str, int]:
         c = self.counts

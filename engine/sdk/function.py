@@ -121,13 +121,15 @@ class ApplicationConfig:
     `tags` are recorded with the application; `retries` is the default policy of every function
     that sets none; `region` the default region of its functions; `allow` lists Tensorlake
     capabilities (`"unauthenticated_requests"`: the server lets anyone start its runs and read
-    their output, token or not).
+    their output, token or not); `max_concurrent_calls` caps the calls of all its runs together
+    that execute at once (None: no cap; see docs/server.md, "Fair share between runs").
     """
 
     tags: dict[str, str] = field(default_factory=dict)
     retries: Retries = field(default_factory=Retries)
     region: str | None = None
     allow: list[ApplicationCapability] = field(default_factory=list)
+    max_concurrent_calls: int | None = None
 
     def __post_init__(self) -> None:
         where = "@application()"
@@ -142,6 +144,9 @@ class ApplicationConfig:
             raise SDKUsageError(
                 f"{where}: allow must be a list of {', '.join(map(repr, CAPABILITIES))}, got {self.allow!r}"
             )
+        cap = self.max_concurrent_calls
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise SDKUsageError(f"{where}: max_concurrent_calls must be an int >= 1 or None, got {cap!r}")
         # Copies: the decorator's arguments stay the caller's to change.
         object.__setattr__(self, "tags", dict(self.tags))
         object.__setattr__(self, "allow", list(self.allow))
@@ -388,6 +393,7 @@ def application(
     retries: Retries | None = None,
     region: str | None = None,
     allow: list[ApplicationCapability] | None = None,
+    max_concurrent_calls: int | None = None,
 ) -> _ApplicationDecorator:
     """Mark a function as an application entry point; stack it with `@function()`, in either
     order.
@@ -398,12 +404,15 @@ def application(
     policy of every function that sets none; `region` the default region of its functions (see
     `function(region=)`). `allow` takes Tensorlake's capabilities: `["unauthenticated_requests"]`
     lets a server that has a token start this application's runs, and answer their output, for
-    callers without it. Raises `SDKUsageError` for invalid values.
+    callers without it. `max_concurrent_calls` caps how many calls of this application's runs,
+    all together, execute at once (engine.yaml's `max_concurrent_calls` overrides it). Raises
+    `SDKUsageError` for invalid values.
     """
     config = ApplicationConfig(
         tags={} if tags is None else tags,
         retries=Retries() if retries is None else retries,
         region=region,
         allow=[] if allow is None else allow,
+        max_concurrent_calls=max_concurrent_calls,
     )
     return _ApplicationDecorator(config)
