@@ -232,6 +232,7 @@ class API:
         self._authenticate_unless_allowed(request, dep)
         if dep is None:
             self.control.deployment(name)  # 404, whatever the body
+        query = self._query(request, m.SubmitQuery)
         body = await self._body(request)
         if len(body) > MAX_INPUT_BYTES:
             raise HTTPError(413, f"input over {MAX_INPUT_BYTES >> 20} MiB")
@@ -250,7 +251,8 @@ class API:
                 raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
         status, accepted = self.control.submit(name, data, present,
                                                request.headers.get("Idempotency-Key") or None,
-                                               [(str(k), v) for k, v in request.headers.items()])
+                                               [(str(k), v) for k, v in request.headers.items()],
+                                               priority=query.priority)
         return json_response(status, m.Accepted.model_validate(accepted).json_body(),
                              {"Location": f"/v1/runs/{accepted['run_id']}"})
 

@@ -178,10 +178,12 @@ class ControlPlane:
     # accepting runs
 
     def submit(self, name: str, data: Any, present: bool, idempotency_key: str | None,
-               headers: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, Any]]:
+               headers: list[tuple[str, str]] | None = None, *, priority: int = 1) -> tuple[int, dict[str, Any]]:
         """Validate and durably queue a run of `name` with the request body `data` (parsed
         JSON; `present` is False for an empty body). `headers` are the submission's, kept for
-        `RequestContext.headers` (less credentials). Returns (HTTP status, body)."""
+        `RequestContext.headers` (less credentials); `priority` is the run's weight in the fair
+        share between runs, kept with it (so resume and take-over keep it). Returns (HTTP
+        status, body)."""
         dep = self.deployment(name)
         if idempotency_key:
             existing = self.store.find_run_by_key(idempotency_key)
@@ -202,7 +204,7 @@ class ControlPlane:
             config_path=str(spec.config_path) if spec.config_path else None,
             backend=self.backend_name, input=wire.dumps(kwargs), created_at=time.time(),
             idempotency_key=idempotency_key or None, version=dep.version,
-            headers=headers_json(headers or []),
+            headers=headers_json(headers or []), priority=priority if priority != 1 else None,
         ))
         try:
             self.store.commit()  # durable before the 202
@@ -210,7 +212,7 @@ class ControlPlane:
             if idempotency_key and "unique" in str(exc).lower():
                 # The same key, accepted meanwhile by another server on this store.
                 self.store.rollback()
-                return self.submit(name, data, present, idempotency_key, headers)
+                return self.submit(name, data, present, idempotency_key, headers, priority=priority)
             raise
         self.metrics.runs_accepted.inc(application=name)
         log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
@@ -347,7 +349,8 @@ class ControlPlane:
                 args = pb.Arguments()
                 for key, value in kwargs.items():
                     args.kwargs[key].value.data = wire.dumps(value)
-                run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True)
+                run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True,
+                                                priority=row.priority or 1)
                 self.metrics.run_queue_wait.observe(time.time() - row.created_at)
         except StoreUnavailable:
             raise

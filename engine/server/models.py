@@ -50,6 +50,10 @@ class Error(Body):
     status: int = Field(description="the HTTP status, repeated")
 
 
+#: The highest `priority` a submission may ask for (`SubmitQuery`).
+MAX_PRIORITY = 100
+
+
 class Accepted(Body):
     """A run accepted, cancelled or queued again."""
 
@@ -147,6 +151,7 @@ class RunSummary(View):
     resumes: int
     owner: str | None = Field(description="the process driving the run under its lease (its owner id), "
                                           "while it is queued or running")
+    priority: int = Field(1, description="its weight in the fair share of executors between runs")
 
 
 class ResultFile(Body):
@@ -168,6 +173,14 @@ class Run(RunSummary):
 class RunList(Body):
     runs: list[RunSummary] = Field(description="newest first")
     total: int = Field(description="runs matching the filters")
+
+
+class SubmitQuery(BaseModel):
+    priority: int = Field(1, ge=1, le=MAX_PRIORITY,
+                          description="the run's weight in the fair share of executors between runs: "
+                                      "when runs wait for the same function's executors, a run of "
+                                      "priority p is handed p calls for every one a run of priority 1 "
+                                      "gets (1 to 100; docs/server.md, \"Fair share between runs\")")
 
 
 class RunsQuery(BaseModel):
@@ -264,4 +277,4 @@ __all__ = ["Accepted", "Application", "ApplicationList", "Body", "BrokenApplicat
            "DeployQuery", "Deployed", "DeployedApplication", "DeploymentSummary", "Edge", "Error",
            "CallMetrics", "FailedAttempt", "Failure", "FailureKind", "Progress", "TimerStats",
            "Health", "LogEntry", "Logs", "LogsQuery", "Node", "Parameter", "ResultFile", "Run", "RunList",
-           "RunSummary", "RunsQuery", "View"]
+           "RunSummary", "RunsQuery", "SubmitQuery", "View"]

@@ -110,13 +110,14 @@ ROUTES: tuple[Route, ...] = (
           "Start a run: accepted at once and queued durably; never refused for lack of capacity. "
           "No token needed for an application with allow=[\"unauthenticated_requests\"]",
           (Answer(202, "accepted and queued", m.Accepted),
-           Answer(400, "the body is not valid JSON (or not parseable multipart)", m.Error),
+           Answer(400, "the body is not valid JSON (or not parseable multipart), or a bad `priority`",
+                  m.Error),
            Answer(409, "the Idempotency-Key was used for another application", m.Error),
            Answer(413, "the input is too large", m.Error),
            Answer(415, "a raw body for an application that takes JSON (no File parameter), or one that "
                        "needs other input too (send multipart)", m.Error),
            Answer(422, "the input does not match the type hints; the message names the field", m.Error)),
-          auth="allowed",
+          auth="allowed", query=m.SubmitQuery,
           headers=(Header("Idempotency-Key", "a retried POST with the same key returns the same run"),),
           body=(("application/json", ANY_JSON),
                 ("multipart/form-data", {"type": "object", "additionalProperties": {}}),

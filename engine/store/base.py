@@ -44,6 +44,7 @@ RUN_FIELDS = (
     "backend", "input", "result", "failure", "error_kind", "error_message", "created_at",
     "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner", "result_digest",
     "lease_epoch", "lease_expires", "version", "cancel_requested", "headers",
+    "priority",
 )
 CALL_FIELDS = (
     "call_id", "run_id", "parent_id", "function", "kind", "spec", "args_digest", "status",
@@ -96,6 +97,8 @@ class RunRow:
     cancel_requested: float | None = None
     # The submitting HTTP request's headers as JSON `[[name, value], ...]`; None otherwise.
     headers: str | None = None
+    # The submission's priority: its weight in the fair share between runs (None: 1).
+    priority: int | None = None
 
 
 @dataclass

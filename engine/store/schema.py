@@ -153,6 +153,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX failed_attempts_by_run ON failed_attempts(run_id);
     """,
+    # 6: a submission's priority (its weight in the fair share of executors between runs);
+    # NULL for the default.
+    """
+    ALTER TABLE runs ADD COLUMN priority INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
