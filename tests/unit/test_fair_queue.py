@@ -184,3 +184,23 @@ def test_without_a_cap_the_executor_is_the_limit() -> None:
         pool.queue.append(queued_call(run, i))
     sched._pump(pool)
     assert len(dispatched) == 3
+
+
+# --- where max_concurrent_calls comes from ------------------------------------------------------
+
+
+def test_max_concurrent_calls_from_the_decorator_and_engine_yaml(tmp_path: Any) -> None:
+    from engine.app import load_app
+    from engine.errors import SDKUsageError
+    from engine.sdk.function import application
+
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(SDKUsageError, match="max_concurrent_calls"):
+            application(max_concurrent_calls=bad)  # type: ignore[arg-type]
+    app_file = tmp_path / "capped_app.py"
+    app_file.write_text(
+        "from engine import application, function\n\n\n"
+        "@application(max_concurrent_calls=3)\n@function()\ndef capped(n: int) -> int:\n    return n\n")
+    assert load_app(f"{app_file}:capped").max_concurrent_calls == 3
+    (tmp_path / "engine.yaml").write_text("max_concurrent_calls: 7\n")
+    assert load_app(f"{app_file}:capped").max_concurrent_calls == 7
