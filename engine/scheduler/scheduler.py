@@ -579,8 +579,8 @@ class Scheduler:
         """Hand queued calls to free executor slots, the runs sharing the pool taking turns
         (`pools.FairQueue`); start executors when there are none. An application with
         `max_concurrent_calls` gets no more slots, nor executors, than it has room for."""
-        room = self._call_room(pool.app)
-        while pool.queue and room > 0:
+        calls_room = self._call_room(pool.app)
+        while pool.queue and calls_room > 0:
             ex = pool.free_executor()
             if ex is None:
                 break
@@ -588,12 +588,12 @@ class Scheduler:
             if call.status != QUEUED:
                 continue  # cancelled or failed while queued
             self._dispatch(call, ex)
-            room -= 1
-        if not pool.queue or room <= 0:
+            calls_room -= 1
+        if not pool.queue or calls_room <= 0:
             return
         want = pool.wanted(time.time(), self.start_cost)
-        if room < len(pool.queue):
-            want = min(want, -(-int(room) // pool.concurrency))
+        if calls_room < len(pool.queue):
+            want = min(want, -(-int(calls_room) // pool.concurrency))
         room = self.max_executors - self._active_executors()
         if pool.live() == 0 and want > 0:
             room = max(room, 1)  # every function with work gets at least one executor
