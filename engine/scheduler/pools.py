@@ -25,7 +25,7 @@ from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from engine.app import AppSpec, FunctionSettings
-    from engine.scheduler.state import CallState
+    from engine.scheduler.state import CallState, RunState
 
 
 class ExecutorGone(Exception):
@@ -113,6 +113,10 @@ class FairQueue:
     calls they hold. Every operation is O(1) (a cancelled run's calls are dropped when its turn
     comes, all at once). Within a run, calls leave in the order they came.
 
+    Runs are told apart by their `RunState`, not their id: a resumed run is a new `RunState`
+    under the same id, and must not be dropped with the calls its cancelled former self left
+    here (`id()` is unique while its deque holds calls that refer to that `RunState`).
+
     Fairness here is between the runs that share this pool's executors; executors are still
     started per function, and `max_executors` is shared first come, first served (see
     docs/server.md, "Fair share between runs").
@@ -121,8 +125,8 @@ class FairQueue:
     __slots__ = ("_runs", "_rotation", "_credit", "_len")
 
     def __init__(self) -> None:
-        self._runs: dict[str, deque[CallState]] = {}
-        self._rotation: deque[str] = deque()
+        self._runs: dict[int, deque[CallState]] = {}
+        self._rotation: deque[int] = deque()
         # Calls the head of `rotation` may still take in its current turn.
         self._credit = 0
         self._len = 0
@@ -134,21 +138,21 @@ class FairQueue:
         return self._len > 0
 
     def append(self, call: CallState) -> None:
-        run_id = call.run.run_id
-        queue = self._runs.get(run_id)
+        key = id(call.run)
+        queue = self._runs.get(key)
         if queue is None:
-            queue = self._runs[run_id] = deque()
-            self._rotation.append(run_id)
+            queue = self._runs[key] = deque()
+            self._rotation.append(key)
         queue.append(call)
         self._len += 1
 
     def popleft(self) -> CallState:
         """The next call: the head run's oldest. Raises IndexError when empty."""
         while True:
-            run_id = self._rotation[0]  # IndexError when nothing is queued
-            queue = self._runs[run_id]
+            key = self._rotation[0]  # IndexError when nothing is queued
+            queue = self._runs[key]
             if queue[0].run.done.is_set():
-                self.discard_run(run_id)  # finished or cancelled: none of its calls will run
+                self.discard_run(queue[0].run)  # finished or cancelled: none of its calls will run
                 continue
             if self._credit <= 0:
                 self._credit = max(1, queue[0].run.priority)
@@ -156,32 +160,33 @@ class FairQueue:
             self._len -= 1
             self._credit -= 1
             if not queue:
-                del self._runs[run_id]
+                del self._runs[key]
                 self._rotation.popleft()
                 self._credit = 0
             elif self._credit <= 0:
                 self._rotation.rotate(-1)
             return call
 
-    def discard_run(self, run_id: str) -> list[CallState]:
-        """Take every queued call of `run_id` out of the queue; returns them."""
-        queue = self._runs.pop(run_id, None)
+    def discard_run(self, run: RunState) -> list[CallState]:
+        """Take every queued call of `run` out of the queue; returns them."""
+        key = id(run)
+        queue = self._runs.pop(key, None)
         if queue is None:
             return []
-        if self._rotation[0] == run_id:
+        if self._rotation[0] == key:
             self._rotation.popleft()
             self._credit = 0
         else:
-            self._rotation.remove(run_id)  # O(runs), not O(calls)
+            self._rotation.remove(key)  # O(runs), not O(calls)
         self._len -= len(queue)
         return list(queue)
 
     def runs(self) -> list[str]:
-        """The runs with queued calls, the next to be served first."""
-        return list(self._rotation)
+        """The ids of the runs with queued calls, the next to be served first."""
+        return [self._runs[key][0].run.run_id for key in self._rotation]
 
-    def queued(self, run_id: str) -> int:
-        return len(self._runs.get(run_id, ()))
+    def queued(self, run: RunState) -> int:
+        return len(self._runs.get(id(run), ()))
 
 
 class Pool:

@@ -48,6 +48,16 @@ def test_priority_is_kept_with_the_run(server: ServerProcess) -> None:
     run = server.wait(body["run_id"])
     assert run["status"] == "succeeded" and run["priority"] == 3
     assert server.wait(server.submit("spread", 1))["priority"] == 1
+    # Resumed from its checkpoints (`Scheduler.resume_run` reads it from the row), it keeps it.
+    status, body = server.request("POST", "/v1/applications/spread/runs?priority=5", 80)
+    assert status == 202, body
+    run_id = body["run_id"]
+    poll(lambda: succeeded_calls(server, run_id) >= 2, 60, what="some calls checkpointed")
+    server.ok("POST", f"/v1/runs/{run_id}/cancel")
+    assert server.wait(run_id)["status"] == "cancelled"
+    server.ok("POST", f"/v1/runs/{run_id}/resume")
+    resumed = server.wait(run_id)
+    assert resumed["status"] == "succeeded" and resumed["resumes"] == 1 and resumed["priority"] == 5
     for bad in ("0", "101", "high"):
         status, body = server.request("POST", f"/v1/applications/spread/runs?priority={bad}", 1)
         assert status == 400 and "priority" in body["error"], body

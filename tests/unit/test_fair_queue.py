@@ -94,10 +94,21 @@ def test_discard_run_takes_out_its_calls() -> None:
     q = FairQueue()
     for run in (a, b, c):
         fill(q, run, 4)
-    assert [x.id for x in q.discard_run("b")] == [f"b-{i}" for i in range(4)]
-    assert q.discard_run("b") == []
-    assert len(q) == 8 and q.queued("b") == 0
+    assert [x.id for x in q.discard_run(b)] == [f"b-{i}" for i in range(4)]
+    assert q.discard_run(b) == []
+    assert len(q) == 8 and q.queued(b) == 0 and q.queued(a) == 4
     assert drain(q) == ["a-0", "c-0", "a-1", "c-1", "a-2", "c-2", "a-3", "c-3"]
+
+
+def test_a_resumed_run_is_not_dropped_with_its_cancelled_former_self() -> None:
+    cancelled = make_run("r")
+    q = FairQueue()
+    fill(q, cancelled, 3)
+    cancelled.done.set()
+    resumed = make_run("r")  # `resume_run`: a new RunState under the same id
+    fill(q, resumed, 2)
+    assert drain(q) == ["r-0", "r-1"]
+    assert not q
 
 
 def test_retried_call_goes_to_the_back_of_its_run() -> None:
