@@ -145,6 +145,15 @@ class AppSpec:
                 self.functions[name] = replace(settings, image_tag=tag_for(settings.config.image))
 
     @functools.cached_property
+    def max_concurrent_calls(self) -> int | None:
+        """Calls of this application's runs, all together, that may execute at once:
+        engine.yaml's `max_concurrent_calls`, else the decorator's; None for no cap."""
+        if self.config.max_concurrent_calls is not None:
+            return self.config.max_concurrent_calls
+        fn = registered(self.name, self.module)
+        return fn.application.max_concurrent_calls if fn and fn.application else None
+
+    @functools.cached_property
     def code_zip(self) -> bytes:
         return zip_project(self.code_root)
 

@@ -4,6 +4,7 @@
     max_executors: 16           # executors running at once (blocked parents not counted)
     idle_timeout: 10            # seconds an idle executor is kept
     max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
+    max_concurrent_calls: 64    # this application: calls of all its runs executing at once
     store: postgresql://engine@db:5432/engine   # engine server: the store (default: SQLite in the state dir)
     webhook: {url: https://example.com/hook, secret: s3cret, headers: {X-Team: data}}   # engine server: POST each run's end
     budget: {max_calls: 1000, max_depth: 3, max_duration: 600}   # each run's default budget
@@ -104,6 +105,9 @@ class EngineConfig(BaseModel):
     idle_timeout: float | None = Field(default=None, ge=0)
     # `engine server` only: runs executing at once; the rest wait, durably, in the store.
     max_concurrent_runs: int | None = Field(default=None, ge=1)
+    # The application's (engine.yaml beside it): calls of all its runs together executing at
+    # once; overrides `@application(max_concurrent_calls=)`. None: no cap.
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
     # `engine server` only: the store's URL (sqlite:///PATH or postgresql://...); --store and
     # ENGINE_STORE come first.
     store: str | None = None

@@ -6,6 +6,9 @@ when an executor has been idle for `idle_timeout` seconds, never below the funct
 minimum (`max(min_containers, warm_containers)`). An executor whose calls are all blocked
 waiting on their own futures does not count against `max_executors`, so a recursive fan-out
 cannot deadlock the engine by holding every slot while its children wait in the queue.
+
+A pool's queued calls are a `FairQueue`: the runs that share the pool take turns (weighted by
+their priority), so a run of twenty thousand calls does not make a run of ten wait behind it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from engine.app import AppSpec, FunctionSettings
-    from engine.scheduler.state import CallState
+    from engine.scheduler.state import CallState, RunState
 
 
 class ExecutorGone(Exception):
@@ -100,6 +103,92 @@ class ExecutorState:
         return not self.stopping and (self.inflight == 0 or self.blocked < self.inflight)
 
 
+class FairQueue:
+    """The calls queued for one pool: a FIFO per run, served by weighted round-robin between
+    runs (not between calls).
+
+    Runs with queued calls wait in `rotation`; the run at its head is given up to its weight
+    (`RunState.priority`, at least 1) calls in a row, then goes to the back. A run that joins
+    goes to the back, so it is served within one turn of the runs already there, however many
+    calls they hold. Every operation is O(1) (a cancelled run's calls are dropped when its turn
+    comes, all at once). Within a run, calls leave in the order they came.
+
+    Runs are told apart by their `RunState`, not their id: a resumed run is a new `RunState`
+    under the same id, and must not be dropped with the calls its cancelled former self left
+    here (`id()` is unique while its deque holds calls that refer to that `RunState`).
+
+    Fairness here is between the runs that share this pool's executors; executors are still
+    started per function, and `max_executors` is shared first come, first served (see
+    docs/server.md, "Fair share between runs").
+    """
+
+    __slots__ = ("_runs", "_rotation", "_credit", "_len")
+
+    def __init__(self) -> None:
+        self._runs: dict[int, deque[CallState]] = {}
+        self._rotation: deque[int] = deque()
+        # Calls the head of `rotation` may still take in its current turn.
+        self._credit = 0
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def append(self, call: CallState) -> None:
+        key = id(call.run)
+        queue = self._runs.get(key)
+        if queue is None:
+            queue = self._runs[key] = deque()
+            self._rotation.append(key)
+        queue.append(call)
+        self._len += 1
+
+    def popleft(self) -> CallState:
+        """The next call: the head run's oldest. Raises IndexError when empty."""
+        while True:
+            key = self._rotation[0]  # IndexError when nothing is queued
+            queue = self._runs[key]
+            if queue[0].run.done.is_set():
+                self.discard_run(queue[0].run)  # finished or cancelled: none of its calls will run
+                continue
+            if self._credit <= 0:
+                self._credit = max(1, queue[0].run.priority)
+            call = queue.popleft()
+            self._len -= 1
+            self._credit -= 1
+            if not queue:
+                del self._runs[key]
+                self._rotation.popleft()
+                self._credit = 0
+            elif self._credit <= 0:
+                self._rotation.rotate(-1)
+            return call
+
+    def discard_run(self, run: RunState) -> list[CallState]:
+        """Take every queued call of `run` out of the queue; returns them."""
+        key = id(run)
+        queue = self._runs.pop(key, None)
+        if queue is None:
+            return []
+        if self._rotation[0] == key:
+            self._rotation.popleft()
+            self._credit = 0
+        else:
+            self._rotation.remove(key)  # O(runs), not O(calls)
+        self._len -= len(queue)
+        return list(queue)
+
+    def runs(self) -> list[str]:
+        """The ids of the runs with queued calls, the next to be served first."""
+        return [self._runs[key][0].run.run_id for key in self._rotation]
+
+    def queued(self, run: RunState) -> int:
+        return len(self._runs.get(id(run), ()))
+
+
 class Pool:
     def __init__(self, app: AppSpec, settings: FunctionSettings) -> None:
         self.app = app
@@ -107,7 +196,7 @@ class Pool:
         self.function = settings.name
         self.executors: list[ExecutorState] = []
         self.starting = 0
-        self.queue: deque[CallState] = deque()
+        self.queue = FairQueue()
         # Consecutive executor start failures; reset by a successful start.
         self.start_failures = 0
         # The run whose call last queued here: labels the executors this pool starts.

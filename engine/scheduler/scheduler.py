@@ -212,6 +212,7 @@ class Scheduler:
         self, app: AppSpec, input_data: bytes, args_message: pb.Arguments, *,
         run_id: str | None = None, idempotency_key: str | None = None, queued: bool = False,
         budget: Budget | None = None,
+        priority: int = 1,
     ) -> RunState:
         """Create a run of `app` whose root call gets `args_message` (values only).
 
@@ -221,6 +222,7 @@ class Scheduler:
         call commit in one transaction, so a crash leaves the run either still queued or
         started with its root call, never in between. A new run is created, then claimed.
         `budget` is the run's (`engine.scheduler.budgets`; default: the application's).
+        `priority` is the run's weight in the fair share between runs (`pools.FairQueue`).
         """
         run_id = run_id or new_run_id()
         root = pb.FutureSpec(
@@ -244,7 +246,7 @@ class Scheduler:
             if not self.leases.claim(run_id):
                 raise InfrastructureError(f"run {run_id} was taken by another process as it was created")
         self._spill_large_values(root.arguments)
-        run = RunState(run_id=run_id, app=app, root_id=root.id)
+        run = RunState(run_id=run_id, app=app, root_id=root.id, priority=priority)
         run.budget = RunBudget(budget)
         self.runs[run_id] = run
         self.tracer.run_started(run, self.context.headers_of)
@@ -261,7 +263,7 @@ class Scheduler:
         caller holds the run's lease (`leases.claim`). `budget` replaces limits of the run's
         stored budget (`budgets.parse_budget`'s form): a raised limit lets it go on."""
         row = self.store.get_run(run_id)
-        run = RunState(run_id=run_id, app=app, root_id=row.root_call_id)
+        run = RunState(run_id=run_id, app=app, root_id=row.root_call_id, priority=row.priority or 1)
         self.runs[run_id] = run
         rows = self.store.load_calls(run_id)
         now = time.time()
@@ -682,8 +684,11 @@ class Scheduler:
             self._pump(pool)
 
     def _pump(self, pool: Pool) -> None:
-        """Hand queued calls to free executor slots; start executors when there are none."""
-        while pool.queue:
+        """Hand queued calls to free executor slots, the runs sharing the pool taking turns
+        (`pools.FairQueue`); start executors when there are none. An application with
+        `max_concurrent_calls` gets no more slots, nor executors, than it has room for."""
+        calls_room = self._call_room(pool.app)
+        while pool.queue and calls_room > 0:
             ex = pool.free_executor()
             if ex is None:
                 break
@@ -691,9 +696,12 @@ class Scheduler:
             if call.status != QUEUED:
                 continue  # cancelled or failed while queued
             self._dispatch(call, ex)
-        if not pool.queue:
+            calls_room -= 1
+        if not pool.queue or calls_room <= 0:
             return
         want = pool.wanted(time.time(), self.start_cost)
+        if calls_room < len(pool.queue):
+            want = min(want, -(-int(calls_room) // pool.concurrency))
         room = self.max_executors - self._active_executors()
         if pool.live() == 0 and want > 0:
             room = max(room, 1)  # every function with work gets at least one executor
@@ -701,6 +709,26 @@ class Scheduler:
         in_flight = max(0, MAX_STARTS_IN_FLIGHT - pool.starting)
         for _ in range(min(want, room, in_flight)):
             self._start_executor(pool)
+
+    def _call_room(self, app: AppSpec) -> int | float:
+        """How many more calls of `app`'s runs may start now under its `max_concurrent_calls`
+        (infinite without one). Calls blocked awaiting their children do not count, as for
+        `max_executors`: a call tree deeper than the cap must not deadlock itself."""
+        cap = app.max_concurrent_calls
+        if cap is None:
+            return float("inf")
+        executing = sum(ex.inflight - ex.blocked for p in self.pools.values() if p.app.name == app.name
+                        for ex in p.executors if not ex.stopping)
+        return cap - executing
+
+    def _pump_after_call(self, pool: Pool) -> None:
+        """A call of `pool` ended: its slot is free, and under `max_concurrent_calls` so is
+        room for any function of its application."""
+        self._pump(pool)
+        if pool.app.max_concurrent_calls is not None:
+            for other in list(self.pools.values()):
+                if other is not pool and other.queue and other.app.name == pool.app.name:
+                    self._pump(other)
 
     async def _tick(self) -> None:
         """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event)."""
@@ -788,7 +816,7 @@ class Scheduler:
             await self._retire(ex)
         else:
             self._after_call(ex, tail=response.HasField("tail_call"))
-        self._pump(ex.pool)
+        self._pump_after_call(ex.pool)
         self._schedule_flush()
 
     async def _lost_failure(self, call: CallState, ex: ExecutorState, detail: str) -> pb.Failure:

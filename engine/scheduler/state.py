@@ -126,6 +126,9 @@ class RunState:
     headers: list[tuple[str, str]] | None = None
     # Its limits and their use (`engine.scheduler.budgets`), set when it starts or resumes.
     budget: RunBudget | None = None
+    # Its weight in the fair share of each pool between runs (`pools.FairQueue`): this many
+    # dispatches in a row when its turn comes.
+    priority: int = 1
 
     def progress(self) -> dict[str, int]:
         c = self.counts

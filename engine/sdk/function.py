@@ -129,9 +129,10 @@ class ApplicationConfig:
     that sets none; `region` the default region of its functions; `allow` lists Tensorlake
     capabilities (`"unauthenticated_requests"`: the server lets anyone start its runs and read
     their output, token or not); `on_failure` says what happens to the rest of a run once a
-    call failed for good and took the run down with it (`ON_FAILURE`).
-    `max_calls`, `max_depth` and `max_duration` are the default
-    budget of each of its runs (docs/configuration.md#budgets); None is no limit.
+    call failed for good and took the run down with it (`ON_FAILURE`); `max_calls`, `max_depth`
+    and `max_duration` are the default budget of each of its runs (docs/configuration.md#budgets;
+    None is no limit); `max_concurrent_calls` caps the calls of all its runs together that
+    execute at once (None: no cap; docs/server.md, "Fair share between runs").
     """
 
     tags: dict[str, str] = field(default_factory=dict)
@@ -142,6 +143,7 @@ class ApplicationConfig:
     max_calls: int | None = None
     max_depth: int | None = None
     max_duration: float | None = None
+    max_concurrent_calls: int | None = None
 
     def __post_init__(self) -> None:
         where = "@application()"
@@ -167,6 +169,9 @@ class ApplicationConfig:
         if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool)
                                      or duration <= 0):
             raise SDKUsageError(f"{where}: max_duration must be a number of seconds above 0, got {duration!r}")
+        cap = self.max_concurrent_calls
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise SDKUsageError(f"{where}: max_concurrent_calls must be an int >= 1 or None, got {cap!r}")
         # Copies: the decorator's arguments stay the caller's to change.
         object.__setattr__(self, "tags", dict(self.tags))
         object.__setattr__(self, "allow", list(self.allow))
@@ -418,6 +423,7 @@ def application(
     max_calls: int | None = None,
     max_depth: int | None = None,
     max_duration: float | None = None,
+    max_concurrent_calls: int | None = None,
 ) -> _ApplicationDecorator:
     """Mark a function as an application entry point; stack it with `@function()`, in either
     order.
@@ -430,12 +436,12 @@ def application(
     lets a server that has a token start this application's runs, and answer their output, for
     callers without it. `on_failure` is "finish" (calls that do not depend on a call that failed
     for good run to completion, so a resume re-runs only the failed branch) or "cancel" (stop every
-    call at once); `engine.yaml`'s `on_failure` overrides it. Raises `SDKUsageError` for invalid
-    values.
-    callers without it. `max_calls`, `max_depth` and `max_duration` (seconds) are the default
-    budget of each run, which the engine enforces: a run that reaches one fails with
-    `BudgetExceeded` (docs/configuration.md#budgets); engine.yaml's `budget:` and each
-    submission may change them. Raises `SDKUsageError` for invalid values.
+    call at once). `max_calls`, `max_depth` and `max_duration` (seconds) are the default budget of
+    each run, which the engine enforces: a run that reaches one fails with `BudgetExceeded`
+    (docs/configuration.md#budgets); each submission may change them. `max_concurrent_calls`
+    caps how many calls of this application's runs, all together, execute at once. engine.yaml's
+    `on_failure`, `budget:` and `max_concurrent_calls` override these. Raises `SDKUsageError`
+    for invalid values.
     """
     config = ApplicationConfig(
         tags={} if tags is None else tags,
@@ -446,5 +452,6 @@ def application(
         max_calls=max_calls,
         max_depth=max_depth,
         max_duration=max_duration,
+        max_concurrent_calls=max_concurrent_calls,
     )
     return _ApplicationDecorator(config)

@@ -264,7 +264,8 @@ class API:
         status, accepted = self.control.submit(name, data, present,
                                                request.headers.get("Idempotency-Key") or None,
                                                [(str(k), v) for k, v in request.headers.items()],
-                                               webhook, budget=self._budget(request))
+                                               webhook, budget=self._budget(request),
+                                               priority=query.priority)
         location = {"Location": f"/v1/runs/{accepted['run_id']}"}
         if query.wait and await self.control.wait_finished(accepted["run_id"], query.wait):
             run = self._run(accepted["run_id"])

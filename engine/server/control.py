@@ -187,13 +187,15 @@ class ControlPlane:
     def submit(self, name: str, data: Any, present: bool, idempotency_key: str | None,
                headers: list[tuple[str, str]] | None = None,
                webhook: RunWebhook | None = None,
-               budget: Mapping[str, int | float | None] | None = None) -> tuple[int, dict[str, Any]]:
+               budget: Mapping[str, int | float | None] | None = None, *,
+               priority: int = 1) -> tuple[int, dict[str, Any]]:
         """Validate and durably queue a run of `name` with the request body `data` (parsed
         JSON; `present` is False for an empty body). `headers` are the submission's, kept for
         `RequestContext.headers` (less credentials). `webhook`: where to POST the run's end,
         else the application's (`webhook:` in its engine.yaml), else nowhere; committed with
         the run. `budget` replaces limits of the application's budget, and the result is stored
-        with the run. Returns (HTTP status, body)."""
+        with the run; `priority` is the run's weight in the fair share between runs, kept
+        with it (so resume and take-over keep it). Returns (HTTP status, body)."""
         dep = self.deployment(name)
         if idempotency_key:
             existing = self.store.find_run_by_key(idempotency_key)
@@ -218,6 +220,7 @@ class ControlPlane:
             backend=self.backend_name, input=wire.dumps(kwargs), created_at=time.time(),
             idempotency_key=idempotency_key or None, version=dep.version,
             headers=headers_json(headers or []), budget=dump_budget(limits, 0.0),
+            priority=priority if priority != 1 else None,
         ))
         if webhook is not None:
             self.store.set_run_webhook(run_id, webhook)
@@ -227,7 +230,8 @@ class ControlPlane:
             if idempotency_key and "unique" in str(exc).lower():
                 # The same key, accepted meanwhile by another server on this store.
                 self.store.rollback()
-                return self.submit(name, data, present, idempotency_key, headers, webhook, budget)
+                return self.submit(name, data, present, idempotency_key, headers, webhook, budget,
+                                   priority=priority)
             raise
         self.metrics.runs_accepted.inc(application=name)
         log.info("run accepted", extra={"fields": {"run_id": run_id, "application": name,
@@ -424,7 +428,8 @@ class ControlPlane:
                 for key, value in kwargs.items():
                     args.kwargs[key].value.data = wire.dumps(value)
                 run = self.scheduler.submit_run(dep.spec, row.input, args, run_id=run_id, queued=True,
-                                                budget=load_budget(row.budget)[0])
+                                                budget=load_budget(row.budget)[0],
+                                                priority=row.priority or 1)
                 self.metrics.run_queue_wait.observe(time.time() - row.created_at)
         except StoreUnavailable:
             raise

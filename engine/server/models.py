@@ -54,6 +54,10 @@ class Error(Body):
     status: int = Field(description="the HTTP status, repeated")
 
 
+#: The highest `priority` a submission may ask for (`SubmitQuery`).
+MAX_PRIORITY = 100
+
+
 class Accepted(Body):
     """A run accepted, cancelled or queued again."""
 
@@ -151,6 +155,7 @@ class RunSummary(View):
     resumes: int
     owner: str | None = Field(description="the process driving the run under its lease (its owner id), "
                                           "while it is queued or running")
+    priority: int = Field(1, description="its weight in the fair share of executors between runs")
 
 
 class ResultFile(Body):
@@ -305,6 +310,11 @@ MAX_WAIT = 300.0
 
 
 class SubmitQuery(BudgetQuery):
+    priority: int = Field(1, ge=1, le=MAX_PRIORITY,
+                          description="the run's weight in the fair share of executors between runs: "
+                                      "when runs wait for the same function's executors, a run of "
+                                      "priority p is handed p calls for every one a run of priority 1 "
+                                      "gets (1 to 100; docs/server.md, \"Fair share between runs\")")
     wait: float | None = Field(None, ge=0, le=MAX_WAIT, allow_inf_nan=False, description=(
         "wait up to this many seconds (0 to 300) for the run to end: 200 with the run (its result or "
         "error) if it ends in time, else the usual 202"))

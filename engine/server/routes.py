@@ -117,7 +117,7 @@ ROUTES: tuple[Route, ...] = (
           (Answer(200, "with `wait`: the run ended within it; the run, as GET /v1/runs/{run_id} shows it",
                   m.Run),
            Answer(202, "accepted and queued (with `wait`: still unfinished when it ran out)", m.Accepted),
-           Answer(400, "the body is not valid JSON (or not parseable multipart), or a bad `wait`", m.Error),
+           Answer(400, "the body is not valid JSON (or not parseable multipart), or a bad `wait` or `priority`", m.Error),
            Answer(409, "the Idempotency-Key was used for another application", m.Error),
            Answer(413, "the input is too large", m.Error),
            Answer(415, "a raw body for an application that takes JSON (no File parameter), or one that "

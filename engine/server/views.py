@@ -65,6 +65,7 @@ def run_summary(row: RunRow, version: int | None) -> dict[str, Any]:
         # The process driving it (a server's owner id, `GET /healthz` names each server's), while
         # it runs; null when nobody holds its lease.
         "owner": row.owner if row.status in ("queued", "running") else None,
+        "priority": row.priority or 1,
     }
 
 

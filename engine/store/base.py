@@ -46,7 +46,7 @@ RUN_FIELDS = (
     "run_id", "application", "status", "root_call_id", "app_file", "module", "config_path",
     "backend", "input", "result", "failure", "error_kind", "error_message", "created_at",
     "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner", "result_digest",
-    "lease_epoch", "lease_expires", "version", "cancel_requested", "headers", "budget",
+    "lease_epoch", "lease_expires", "version", "cancel_requested", "headers", "budget", "priority",
 )
 CALL_FIELDS = (
     "call_id", "run_id", "parent_id", "function", "kind", "spec", "args_digest", "status",
@@ -102,6 +102,8 @@ class RunRow:
     # The run's budget as JSON (`engine.scheduler.budgets.dump_budget`): its limits, and the
     # seconds it was driven before its current try; None for a run from before budgets.
     budget: str | None = None
+    # The submission's priority: its weight in the fair share between runs (None: 1).
+    priority: int | None = None
 
 
 @dataclass

@@ -197,6 +197,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN budget TEXT;
     """,
+    # 8: a submission's priority (its weight in the fair share of executors between runs);
+    # NULL for the default.
+    """
+    ALTER TABLE runs ADD COLUMN priority INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
