@@ -28,6 +28,7 @@ from engine.errors import (
     RequestNotFinished,
     SDKUsageError,
     SerializationError,
+    SignalTimeout,
     TensorlakeError,
     TensorlakeException,
     TimeoutError,  # noqa: A004 - Tensorlake's name; also a builtin TimeoutError (engine.errors)
@@ -40,6 +41,7 @@ from engine.sdk.http import Headers, HttpBody
 from engine.sdk.image import Image
 from engine.sdk.logger import Logger
 from engine.sdk.retries import Retries
+from engine.sdk.signal import signal
 from engine.sdk.stateful import cls
 
 __version__ = "0.1.0"
@@ -76,6 +78,7 @@ __all__ = [
     "Retries",
     "SDKUsageError",
     "SerializationError",
+    "SignalTimeout",
     "TensorlakeError",
     "TensorlakeException",
     "TimeoutError",
@@ -84,4 +87,5 @@ __all__ = [
     "function",
     "run_local_application",
     "run_remote_application",
+    "signal",
 ]

@@ -7,6 +7,7 @@
     engine runs [--json]
     engine show RUN_ID [--output PATH] [--json]
     engine logs RUN_ID [--function NAME]
+    engine signal RUN_ID NAME [--data JSON] [--state-dir DIR]   (a server's run with $ENGINE_SERVER)
     engine image build [FILE.py] [--force] [--push REGISTRY]
     engine image prune [--dry-run]
     engine doctor
@@ -279,6 +280,7 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
     from engine import wire
     from engine.app import file_json, to_json
     from engine.scheduler.budgets import stored_use
+    from engine.scheduler.signals import open_waits, signals_json, waiting
     from engine.sdk.file import File
     from engine.wire.v1 import engine_pb2 as pb
 
@@ -326,6 +328,9 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
             for c in calls
         ],
         "metrics": _run_metrics(calls),
+        "waiting": waiting(row, calls),
+        "waits": open_waits(calls),
+        "signals": signals_json(store, run_id),
     }
 
 
@@ -365,13 +370,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return EXIT_OK
     c = info["calls"]
-    print(f"run {info['run_id']}  {info['application']}  {info['status']}  "
+    # A running run that only waits for signals is shown as such, not as stuck.
+    status = "waiting" if info["waiting"] else info["status"]
+    print(f"run {info['run_id']}  {info['application']}  {status}  "
           f"{info['duration'] or 0:.2f}s  backend {info['backend']}")
     lease = info["lease"]
     if lease is not None and lease["live"]:
         print(f"driven by {lease['owner']} (its lease holds {lease['expires_in']:.1f} s more unless renewed)")
     elif info["status"] == "running":
         print(f"nobody drives it (its driver is gone): continue it with `engine resume {info['run_id']}`")
+    for wait in info["waits"]:
+        until = (f", until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wait['deadline']))}"
+                 if wait["deadline"] is not None else "")
+        print(f"waiting for signal {wait['name']!r} since "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wait['since']))}{until}: "
+              f"send it with `engine signal {info['run_id']} {wait['name']} --data JSON`")
     if info["error"]:
         print(f"error: {info['error']}")
     elif "result_file" in info:
@@ -421,6 +434,40 @@ def cmd_logs(args: argparse.Namespace) -> int:
     for call_id, function, attempt, text in entries:
         for line in text.rstrip("\n").splitlines():
             print(f"[{function} {call_id[:10]} #{attempt}] {line}")
+    return EXIT_OK
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    """Send a signal to a run: to the server at $ENGINE_SERVER when it is set, else into the
+    state directory's store, where the run's driver (`engine run`, `engine resume`) finds it."""
+    from urllib.parse import quote
+
+    try:
+        value = json.loads(args.data)
+    except ValueError as exc:
+        raise SDKUsageError(f"--data is not valid JSON: {exc}") from None
+    if os.environ.get("ENGINE_SERVER"):
+        from engine.server.client import ServerClient
+
+        client = ServerClient(None, args.token)
+        try:
+            data = client.call("POST", f"/v1/runs/{quote(args.run_id, safe='')}/signals/{quote(args.name, safe='')}",
+                               json.dumps(value).encode())
+        finally:
+            client.close()
+        seq = data["seq"]
+    else:
+        from engine.scheduler.signals import send_signal
+
+        store = _open(args)
+        try:
+            seq = send_signal(store, args.run_id, args.name, value).seq
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps({"run_id": args.run_id, "name": args.name, "seq": seq}))
+    else:
+        print(f"sent signal {args.name!r} to run {args.run_id}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -600,6 +647,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--function")
     common(p)
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("signal", help="send a signal to a run that waits for it (engine.signal)")
+    p.add_argument("run_id")
+    p.add_argument("name")
+    p.add_argument("--data", default="null", metavar="JSON", help="the signal's value (default null)")
+    p.add_argument("--token", help="with $ENGINE_SERVER: default $ENGINE_TOKEN")
+    p.add_argument("--json", action="store_true")
+    common(p)
+    p.set_defaults(func=cmd_signal)
 
     p = sub.add_parser("image", help="container images")
     isub = p.add_subparsers(dest="image_command", required=True, parser_class=_Parser)

@@ -167,6 +167,12 @@ class DependencyFailed(RequestFailed):
     """A call never ran because a future it depended on failed."""
 
 
+class SignalTimeout(RequestFailed):
+    """A signal future (`engine.signal(name, timeout=...)`) waited `timeout` seconds from its
+    creation and no signal of its name arrived. Never retried; `function` is the signal's name.
+    Resuming the run waits again, from the same start, so resume once the signal is sent."""
+
+
 class BudgetExceeded(RequestFailed):
     """The run reached a limit of its budget and failed (docs/configuration.md#budgets).
 
@@ -269,6 +275,7 @@ __all__ = [
     "RunNotFound",
     "SDKUsageError",
     "SerializationError",
+    "SignalTimeout",
     "TensorlakeError",
     "TensorlakeException",
     "TimeoutError",

@@ -36,6 +36,7 @@ from engine.errors import (
 )
 from engine.sdk.future import RETURN_WHEN, Future
 from engine.sdk.runtime import Runtime
+from engine.sdk.signal import SignalSource
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -70,12 +71,16 @@ class GraphEncoder:
             arguments.args.append(self._arg(value))
         for key in sorted(fut.kwargs):
             arguments.kwargs[key].CopyFrom(self._arg(fut.kwargs[key]))
-        self.specs.append(
-            pb.FutureSpec(
-                id=fut.id, kind=wire.KIND_VALUES[fut.kind], function=fut.function.name,
-                arguments=arguments,
-            )
+        spec = pb.FutureSpec(
+            id=fut.id, kind=wire.KIND_VALUES[fut.kind], function=fut.function.name,
+            arguments=arguments,
         )
+        source = fut.function
+        if isinstance(source, SignalSource):
+            spec.signal.repeatable = source.repeatable
+            if source.timeout is not None:
+                spec.signal.timeout = source.timeout
+        self.specs.append(spec)
 
     def _arg(self, value: Any) -> pb.Arg:
         if isinstance(value, Future):

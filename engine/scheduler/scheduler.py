@@ -28,6 +28,11 @@ Invariants, and where they are enforced:
   `max_depth` is refused in `_add_call` before it exists; its creator and the run fail with
   `BudgetExceeded` (`_budget_exceeded`), and nothing of the run starts after that
   (`engine.scheduler.budgets`).
+- **A signal is stored before it is used.** A signal future (`NODE_KIND_SIGNAL`) runs on no
+  executor: `_wait_for_signal` parks it, and `_deliver_signals` completes it from the `signals`
+  table (committed by the sender first, `engine.scheduler.signals`), taking a repeatable signal
+  in the same transaction as the value. A call that depends on one starts no executor while it
+  waits.
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
   the scheduler turns that into a typed failure and applies the call's retry policy.
 
@@ -38,6 +43,7 @@ and never change what happens; with tracing off they are empty methods.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -73,12 +79,12 @@ from engine.scheduler.state import (
 )
 from engine.sdk.runtime import child_id
 from engine.statuses import RunStatus
-from engine.store import CallRow, RunRow, Store, StoreUnavailable
+from engine.store import CallRow, RunRow, SignalRow, Store, StoreUnavailable
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from engine.app import AppSpec
+    from engine.app import AppSpec, FunctionSettings
 
 log = logging.getLogger("engine.scheduler")
 
@@ -270,7 +276,7 @@ class Scheduler:
         for r in rows:  # creation order: a call's parent is known before it
             spec = pb.FutureSpec.FromString(r.spec)
             call_app = self._app_of(run, spec, r.parent_id)
-            call = CallState(run, spec, r.parent_id, r.args_digest, call_app.settings(spec.function))
+            call = CallState(run, spec, r.parent_id, r.args_digest, self._settings_of(call_app, spec))
             call.app = call_app
             call.executions = r.executions
             call.created_at = r.created_at
@@ -326,7 +332,8 @@ class Scheduler:
                 self._on_ready(call)
         for call in run.calls.values():
             # As for new calls: a function's first executor starts while its calls still wait.
-            if call.status == PENDING and not call.dormant and call.kind in RUNS_CODE:
+            if (call.status == PENDING and not call.dormant and call.kind in RUNS_CODE
+                    and not self._waits_for_signal(call)):
                 pool = self._pool(call.app, call.function)
                 if pool.live() == 0:
                     pool.last_run_id = run_id
@@ -473,7 +480,7 @@ class Scheduler:
             if refused is not None:
                 raise BudgetRefused(refused)  # before it exists: it never runs (budgets.py)
         app = self._app_of(run, spec, parent_id)
-        call = CallState(run, spec, parent_id, digest, app.settings(spec.function))
+        call = CallState(run, spec, parent_id, digest, self._settings_of(app, spec))
         call.app = app
         run.calls[call.id] = call
         run.counts[PENDING] += 1
@@ -485,9 +492,10 @@ class Scheduler:
         ))
         self._emit(call)
         self._link_dependencies(call)
-        if call.kind in RUNS_CODE and not self._closed:
+        if call.kind in RUNS_CODE and not self._closed and not self._waits_for_signal(call):
             # Start the function's first executor now, while the call waits for its
-            # dependencies: a fan-in's combiner is then warm when its inputs are done.
+            # dependencies: a fan-in's combiner is then warm when its inputs are done. Not for
+            # a call that waits for a signal: that may take days, and nothing is held meanwhile.
             pool = self._pool(call.app, call.function)
             if pool.live() == 0:
                 pool.last_run_id = run.run_id
@@ -507,6 +515,23 @@ class Scheduler:
                 raise wire.InvalidMessage(f"cannot call application {spec.function!r}: {exc}") from None
         parent = run.calls.get(parent_id or "")
         return parent.app if parent is not None else run.app
+
+    @staticmethod
+    def _settings_of(app: AppSpec, spec: pb.FutureSpec) -> FunctionSettings:
+        """The settings a call runs with. A signal runs nothing: it carries its application's
+        entry point's, which nothing reads."""
+        if spec.kind == pb.NODE_KIND_SIGNAL:
+            return app.settings(app.name)
+        return app.settings(spec.function)
+
+    @staticmethod
+    def _waits_for_signal(call: CallState) -> bool:
+        """Whether `call` takes the value of a signal future that has none yet."""
+        for ref in wire.refs(call.spec.arguments):
+            dep = call.run.calls.get(ref)
+            if dep is not None and dep.kind == pb.NODE_KIND_SIGNAL and dep.status != SUCCEEDED:
+                return True
+        return False
 
     def _link_dependencies(self, call: CallState) -> None:
         call.deps_pending = 0
@@ -534,7 +559,10 @@ class Scheduler:
             target.tail_parents.append(call)
 
     def _on_ready(self, call: CallState) -> None:
-        """All dependencies have values: queue a call, or expand a map/reduce."""
+        """All dependencies have values: queue a call, wait for a signal, or expand a map/reduce."""
+        if call.kind == pb.NODE_KIND_SIGNAL:
+            self._wait_for_signal(call)
+            return
         if call.kind in RUNS_CODE:
             self._set_status(call, QUEUED)
             pool = self._pool(call.app, call.function)
@@ -655,6 +683,92 @@ class Scheduler:
         return out
 
     # =========================================================================================
+    # signals (engine.scheduler.signals)
+
+    def _wait_for_signal(self, call: CallState) -> None:
+        """Park a signal future until a signal of its name is in the store (or its timeout,
+        counted from its creation, passes). It stays `pending`: nothing runs it."""
+        run = call.run
+        run.waiting[call.id] = call
+        options = call.spec.signal
+        if options.HasField("timeout") and self._loop is not None:
+            delay = max(0.0, call.created_at + options.timeout - time.time())
+            call.retry_handle = self._loop.call_later(delay, self._signal_due, call)
+        self._deliver_signals(run)
+
+    def signal_arrived(self, run_id: str) -> None:
+        """A signal of `run_id` was just committed (by this process's API): deliver it now
+        rather than at the next poll."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            self._deliver_signals(run)
+            self._schedule_flush()
+
+    def _poll_signals(self) -> None:
+        """Signals stored by other processes (`engine signal` against the state directory, a
+        server that does not drive the run): looked for every lease-renewal interval."""
+        for run in list(self.runs.values()):
+            if run.waiting:
+                self._deliver_signals(run)
+        self._schedule_flush()
+
+    def _deliver_signals(self, run: RunState, rows: list[SignalRow] | None = None) -> None:
+        """Complete every waiting signal future of `run` that a stored signal answers, in the
+        order they began to wait. A one-shot name's signal answers every future of it; a
+        repeatable name's are taken one per future, oldest first, the taking written with the
+        future's value (so a resumed future takes the same one)."""
+        if not run.waiting or run.done.is_set() or run.lost:
+            return
+        if rows is None:
+            rows = self.store.signals(run.run_id)
+        by_name: dict[str, list[SignalRow]] = {}
+        for row in rows:
+            by_name.setdefault(row.name, []).append(row)
+        for call in list(run.waiting.values()):
+            sent = by_name.get(call.function)
+            if not sent:
+                continue
+            if call.spec.signal.repeatable:
+                chosen = (next((s for s in sent if s.call_id == call.id), None)
+                          or next((s for s in sent if s.call_id is None), None))
+                if chosen is None:
+                    continue
+                if chosen.call_id is None:
+                    self.store.take_signal(run.run_id, chosen.name, chosen.seq, call.id)
+                    sent[sent.index(chosen)] = dataclasses.replace(chosen, call_id=call.id)
+            else:
+                chosen = sent[0]
+            del run.waiting[call.id]
+            if call.retry_handle is not None:
+                call.retry_handle.cancel()
+                call.retry_handle = None
+            call.started_at = call.created_at
+            self.store.update_call(run.run_id, call.id, started_at=call.started_at)
+            self._finish_call_ok(call, wire.dumps(json.loads(chosen.payload)))
+
+    def _signal_due(self, call: CallState) -> None:
+        """A signal future's timeout passed: one last look in the store, then it fails with
+        `SignalTimeout` (and so does what depends on it)."""
+        call.retry_handle = None
+        run = call.run
+        if call.id not in run.waiting or run.done.is_set() or run.lost:
+            return
+        try:
+            self._deliver_signals(run)
+        except StoreUnavailable as exc:
+            self.store_down(exc)
+            return
+        if run.waiting.pop(call.id, None) is None:
+            self._schedule_flush()
+            return
+        failure = wire.make_failure(
+            pb.FAILURE_KIND_SIGNAL_TIMEOUT,
+            f"no signal {call.function!r} arrived within {call.spec.signal.timeout:g} s",
+            function=call.function, call_id=call.id)
+        self._finish_call_failed(call, failure)
+        self._schedule_flush()
+
+    # =========================================================================================
     # dispatch
 
     def _pool(self, app: AppSpec, function: str) -> Pool:
@@ -731,10 +845,20 @@ class Scheduler:
                     self._pump(other)
 
     async def _tick(self) -> None:
-        """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event)."""
+        """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event), and
+        look for signals other processes stored, every lease-renewal interval."""
+        next_poll = time.monotonic()
         while True:
             await asyncio.sleep(0.2)
             self._pump_all()
+            if time.monotonic() >= next_poll and not self.store_failed:
+                next_poll = time.monotonic() + self.leases.renew_every
+                try:
+                    self._poll_signals()
+                except StoreUnavailable as exc:
+                    self.store_down(exc)
+                except Exception:  # noqa: BLE001 - the next poll tries again; pumping goes on
+                    log.exception("looking for signals failed")
 
     def _pump_all(self) -> None:
         for pool in list(self.pools.values()):
@@ -1052,6 +1176,7 @@ class Scheduler:
     def _finish_call_failed(self, call: CallState, failure: pb.Failure, error_kind: str | None = None) -> None:
         if call.status in FINAL:
             return
+        call.run.waiting.pop(call.id, None)
         if call.retry_handle is not None:
             call.retry_handle.cancel()
             call.retry_handle = None
@@ -1076,6 +1201,7 @@ class Scheduler:
         if call.retry_handle is not None:
             call.retry_handle.cancel()
             call.retry_handle = None
+        call.run.waiting.pop(call.id, None)
         call.failure = failure
         call.ended_at = time.time()
         self._set_status(call, CANCELLED)
@@ -1232,7 +1358,7 @@ class Scheduler:
             wire.validate_spec(spec)
             if spec.kind == pb.NODE_KIND_APPLICATION:
                 self._app_of(run, spec, parent_id)  # raises InvalidMessage naming what is missing
-            elif spec.function not in parent.app.functions:
+            elif spec.kind != pb.NODE_KIND_SIGNAL and spec.function not in parent.app.functions:
                 parent.app.settings(spec.function)  # raises with a clear message
         try:
             for spec in specs:

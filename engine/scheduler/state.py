@@ -129,6 +129,9 @@ class RunState:
     # Its weight in the fair share of each pool between runs (`pools.FairQueue`): this many
     # dispatches in a row when its turn comes.
     priority: int = 1
+    # Its signal futures waiting for a signal, in the order they began to wait
+    # (`Scheduler._wait_for_signal`).
+    waiting: dict[str, CallState] = field(default_factory=dict)
 
     def progress(self) -> dict[str, int]:
         c = self.counts

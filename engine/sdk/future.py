@@ -59,7 +59,7 @@ class Future(Generic[T]):
         self, kind: str, function: Function[..., Any], args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        self.kind = kind  # "call" | "map" | "reduce"
+        self.kind = kind  # "call" | "map" | "reduce" | "application" | "signal" (engine.sdk.signal)
         self.function = function
         self.args = args
         self.kwargs = kwargs

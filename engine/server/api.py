@@ -37,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 from engine.app import file_json, to_json
 from engine.errors import ConfigError, InputError, RunNotFound, SDKUsageError
 from engine.scheduler.budgets import parse_budget, stored_use
+from engine.scheduler.signals import open_waits, signals_json, waiting
 from engine.sdk.file import File
 from engine.server import models as m
 from engine.server.control import Conflict, ControlPlane, UnknownApplication
@@ -350,6 +351,9 @@ class API:
         calls = reader.load_calls(row.run_id)
         out["calls"] = call_counts(calls, row.status in RUN_FINAL, self.control.queued_calls(row.run_id))
         out["budget"] = stored_use(row, calls)
+        out["waiting"] = waiting(row, calls)
+        out["waits"] = open_waits(calls)
+        out["signals"] = signals_json(reader, row.run_id)
         return m.Run.model_validate(out)
 
     def _load_result(self, row: Any, data: bytes) -> Any:
@@ -430,6 +434,19 @@ class API:
 
     async def cancel(self, request: web.Request) -> m.Accepted:
         return m.Accepted.model_validate(self.control.cancel(request.match_info["run_id"]))
+
+    async def signal(self, request: web.Request) -> m.SignalSent:
+        name = request.match_info["signal"]
+        if name in (".", "..") or len(name) > 128:
+            raise HTTPError(404, f"{name[:130]!r} is not a signal name (1-128 of A-Za-z0-9_.-)")
+        body = await self._body(request)
+        if len(body) > MAX_INPUT_BYTES:
+            raise HTTPError(413, f"signal payload over {MAX_INPUT_BYTES >> 20} MiB")
+        try:
+            value = json_value(body) if body.strip() else None
+        except ValueError as exc:
+            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+        return m.SignalSent.model_validate(self.control.signal(request.match_info["run_id"], name, value))
 
     async def resume(self, request: web.Request) -> web.Response:
         accepted = m.Accepted.model_validate(self.control.resume(request.match_info["run_id"],

@@ -48,6 +48,7 @@ from engine.errors import InputError, SDKUsageError
 from engine.scheduler.budgets import Budget, dump_budget, load_budget
 from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import Scheduler, root_call_id
+from engine.scheduler.signals import SignalRefused, send_signal
 from engine.scheduler.state import CallState, RunState
 from engine.server.deployments import Deployment, Deployments
 from engine.server.events import EventHub
@@ -328,6 +329,20 @@ class ControlPlane:
             log.info("run cancel requested", extra={"fields": {"run_id": run_id, "owner": row.owner}})
             return {"run_id": run_id, "status": "cancelling"}
         raise Conflict(f"run {run_id} is already {row.status}")
+
+    def signal(self, run_id: str, name: str, value: Any) -> dict[str, Any]:
+        """Store signal `name` for the run (committed before the answer: it survives a crash of
+        this server). A run driven here takes it at once; one driven elsewhere at its driver's
+        next lease renewal tick; a queued or orphaned one when it starts again."""
+        try:
+            sent = send_signal(self.store, run_id, name, value)
+        except SignalRefused as exc:
+            raise Conflict(str(exc)) from None
+        log.info("signal stored", extra={"fields": {"run_id": run_id, "signal": name, "seq": sent.seq}})
+        if run_id in self.active:
+            self.scheduler.signal_arrived(run_id)
+        self.hub.notify(run_id)
+        return {"run_id": run_id, "name": name, "seq": sent.seq}
 
     def _cancel_requested(self, run_ids: set[str]) -> None:
         for run_id in run_ids:

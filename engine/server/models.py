@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from engine.statuses import CallStatus, RunStatus
 
 FailureKind = Literal["function_error", "request_error", "timeout", "out_of_memory", "executor_lost",
-                      "dependency_failed", "cancelled", "internal", "budget_exceeded", "unknown"]
+                      "dependency_failed", "cancelled", "internal", "budget_exceeded", "signal_timeout",
+                      "unknown"]
 
 
 class Body(BaseModel):
@@ -192,6 +193,33 @@ class BudgetQuery(BaseModel):
                                                  "`none` lifts one. A malformed one is 422")
 
 
+class SignalWait(View):
+    """A signal future of the run still waiting for its signal."""
+
+    name: str
+    call_id: str
+    since: float = Field(description="when the future was created, unix seconds")
+    deadline: float | None = Field(description="when it fails with SignalTimeout; null: never")
+    repeatable: bool
+
+
+class SignalReceived(View):
+    """A signal sent to the run (stored: it waits for a future of its name if none exists yet)."""
+
+    name: str
+    seq: int = Field(description="its place among the run's signals of that name, from 0")
+    sent_at: float
+    taken_by: str | None = Field(description="the repeatable signal future that took it")
+
+
+class SignalSent(Body):
+    """A signal stored for the run."""
+
+    run_id: str
+    name: str
+    seq: int = Field(description="its place among the run's signals of that name, from 0")
+
+
 class Run(RunSummary):
     result: Any = Field(description="the application's return value as JSON (succeeded runs); null when "
                                     "it is a File (see result_file)")
@@ -201,6 +229,10 @@ class Run(RunSummary):
     error: Failure | None
     calls: dict[str, int] = Field(description="calls by status, plus total and executions")
     budget: Budget
+    waiting: bool = Field(False, description="the run is running but only waits for signals: nothing of it "
+                                             "executes and no executor is held (`status` stays `running`)")
+    waits: list[SignalWait] = Field(default_factory=list, description="its signal futures still waiting")
+    signals: list[SignalReceived] = Field(default_factory=list, description="signals sent to it")
 
 
 class RunList(Body):
@@ -350,8 +382,9 @@ class CallMetrics(View):
 class Node(View):
     id: str
     function: str
-    kind: Literal["call", "map", "reduce", "application"] = Field(
-        description="application: a call of another application's entry point, inside this run")
+    kind: Literal["call", "map", "reduce", "application", "signal"] = Field(
+        description="application: a call of another application's entry point, inside this run; "
+                    "signal: a wait for the signal named `function` (engine.signal), run by no executor")
     status: CallStatus
     attempts: int
     executions: int = Field(description="times its code started, across attempts and resumes")

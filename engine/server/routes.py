@@ -75,6 +75,8 @@ class Route:
 PATH_PARAMETERS = {
     "name": ("the application's name (its function's name)", "no such application"),
     "run_id": ("a run's id, as `POST …/runs` answered it", "no such run"),
+    "signal": ("a signal's name: 1-128 of A-Za-z0-9_.- (what `engine.signal(name)` waits for)",
+               "not a signal name"),
 }
 
 #: The submission envelope's media type (`models.Submission`): the input beside a webhook.
@@ -160,6 +162,17 @@ ROUTES: tuple[Route, ...] = (
           "Cancel a queued or running run: its calls stop and its executors are stopped",
           (Answer(200, "cancelled (or, driven by another server, cancelling)", m.Accepted),
            Answer(409, "the run is already finished", m.Error))),
+    Route("POST", "/v1/runs/{run_id}/signals/{signal:[A-Za-z0-9_.-]+}", "signal",
+          "Send a signal to a run: stored at once, it completes the run's `engine.signal(name)` futures "
+          "(now, or once one exists)",
+          (Answer(200, "stored", m.SignalSent),
+           Answer(400, "the body is not valid JSON", m.Error),
+           Answer(409, "the run has finished, or already has the one signal of this name (a name takes "
+                       "several only when its futures are declared repeatable)", m.Error),
+           Answer(413, "the payload is too large", m.Error)),
+          body=(("application/json", ANY_JSON),),
+          body_description="the signal's value, as JSON (an empty body is null): the value of the futures "
+                           "that take it"),
     Route("POST", "/v1/runs/{run_id}/resume", "resume",
           "Queue a failed or cancelled run again; finished calls are reused, only the rest run",
           (Answer(202, "queued again", m.Accepted),

@@ -28,13 +28,14 @@ from engine.store.base import (
     Lease,
     RunRow,
     RunWebhook,
+    SignalRow,
     Store,
     StoreUnavailable,
 )
 from engine.store.sqlite import SQLiteStore
 
 __all__ = ["CallRow", "Delivery", "DeliveryAttempt", "DeploymentRow", "FailedAttempt", "Lease", "RunRow", "RunWebhook",
-           "SQLiteStore", "Store", "StoreUnavailable", "open_store", "store_url"]
+           "SignalRow", "SQLiteStore", "Store", "StoreUnavailable", "open_store", "store_url"]
 
 
 def store_url(state_dir: Path, url: str | None = None) -> str:

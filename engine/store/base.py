@@ -184,6 +184,15 @@ class DeliveryAttempt:
 
 
 @dataclass(frozen=True)
+class SignalRow:
+    name: str
+    seq: int
+    payload: str            # JSON text: the value of the future that takes it
+    sent_at: float
+    call_id: str | None     # the repeatable signal future that took it
+
+
+@dataclass(frozen=True)
 class Lease:
     """Who holds a run, as the store sees it now."""
 
@@ -651,6 +660,49 @@ class Store(ABC):
         """A run's request state: key -> (inline value, blob digest), one of the two set."""
         rows = self._read("SELECT key, value, value_digest FROM request_state WHERE run_id = ?", (run_id,))
         return {r[0]: (bytes(r[1]) if r[1] is not None else None, r[2]) for r in rows}
+
+    # --- signals ----------------------------------------------------------------------------
+    # Sent by whoever answers a sender (the API, `engine signal`), on any connection; taken by
+    # the run's driver (`Scheduler._deliver_signals`), under its fence.
+
+    def add_signal(self, run_id: str, name: str, payload: str, *, repeatable: bool) -> int | None:
+        """Store a signal (committed): the next of its name when `repeatable`, else the only
+        one. Returns its seq, or None when a one-shot name already has its signal. One
+        statement, so two senders racing cannot both store the one signal of a name."""
+        self.commit()
+        now = time.time()
+        for _ in range(5):  # repeatable: a racing sender may take the seq this one computed
+            if repeatable:
+                rows = self._read(
+                    "INSERT INTO signals (run_id, name, seq, payload, sent_at) "
+                    "SELECT ?, ?, COALESCE(MAX(seq) + 1, 0), ?, ? FROM signals WHERE run_id = ? AND name = ? "
+                    "ON CONFLICT DO NOTHING RETURNING seq", (run_id, name, payload, now, run_id, name))
+            else:
+                rows = self._read(
+                    "INSERT INTO signals (run_id, name, seq, payload, sent_at) VALUES (?, ?, 0, ?, ?) "
+                    "ON CONFLICT DO NOTHING RETURNING seq", (run_id, name, payload, now))
+            if rows:
+                return int(rows[0][0])
+            if not repeatable:
+                return None
+        return None
+
+    def signals(self, run_id: str) -> list[SignalRow]:
+        """Every signal sent to the run, by name and arrival."""
+        rows = self._read("SELECT name, seq, payload, sent_at, call_id FROM signals WHERE run_id = ? "
+                          "ORDER BY name, seq", (run_id,))
+        return [SignalRow(*r) for r in rows]
+
+    def take_signal(self, run_id: str, name: str, seq: int, call_id: str) -> None:
+        """A repeatable signal future took this signal (with the write of its value)."""
+        self._write(run_id, "UPDATE signals SET call_id = ? WHERE run_id = ? AND name = ? AND seq = ?",
+                    (call_id, run_id, name, seq))
+
+    def signal_specs(self, run_id: str, name: str) -> list[bytes]:
+        """The stored specs of the run's signal futures named `name` (whether one is repeatable)."""
+        rows = self._read("SELECT spec FROM calls WHERE run_id = ? AND kind = 'signal' AND function = ?",
+                          (run_id, name))
+        return [bytes(r[0]) for r in rows]
 
     # --- webhooks ---------------------------------------------------------------------------
     # The outbox: `update_run` queues a delivery with a run's final status; any server sends it

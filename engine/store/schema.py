@@ -27,6 +27,10 @@ Tables:
   one row per run end to report, inserted in the transaction that writes the run's final status
   (`Store.update_run`), so a crash cannot lose it; `claim`/`lease_expires` say which server is
   sending it now. `webhook_attempts`: every attempt of a delivery (its HTTP status or error).
+- `signals`: every signal sent to a run (`engine.signal`, `POST /v1/runs/{id}/signals/{name}`):
+  its payload as JSON text, in arrival order per name (`seq`, 0 for the first). A name takes one
+  signal (seq 0) unless the run declared it repeatable; `call_id` names the repeatable signal
+  future that took it, written in the transaction that completes that future.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
   The SQLite store keeps them as files beside the database and leaves these tables empty.
 
@@ -201,6 +205,19 @@ MIGRATIONS: list[str] = [
     # NULL for the default.
     """
     ALTER TABLE runs ADD COLUMN priority INTEGER;
+    """,
+    # 9: signals sent to runs (`engine.signal`): kept until a signal future of the name takes
+    # them, whether that future exists yet or not.
+    """
+    CREATE TABLE signals (
+        run_id          TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        payload         TEXT NOT NULL,
+        sent_at         REAL NOT NULL,
+        call_id         TEXT,
+        PRIMARY KEY (run_id, name, seq)
+    );
     """,
 ]
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import cloudpickle
 
 from engine import errors
+from engine.sdk.signal import valid_signal_name
 from engine.wire.v1 import engine_pb2 as pb
 
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
@@ -67,6 +68,7 @@ KIND_NAMES = {
     pb.NODE_KIND_MAP: "map",
     pb.NODE_KIND_REDUCE: "reduce",
     pb.NODE_KIND_APPLICATION: "application",
+    pb.NODE_KIND_SIGNAL: "signal",
 }
 KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
 
@@ -80,6 +82,7 @@ FAILURE_NAMES = {
     pb.FAILURE_KIND_CANCELLED: "cancelled",
     pb.FAILURE_KIND_INTERNAL: "internal",
     pb.FAILURE_KIND_BUDGET_EXCEEDED: "budget_exceeded",
+    pb.FAILURE_KIND_SIGNAL_TIMEOUT: "signal_timeout",
 }
 
 _ERROR_TYPES: dict[int, type[errors.RequestFailed]] = {
@@ -92,6 +95,7 @@ _ERROR_TYPES: dict[int, type[errors.RequestFailed]] = {
     pb.FAILURE_KIND_CANCELLED: errors.RequestCancelled,
     pb.FAILURE_KIND_INTERNAL: errors.FunctionError,
     pb.FAILURE_KIND_BUDGET_EXCEEDED: errors.BudgetExceeded,
+    pb.FAILURE_KIND_SIGNAL_TIMEOUT: errors.SignalTimeout,
 }
 
 # Failures that a retry may cure.
@@ -284,6 +288,15 @@ def validate_spec(spec: pb.FutureSpec) -> None:
         raise InvalidMessage(f"future {spec.id}: no function")
     if spec.kind in (pb.NODE_KIND_MAP, pb.NODE_KIND_REDUCE) and not 1 <= len(spec.arguments.args) <= 2:
         raise InvalidMessage(f"future {spec.id}: map/reduce takes items and an optional initial")
+    if spec.kind == pb.NODE_KIND_SIGNAL:
+        if spec.arguments.args or spec.arguments.kwargs:
+            raise InvalidMessage(f"future {spec.id}: a signal takes no arguments")
+        if not valid_signal_name(spec.function):
+            raise InvalidMessage(f"future {spec.id}: bad signal name {spec.function[:80]!r}")
+        if spec.signal.HasField("timeout") and not (0 < spec.signal.timeout < float("inf")):
+            raise InvalidMessage(f"future {spec.id}: a signal's timeout must be a positive number")
+    elif spec.HasField("signal"):
+        raise InvalidMessage(f"future {spec.id}: signal options on a {KIND_NAMES[spec.kind]} future")
 
 
 def leaves(arguments: pb.Arguments) -> Iterator[pb.Arg]:

@@ -42,6 +42,7 @@ PUBLIC = [
     "Retries",
     "SDKUsageError",
     "SerializationError",
+    "SignalTimeout",
     "TensorlakeError",
     "TensorlakeException",
     "TimeoutError",
@@ -50,6 +51,7 @@ PUBLIC = [
     "function",
     "run_local_application",
     "run_remote_application",
+    "signal",
 ]
 
 ERRORS = [
@@ -78,6 +80,7 @@ ERRORS = [
     "RunNotFound",
     "SDKUsageError",
     "SerializationError",
+    "SignalTimeout",
     "TensorlakeError",
     "TensorlakeException",
     "TimeoutError",
@@ -118,7 +121,7 @@ def test_error_branches() -> None:
     for usage in (e.ConfigError, e.InputError, e.RunNotFound):
         assert issubclass(usage, e.SDKUsageError)
     for failure in (e.FunctionError, e.RequestError, e.FunctionTimeout, e.OutOfMemory,
-                    e.ExecutorLost, e.RequestCancelled, e.DependencyFailed):
+                    e.ExecutorLost, e.RequestCancelled, e.DependencyFailed, e.SignalTimeout):
         assert issubclass(failure, e.RequestFailed)
         assert not issubclass(failure, e.SDKUsageError)
     for infra in (e.DockerUnavailable, e.ImageMissing, e.ImageBuildError, e.PythonVersionMismatch,

@@ -19,6 +19,7 @@ class NodeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_KIND_MAP: _ClassVar[NodeKind]
     NODE_KIND_REDUCE: _ClassVar[NodeKind]
     NODE_KIND_APPLICATION: _ClassVar[NodeKind]
+    NODE_KIND_SIGNAL: _ClassVar[NodeKind]
 
 class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +33,7 @@ class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_KIND_CANCELLED: _ClassVar[FailureKind]
     FAILURE_KIND_INTERNAL: _ClassVar[FailureKind]
     FAILURE_KIND_BUDGET_EXCEEDED: _ClassVar[FailureKind]
+    FAILURE_KIND_SIGNAL_TIMEOUT: _ClassVar[FailureKind]
 
 class ReturnWhen(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +48,7 @@ NODE_KIND_CALL: NodeKind
 NODE_KIND_MAP: NodeKind
 NODE_KIND_REDUCE: NodeKind
 NODE_KIND_APPLICATION: NodeKind
+NODE_KIND_SIGNAL: NodeKind
 FAILURE_KIND_UNSPECIFIED: FailureKind
 FAILURE_KIND_FUNCTION_ERROR: FailureKind
 FAILURE_KIND_REQUEST_ERROR: FailureKind
@@ -56,6 +59,7 @@ FAILURE_KIND_DEPENDENCY_FAILED: FailureKind
 FAILURE_KIND_CANCELLED: FailureKind
 FAILURE_KIND_INTERNAL: FailureKind
 FAILURE_KIND_BUDGET_EXCEEDED: FailureKind
+FAILURE_KIND_SIGNAL_TIMEOUT: FailureKind
 RETURN_WHEN_UNSPECIFIED: ReturnWhen
 RETURN_WHEN_ALL_COMPLETED: ReturnWhen
 RETURN_WHEN_FIRST_COMPLETED: ReturnWhen
@@ -104,17 +108,27 @@ class Arguments(_message.Message):
     kwargs: _containers.MessageMap[str, Arg]
     def __init__(self, args: _Optional[_Iterable[_Union[Arg, _Mapping]]] = ..., kwargs: _Optional[_Mapping[str, Arg]] = ...) -> None: ...
 
+class SignalOptions(_message.Message):
+    __slots__ = ("timeout", "repeatable")
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    REPEATABLE_FIELD_NUMBER: _ClassVar[int]
+    timeout: float
+    repeatable: bool
+    def __init__(self, timeout: _Optional[float] = ..., repeatable: _Optional[bool] = ...) -> None: ...
+
 class FutureSpec(_message.Message):
-    __slots__ = ("id", "kind", "function", "arguments")
+    __slots__ = ("id", "kind", "function", "arguments", "signal")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: NodeKind
     function: str
     arguments: Arguments
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    signal: SignalOptions
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., signal: _Optional[_Union[SignalOptions, _Mapping]] = ...) -> None: ...
 
 class Failure(_message.Message):
     __slots__ = ("kind", "type_name", "message", "traceback", "exception", "function", "call_id")
