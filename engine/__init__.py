@@ -20,6 +20,7 @@ from engine.errors import (
     FunctionTimeout,
     InfrastructureError,
     InternalError,
+    ModelOutputError,
     OutOfMemory,
     RemoteAPIError,
     RequestCancelled,
@@ -32,6 +33,7 @@ from engine.errors import (
     TensorlakeException,
     TimeoutError,  # noqa: A004 - Tensorlake's name; also a builtin TimeoutError (engine.errors)
 )
+from engine.sdk.ai import ai
 from engine.sdk.context import FunctionProgress, RequestContext, RequestState
 from engine.sdk.file import File
 from engine.sdk.function import ApplicationCapability, Function, application, function
@@ -64,6 +66,7 @@ __all__ = [
     "InfrastructureError",
     "InternalError",
     "Logger",
+    "ModelOutputError",
     "OutOfMemory",
     "RemoteAPIError",
     "Request",
@@ -79,6 +82,7 @@ __all__ = [
     "TensorlakeError",
     "TensorlakeException",
     "TimeoutError",
+    "ai",
     "application",
     "cls",
     "function",
