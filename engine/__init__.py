@@ -20,6 +20,7 @@ from engine.errors import (
     FunctionTimeout,
     InfrastructureError,
     InternalError,
+    ModelOutputError,
     OutOfMemory,
     RemoteAPIError,
     RequestCancelled,
@@ -33,6 +34,7 @@ from engine.errors import (
     TensorlakeException,
     TimeoutError,  # noqa: A004 - Tensorlake's name; also a builtin TimeoutError (engine.errors)
 )
+from engine.sdk.ai import ai
 from engine.sdk.context import FunctionProgress, RequestContext, RequestState
 from engine.sdk.file import File
 from engine.sdk.function import ApplicationCapability, Function, application, function
@@ -66,6 +68,7 @@ __all__ = [
     "InfrastructureError",
     "InternalError",
     "Logger",
+    "ModelOutputError",
     "OutOfMemory",
     "RemoteAPIError",
     "Request",
@@ -82,6 +85,7 @@ __all__ = [
     "TensorlakeError",
     "TensorlakeException",
     "TimeoutError",
+    "ai",
     "application",
     "cls",
     "function",

@@ -139,6 +139,12 @@ class FunctionError(RequestFailed):
     """A function raised an exception. `traceback` holds the remote traceback."""
 
 
+class ModelOutputError(FunctionError):
+    """A model's reply could not be used (`engine.ai`): empty, or not a valid instance of the
+    schema asked for. Raised inside the calling function, which fails and is retried under its
+    `Retries` like any other exception: sampling makes the next answer different."""
+
+
 class RequestError(RequestFailed):
     """Raised by user code to fail the whole request on purpose, with no retries.
 
@@ -265,6 +271,7 @@ __all__ = [
     "InfrastructureError",
     "InputError",
     "InternalError",
+    "ModelOutputError",
     "OutOfMemory",
     "PythonVersionMismatch",
     "RemoteAPIError",

@@ -125,6 +125,8 @@ def run_example(llm: LLM, tmp_path: Path) -> Any:
         assert shown.returncode == 0, shown.stderr
         details = json.loads(shown.stdout)
         assert details["backend"] == "docker"
+        tokens = {k: v for k, v in details["metrics"]["counters"].items() if k.startswith("ai.")}
+        print(f"{example}: {tokens}")
         _no_containers_left(outcome["run_id"])
         return Run(outcome["run_id"], outcome["result"], details, seconds)
 
@@ -174,6 +176,10 @@ def test_1_fanout_and_combine(run_example) -> None:
     assert answer.answer and all(p.text for p in answer.perspectives)
     finished_without_failures(run)
     assert calls(run, "orchestrator")[0]["tail"] == calls(run, "combine")[0]["id"]  # a tail call
+    # engine.ai recorded each call's tokens, summed over the run (two sub-agents and the combiner).
+    counters = run.details["metrics"]["counters"]
+    assert counters["ai.requests"] >= 3 and counters["ai.prompt_tokens"] > 0 and counters["ai.completion_tokens"] > 0
+    assert all(c["metrics"]["counters"]["ai.requests"] >= 1 for c in calls(run, "sub_agent"))
 
 
 def test_2_parallel_research_with_synthesis(run_example) -> None:

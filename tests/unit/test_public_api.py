@@ -30,6 +30,7 @@ PUBLIC = [
     "InfrastructureError",
     "InternalError",
     "Logger",
+    "ModelOutputError",
     "OutOfMemory",
     "RemoteAPIError",
     "Request",
@@ -46,6 +47,7 @@ PUBLIC = [
     "TensorlakeError",
     "TensorlakeException",
     "TimeoutError",
+    "ai",
     "application",
     "cls",
     "function",
@@ -70,6 +72,7 @@ ERRORS = [
     "InfrastructureError",
     "InputError",
     "InternalError",
+    "ModelOutputError",
     "OutOfMemory",
     "PythonVersionMismatch",
     "RemoteAPIError",
@@ -120,6 +123,8 @@ def test_error_branches() -> None:
     e = engine.errors
     for usage in (e.ConfigError, e.InputError, e.RunNotFound):
         assert issubclass(usage, e.SDKUsageError)
+    # A model's unusable reply is a function's failure: retried under its Retries.
+    assert issubclass(e.ModelOutputError, e.FunctionError)
     for failure in (e.FunctionError, e.RequestError, e.FunctionTimeout, e.OutOfMemory,
                     e.ExecutorLost, e.RequestCancelled, e.DependencyFailed, e.SignalTimeout):
         assert issubclass(failure, e.RequestFailed)
@@ -207,7 +212,7 @@ def _loaded_modules(imports: str) -> list[str]:
     "imports",
     [
         "engine.sdk.function, engine.sdk.future, engine.sdk.runtime, engine.sdk.retries, "
-        "engine.sdk.image, engine.sdk.file, engine.sdk.http, engine.sdk.logger, engine.sdk",
+        "engine.sdk.image, engine.sdk.file, engine.sdk.http, engine.sdk.logger, engine.sdk.ai, engine.sdk",
         "engine",
         "engine.errors",
     ],

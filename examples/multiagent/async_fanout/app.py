@@ -2,7 +2,8 @@
 
 Calling an `async def` function returns a coroutine; awaiting it runs the call in the function's
 own container. `asyncio.gather` awaits several at once, so the sub-agents run in parallel, and
-inside a sub-agent `openai.AsyncOpenAI` keeps the event loop free while the model answers. The
+inside a sub-agent `asyncio.to_thread(ai, ...)` keeps the event loop free while the model answers
+(the request context follows the call into the thread). The
 orchestrator stays alive here (it awaits its children instead of making a tail call), which is
 the price of writing the combination step as ordinary code after the gather.
 
@@ -16,8 +17,8 @@ import asyncio
 
 from pydantic import BaseModel
 
-from engine import application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask_async, clip
+from engine import ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 ANGLES = ["biology", "history", "everyday life", "health"]
 
@@ -34,23 +35,24 @@ class Answer(BaseModel):
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-async def sub_agent(question: str, angle: str, model: str | None) -> Perspective:
-    text = await ask_async(f"In one sentence, from the angle of {angle}: {question}", model=model,
-                           max_tokens=40)
+async def sub_agent(question: str, angle: str) -> Perspective:
+    text = await asyncio.to_thread(ai, f"In one sentence, from the angle of {angle}: {question}",
+                                   max_tokens=40)
     return Perspective(angle=angle, text=clip(text))
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-async def combine(question: str, perspectives: list[Perspective], model: str | None) -> str:
+async def combine(question: str, perspectives: list[Perspective]) -> str:
     notes = "\n".join(f"- {p.angle}: {clip(p.text, 200)}" for p in perspectives)
-    return clip(await ask_async(f"Question: {question}\nNotes:\n{notes}\nAnswer in two sentences.",
-                                model=model, max_tokens=60), 600)
+    return clip(await asyncio.to_thread(ai, f"Question: {question}\nNotes:\n{notes}\nAnswer in two sentences.",
+                                        max_tokens=60), 600)
 
 
 @application()
 @function()
 async def orchestrator(question: str, angles: int = 3, model: str | None = None) -> Answer:
+    use_model(model)
     chosen = ANGLES[: max(1, min(angles, len(ANGLES)))]
-    perspectives = await asyncio.gather(*[sub_agent(question, a, model) for a in chosen])
-    answer = await combine(question, list(perspectives), model)
+    perspectives = await asyncio.gather(*[sub_agent(question, a) for a in chosen])
+    answer = await combine(question, list(perspectives))
     return Answer(question=question, answer=answer, perspectives=list(perspectives))

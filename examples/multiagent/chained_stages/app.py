@@ -15,8 +15,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from engine import application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, ask_json, clip
+from engine import ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 
 class Idea(BaseModel):
@@ -43,22 +43,22 @@ class Shortlist(BaseModel):
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def draft_idea(goal: str, seed: str, model: str | None) -> Idea:
-    text = ask(f"Goal: {goal}\nIn one sentence, propose one {seed} idea.", model=model, max_tokens=40)
+def draft_idea(goal: str, seed: str) -> Idea:
+    text = ai(f"Goal: {goal}\nIn one sentence, propose one {seed} idea.", max_tokens=40)
     return Idea(seed=seed, idea=clip(text))
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def critique(goal: str, idea: Idea, model: str | None) -> Critique:
-    score = ask_json(f"Goal: {goal}\nIdea: {idea.idea}\nScore the idea from 1 to 10 and add a short note.",
-                     Score, model=model, max_tokens=50)
+def critique(goal: str, idea: Idea) -> Critique:
+    score = ai(f"Goal: {goal}\nIdea: {idea.idea}\nScore the idea from 1 to 10 and add a short note.",
+               schema=Score, max_tokens=50)
     return Critique(idea=idea, score=score.score, note=clip(score.note))
 
 
 @function()
-def stage_two(goal: str, model: str | None, *ideas: Idea) -> Shortlist:
+def stage_two(goal: str, *ideas: Idea) -> Shortlist:
     """Stage 2: one critic per stage-1 idea, then the ranking — all as one tail call."""
-    return shortlist.future(goal, *[critique.future(goal, idea, model) for idea in ideas])
+    return shortlist.future(goal, *[critique.future(goal, idea) for idea in ideas])
 
 
 @function()
@@ -69,5 +69,6 @@ def shortlist(goal: str, *critiques: Critique) -> Shortlist:
 @application()
 @function()
 def chain(goal: str, seeds: list[str] | None = None, model: str | None = None) -> Shortlist:
+    use_model(model)
     seeds = seeds or ["cheap", "quick", "bold"]
-    return stage_two.future(goal, model, *[draft_idea.future(goal, s, model) for s in seeds])
+    return stage_two.future(goal, *[draft_idea.future(goal, s) for s in seeds])

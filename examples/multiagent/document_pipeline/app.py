@@ -3,9 +3,8 @@
 `process_document` is mapped over the batch (`.future.map`: one call per document, all in
 parallel). For its document it starts three specialist agents at once — classify, extract
 fields, summarise — and returns `assemble` as a tail call, so no container sits waiting for
-them. A reduce (`.future.reduce`: a left fold, one call per document) tallies the batch. Each
-document travels as a `Document` carrying the `model`, because a mapped function takes one
-argument.
+them. A reduce (`.future.reduce`: a left fold, one call per document) tallies the batch. The
+`model` is the run's (the root writes it to the request state), so no `Document` carries it.
 
     cd examples/multiagent/document_pipeline
     engine run app.py:pipeline --input '{"documents": ["Invoice 42: 3 chairs, 120 EUR, due 1 May.",
@@ -18,8 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from engine import application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, ask_json, clip
+from engine import ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 Category = Literal["invoice", "complaint", "news", "other"]
 Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
@@ -28,7 +27,6 @@ Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 class Document(BaseModel):
     id: str
     text: str
-    model: str | None = None
 
 
 class Classification(BaseModel):
@@ -54,21 +52,20 @@ class BatchReport(BaseModel):
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
 def classify(doc: Document) -> Category:
-    answer = ask_json(f"Text: {clip(doc.text)}\nIs this an invoice, a complaint, news or other?",
-                      Classification, model=doc.model, max_tokens=16)
+    answer = ai(f"Text: {clip(doc.text)}\nIs this an invoice, a complaint, news or other?",
+                schema=Classification, max_tokens=16)
     return answer.category
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
 def extract(doc: Document) -> Fields:
-    return ask_json(f"Text: {clip(doc.text)}\nWhat is its subject (a few words), and is its "
-                    "sentiment positive, neutral or negative?", Fields, model=doc.model, max_tokens=40)
+    return ai(f"Text: {clip(doc.text)}\nWhat is its subject (a few words), and is its "
+              "sentiment positive, neutral or negative?", schema=Fields, max_tokens=40)
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
 def summarise(doc: Document) -> str:
-    return clip(ask(f"Summarise in one short sentence: {clip(doc.text)}", model=doc.model,
-                    max_tokens=32), 200)
+    return clip(ai(f"Summarise in one short sentence: {clip(doc.text)}", max_tokens=32), 200)
 
 
 @function()
@@ -91,6 +88,7 @@ def tally(report: BatchReport, item: Processed) -> BatchReport:
 @application()
 @function()
 def pipeline(documents: list[str], model: str | None = None) -> BatchReport:
-    docs = [Document(id=f"doc-{i}", text=text, model=model) for i, text in enumerate(documents)]
+    use_model(model)
+    docs = [Document(id=f"doc-{i}", text=text) for i, text in enumerate(documents)]
     processed = process_document.future.map(docs)
     return tally.future.reduce(processed, BatchReport())

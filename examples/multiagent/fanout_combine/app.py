@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from engine import application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, clip
+from engine import ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 ANGLES = ["history", "economics", "technology", "daily life", "risks"]
 
@@ -33,22 +33,22 @@ class Answer(BaseModel):
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def sub_agent(question: str, angle: str, model: str | None) -> Perspective:
-    text = ask(f"In one sentence, from the angle of {angle}: {question}", model=model, max_tokens=40)
+def sub_agent(question: str, angle: str) -> Perspective:
+    text = ai(f"In one sentence, from the angle of {angle}: {question}", max_tokens=40)
     return Perspective(angle=angle, text=clip(text))
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def combine(question: str, model: str | None, *perspectives: Perspective) -> Answer:
+def combine(question: str, *perspectives: Perspective) -> Answer:
     notes = "\n".join(f"- {p.angle}: {clip(p.text, 200)}" for p in perspectives)
-    text = ask(f"Question: {question}\nNotes:\n{notes}\nAnswer the question in two sentences.",
-               model=model, max_tokens=60)
+    text = ai(f"Question: {question}\nNotes:\n{notes}\nAnswer the question in two sentences.", max_tokens=60)
     return Answer(question=question, answer=clip(text, 600), perspectives=list(perspectives))
 
 
 @application()
 @function()
 def orchestrator(question: str, angles: int = 3, model: str | None = None) -> Answer:
-    """`angles` sub-agents (1 to 5), one per angle; `model` goes to every one of them."""
+    """`angles` sub-agents (1 to 5), one per angle; `model` is the run's, for every one of them."""
+    use_model(model)
     chosen = ANGLES[: max(1, min(angles, len(ANGLES)))]
-    return combine.future(question, model, *[sub_agent.future(question, a, model) for a in chosen])
+    return combine.future(question, *[sub_agent.future(question, a) for a in chosen])

@@ -18,8 +18,8 @@ import time
 
 from pydantic import BaseModel
 
-from engine import RETURN_WHEN, Future, application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, clip
+from engine import RETURN_WHEN, Future, ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 
 class Draft(BaseModel):
@@ -37,8 +37,8 @@ class Outcome(BaseModel):
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def answer(question: str, style: str, model: str | None) -> Draft:
-    text = ask(f"Answer in one {style} sentence: {question}", model=model, max_tokens=40)
+def answer(question: str, style: str) -> Draft:
+    text = ai(f"Answer in one {style} sentence: {question}", max_tokens=40)
     return Draft(style=style, text=clip(text))
 
 
@@ -46,12 +46,13 @@ def answer(question: str, style: str, model: str | None) -> Draft:
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=300)
 def orchestrator(question: str, styles: list[str] | None = None, enough: int = 2,
                  model: str | None = None) -> Outcome:
+    use_model(model)
     styles = styles or ["plain", "vivid", "formal"]
     started = time.monotonic()
-    futures = {answer.future(question, s, model).run(): s for s in styles}
+    futures = {answer.future(question, s).run(): s for s in styles}
 
     # Our own work, while the sub-agents run in their containers.
-    keywords = clip(ask(f"Give three keywords for: {question}", model=model, max_tokens=16), 120)
+    keywords = clip(ai(f"Give three keywords for: {question}", max_tokens=16), 120)
 
     answers: list[Draft] = []
     arrival: list[float] = []

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, StringConstraints
 
-from engine import application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask_json, clip
+from engine import ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 Verdict = Literal["approve", "revise", "reject"]
 Sentence = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=100)]
@@ -45,37 +45,37 @@ class Decision(BaseModel):
     assessments: list[Assessment]
 
 
-def assess(angle: str, proposal: str, model: str | None, max_tokens: int = 60) -> Assessment:
-    opinion = ask_json(
+def assess(angle: str, proposal: str, max_tokens: int = 60) -> Assessment:
+    opinion = ai(
         f"You review proposals for {angle}. Proposal: {proposal}\n"
         "Give a verdict (approve, revise or reject) and a one-sentence reason.",
-        Opinion, model=model, max_tokens=max_tokens,
+        schema=Opinion, max_tokens=max_tokens,
     )
     return Assessment(angle=angle, verdict=opinion.verdict, reason=clip(opinion.reason))
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def risk_review(proposal: str, model: str | None) -> Assessment:
-    return assess("risk", proposal, model)
+def risk_review(proposal: str) -> Assessment:
+    return assess("risk", proposal)
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def finance_review(proposal: str, model: str | None) -> Assessment:
-    return assess("finance", proposal, model)
+def finance_review(proposal: str) -> Assessment:
+    return assess("finance", proposal)
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def legal_review(proposal: str, model: str | None) -> Assessment:
-    return assess("legal compliance", proposal, model, max_tokens=90)
+def legal_review(proposal: str) -> Assessment:
+    return assess("legal compliance", proposal, max_tokens=90)
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def judge(proposal: str, model: str | None, *assessments: Assessment) -> Decision:
+def judge(proposal: str, *assessments: Assessment) -> Decision:
     notes = "\n".join(f"- {a.angle}: {a.verdict}, {clip(a.reason, 150)}" for a in assessments)
-    opinion = ask_json(
+    opinion = ai(
         f"Proposal: {proposal}\nReviews:\n{notes}\n"
         "As the judge, give the final verdict (approve, revise or reject) and a one-sentence reason.",
-        Opinion, model=model, max_tokens=60,
+        schema=Opinion, max_tokens=60,
     )
     return Decision(proposal=proposal, verdict=opinion.verdict, reason=clip(opinion.reason),
                     assessments=list(assessments))
@@ -84,5 +84,6 @@ def judge(proposal: str, model: str | None, *assessments: Assessment) -> Decisio
 @application()
 @function()
 def review(proposal: str, model: str | None = None) -> Decision:
+    use_model(model)
     specialists = [risk_review, finance_review, legal_review]
-    return judge.future(proposal, model, *[s.future(proposal, model) for s in specialists])
+    return judge.future(proposal, *[s.future(proposal) for s in specialists])

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from engine import Image, application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, clip, openai_requirement
+from engine import Image, ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, openai_requirement, use_model
 
 TOOLS_IMAGE = (
     Image(name="llm-tools")
@@ -73,17 +73,16 @@ def container_limits() -> Limits:
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120, cpu=1.0, memory=1.0)
-def deep_reader(text: str, model: str | None) -> AgentReport:
-    answer = ask(f"Read carefully and explain in two sentences: {text}", model=model, max_tokens=60)
+def deep_reader(text: str) -> AgentReport:
+    answer = ai(f"Read carefully and explain in two sentences: {text}", max_tokens=60)
     return AgentReport(agent="deep_reader", text=clip(answer), limits=container_limits(),
                        persona=os.environ.get("AGENT_PERSONA"))
 
 
 @function(image=TOOLS_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120, cpu=0.5, memory=0.5)
-def fact_checker(text: str, model: str | None) -> AgentReport:
+def fact_checker(text: str) -> AgentReport:
     persona = os.environ.get("AGENT_PERSONA", "a fact-checker")
-    answer = ask(f"As {persona}, say in one sentence whether this is true: {text}", model=model,
-                 max_tokens=40)
+    answer = ai(f"As {persona}, say in one sentence whether this is true: {text}", max_tokens=40)
     return AgentReport(agent="fact_checker", text=clip(answer), limits=container_limits(),
                        persona=os.environ.get("AGENT_PERSONA"))
 
@@ -96,4 +95,5 @@ def combine(text: str, *reports: AgentReport) -> Analysis:
 @application()
 @function()
 def analyse(text: str, model: str | None = None) -> Analysis:
-    return combine.future(text, deep_reader.future(text, model), fact_checker.future(text, model))
+    use_model(model)
+    return combine.future(text, deep_reader.future(text), fact_checker.future(text))

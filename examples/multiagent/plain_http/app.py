@@ -5,7 +5,8 @@ business. `http_agent` calls the OpenAI-compatible endpoint with nothing but the
 library (`urllib.request`), in the plain runtime image, which has no `openai` package at all;
 `openai_agent` uses the `openai` client in the `llm` image. Any agent library works the same way:
 install it in the function's `Image` and call it in the body. Both read `OPENAI_BASE_URL` and
-`OPENAI_API_KEY`, passed to their containers as secrets, and both take the same `model`.
+`OPENAI_API_KEY`, passed to their containers as secrets, and both use the run's model (the
+request state's `engine.model`, which `engine.ai` reads by itself and `http_agent` reads by hand).
 
     cd examples/multiagent/plain_http
     engine run app.py:orchestrator --input '{"question": "What do owls eat?"}'
@@ -20,8 +21,8 @@ import urllib.request
 
 from pydantic import BaseModel
 
-from engine import application, function
-from multiagent.llm import DEFAULT_MODEL, LLM_IMAGE, LLM_RETRIES, SECRETS, MalformedAnswer, ask, clip
+from engine import ModelOutputError, RequestContext, ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 
 class AgentAnswer(BaseModel):
@@ -35,10 +36,11 @@ class Comparison(BaseModel):
     answers: list[AgentAnswer]
 
 
-def chat_over_http(prompt: str, model: str | None, max_tokens: int) -> str:
+def chat_over_http(prompt: str, max_tokens: int) -> str:
     """POST /chat/completions with urllib: the whole "framework" of this agent."""
+    model = RequestContext.get().state.get("engine.model") or os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
     body = {
-        "model": model or DEFAULT_MODEL,
+        "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0.7,
@@ -54,20 +56,20 @@ def chat_over_http(prompt: str, model: str | None, max_tokens: int) -> str:
         reply = json.load(response)
     text = (reply["choices"][0]["message"].get("content") or "").strip()
     if not text:
-        raise MalformedAnswer("the model returned an empty answer")
+        raise ModelOutputError("the model returned an empty answer")
     return text
 
 
 @function(secrets=SECRETS, retries=LLM_RETRIES, timeout=120)  # the runtime image: no openai here
-def http_agent(question: str, model: str | None) -> AgentAnswer:
-    text = chat_over_http(f"Answer in one sentence: {question}", model, max_tokens=40)
+def http_agent(question: str) -> AgentAnswer:
+    text = chat_over_http(f"Answer in one sentence: {question}", max_tokens=40)
     return AgentAnswer(agent="http_agent", text=clip(text),
                        openai_installed=importlib.util.find_spec("openai") is not None)
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def openai_agent(question: str, model: str | None) -> AgentAnswer:
-    text = ask(f"Answer in one sentence: {question}", model=model, max_tokens=40)
+def openai_agent(question: str) -> AgentAnswer:
+    text = ai(f"Answer in one sentence: {question}", max_tokens=40)
     return AgentAnswer(agent="openai_agent", text=clip(text),
                        openai_installed=importlib.util.find_spec("openai") is not None)
 
@@ -80,4 +82,5 @@ def compare(question: str, *answers: AgentAnswer) -> Comparison:
 @application()
 @function()
 def orchestrator(question: str, model: str | None = None) -> Comparison:
-    return compare.future(question, http_agent.future(question, model), openai_agent.future(question, model))
+    use_model(model)
+    return compare.future(question, http_agent.future(question), openai_agent.future(question))

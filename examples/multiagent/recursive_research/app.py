@@ -18,8 +18,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from engine import application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, ask_json, clip
+from engine import ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 DEPTH_CAP = 3
 BRANCHING_CAP = 10
@@ -42,21 +42,22 @@ class Node(BaseModel):
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
 def research(question: str, depth: int = 0, model: str | None = None, branching: int = BRANCHING_CAP,
              max_depth: int = DEPTH_CAP) -> Node:
+    use_model(model)  # the root's; the children pass None and keep it
     max_depth = max(0, min(max_depth, DEPTH_CAP))
     branching = max(0, min(branching, BRANCHING_CAP))
     if depth >= max_depth or branching == 0:
-        text = ask(f"Answer in one sentence: {question}", model=model, max_tokens=40)
+        text = ai(f"Answer in one sentence: {question}", max_tokens=40)
         return Node(question=question, depth=depth, answer=clip(text))
-    split = ask_json(f"Split this question into {branching} simpler sub-questions: {question}",
-                     SubQuestions, model=model, max_tokens=24 * branching)
+    split = ai(f"Split this question into {branching} simpler sub-questions: {question}",
+               schema=SubQuestions, max_tokens=24 * branching)
     subs = list(dict.fromkeys(split.questions))[:branching]
-    children = [research.future(q, depth + 1, model, branching, max_depth) for q in subs]
-    return synthesise.future(question, depth, model, *children)
+    children = [research.future(q, depth + 1, None, branching, max_depth) for q in subs]
+    return synthesise.future(question, depth, *children)
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def synthesise(question: str, depth: int, model: str | None, *children: Node) -> Node:
+def synthesise(question: str, depth: int, *children: Node) -> Node:
     notes = "\n".join(f"- {c.question} {clip(c.answer, 150)}" for c in children)
-    text = ask(f"Question: {question}\nNotes:\n{notes}\nAnswer the question in one or two sentences.",
-               model=model, max_tokens=50)
+    text = ai(f"Question: {question}\nNotes:\n{notes}\nAnswer the question in one or two sentences.",
+              max_tokens=50)
     return Node(question=question, depth=depth, answer=clip(text), children=list(children))

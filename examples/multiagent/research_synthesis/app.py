@@ -1,8 +1,8 @@
 """2. Parallel research with synthesis.
 
 A planner splits the question into sub-topics as structured output: JSON validated by a pydantic
-model (`Plan`). A small model's JSON is often malformed — `ask_json` raises `MalformedAnswer` for
-anything that does not validate, and the planner's `Retries` ask again. The orchestrator blocks
+model (`Plan`). A small model's JSON is often malformed — `engine.ai` raises `ModelOutputError`
+for anything that does not validate, and the planner's `Retries` ask again. The orchestrator blocks
 on the plan (it needs the topics to know what to fan out over), starts one researcher per topic
 in parallel, and returns the synthesis as a tail call.
 
@@ -16,8 +16,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from engine import application, function
-from multiagent.llm import LLM_IMAGE, LLM_RETRIES, SECRETS, ask, ask_json, clip
+from engine import ai, application, function
+from multiagent.common import LLM_IMAGE, LLM_RETRIES, SECRETS, clip, use_model
 
 Topic = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=40)]
 
@@ -38,30 +38,29 @@ class Report(BaseModel):
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def plan(question: str, subtopics: int, model: str | None) -> list[str]:
-    answer = ask_json(f"List {subtopics} short sub-topics to research for the question: {question}",
-                      Plan, model=model, max_tokens=16 * subtopics)
+def plan(question: str, subtopics: int) -> list[str]:
+    answer = ai(f"List {subtopics} short sub-topics to research for the question: {question}",
+                schema=Plan, max_tokens=16 * subtopics)
     # A small model repeats itself: keep distinct topics, in order. `Plan` already guarantees one.
     return list(dict.fromkeys(answer.topics))[:subtopics]
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def investigate(question: str, topic: str, model: str | None) -> Finding:
-    text = ask(f"Question: {question}\nIn one sentence, what matters about {topic}?",
-               model=model, max_tokens=40)
+def investigate(question: str, topic: str) -> Finding:
+    text = ai(f"Question: {question}\nIn one sentence, what matters about {topic}?", max_tokens=40)
     return Finding(topic=topic, summary=clip(text))
 
 
 @function(image=LLM_IMAGE, secrets=SECRETS, retries=LLM_RETRIES, timeout=120)
-def synthesise(question: str, model: str | None, *findings: Finding) -> Report:
+def synthesise(question: str, *findings: Finding) -> Report:
     notes = "\n".join(f"- {f.topic}: {clip(f.summary, 200)}" for f in findings)
-    text = ask(f"Question: {question}\nFindings:\n{notes}\nAnswer the question in two sentences.",
-               model=model, max_tokens=60)
+    text = ai(f"Question: {question}\nFindings:\n{notes}\nAnswer the question in two sentences.", max_tokens=60)
     return Report(question=question, findings=list(findings), synthesis=clip(text, 600))
 
 
 @application()
 @function()
 def research(question: str, subtopics: int = 3, model: str | None = None) -> Report:
-    topics = plan(question, max(1, min(subtopics, 10)), model)  # a blocking call: we need the plan
-    return synthesise.future(question, model, *[investigate.future(question, t, model) for t in topics])
+    use_model(model)
+    topics = plan(question, max(1, min(subtopics, 10)))  # a blocking call: we need the plan
+    return synthesise.future(question, *[investigate.future(question, t) for t in topics])

@@ -1,17 +1,13 @@
-"""How the examples read a small model's JSON (`examples/multiagent/llm.py`), without a model:
-what is accepted leniently, and what raises `MalformedAnswer` for the function's retries."""
+"""How `engine.ai` reads a small model's JSON (`engine.sdk.ai.parse`), without a model: what is
+accepted leniently, and what raises `ModelOutputError` for the function's retries."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-
-from multiagent.llm import MalformedAnswer, parse  # noqa: E402
+from engine import ModelOutputError
+from engine.sdk.ai import parse
 
 
 class Plan(BaseModel):
@@ -42,7 +38,7 @@ def test_lenient_forms_are_read(text: str) -> None:
 ])
 def test_malformed_answers_raise(text: str) -> None:
     schema = Opinion if "verdict" in text else Plan
-    with pytest.raises(MalformedAnswer):
+    with pytest.raises(ModelOutputError):
         parse(text, schema)
 
 
