@@ -31,12 +31,10 @@ checkout measures that code instead (the server and its executors import `engine
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,29 +43,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import server_bench  # beside this file: its client and helpers
+from server_bench import free_port, log
+
 HERE = Path(__file__).resolve().parent
 APP = HERE / "apps" / "fanout.py"
 
 
-def log(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Client:
+class Client(server_bench.Client):
     def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        self.conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        response = self.conn.getresponse()
-        return response.status, json.loads(response.read())
+        super().__init__(port, timeout=120)
 
     def submit(self, n: int) -> str:
         status, accepted = self.call("POST", "/v1/applications/fanout/runs", n)

@@ -263,6 +263,23 @@ def wait_for_lease_to_run_out(state_dir: Path, run_id: str, timeout: float = 30.
          what="the killed engine's lease to run out")
 
 
+def executors_of(engine_pid: int) -> list[int]:
+    """Live executor processes that the engine `engine_pid` started, found by the exact
+    `--parent-pid` it gave them (a zombie is not listed: it has exited)."""
+    mark = f"--parent-pid\x00{engine_pid}\x00"
+    found = []
+    for pid, cmd in _processes():
+        if "engine.executor" not in cmd or mark not in cmd:
+            continue
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            found.append(pid)
+    return found
+
+
 def _processes() -> list[tuple[int, str]]:
     found = []
     for entry in os.listdir("/proc"):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverlib import lease_of, wait_for_lease_to_run_out
+from serverlib import executors_of, lease_of, wait_for_lease_to_run_out
 
 from engine import FunctionError, FunctionTimeout, RequestError, run_local_application
 
@@ -108,8 +108,6 @@ def test_a_caught_request_error_still_fails_the_request(apps, state_dir, side_ef
         request.output()
     assert time.monotonic() - began < 30  # the sibling's 60 s sleep was cut short
     # ...and its executor, stopped as the run ended, did not outlive the engine.
-    from test_fork import executors_of
-
     assert executors_of(os.getpid()) == []
     info = show(request.id)
     assert info["status"] == "failed"
@@ -278,15 +276,15 @@ def start_crash_run(app_file: Path, n: int, side_effects: Any, tmp_path: Path,
         )
 
 
-def checkpointed_count(state_dir: Path) -> int:
-    """`work` calls the store holds as succeeded (read-only: it observes, never writes)."""
+def checkpointed_count(state_dir: Path, function: str = "work") -> int:
+    """Calls of `function` the store holds as succeeded (read-only: it observes, never writes)."""
     db = state_dir / "engine.db"
     if not db.exists():
         return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return conn.execute("SELECT count(*) FROM calls WHERE function = 'work' "
-                            "AND status = 'succeeded'").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM calls WHERE function = ? AND status = 'succeeded'",
+                            (function,)).fetchone()[0]
     except sqlite3.OperationalError:  # the schema is not there yet
         return 0
     finally:

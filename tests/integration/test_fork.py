@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import APPS_DIR, poll
+from serverlib import executors_of
 
 APP = "app_fork.py:fork_app"
 N = 7
@@ -51,20 +52,6 @@ def alive(pid: int) -> bool:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
-
-def executors_of(engine_pid: int) -> list[int]:
-    """Live executor processes started by the engine `engine_pid` (by their `--parent-pid`)."""
-    mark = f"--parent-pid\x00{engine_pid}\x00".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes() + b"\x00"
-            except OSError:
-                continue
-            if b"engine.executor" in cmd and mark in cmd:
-                found.append(int(entry))
-    return found
 
 
 @pytest.fixture

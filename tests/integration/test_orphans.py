@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import APPS_DIR, SideEffects, poll, run_cli
+from serverlib import executors_of
 
 APP = APPS_DIR / "app_hang.py"
 GRACE_ENV = "ENGINE_EXECUTOR_ORPHAN_TIMEOUT"
@@ -28,23 +29,6 @@ GRACE_ENV = "ENGINE_EXECUTOR_ORPHAN_TIMEOUT"
 
 # --- processes ---------------------------------------------------------------------------------
 
-
-def executors_of(engine_pid: int) -> list[int]:
-    """Live executor processes an engine started, by the exact `--parent-pid` it gave them (a
-    zombie has no command line, so it is not listed)."""
-    mark = f"--parent-pid\x00{engine_pid}\x00".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read() + b"\x00"
-        except OSError:
-            continue
-        if b"engine.executor" in cmd and mark in cmd:
-            found.append(int(entry))
-    return found
 
 
 def process_state(pid: int) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from serverlib import ServerProcess, wait_for_lease_to_run_out
-from test_engine_failures import alive, children_of
+from test_engine_failures import alive, checkpointed_count, children_of
 from test_server import read_events
 
 from engine import run_local_application
@@ -64,20 +63,6 @@ def test_state_progress_and_metrics_across_a_request(apps, state_dir, show, cli)
     assert "metrics: items 50, plans 1, steps 5; step_seconds 5× 1.250s" in text
 
 
-def checkpointed_steps(state_dir: Path) -> int:
-    db = state_dir / "engine.db"
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute("SELECT count(*) FROM calls WHERE function = 'slow_step' "
-                            "AND status = 'succeeded'").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-
-
 def test_state_written_by_finished_calls_survives_kill_9_and_resume(apps, state_dir, side_effects,
                                                                    cli, wait_until, tmp_path) -> None:
     """The engine dies (`kill -9`, with every executor) in the middle of a fan-out whose calls
@@ -91,7 +76,7 @@ def test_state_written_by_finished_calls_survives_kill_9_and_resume(apps, state_
              "--input", json.dumps({"n": n, "log": str(side_effects), "pause": pause})],
             stdout=out, stderr=err, env=dict(os.environ))
     try:
-        wait_until(lambda: checkpointed_steps(state_dir) >= 3 or engine.poll() is not None,
+        wait_until(lambda: checkpointed_count(state_dir, "slow_step") >= 3 or engine.poll() is not None,
                    timeout=60, what="3 steps to be checkpointed")
         assert engine.poll() is None, (tmp_path / "run.err").read_text()
         os.kill(engine.pid, signal.SIGSTOP)  # no new executor while we collect them

@@ -5,7 +5,6 @@ was killed and restarted meanwhile — completes it. Real engine processes, proc
 from __future__ import annotations
 
 import json
-import os
 import signal as signals
 import subprocess
 import sys
@@ -14,29 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverlib import ServerProcess
+from serverlib import ServerProcess, executors_of
 
 import engine
 
 APP = Path(__file__).resolve().parent / "apps" / "app_signals.py"
 REPO = Path(__file__).resolve().parents[2]
 
-
-def executors_of(engine_pid: int) -> list[int]:
-    """Live executor processes started by the engine `engine_pid` (by their `--parent-pid`)."""
-    mark = f"--parent-pid\x00{engine_pid}\x00".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes() + b"\x00"
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            alive = stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-            if b"engine.executor" in cmd and mark in cmd and alive:
-                found.append(int(entry))
-    return found
 
 
 @pytest.fixture
