@@ -337,17 +337,11 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
 def _run_metrics(calls: list[Any]) -> dict[str, Any] | None:
     """The run's RequestContext.metrics: every call's counters and timers, summed by name."""
     from engine.scheduler.context import merge_metrics
-    from engine.wire.v1 import engine_pb2 as pb
 
     total: dict[str, Any] | None = None
     for c in calls:
-        if not c.metrics:
-            continue
-        m = json.loads(c.metrics)
-        message = pb.CallMetrics(counters=m.get("counters", {}))
-        for name, t in m.get("timers", {}).items():
-            message.timers[name].CopyFrom(pb.TimerStats(**t))
-        total = merge_metrics(total, message)
+        if c.metrics:
+            total = merge_metrics(total, json.loads(c.metrics))
     return total
 
 

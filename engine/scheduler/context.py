@@ -142,27 +142,35 @@ class RequestContexts:
     def record_metrics(self, call: CallState, metrics: pb.CallMetrics) -> None:
         if not metrics.counters and not metrics.timers:
             return
-        call.metrics = merge_metrics(call.metrics, metrics)
+        call.metrics = merge_metrics(call.metrics, metrics_json(metrics))
         self.store.update_call(call.run.run_id, call.id, metrics=json.dumps(call.metrics))
         if self.on_metrics is not None:
             self.on_metrics(call.run, call, metrics)
 
 
-def merge_metrics(into: dict[str, Any] | None, metrics: pb.CallMetrics) -> dict[str, Any]:
-    """Add one attempt's metrics to a call's totals (the JSON shape of `calls.metrics`)."""
+def metrics_json(metrics: pb.CallMetrics) -> dict[str, Any]:
+    """One attempt's metrics in the JSON shape of `calls.metrics`."""
+    return {"counters": dict(metrics.counters),
+            "timers": {name: {"count": t.count, "sum": t.sum, "min": t.min, "max": t.max}
+                       for name, t in metrics.timers.items()}}
+
+
+def merge_metrics(into: dict[str, Any] | None, add: dict[str, Any]) -> dict[str, Any]:
+    """`add` summed into `into` (both in the JSON shape of `calls.metrics`): a call's attempts
+    into the call's totals, or calls into a run's."""
     out: dict[str, Any] = into or {"counters": {}, "timers": {}}
     counters, timers = out.setdefault("counters", {}), out.setdefault("timers", {})
-    for name, value in metrics.counters.items():
+    for name, value in add.get("counters", {}).items():
         counters[name] = counters.get(name, 0) + value
-    for name, t in metrics.timers.items():
+    for name, t in add.get("timers", {}).items():
         seen = timers.get(name)
         if seen is None:
-            timers[name] = {"count": t.count, "sum": t.sum, "min": t.min, "max": t.max}
+            timers[name] = dict(t)
         else:
-            seen["count"] += t.count
-            seen["sum"] += t.sum
-            seen["min"] = min(seen["min"], t.min)
-            seen["max"] = max(seen["max"], t.max)
+            seen["count"] += t["count"]
+            seen["sum"] += t["sum"]
+            seen["min"] = min(seen["min"], t["min"])
+            seen["max"] = max(seen["max"], t["max"])
     return out
 
 

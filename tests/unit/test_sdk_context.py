@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine import FunctionProgress, RequestContext, RequestState, SDKUsageError
-from engine.scheduler.context import merge_metrics, visible_headers
+from engine.scheduler.context import merge_metrics, metrics_json, visible_headers
 from engine.sdk import runtime as rt
 from engine.wire.v1 import engine_pb2 as pb
 
@@ -150,6 +150,6 @@ def test_metrics_of_attempts_add_up() -> None:
     first.timers["t"].CopyFrom(pb.TimerStats(count=1, sum=1.0, min=1.0, max=1.0))
     second = pb.CallMetrics(counters={"n": 3, "m": 1})
     second.timers["t"].CopyFrom(pb.TimerStats(count=2, sum=0.5, min=0.2, max=0.3))
-    total = merge_metrics(merge_metrics(None, first), second)
+    total = merge_metrics(merge_metrics(None, metrics_json(first)), metrics_json(second))
     assert total == {"counters": {"n": 5, "m": 1},
                      "timers": {"t": {"count": 3, "sum": 1.5, "min": 0.2, "max": 1.0}}}
