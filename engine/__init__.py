@@ -34,7 +34,7 @@ from engine.errors import (
     TensorlakeException,
     TimeoutError,  # noqa: A004 - Tensorlake's name; also a builtin TimeoutError (engine.errors)
 )
-from engine.sdk.ai import ai
+from engine.sdk.ai import ai, ai_model
 from engine.sdk.context import FunctionProgress, RequestContext, RequestState
 from engine.sdk.file import File
 from engine.sdk.function import ApplicationCapability, Function, application, function
@@ -86,6 +86,7 @@ __all__ = [
     "TensorlakeException",
     "TimeoutError",
     "ai",
+    "ai_model",
     "application",
     "cls",
     "function",

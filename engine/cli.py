@@ -2,7 +2,8 @@
 
     engine run FILE.py:FUNCTION [--input JSON] [--input-file PATH [--content-type TYPE]]
                [--output PATH] [--backend process|docker|swarm] [--config PATH]
-               [--state-dir DIR] [--env-file FILE] [--budget calls=N,depth=N,duration=S] [--json]
+               [--state-dir DIR] [--env-file FILE] [--budget calls=N,depth=N,duration=S]
+               [--model MODEL] [--json]
     engine resume RUN_ID [--output PATH] [--json] [--backend ...] [--state-dir DIR] [--budget ...]
     engine runs [--json]
     engine show RUN_ID [--output PATH] [--json]
@@ -162,16 +163,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.runner import execute
 
     budget = _budget(args)
+    model = _model(args)
     app = load_app(args.target, Path(args.config) if args.config else None,
                    Path(args.env_file) if args.env_file else None)
     kwargs = parse_input(app.function, args.input, _input_file(args))
     view = ProgressView()
     try:
         outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
-                          progress=view, note=view.note, budget=budget)
+                          progress=view, note=view.note, budget=budget, model=model)
     finally:
         view.close()
     return _report(outcome, args.json, args.output)
+
+
+def _model(args: argparse.Namespace) -> str | None:
+    """`--model NAME`: the run's model for `engine.ai` (SDKUsageError, exit 2, when malformed)."""
+    if args.model is None:
+        return None
+    name = args.model.strip()
+    if not name or len(name) > 200 or not name.isprintable():
+        raise SDKUsageError(f"--model {args.model!r}: give a model name, e.g. --model gpt-4o-mini")
+    return name
 
 
 def _input_file(args: argparse.Namespace) -> tuple[bytes, str] | None:
@@ -607,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", metavar="LIMITS",
                    help="the run's budget, e.g. calls=1000,depth=3,duration=600 (replaces the "
                         "application's limits it names; none lifts one)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="the run's model: every engine.ai call of it that passes no model= uses it "
+                        "(as the X-Engine-Model header of a submission; resume keeps it)")
     common(p)
     p.set_defaults(func=cmd_run)
 

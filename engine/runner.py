@@ -26,7 +26,9 @@ from engine.backends.base import Backend
 from engine.config import EngineConfig
 from engine.errors import InfrastructureError, SDKUsageError
 from engine.scheduler import Scheduler
+from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import default_max_executors
+from engine.sdk.ai import MODEL_HEADER
 from engine.store import open_store, store_url
 from engine.wire.v1 import engine_pb2 as pb
 
@@ -136,10 +138,12 @@ def execute(
     progress: Progress | None = None,
     note: Callable[[str], None] | None = None,
     budget: Mapping[str, int | float | None] | None = None,
+    model: str | None = None,
 ) -> RunOutcome:
     """Run (or resume) `app` to the end. Blocks. Safe to call from a thread with a running loop.
     `budget` (`budgets.parse_budget`'s form) replaces limits of the application's budget, or of
-    the resumed run's."""
+    the resumed run's. `model` is a new run's model for `engine.ai`: kept with the run as the
+    submission header `X-Engine-Model` is, so that a resume keeps it too."""
     state_dir = Path(state_dir or default_state_dir())
     backend_name, fallback = choose_backend(backend, app)
     if fallback and note:
@@ -147,7 +151,7 @@ def execute(
     started: dict[str, str] = {}
     coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
                   backend_name=backend_name, progress=progress, note=note, started=started,
-                  budget=budget)
+                  budget=budget, model=model)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -178,6 +182,7 @@ async def _drive(
     app: AppSpec, *, kwargs: dict[str, Any] | None, resume_id: str | None, state_dir: Path,
     backend_name: str, progress: Progress | None, note: Callable[[str], None] | None,
     started: dict[str, str], budget: Mapping[str, int | float | None] | None = None,
+    model: str | None = None,
 ) -> RunOutcome:
     store = open_store(store_url(state_dir))
     try:
@@ -208,8 +213,9 @@ async def _drive(
                         args.kwargs[key].value.data = wire.dumps(value)
                     except Exception as exc:  # noqa: BLE001
                         raise SDKUsageError(f"input {key!r} cannot be serialised: {exc}") from None
+                headers = headers_json([(MODEL_HEADER, model)]) if model else None
                 run = scheduler.submit_run(app, wire.dumps(values), args,
-                                           budget=app.budget().updated(budget or {}))
+                                           budget=app.budget().updated(budget or {}), headers=headers)
             started["run_id"] = run.run_id
             if progress is not None:
                 progress(run.run_id, run.progress())

@@ -219,6 +219,7 @@ class Scheduler:
         run_id: str | None = None, idempotency_key: str | None = None, queued: bool = False,
         budget: Budget | None = None,
         priority: int = 1,
+        headers: str | None = None,
     ) -> RunState:
         """Create a run of `app` whose root call gets `args_message` (values only).
 
@@ -229,6 +230,8 @@ class Scheduler:
         started with its root call, never in between. A new run is created, then claimed.
         `budget` is the run's (`engine.scheduler.budgets`; default: the application's).
         `priority` is the run's weight in the fair share between runs (`pools.FairQueue`).
+        `headers` (`context.headers_json`) are kept with a new run as a submission's are: what
+        `engine run --model` sets (the server's durable queue writes them itself).
         """
         run_id = run_id or new_run_id()
         root = pb.FutureSpec(
@@ -246,7 +249,7 @@ class Scheduler:
                 app_file=str(app.app_file), module=app.module,
                 config_path=str(app.config_path) if app.config_path else None,
                 backend=self.backend.name, input=input_data, created_at=now, started_at=now,
-                idempotency_key=idempotency_key, budget=dump_budget(budget, 0.0),
+                idempotency_key=idempotency_key, budget=dump_budget(budget, 0.0), headers=headers,
             ))
             self.store.commit()
             if not self.leases.claim(run_id):

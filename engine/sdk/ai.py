@@ -11,9 +11,10 @@
 - **Model.** `model=`, else the run's model: the request state key `engine.model` (`MODEL_KEY`),
   which the root function sets once (`RequestContext.get().state.set("engine.model", name)`) and
   every call of the tree reads, else the submission's `X-Engine-Model` header (`engine server`
-  keeps the headers of the HTTP request that started the run), else `OPENAI_MODEL`, else
+  keeps the headers of the HTTP request that started the run; `engine run --model NAME` stores
+  the same header with its run, so `engine resume` keeps it), else `OPENAI_MODEL`, else
   `DEFAULT_MODEL`. One submission points a whole tree of agents at another model without a
-  parameter threaded through every function.
+  parameter threaded through every function. `ai_model()` says which model that is.
 - **Structured output.** With a pydantic `schema`, the JSON schema goes to the server as
   `response_format={"type": "json_object", "schema": ...}`, which llama.cpp's server turns into a
   grammar; for a server that wants OpenAI's `{"type": "json_schema", "json_schema": {...}}`, pass
@@ -116,6 +117,13 @@ def ai(user: str, *, system: str | None = None, schema: type[T] | None = None,
     if not text:
         raise ModelOutputError(f"the model {name} returned an empty answer")
     return text if schema is None else parse(text, schema)
+
+
+def ai_model() -> str:
+    """The model `ai()` asks when it is given no `model=`, in this call: the run's (the request
+    state's `engine.model`, else the submission's `X-Engine-Model` header, which `engine run
+    --model` sets too), else `OPENAI_MODEL`, else `DEFAULT_MODEL`. Raises nothing."""
+    return _run_model(_context())
 
 
 def _context() -> RequestContext | None:
@@ -266,4 +274,4 @@ def _close_truncated(text: str) -> Any:
     return None
 
 
-__all__ = ["ai"]
+__all__ = ["ai", "ai_model"]

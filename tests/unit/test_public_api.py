@@ -48,6 +48,7 @@ PUBLIC = [
     "TensorlakeException",
     "TimeoutError",
     "ai",
+    "ai_model",
     "application",
     "cls",
     "function",
