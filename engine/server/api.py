@@ -389,7 +389,8 @@ class API:
         dag = self.dag.build(calls, row.status in RUN_FINAL,
                              self.control.queued_calls(row.run_id), reader.failed_attempts(row.run_id))
         return m.Dag.model_validate({"run": {**run_summary(row, row.version), "error": failure_json(row.failure),
-                                             "budget": stored_use(row, calls)},
+                                             "budget": stored_use(row, calls),
+                                             "waiting": waiting(row, calls), "waits": open_waits(calls)},
                                      "root": row.root_call_id, **dag, "generated_at": time.time()})
 
     async def events(self, request: web.Request) -> web.StreamResponse:

@@ -413,6 +413,8 @@ class Edge(View):
 class DagRun(RunSummary):
     error: Failure | None
     budget: Budget | None = Field(None, description="its limits and their use (as in GET /v1/runs/{run_id})")
+    waiting: bool = Field(False, description="it only waits for signals (as in GET /v1/runs/{run_id})")
+    waits: list[SignalWait] = Field(default_factory=list, description="its signal futures still waiting")
 
 
 class Dag(View):

@@ -1,6 +1,6 @@
 // The engine dashboard: the runs list, one run's call tree and timeline updating live (with
-// cancel and resume), and a page per application with a form, built from its input schema,
-// that starts a run.
+// cancel and resume, and a form per open wait that sends its signal), and a page per
+// application with a form, built from its input schema, that starts a run.
 //
 // Plain JavaScript, no build step, no third-party code. Data comes from the same JSON API as
 // everything else (GET /v1/runs, /v1/runs/{id}/dag, /v1/runs/{id}/logs, /v1/applications/{name});
@@ -63,7 +63,11 @@ async function api(path, options = {}) {
     askToken();
     throw new Error("this server needs a token");
   }
-  if (!res.ok) throw new Error((body && body.error) || res.statusText);
+  if (!res.ok) {
+    const err = new Error((body && body.error) || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
   return body;
 }
 
@@ -246,9 +250,11 @@ async function loadOutcome(runId) {
 function renderHead(dag) {
   const run = dag.run;
   const pill = $("#run-status");
-  pill.textContent = run.status;
-  pill.className = `pill s-${run.status}`;
-  pill.dataset.status = run.status;
+  const shown = run.waiting ? "waiting" : run.status;  // as `engine show` says it
+  pill.textContent = shown;
+  pill.className = `pill s-${shown}`;
+  pill.dataset.status = shown;
+  pill.title = run.waiting ? "running, but only waiting for signals: nothing of it executes" : "";
   $("#run-title").textContent = run.run_id;
   const parts = [`${run.application}${run.version != null ? ` v${run.version}` : ""}`];
   if (run.duration != null) parts.push(fmtDuration(run.duration));
@@ -267,6 +273,81 @@ function renderHead(dag) {
   $("#run-counts").innerHTML = `<span class="c"><b>${fmtCount(dag.nodes.length)}</b> calls</span>`
     + STATUSES.filter((s) => counts[s]).map((s) => `<span class="c"><b>${fmtCount(counts[s])}</b> ${s}</span>`).join("")
     + `<span class="bar">${STATUSES.map((s) => counts[s] ? `<span style="width:${(100 * counts[s]) / total}%;background:var(--${s})"></span>` : "").join("")}</span>`;
+  renderWaits(run);
+}
+
+// --- open waits: a form per signal name -------------------------------------------------------
+
+// Each name the run waits for (`engine.signal(name)` futures still pending, `run.waits`) gets a
+// form: a JSON payload and Send, which POSTs it to /v1/runs/{id}/signals/{name}; the server's
+// answer stays beside the button (sent, or its error: 400 not JSON, 409 already delivered or run
+// finished). A form is built once, so that polling never wipes what is being typed, and stays
+// after its wait closed (marked so), so that the answer to a second send is seen too.
+function renderWaits(run) {
+  const box = $("#run-waits");
+  if (!box) return;
+  const open = new Map();
+  for (const w of run.waits || []) {
+    if (!open.has(w.name)) open.set(w.name, []);
+    open.get(w.name).push(w);
+  }
+  for (const [name, waits] of open) {
+    let form = box.querySelector(`form[data-signal="${name}"]`);
+    if (!form) {
+      form = waitForm(name);
+      box.append(form);
+    }
+    const first = waits[0];
+    const deadline = waits.map((w) => w.deadline).filter((d) => d != null).sort()[0];
+    form.classList.remove("closed");
+    form.dataset.open = String(waits.length);
+    form.querySelector(".wait-info").textContent = `since ${fmtTime(first.since)}`
+      + (waits.length > 1 ? ` · ${waits.length} futures wait for it` : "")
+      + (deadline != null ? ` · times out at ${fmtTime(deadline)}` : "");
+  }
+  for (const form of box.querySelectorAll("form[data-signal]")) {
+    if (open.has(form.dataset.signal)) continue;
+    form.classList.add("closed");
+    form.dataset.open = "0";
+    form.querySelector(".wait-info").textContent = "no longer waiting";
+  }
+  box.hidden = !box.querySelector("form");
+}
+
+function waitForm(name) {
+  const form = document.createElement("form");
+  form.className = "wait-form";
+  form.dataset.signal = name;
+  form.innerHTML = `<div><b>waiting for signal</b> <code>${esc(name)}</code> <span class="wait-info muted"></span></div>`
+    + `<textarea name="payload" rows="3" spellcheck="false" placeholder='its value as JSON, e.g. {"approved": true} (empty: null)'></textarea>`
+    + `<div class="actions"><button type="submit" class="primary">Send</button>`
+    + `<span class="action-result" role="status"></span></div>`;
+  form.addEventListener("submit", (event) => { event.preventDefault(); sendSignal(form); });
+  return form;
+}
+
+async function sendSignal(form) {
+  const name = form.dataset.signal;
+  const out = form.querySelector(".action-result");
+  const button = form.querySelector("button");
+  button.disabled = true;
+  out.className = "action-result";
+  out.textContent = "sending…";
+  delete out.dataset.outcome;
+  try {
+    // The text as it is: the server says what is wrong with it (400), not this page.
+    const res = await api(`/v1/runs/${encodeURIComponent(state.runId)}/signals/${encodeURIComponent(name)}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: form.payload.value,
+    });
+    out.textContent = `sent: stored as ${res.name} #${res.seq}`;
+    out.dataset.outcome = "sent";
+  } catch (err) {
+    out.className = "action-result err";
+    out.textContent = err.status ? `refused (${err.status}): ${err.message}` : String(err.message || err);
+    out.dataset.outcome = String(err.status || "error");
+  }
+  button.disabled = false;
+  refreshRun();
 }
 
 // "calls 812/1000, depth 3/3, 41 s/600 s" as `engine show` prints it; "" when nothing is limited.

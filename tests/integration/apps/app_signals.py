@@ -2,7 +2,8 @@
 so that nothing runs, and no executor is held, while the run waits. `draft` records each of its
 executions (the tests count them); `gated_review` drafts first (blocking, until the test
 creates the gate file) and only then creates its signal future, so that a signal can be sent
-before its future exists."""
+before its future exists; `double_review` waits for two signals (the dashboard's test sends
+them from the run's page)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,19 @@ def review_with_timeout(topic: str, log: str, timeout: float) -> dict:
 def gated_review(topic: str, log: str, gate: str) -> dict:
     text = gated_draft(topic, log, gate)
     return publish.future(text, signal("approval"), log)  # type: ignore[return-value]
+
+
+@function()
+def publish_signed(text: str, approval: Any, legal: Any, log: str) -> dict:
+    record(log, "publish")
+    return {"text": text, "approval": approval, "legal": legal}
+
+
+@application()
+@function()
+def double_review(topic: str, log: str) -> dict:
+    """Two people sign off: the run waits for `approval` and for `legal`."""
+    return publish_signed.future(draft.future(topic, log), signal("approval"), signal("legal"), log)  # type: ignore[return-value]
 
 
 @application()
