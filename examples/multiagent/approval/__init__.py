@@ -1,0 +1,1 @@
+"""11. Draft, review by a person, publish (see app.py)."""
