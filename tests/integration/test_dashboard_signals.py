@@ -3,7 +3,8 @@ Playwright, as in test_dashboard.py): a run waiting for two people shows as `wai
 per open wait; text that is not JSON gets the server's 400, the approval is sent from its form,
 a second approval gets the server's 409 while the run still waits for the other signal, the
 last signal finishes the run, and a send after that is refused (409) too. What the server stored
-is checked over HTTP: one signal of each name, `draft` executed once, `publish` once."""
+is checked over HTTP: one signal of each name, `draft` executed once, `publish` once. A
+screenshot of the forms goes to `artifacts/dashboard-signals.png`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from serverlib import ServerProcess
-from test_dashboard import TOKEN, browser, new_page  # noqa: F401 - `browser` is a fixture
+from test_dashboard import ARTIFACTS, TOKEN, browser, new_page  # noqa: F401 - `browser` is a fixture
 
 pytestmark = pytest.mark.browser
 
@@ -57,6 +58,8 @@ def test_signals_are_sent_from_the_run_page_and_the_server_answers_each(
         form = "#run-waits form[data-signal='approval']"
         assert send(page, "approval", "{not json") == "400"
         assert "not valid JSON" in page.inner_text(f"{form} .action-result")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-signals.png"))
         assert send(page, "approval", '{"approved": true, "note": "ship it"}') == "sent"
         assert "approval #0" in page.inner_text(f"{form} .action-result")
         # Its wait closes; the run still waits for `legal`.
