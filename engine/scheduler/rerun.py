@@ -79,6 +79,7 @@ class Plan:
 
     executed: set[str] = field(default_factory=set)   # run again with the current code
     forced: set[str] = field(default_factory=set)     # FUNCTION's calls and their descendants
+    changed: set[str] = field(default_factory=set)    # their value is new: executed, or a tail's
     dropped: set[str] = field(default_factory=set)    # unfinished calls of a succeeded origin
     ids: dict[str, str] = field(default_factory=dict)  # old id -> the new run's id
 
@@ -128,7 +129,7 @@ def plan(calls: list[CallRow], function: str, root_id: str, new_root: str, *,
         for c in calls:  # creation order: a creator before what it created
             if c.status not in FINISHED or c.parent_id in out.dropped:
                 out.dropped.add(c.call_id)
-    changed: set[str] = set()
+    changed = out.changed
     todo: deque[str] = deque()
 
     def change(i: str) -> None:
@@ -199,10 +200,15 @@ def copies(calls: list[CallRow], p: Plan, run_id: str) -> list[CallRow]:
             created_at=c.created_at, seq=c.seq,
         )
         if not execute:
-            row.status, row.reused = c.status, 1
-            row.result, row.result_digest = c.result, c.result_digest
+            row.reused = 1
             row.tail_id = p.ids[c.tail_id] if c.tail_id else None
             row.started_at, row.ended_at, row.progress = c.started_at, c.ended_at, c.progress
+            if c.call_id in p.changed:
+                # A tail caller (or map, reduce) whose value will be new: it waits in `tail` for
+                # it, as after a crash (a map with no tail target is expanded again).
+                row.status = "tail"
+            else:
+                row.status, row.result, row.result_digest = c.status, c.result, c.result_digest
         out.append(row)
     return out
 
