@@ -33,6 +33,9 @@ Invariants, and where they are enforced:
   table (committed by the sender first, `engine.scheduler.signals`), taking a repeatable signal
   in the same transaction as the value. A call that depends on one starts no executor while it
   waits.
+- **A rerun is a resume of a copied graph.** `rerun_run` commits a new run whose checkpoints are
+  copied from the old run's under the new run's ids (`engine.scheduler.rerun`), then starts it
+  with `resume_run`: reuse and re-execution follow resume's rules, not a second copy of them.
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
   the scheduler turns that into a typed failure and applies the call's retry policy.
 
