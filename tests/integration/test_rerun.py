@@ -110,6 +110,21 @@ def test_a_tail_caller_gets_the_new_value_without_running(cli, side_effects, tmp
     assert since(side_effects, mark) == {"combine": 3, "synthesise": 1, "root": 1}
 
 
+@pytest.mark.postgres
+def test_rerun_on_postgresql(cli, side_effects, tmp_path, postgres_url) -> None:
+    """The same rerun with the PostgreSQL store: its migration, the copied calls and state."""
+    def on_postgres(*args: str) -> Any:
+        return cli(*args, env={"ENGINE_STORE": postgres_url})
+
+    run_id, _ = first_run(on_postgres, side_effects)
+    mark = len(side_effects.lines())
+    outcome = rerun(on_postgres, run_id, "synthesise", version_2(tmp_path))
+    assert outcome["result"]["answer"].startswith("v2 answer") and outcome["result"]["answer"].count("(v1)") == 3
+    assert since(side_effects, mark) == {"root": 1, "synthesise": 1}
+    info = json.loads(on_postgres("show", outcome["run_id"], "--json").stdout)
+    assert info["rerun_of"] == run_id and info["calls"]["reused"] == 16
+
+
 def test_rerun_errors_are_one_line(cli, side_effects, tmp_path) -> None:
     run_id, _ = first_run(cli, side_effects)
     v2 = version_2(tmp_path)
