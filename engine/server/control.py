@@ -45,8 +45,8 @@ from engine import wire
 from engine.app import validate_input
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InputError, SDKUsageError
-from engine.scheduler.budgets import Budget, dump_budget, load_budget
 from engine.scheduler import rerun
+from engine.scheduler.budgets import Budget, dump_budget, load_budget
 from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import Scheduler, root_call_id
 from engine.scheduler.signals import SignalRefused, send_signal
