@@ -5,6 +5,8 @@
                [--state-dir DIR] [--env-file FILE] [--budget calls=N,depth=N,duration=S]
                [--model MODEL] [--json]
     engine resume RUN_ID [--output PATH] [--json] [--backend ...] [--state-dir DIR] [--budget ...]
+    engine rerun RUN_ID --from FUNCTION [FILE.py[:APP]] [--output PATH] [--json] [--backend ...]
+                 [--state-dir DIR] [--budget ...]
     engine runs [--json]
     engine show RUN_ID [--output PATH] [--json]
     engine logs RUN_ID [--function NAME]
@@ -227,6 +229,43 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _report(outcome, args.json, args.output)
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """A new run with RUN_ID's input that reruns it from FUNCTION with the code of FILE (default:
+    the file the run used), reusing every checkpoint that does not depend on FUNCTION's calls
+    (`engine.scheduler.rerun`)."""
+    from engine.app import load_app
+    from engine.runner import execute
+    from engine.scheduler.rerun import check
+
+    budget = _budget(args)
+    state_dir = _state_dir(args)
+    store = _open(args)
+    try:
+        origin = store.get_run(args.run_id)
+        calls = store.load_calls(args.run_id)
+    finally:
+        store.close()
+    config = Path(args.config) if args.config else None
+    if args.file:
+        target = args.file if not args.file.endswith(".py") else f"{args.file}:{origin.application}"
+    elif Path(origin.app_file).is_file():
+        target = f"{origin.app_file}:{origin.application}"
+        config = config or (Path(origin.config_path) if origin.config_path else None)
+    else:
+        raise SDKUsageError(f"run {args.run_id} ran {origin.app_file}, which is not there: say which code "
+                            f"to rerun it with, `engine rerun {args.run_id} --from {args.function} FILE.py`")
+    app = load_app(target, config, Path(args.env_file) if args.env_file else None)
+    check(origin, calls, args.function, app)  # before an executor starts
+    view = ProgressView()
+    try:
+        outcome = execute(app, rerun=(args.run_id, args.function), state_dir=state_dir,
+                          backend=args.backend or origin.backend, progress=view, note=view.note,
+                          budget=budget)
+    finally:
+        view.close()
+    return _report(outcome, args.json, args.output)
+
+
 # --- inspection --------------------------------------------------------------------------
 
 
@@ -299,8 +338,9 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
     row = store.get_run(run_id)
     calls = store.load_calls(run_id)
     _importable(row.app_file)
-    reused = sum(1 for c in calls if c.status == "succeeded" and row.resumed_at
-                 and c.ended_at is not None and c.ended_at < row.resumed_at)
+    # Checkpoints a resume reused, and those a rerun copied from its origin (`calls.reused`).
+    reused = sum(1 for c in calls if (c.reused and c.executions == 0) or (
+        c.status == "succeeded" and row.resumed_at and c.ended_at is not None and c.ended_at < row.resumed_at))
     failure = pb.Failure.FromString(row.failure) if row.failure else None
     result = result_file = None
     data = store.run_result(row) if row.status == "succeeded" else None
@@ -321,6 +361,7 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
         "backend": row.backend, "created_at": row.created_at, "started_at": row.started_at,
         "ended_at": row.ended_at, "duration": _duration(row.started_at, row.ended_at),
         "resumes": row.resumes,
+        "rerun_of": row.rerun_of, "rerun_from": row.rerun_from,
         "lease": _lease_json(store, row),
         "budget": stored_use(row, calls),
         "calls": {
@@ -328,12 +369,13 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
             "succeeded": sum(1 for c in calls if c.status in ("succeeded", "tail")),
             "failed": sum(1 for c in calls if c.status == "failed"),
             "reused": reused,
+            "executed": sum(1 for c in calls if c.executions),
             "executions": sum(c.executions for c in calls),
         },
         "call_list": [
             {"id": c.call_id, "function": c.function, "kind": c.kind, "parent": c.parent_id,
              "status": c.status, "attempts": c.attempts, "executions": c.executions,
-             "tail": c.tail_id, "duration": _duration(c.started_at, c.ended_at) if c.ended_at else None,
+             "reused": bool(c.reused) and c.executions == 0, "tail": c.tail_id, "duration": _duration(c.started_at, c.ended_at) if c.ended_at else None,
              "error": c.error_message,
              "progress": json.loads(c.progress) if c.progress else None,
              "metrics": json.loads(c.metrics) if c.metrics else None}
@@ -403,10 +445,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"budget: {use_text(info['budget'])}")
     print(f"calls: {c['total']} total, {c['succeeded']} succeeded, {c['failed']} failed, "
           f"{c['reused']} reused, {c['executions']} executions")
+    if info["rerun_of"]:
+        print(f"rerun of {info['rerun_of']} from {info['rerun_from']}: {c['executed']} calls executed, "
+              f"{c['reused']} reused from it")
     for call in info["call_list"][: args.limit]:
         dur = f"{call['duration']:.3f}s" if call["duration"] is not None else "-"
         err = f"  {call['error'][:100]}" if call["error"] else ""
-        print(f"  {call['id']}  {call['function']:<20} {call['status']:<10} "
+        status = "reused" if call["reused"] else call["status"]
+        print(f"  {call['id']}  {call['function']:<20} {status:<10} "
               f"attempts {call['attempts']}  {dur}  parent {call['parent'] or '-'}"
               f"{_progress_text(call['progress'])}{err}")
     if len(info["call_list"]) > args.limit:
@@ -636,6 +682,23 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_resume)
 
+    p = sub.add_parser("rerun", help="a new run of a finished run's input that reruns it from one "
+                                     "function with the current code, reusing the rest")
+    p.add_argument("run_id")
+    p.add_argument("--from", dest="function", required=True, metavar="FUNCTION",
+                   help="its calls, what they created, what takes their values and what waited for "
+                        "them execute again; every other checkpoint is reused")
+    p.add_argument("file", nargs="?", metavar="FILE.py[:APP]",
+                   help="the code to rerun it with (default: the file the run used)")
+    p.add_argument("--output", metavar="PATH", help="write the result there (as `engine run --output`)")
+    p.add_argument("--backend", choices=["process", "docker", "swarm", "auto"])
+    p.add_argument("--config", help="YAML config (default: engine.yaml beside the file)")
+    p.add_argument("--env-file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--budget", metavar="LIMITS", help="the new run's budget, as `engine run --budget`")
+    common(p)
+    p.set_defaults(func=cmd_rerun)
+
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=50)
@@ -702,7 +765,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if (extra and args.command == "rerun" and args.file is None and len(extra) == 1
+                and not extra[0].startswith("-")):
+            args.file = extra[0]  # `rerun RUN --from F FILE.py`: argparse took positionals first
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if getattr(args, "store", None):
             # One place every command (and every store it opens) reads it from.
             os.environ["ENGINE_STORE"] = args.store

@@ -1,5 +1,5 @@
-"""Drive one run to its end in this process: the glue behind `engine run`, `engine resume` and
-`run_local_application`.
+"""Drive one run to its end in this process: the glue behind `engine run`, `engine resume`,
+`engine rerun` and `run_local_application`.
 
 It opens the store, picks and starts the backend, starts the scheduler, submits (or resumes) the
 run, reports progress while it executes and, whatever happens — success, failure, Ctrl-C —
@@ -139,11 +139,14 @@ def execute(
     note: Callable[[str], None] | None = None,
     budget: Mapping[str, int | float | None] | None = None,
     model: str | None = None,
+    rerun: tuple[str, str] | None = None,
 ) -> RunOutcome:
     """Run (or resume) `app` to the end. Blocks. Safe to call from a thread with a running loop.
     `budget` (`budgets.parse_budget`'s form) replaces limits of the application's budget, or of
     the resumed run's. `model` is a new run's model for `engine.ai`: kept with the run as the
-    submission header `X-Engine-Model` is, so that a resume keeps it too."""
+    submission header `X-Engine-Model` is, so that a resume keeps it too. `rerun=(run_id,
+    function)` makes a new run that reruns `run_id` from `function` with `app`'s code
+    (`engine.scheduler.rerun`)."""
     state_dir = Path(state_dir or default_state_dir())
     backend_name, fallback = choose_backend(backend, app)
     if fallback and note:
@@ -151,7 +154,7 @@ def execute(
     started: dict[str, str] = {}
     coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
                   backend_name=backend_name, progress=progress, note=note, started=started,
-                  budget=budget, model=model)
+                  budget=budget, model=model, rerun=rerun)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -183,6 +186,7 @@ async def _drive(
     backend_name: str, progress: Progress | None, note: Callable[[str], None] | None,
     started: dict[str, str], budget: Mapping[str, int | float | None] | None = None,
     model: str | None = None,
+    rerun: tuple[str, str] | None = None,
 ) -> RunOutcome:
     store = open_store(store_url(state_dir))
     try:
@@ -205,6 +209,8 @@ async def _drive(
                     _refuse_if_driven(store, resume_id)
                     raise SDKUsageError(f"run {resume_id} cannot be resumed now: see `engine show {resume_id}`")
                 run = scheduler.resume_run(app, resume_id, budget)
+            elif rerun is not None:
+                run = scheduler.rerun_run(app, *rerun, budget=budget)
             else:
                 values = kwargs or {}
                 args = pb.Arguments()

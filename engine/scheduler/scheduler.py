@@ -33,6 +33,9 @@ Invariants, and where they are enforced:
   table (committed by the sender first, `engine.scheduler.signals`), taking a repeatable signal
   in the same transaction as the value. A call that depends on one starts no executor while it
   waits.
+- **A rerun is a resume of a copied graph.** `rerun_run` commits a new run whose checkpoints are
+  copied from the old run's under the new run's ids (`engine.scheduler.rerun`), then starts it
+  with `resume_run`: reuse and re-execution follow resume's rules, not a second copy of them.
 - **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
   the scheduler turns that into a typed failure and applies the call's retry policy.
 
@@ -57,6 +60,7 @@ import grpc
 from engine import tracing, wire
 from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch, SDKUsageError
+from engine.scheduler import rerun
 from engine.scheduler.access import Access
 from engine.scheduler.blobs import BlobService
 from engine.scheduler.budgets import Budget, BudgetRefused, RunBudget, dump_budget, load_budget
@@ -304,10 +308,12 @@ class Scheduler:
             return run
         run.budget = self._resumed_budget(run, row, rows, budget)
         self.tracer.run_started(run, self.context.headers_of, resumed=True)
+        # A rerun's first start (`rerun_run`) starts it; anything else resumes it.
+        started = {"started_at": now} if row.started_at is None else {"resumed_at": now, "resumes": row.resumes + 1}
         self.store.update_run(
             run_id, status=RunStatus.RUNNING, ended_at=None, failure=None, error_kind=None,
-            error_message=None, resumed_at=now, resumes=row.resumes + 1,
-            budget=dump_budget(run.budget.budget, run.budget.elapsed_before),
+            error_message=None, budget=dump_budget(run.budget.budget, run.budget.elapsed_before),
+            **started,
         )
         self.store.reset_unfinished(run_id)
         self._prestart(app)
@@ -350,6 +356,22 @@ class Scheduler:
         self._arm_budget(run)
         self._schedule_flush()
         return run
+
+    def rerun_run(self, app: AppSpec, origin_id: str, function: str,
+                  budget: Mapping[str, int | float | None] | None = None) -> RunState:
+        """A new run of `app` with the input of run `origin_id`, reusing its checkpoints that do
+        not depend on `function`'s calls and executing the rest with `app`'s code
+        (`engine.scheduler.rerun`). Its row and copied calls commit together, then it is
+        claimed and started as a resumed run. `budget` replaces limits of `app`'s budget."""
+        run_id = new_run_id()
+        rerun.prepare(self.store, origin_id, function, app, run_id=run_id, root_id=root_call_id(run_id),
+                      status=RunStatus.RUNNING, backend=self.backend.name)
+        if budget:
+            self.store.update_run(run_id, budget=dump_budget(app.budget().updated(budget), 0.0))
+        self.store.commit()
+        if not self.leases.claim(run_id):
+            raise InfrastructureError(f"run {run_id} was taken by another process as it was created")
+        return self.resume_run(app, run_id)
 
     def _resumed_budget(self, run: RunState, row: RunRow, rows: list[CallRow],
                         changes: Mapping[str, int | float | None] | None) -> RunBudget:

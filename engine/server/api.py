@@ -449,6 +449,22 @@ class API:
             raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
         return m.SignalSent.model_validate(self.control.signal(request.match_info["run_id"], name, value))
 
+    async def rerun(self, request: web.Request) -> web.Response:
+        run_id = request.match_info["run_id"]
+        body = await self._body(request)
+        try:
+            data = json_value(body) if body.strip() else None
+        except ValueError as exc:
+            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+        try:
+            asked = m.RerunRequest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise InputError(f"rerun {where}: {first['msg']} (send {{\"from\": FUNCTION}})") from None
+        accepted = m.Accepted.model_validate(self.control.rerun(run_id, asked.from_, asked.version))
+        return json_response(202, accepted.json_body(), {"Location": f"/v1/runs/{accepted.run_id}"})
+
     async def resume(self, request: web.Request) -> web.Response:
         accepted = m.Accepted.model_validate(self.control.resume(request.match_info["run_id"],
                                                                  budget=self._budget(request)))

@@ -45,6 +45,7 @@ from engine import wire
 from engine.app import validate_input
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InputError, SDKUsageError
+from engine.scheduler import rerun
 from engine.scheduler.budgets import Budget, dump_budget, load_budget
 from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import Scheduler, root_call_id
@@ -375,6 +376,36 @@ class ControlPlane:
         self.hub.notify(run_id)
         self.queue.schedule_pump()
         return {"run_id": run_id, "status": RunStatus.QUEUED}
+
+    def rerun(self, run_id: str, function: str, version: int | None = None) -> dict[str, Any]:
+        """Queue a new run that reruns `run_id` from `function` on its application's deployed
+        code (the latest version, or `version`): its row and the checkpoints it reuses commit
+        together before the answer (`engine.scheduler.rerun`); it starts, when the queue has
+        room, as a resumed run. Raises RunNotFound, Conflict (the run has not ended),
+        UnknownApplication, InputError or RerunRefused (422)."""
+        origin = self.store.get_run(run_id)
+        name = origin.application
+        dep = self.deployment(name)
+        if version is not None and version != dep.version:
+            try:
+                dep = self.deployments.get(name, version)
+            except KeyError:
+                known = ", ".join(str(d.version) for d in self.deployments.versions(name))
+                raise InputError(f"{name} has no version {version} (deployed: {known})") from None
+        assert dep.spec is not None
+        self.deployments.activate(dep)
+        new_id = new_run_id()
+        try:
+            rerun.prepare(self.store, run_id, function, dep.spec, run_id=new_id, root_id=root_call_id(new_id),
+                          status=RunStatus.QUEUED, backend=self.backend_name, version=dep.version)
+        except rerun.RunStillRunning as exc:
+            raise Conflict(str(exc)) from None
+        self.store.commit()  # durable before the 202
+        self.metrics.runs_accepted.inc(application=name)
+        log.info("rerun accepted", extra={"fields": {"run_id": new_id, "rerun_of": run_id, "from": function,
+                                                     "version": dep.version}})
+        self.queue.schedule_pump()
+        return {"run_id": new_id, "status": RunStatus.QUEUED}
 
     # =========================================================================================
     # starting runs

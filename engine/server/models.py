@@ -157,6 +157,9 @@ class RunSummary(View):
     owner: str | None = Field(description="the process driving the run under its lease (its owner id), "
                                           "while it is queued or running")
     priority: int = Field(1, description="its weight in the fair share of executors between runs")
+    rerun_of: str | None = Field(None, description="for a rerun (`POST …/rerun`, `engine rerun`): the run "
+                                                   "it came from")
+    rerun_from: str | None = Field(None, description="for a rerun: the function it reran from")
 
 
 class ResultFile(Body):
@@ -227,7 +230,9 @@ class Run(RunSummary):
     result_error: str | None = Field(None, description="present when the result cannot be decoded on this "
                                                        "server")
     error: Failure | None
-    calls: dict[str, int] = Field(description="calls by status, plus total and executions")
+    calls: dict[str, int] = Field(description="calls by status, plus total, executions, and reused: "
+                                              "checkpoints a rerun copied from the run it came from "
+                                              "(not executed)")
     budget: Budget
     waiting: bool = Field(False, description="the run is running but only waits for signals: nothing of it "
                                              "executes and no executor is held (`status` stays `running`)")
@@ -284,6 +289,19 @@ class WebhookSpec(BaseModel):
             if any(c in value for c in "\r\n\0") or len(value) > 8192:
                 raise ValueError(f"the value of header {name!r} is not a valid header value")
         return headers
+
+
+class RerunRequest(BaseModel):
+    """`POST /v1/runs/{run_id}/rerun`: the function to rerun the run from, and the code."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from", min_length=1, max_length=200,
+                       description="a function of the run's application: its calls, what they created, "
+                                   "what takes their values and what waited for them execute again; "
+                                   "every other checkpoint of the run is reused")
+    version: int | None = Field(None, ge=1, description="the deployed version of the run's application to "
+                                                        "rerun with; default: the latest")
 
 
 class Submission(BaseModel):
@@ -388,6 +406,8 @@ class Node(View):
     status: CallStatus
     attempts: int
     executions: int = Field(description="times its code started, across attempts and resumes")
+    reused: bool = Field(False, description="a rerun's call whose checkpoint was copied from the run it "
+                                            "came from: it did not execute")
     created: float | None = Field(description="when the call was made (it waits for its dependencies "
                                               "and a slot until start)")
     start: float | None

@@ -179,6 +179,17 @@ ROUTES: tuple[Route, ...] = (
            Answer(409, "the run is not failed or cancelled", m.Error),
            Answer(422, "the budget query parameter is malformed", m.Error)),
           query=m.BudgetQuery),
+    Route("POST", "/v1/runs/{run_id}/rerun", "rerun",
+          "Start a new run with this run's input that reruns it from one function with the deployed code: "
+          "the function's calls, what they created, what takes their values and what waited for them "
+          "execute; every other checkpoint is reused",
+          (Answer(202, "accepted and queued: the new run", m.Accepted),
+           Answer(400, "the body is not valid JSON", m.Error),
+           Answer(409, "the run is still queued or running: wait for it to end, or cancel it", m.Error),
+           Answer(422, "the body is malformed, the application defines no such function or version, or "
+                       "the run made no call of it", m.Error)),
+          body=(("application/json", m.RerunRequest),), body_required=True,
+          body_description="`{\"from\": FUNCTION}`, optionally with `\"version\"`"),
 )
 
 

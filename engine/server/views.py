@@ -66,6 +66,8 @@ def run_summary(row: RunRow, version: int | None) -> dict[str, Any]:
         # it runs; null when nobody holds its lease.
         "owner": row.owner if row.status in ("queued", "running") else None,
         "priority": row.priority or 1,
+        "rerun_of": row.rerun_of,
+        "rerun_from": row.rerun_from,
     }
 
 
@@ -88,6 +90,7 @@ def call_counts(calls: list[CallRow], run_final: bool, queued: frozenset[str] = 
     out = {status: counts.get(status, 0) for status in CALL_STATUSES}
     out["total"] = len(calls)
     out["executions"] = sum(c.executions for c in calls)
+    out["reused"] = sum(1 for c in calls if c.reused and not c.executions)
     return out
 
 
@@ -112,6 +115,7 @@ def node(c: CallRow, run_final: bool = False, queued: frozenset[str] = frozenset
         "status": status,
         "attempts": c.attempts,
         "executions": c.executions,
+        "reused": bool(c.reused) and not c.executions,
         "created": c.created_at,
         "start": c.started_at,
         "end": c.ended_at if c.status != "running" else None,

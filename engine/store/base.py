@@ -47,11 +47,12 @@ RUN_FIELDS = (
     "backend", "input", "result", "failure", "error_kind", "error_message", "created_at",
     "started_at", "ended_at", "idempotency_key", "resumed_at", "resumes", "owner", "result_digest",
     "lease_epoch", "lease_expires", "version", "cancel_requested", "headers", "budget", "priority",
+    "rerun_of", "rerun_from",
 )
 CALL_FIELDS = (
     "call_id", "run_id", "parent_id", "function", "kind", "spec", "args_digest", "status",
     "attempts", "executions", "tail_id", "result", "result_digest", "failure", "error_kind",
-    "error_message", "created_at", "started_at", "ended_at", "seq", "progress", "metrics",
+    "error_message", "created_at", "started_at", "ended_at", "seq", "progress", "metrics", "reused",
 )
 
 #: Run states in which a run has a driver (or waits for one).
@@ -104,6 +105,9 @@ class RunRow:
     budget: str | None = None
     # The submission's priority: its weight in the fair share between runs (None: 1).
     priority: int | None = None
+    # A rerun's origin run and the function it reran from (`engine.scheduler.rerun`).
+    rerun_of: str | None = None
+    rerun_from: str | None = None
 
 
 @dataclass
@@ -134,6 +138,8 @@ class CallRow:
     # What it recorded through RequestContext.metrics over its attempts, JSON
     # `{"counters": {name: n}, "timers": {name: {"count", "sum", "min", "max"}}}`.
     metrics: str | None = None
+    # 1 when its checkpoint was copied from the run a rerun came from (`engine.scheduler.rerun`).
+    reused: int = 0
 
 
 @dataclass(frozen=True)
@@ -660,6 +666,13 @@ class Store(ABC):
         """A run's request state: key -> (inline value, blob digest), one of the two set."""
         rows = self._read("SELECT key, value, value_digest FROM request_state WHERE run_id = ?", (run_id,))
         return {r[0]: (bytes(r[1]) if r[1] is not None else None, r[2]) for r in rows}
+
+    def state_rows(self, run_id: str) -> list[tuple[str, bytes | None, str | None, str]]:
+        """A run's request state with the call that wrote each key last: (key, inline value,
+        blob digest, call id). What a rerun copies of the calls it reuses."""
+        rows = self._read("SELECT key, value, value_digest, call_id FROM request_state WHERE run_id = ?",
+                          (run_id,))
+        return [(r[0], bytes(r[1]) if r[1] is not None else None, r[2], r[3]) for r in rows]
 
     # --- signals ----------------------------------------------------------------------------
     # Sent by whoever answers a sender (the API, `engine signal`), on any connection; taken by

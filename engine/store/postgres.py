@@ -367,6 +367,7 @@ COLUMN_TYPES: dict[str, dict[str, str]] = {
         "failure": "bytea", "error_kind": "text", "error_message": "text",
         "created_at": "double precision", "started_at": "double precision",
         "ended_at": "double precision", "seq": "bigint", "progress": "text", "metrics": "text",
+        "reused": "integer",
     },
     "logs": {
         "run_id": "text", "call_id": "text", "function": "text", "attempt": "integer", "text": "text",

@@ -31,6 +31,9 @@ Tables:
   its payload as JSON text, in arrival order per name (`seq`, 0 for the first). A name takes one
   signal (seq 0) unless the run declared it repeatable; `call_id` names the repeatable signal
   future that took it, written in the transaction that completes that future.
+- `runs.rerun_of` / `runs.rerun_from`: for a rerun (`engine.scheduler.rerun`), the run it came
+  from and the function it reran from; `calls.reused` is 1 for a call whose checkpoint was
+  copied from that run.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
   The SQLite store keeps them as files beside the database and leaves these tables empty.
 
@@ -218,6 +221,13 @@ MIGRATIONS: list[str] = [
         call_id         TEXT,
         PRIMARY KEY (run_id, name, seq)
     );
+    """,
+    # 10: reruns (`engine rerun`): the run a rerun came from and the function it reran from;
+    # per call, whether its checkpoint was copied from that run (reused, not executed).
+    """
+    ALTER TABLE runs ADD COLUMN rerun_of TEXT;
+    ALTER TABLE runs ADD COLUMN rerun_from TEXT;
+    ALTER TABLE calls ADD COLUMN reused INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 

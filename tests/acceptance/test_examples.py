@@ -295,6 +295,51 @@ def test_8_recursive_fan_out(run_example) -> None:
     finished_without_failures(run)
 
 
+def test_8_rerun_from_the_synthesis_after_a_prompt_change(run_example, llm: LLM, tmp_path: Path) -> None:
+    """The example's README: change the synthesis prompt (in a copy of the examples) and `engine
+    rerun RUN --from synthesise`: the synthesis executes again with the new prompt, every research
+    call is reused."""
+    import shutil
+
+    first = run_example("recursive_research", "research",
+                        {"question": "Why is the sky blue?", "depth": 0, "model": MODEL,
+                         "branching": 2, "max_depth": 1})
+    copy = tmp_path / "examples" / "multiagent"
+    shutil.copytree(MULTIAGENT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    app = copy / "recursive_research" / "app.py"
+    before = app.read_text()
+    after = before.replace("Answer the question in one or two sentences.",
+                           "Answer the question for a ten-year-old, in one sentence.")
+    assert after != before
+    app.write_text(after)
+    env = {**os.environ, "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": llm.api_key,
+           "ENGINE_STATE_DIR": str(tmp_path / "state")}
+    env.pop("ENGINE_BACKEND", None)
+
+    def engine(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=app.parent, env=env,
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+    proc = engine("rerun", first.run_id, "--from", "synthesise", "app.py", "--backend", "docker", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outcome["status"] == "succeeded" and outcome["run_id"] != first.run_id
+    root = example("recursive_research").Node.model_validate(outcome["result"])
+    assert [c.question for c in root.children] == [c["question"] for c in first.result["children"]]
+    details = json.loads(engine("show", outcome["run_id"], "--json").stdout)
+    rerun = Run(outcome["run_id"], outcome["result"], details, 0.0)
+    assert details["rerun_of"] == first.run_id and details["rerun_from"] == "synthesise"
+    research = calls(rerun, "research")
+    assert len(research) == len(calls(first, "research")) and all(c["reused"] and c["executions"] == 0
+                                                                  for c in research)
+    assert [c["executions"] for c in calls(rerun, "synthesise")] == [1]
+    assert details["calls"]["executed"] == 1
+    # The rerun asked the model only for the synthesis: no research question went to it again.
+    asked = sum(c["metrics"]["counters"].get("ai.requests", 0) for c in calls(rerun, "synthesise"))
+    assert asked >= 1 and details["metrics"]["counters"]["ai.requests"] == asked
+    _no_containers_left(outcome["run_id"])
+
+
 def test_9_async_functions(run_example) -> None:
     run = run_example("async_fanout", "orchestrator",
                       {"question": "Why do we sleep?", "angles": 2, "model": MODEL})

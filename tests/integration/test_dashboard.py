@@ -309,3 +309,30 @@ def test_an_application_page_builds_a_form_from_its_input_schema_and_starts_a_ru
     finally:
         page.close()
     assert errors == []
+
+
+def test_a_rerun_shows_its_origin_and_marks_the_calls_it_reused(
+        browser, server: ServerProcess, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    origin = server.submit("two_steps", str(log))
+    assert server.wait(origin)["status"] == "failed"  # step_two fails its first execution
+    server.ok("POST", f"/v1/runs/{origin}/resume")
+    assert server.wait(origin)["status"] == "succeeded"
+    status, body = server.request("POST", f"/v1/runs/{origin}/rerun", {"from": "step_two"})
+    assert status == 202, body
+    assert server.wait(body["run_id"])["result"] == "one+two"
+    reused = {n["id"] for n in server.ok("GET", f"/v1/runs/{body['run_id']}/dag")["nodes"] if n["reused"]}
+    errors: list[str] = []
+    page = new_page(browser, errors)
+    try:
+        page.goto(f"{server.url}/#/runs/{body['run_id']}")
+        page.wait_for_selector("#run-status[data-status=succeeded]")
+        assert f"rerun of {origin} from step_two" in page.inner_text("#run-meta")
+        assert page.inner_text("#run-reused") == "1 executed, 2 reused"
+        shown = page.eval_on_selector_all("#graph g.node.reused", "els => els.map(e => e.dataset.id)")
+        assert set(shown) == reused and len(reused) == 2
+    finally:
+        page.close()
+    assert errors == []
+    lines = log.read_text().split()
+    assert (lines.count("step_one"), lines.count("step_two")) == (1, 3)  # step_one was reused again

@@ -145,7 +145,7 @@ def test_show_json(cli) -> None:
     assert info["run_id"] == run_id and info["status"] == "succeeded"
     assert info["result"] == "HELLO ADA!" and info["error"] is None
     assert info["calls"] == {"total": 2, "succeeded": 2, "failed": 0, "reused": 0,
-                             "executions": 2}
+                             "executed": 2, "executions": 2}
     calls = {c["function"]: c for c in info["call_list"]}
     assert set(calls) == {"hello", "shout"}
     for call in calls.values():

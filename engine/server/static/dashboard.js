@@ -260,6 +260,7 @@ function renderHead(dag) {
   if (run.duration != null) parts.push(fmtDuration(run.duration));
   if (run.queued_seconds) parts.push(`queued ${fmtDuration(run.queued_seconds)}`);
   if (run.resumes) parts.push(`resumed ${run.resumes}×`);
+  if (run.rerun_of) parts.push(`rerun of ${run.rerun_of} from ${run.rerun_from}`);
   if (run.owner && run.status === "running") parts.push(`driven by ${run.owner}`);
   const budget = budgetText(run.budget);
   if (budget) parts.push(`budget: ${budget}`);
@@ -270,7 +271,12 @@ function renderHead(dag) {
   const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
   for (const n of dag.nodes) counts[n.status] = (counts[n.status] || 0) + 1;
   const total = dag.nodes.length || 1;
-  $("#run-counts").innerHTML = `<span class="c"><b>${fmtCount(dag.nodes.length)}</b> calls</span>`
+  // A rerun's calls: those it executed, and the checkpoints it reused from the run it came from.
+  const reused = dag.nodes.filter((n) => n.reused).length;
+  const rerun = run.rerun_of
+    ? `<span class="c" id="run-reused"><b>${fmtCount(dag.nodes.filter((n) => n.executions).length)}</b> executed, `
+      + `<b>${fmtCount(reused)}</b> reused</span>` : "";
+  $("#run-counts").innerHTML = `<span class="c"><b>${fmtCount(dag.nodes.length)}</b> calls</span>` + rerun
     + STATUSES.filter((s) => counts[s]).map((s) => `<span class="c"><b>${fmtCount(counts[s])}</b> ${s}</span>`).join("")
     + `<span class="bar">${STATUSES.map((s) => counts[s] ? `<span style="width:${(100 * counts[s]) / total}%;background:var(--${s})"></span>` : "").join("")}</span>`;
   renderWaits(run);
@@ -537,7 +543,7 @@ function curve(a, b, kind) {
 function nodeBox(item, now) {
   const n = item.node;
   const dur = n.status === "running" && n.start ? now - n.start : n.duration;
-  const selected = state.selected === n.id ? " selected" : "";
+  const selected = (state.selected === n.id ? " selected" : "") + (n.reused ? " reused" : "");
   const badge = n.attempts > 1 ? `<text class="badge" x="${BOX_W - 60}" y="18">×${n.attempts}</text>` : "";
   const label = n.kind === "call" ? n.function : `${n.kind} ${n.function}`;
   const frac = progressFraction(n);
@@ -545,7 +551,7 @@ function nodeBox(item, now) {
     : `<rect class="progress-bg" x="6" y="${BOX_H - 5}" width="${BOX_W - 12}" height="2"/>`
       + `<rect class="progress" x="6" y="${BOX_H - 5}" width="${(BOX_W - 12) * frac}" height="2"/>`;
   return `<g class="node s-${esc(n.status)}${selected}" data-id="${esc(n.id)}" data-status="${esc(n.status)}" transform="translate(${item.x},${item.y})">`
-    + `<title>${esc(label)} · ${esc(n.status)}${frac != null ? ` · ${esc(progressText(n.progress))}` : ""}${n.error ? ` · ${esc(n.error)}` : ""}</title>`
+    + `<title>${esc(label)} · ${esc(n.status)}${n.reused ? " · reused from the run this one reran" : ""}${frac != null ? ` · ${esc(progressText(n.progress))}` : ""}${n.error ? ` · ${esc(n.error)}` : ""}</title>`
     + `<rect class="box" width="${BOX_W}" height="${BOX_H}" rx="5"/><rect class="stripe" width="5" height="${BOX_H}" rx="2"/>`
     + `<text class="fn" x="12" y="18">${esc(clip(label, 20))}</text>${badge}`
     + `<text class="dur" x="${BOX_W - 8}" y="18" text-anchor="end">${esc(fmtDuration(dur))}</text>${progress}</g>`;
@@ -602,6 +608,7 @@ function renderDetails(tree) {
   const rows = [
     ["status", `<span class="pill s-${esc(n.status)}">${esc(n.status)}</span>`],
     ["kind", esc(n.kind)], ["call", `<span class="mono">${esc(n.id)}</span>`],
+    ...(n.reused ? [["reused", "its checkpoint, from the run this one reran: it did not execute"]] : []),
     ["attempts", `${n.attempts}${n.executions !== n.attempts ? ` (${n.executions} executions in all)` : ""}`],
     ["created", esc(fmtTime(n.created))],
     ["waited", n.created != null && firstStart != null ? esc(fmtDuration(firstStart - n.created)) : "—"],
