@@ -1030,8 +1030,7 @@ class Scheduler:
         started = time.monotonic()
         try:
             handle = await self.backend.start_executor(spec)
-            channel = grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
-            ex = ExecutorState(handle, channel, pool)
+            ex = ExecutorState(handle, self.backend.channel(handle), pool)
             reply = await ex.stub.Initialize(pb.InitializeRequest(
                 protocol_version=wire.PROTOCOL_VERSION, function=settings.name,
                 code_zip=app.code_zip, code_digest=app.code_digest, module=settings.module,
