@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 from fakebackend import FakeCall, FakeEngine, Fn, call, drive, echo
 
+from engine.app import FunctionSettings
 from engine.errors import InfrastructureError
+from engine.scheduler.pools import Pool
 from engine.scheduler.state import QUEUED
+from engine.sdk.function import FunctionConfig
+from engine.sdk.retries import Retries
 
 
 def fan_out(function: str, n: int):  # type: ignore[no-untyped-def]
@@ -217,8 +222,6 @@ def test_an_executor_on_another_python_fails_the_queue_saying_how_to_fix_it(tmp_
 
 
 def test_a_dead_executor_is_replaced_and_its_call_retried(tmp_path: Path) -> None:
-    from engine.sdk.retries import Retries
-
     async def scenario() -> None:
         async with FakeEngine(tmp_path, {"main": lambda c: call("work", 7),
                                          "work": Fn(None, retries=Retries(max_retries=1, initial_delay=0))}) as eng:
@@ -286,3 +289,49 @@ def test_a_cancelled_run_leaves_the_queue_it_shares(tmp_path: Path) -> None:
             assert {c.arg[0] for c in eng.backend.calls_of("work")} == {"a"}
 
     drive(scenario)
+
+
+# --- how many executors a queue is worth (`Pool.wanted`, the decision behind the ramp) -----------
+
+
+def pool_with(queued: int, executors: list[int], *, concurrency: int = 1, max_containers: int | None = None,
+              avg_call: float | None = None, first_dispatch: float | None = None) -> Pool:
+    """A pool of executors with these in-flight counts and `queued` calls of one run."""
+    config = FunctionConfig(concurrency=concurrency, max_containers=max_containers)
+    pool = Pool(SimpleNamespace(name="app"), FunctionSettings("work", "fakeapp", config, Retries()))  # type: ignore[arg-type]
+    pool.executors = [SimpleNamespace(stopping=False, inflight=n) for n in executors]  # type: ignore[misc]
+    run = SimpleNamespace(run_id="r", priority=1, done=asyncio.Event())
+    for i in range(queued):
+        pool.queue.append(SimpleNamespace(run=run, id=f"c{i}"))  # type: ignore[arg-type]
+    pool.avg_call, pool.first_dispatch = avg_call, first_dispatch
+    return pool
+
+
+def test_a_pool_with_no_executor_starts_one_before_it_knows_how_long_calls_take() -> None:
+    assert pool_with(100, []).wanted(now=0.0, start_cost=0.5) == 1
+    assert pool_with(0, []).wanted(now=0.0, start_cost=0.5) == 0
+
+
+def test_slow_calls_get_an_executor_each_up_to_max_containers_at_once() -> None:
+    # Ten calls of 2 s queued behind one busy executor: each is worth its own start.
+    pool = pool_with(10, [1], max_containers=10, avg_call=2.0)
+    assert pool.wanted(now=0.0, start_cost=0.5) == 9
+    assert pool_with(10, [1], max_containers=4, avg_call=2.0).wanted(now=0.0, start_cost=0.5) == 3
+
+
+def test_trivial_calls_are_drained_by_the_executors_there_are() -> None:
+    # A thousand 1 ms calls: one executor finishes them before another would have started.
+    assert pool_with(300, [1], avg_call=0.001).wanted(now=0.0, start_cost=0.5) == 0
+
+
+def test_free_slots_and_starting_executors_count_before_new_starts() -> None:
+    assert pool_with(3, [0, 1], concurrency=2).wanted(now=0.0, start_cost=0.5) == 0
+    starting = pool_with(4, [], concurrency=2)
+    starting.starting = 2
+    assert starting.wanted(now=0.0, start_cost=0.5) == 0
+
+
+def test_before_any_call_ends_its_age_stands_for_its_duration() -> None:
+    # Nothing has finished yet: the first call has run 3 s, so the queue is slow work.
+    assert pool_with(5, [1], max_containers=8, first_dispatch=10.0).wanted(now=13.0, start_cost=0.5) == 5
+    assert pool_with(5, [1], max_containers=8, first_dispatch=10.0).wanted(now=10.01, start_cost=0.5) == 0
