@@ -100,6 +100,25 @@ def test_max_executors_caps_every_function_together(tmp_path: Path) -> None:
     drive(scenario)
 
 
+def test_every_function_with_calls_gets_its_first_executor_whatever_max_executors(tmp_path: Path) -> None:
+    async def main(c: FakeCall) -> list[object]:
+        children = [call("a", 1), call("a", 2), call("b", 1)]
+        c.submit(*children)
+        values = await c.wait(*children)
+        return [values[n.id] for n in children]
+
+    async def scenario() -> None:
+        async with FakeEngine(tmp_path, {"main": main, "a": None, "b": None}, max_executors=1) as eng:
+            run = eng.submit()
+            await eng.until(lambda: eng.backend.running_of("a") and eng.backend.running_of("b"),
+                            "a call of a and one of b running")
+            await eng.serve(run, "a", "b", value=lambda c: c.function + str(c.arg))
+            assert eng.result(run) == ["a1", "a2", "b1"]
+            assert eng.backend.peak["a"] == 1 and eng.backend.peak["b"] == 1  # but no second one
+
+    drive(scenario)
+
+
 def test_parents_blocked_on_their_children_leave_room_for_them(tmp_path: Path) -> None:
     """A recursive fan-out cannot deadlock the engine: the root and two parents waiting on
     their children hold executors that do not count against max_executors, so the children's
