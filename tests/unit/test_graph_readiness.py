@@ -34,14 +34,15 @@ def test_a_call_starts_only_when_every_future_in_its_arguments_has_a_value(tmp_p
         async with FakeEngine(tmp_path, {"main": lambda _: joined, "work": None, "join": echo}) as eng:
             run = eng.submit()
             await eng.until(lambda: len(eng.backend.running_of("work")) == 4, "the four inputs running")
+            # Every input but the one deepest in the arguments (inside a tuple inside a list).
             for held in eng.backend.running_of("work"):
-                if held.arg != 4:
+                if held.arg != 3:
                     held.answer(held.arg * 10)
-            await eng.until(lambda: all(eng.stored_status(run, i) == "succeeded" for i in ("w1", "w2", "w3")),
+            await eng.until(lambda: all(eng.stored_status(run, i) == "succeeded" for i in ("w1", "w2", "w4")),
                             "three inputs committed")
             assert eng.stored_status(run, "join") == "pending"
             assert not eng.backend.calls_of("join")
-            eng.backend.running_of("work")[0].answer(40)
+            eng.backend.running_of("work")[0].answer(30)
             await eng.finished(run)
             assert eng.result(run) == ((10, [20, (30, "plain")]), {"key": 40})
             assert len(eng.backend.calls_of("join")) == 1
