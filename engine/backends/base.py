@@ -14,6 +14,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+import grpc
+
+from engine import wire
+
 
 @dataclass(frozen=True)
 class ExecutorSpec:
@@ -82,6 +86,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
         """Report whether the executor has exited and why (exit code, out-of-memory kill)."""
+
+    def channel(self, handle: ExecutorHandle) -> grpc.aio.Channel:
+        """The channel the scheduler speaks to a started executor over: gRPC to its `address`.
+        Only a backend whose executors are reached another way overrides it (the unit tests'
+        in-process fake, `tests/unit/fakebackend.py`, answers on the scheduler's own loop)."""
+        return grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
 
     async def logs(self, handle: ExecutorHandle) -> str:
         """Whatever the executor wrote outside of calls (start-up errors). Best effort."""

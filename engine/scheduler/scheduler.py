@@ -1005,7 +1005,11 @@ class Scheduler:
 
     def _reap(self, ex: ExecutorState) -> None:
         ex.reap = None
-        if ex.inflight == 0 and not ex.stopping:
+        # Judged again now, and out of the pool at once (`_retire` takes a loop step): executors
+        # that went idle together each have a timer, and must not all go below the warm minimum.
+        others = sum(1 for e in ex.pool.executors if not e.stopping and e is not ex)
+        if ex.inflight == 0 and not ex.stopping and others >= ex.pool.warm_minimum:
+            ex.pool.executors.remove(ex)
             self._retire_soon(ex)
 
     def _retire_soon(self, ex: ExecutorState) -> None:
@@ -1055,8 +1059,7 @@ class Scheduler:
         started = time.monotonic()
         try:
             handle = await self.backend.start_executor(spec)
-            channel = grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
-            ex = ExecutorState(handle, channel, pool)
+            ex = ExecutorState(handle, self.backend.channel(handle), pool)
             reply = await ex.stub.Initialize(pb.InitializeRequest(
                 protocol_version=wire.PROTOCOL_VERSION, function=settings.name,
                 code_zip=app.code_zip, code_digest=app.code_digest, module=settings.module,

@@ -141,6 +141,9 @@ class CountingBackend(Backend):
     async def logs(self, handle: ExecutorHandle) -> str:
         return await self.inner.logs(handle)
 
+    def channel(self, handle: ExecutorHandle) -> Any:
+        return self.inner.channel(handle)
+
     async def close(self) -> None:
         await self.inner.close()
 
