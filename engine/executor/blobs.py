@@ -1,6 +1,6 @@
 """The executor's side of the Blobs service: large values to and from the scheduler.
 
-An executor shares no filesystem with the scheduler (on Swarm it is on another machine), so a
+An executor need share no filesystem with the scheduler (on Swarm it is on another machine), so a
 value too large to travel inline is streamed to the scheduler's `Blobs` service (`put_blob`) and
 referenced by its SHA-256; a reference it receives is streamed back (`get_blob`). Both directions
 check the digest, and carry the executor's credential: the scheduler gives a blob only to an
@@ -13,6 +13,8 @@ On the scheduler's own machine an executor may have an exchange directory instea
 `in/`, mapped into memory rather than streamed; a value it stores is written to `out/` and
 named in `Blobs.Adopt`, and the scheduler moves that file into the store. Whatever the exchange
 directory cannot do (a blob not linked there, an adoption refused) falls back to streaming.
+A mapped blob's digest is not checked again: the scheduler hashed it when it stored it, and the
+file is read-only (docker mounts `in/` read-only).
 """
 
 from __future__ import annotations

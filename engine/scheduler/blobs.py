@@ -95,10 +95,12 @@ class BlobService(pb_grpc.BlobsServicer):
         grant = self.access.grant_of(context)
         if grant is None:
             await self.access.refuse(context, None, "", "", "storing a blob: no valid executor credential")
-        if grant.exchange is None:
+        exchange = grant.exchange
+        if exchange is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this executor has no exchange directory")
+            return pb.PutBlobResponse()  # (abort raises)
         try:
-            digest, size = await asyncio.to_thread(grant.exchange.adopt, request.name)
+            digest, size = await asyncio.to_thread(exchange.adopt, request.name)
         except NotAdopted as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         grant.put.add(digest)

@@ -59,10 +59,10 @@ from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch, SDKUsageError
 from engine.scheduler.access import Access
 from engine.scheduler.blobs import BlobService
-from engine.scheduler.exchange import Exchanges, local_blob_dir
 from engine.scheduler.budgets import Budget, BudgetRefused, RunBudget, dump_budget, load_budget
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.context import RequestContexts
+from engine.scheduler.exchange import Exchanges, local_blob_dir
 from engine.scheduler.leases import Leases
 from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
 from engine.scheduler.state import (
@@ -632,6 +632,7 @@ class Scheduler:
         which = arg.WhichOneof("kind")
         if which == "list":
             return list(arg.list.items)
+        data: bytes | memoryview
         if which == "ref":
             data = self._result_bytes(run.calls[arg.ref])
         else:

@@ -44,25 +44,31 @@ def assert_every_blob_is_what_its_name_says(state_dir: Path) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == name, f"blob {name[:12]} is corrupt"
 
 
-async def _drive(backend: str, state_dir: Path, fn: Any, **kwargs: Any) -> tuple[Any, dict[str, int], list[str]]:
-    """Run `fn(**kwargs)` on a scheduler of our own; returns the run, the Blobs service's counts
-    and what was left in the exchange directories after the scheduler closed."""
-    store = open_store(store_url(state_dir))
+async def _drive(backend: str, state_dir: Path, fn: Any, url: str | None = None, share: bool = True,
+                 **kwargs: Any) -> tuple[Any, Any, dict[str, int], list[str]]:
+    """Run `fn(**kwargs)` on a scheduler of our own (store `url`, SQLite in `state_dir` by
+    default; `share=False`: as if the executors were on another machine); returns the run, its
+    value, the
+    Blobs service's counts and what was left in the exchange directories after it closed."""
+    store = open_store(url or store_url(state_dir))
     app = app_spec_from_function(fn)
-    scheduler = Scheduler(store, make_backend(backend, state_dir, app), max_executors=4)
+    executors = make_backend(backend, state_dir, app)
+    executors.shares_filesystem = executors.shares_filesystem and share
+    scheduler = Scheduler(store, executors, max_executors=4)
     await scheduler.start()
     try:
         args = pb.Arguments()
-        for key, value in kwargs.items():
-            args.kwargs[key].value.data = wire.dumps(value)
+        for key, arg in kwargs.items():
+            args.kwargs[key].value.data = wire.dumps(arg)
         run = scheduler.submit_run(app, wire.dumps(kwargs), args)
         await asyncio.wait_for(run.done.wait(), 180)
+        value = wire.loads(store.run_result(store.get_run(run.run_id)) or wire.dumps(None))
     finally:
         await scheduler.close()
         store.close()
     stats = scheduler.blobs.stats
     left = [str(p) for p in (state_dir / "blobs" / ".exchange").glob("*")]
-    return run, {"puts": stats.puts, "adopted": stats.adopted, "gets": stats.gets}, left
+    return run, value, {"puts": stats.puts, "adopted": stats.adopted, "gets": stats.gets}, left
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -71,7 +77,7 @@ def test_a_large_value_moves_through_the_exchange_directory_and_is_checkpointed(
     if backend == "docker":
         request.getfixturevalue("docker_client")
     app = apps("app_exchange")
-    run, stats, left = asyncio.run(_drive(backend, state_dir, app.pass_on, size=SIZE))
+    run, _, stats, left = asyncio.run(_drive(backend, state_dir, app.pass_on, size=SIZE))
 
     outcome = read_outcome(state_dir, run.run_id)
     assert outcome.status == "succeeded", outcome.error()
@@ -97,18 +103,32 @@ def test_a_large_value_moves_through_the_exchange_directory_and_is_checkpointed(
     assert left == [], f"exchange directories left behind: {left}"
 
 
+@pytest.mark.parametrize("where", ["another machine", "postgresql"])
+def test_values_stream_where_no_directory_is_shared(apps, state_dir, where, request) -> None:
+    """Executors on another machine (swarm), or blobs that are rows (PostgreSQL): no exchange
+    directory, the value streams through Blobs.Put and Blobs.Get as before, intact."""
+    app = apps("app_exchange")
+    url = request.getfixturevalue("postgres_url") if where == "postgresql" else None
+    run, value, stats, left = asyncio.run(_drive("process", state_dir, app.pass_on, url=url,
+                                          share=where != "another machine", size=SIZE))
+    assert run.status == "succeeded"
+    assert value["size"] == SIZE and value["seed_ok"] and value["exchange"] == ""
+    assert stats == {"puts": 1, "adopted": 0, "gets": 1}, stats
+    assert left == [] and not (state_dir / "blobs" / ".exchange").exists()
+
+
 @pytest.mark.docker
 def test_a_container_reads_only_what_it_was_given_and_cannot_plant_a_blob(
         apps, state_dir, docker_client) -> None:
     app = apps("app_exchange")
-    victim, _, _ = asyncio.run(_drive("docker", state_dir, app.victim, size=4 * MB))
+    victim, _, _, _ = asyncio.run(_drive("docker", state_dir, app.victim, size=4 * MB))
     secret = read_outcome(state_dir, victim.run_id)
     assert secret.status == "succeeded", secret.error()
     secret_digest = wire.digest(wire.dumps(app.blob(4 * MB, 7)))
     assert secret_digest in blobs_on_disk(state_dir)
 
     own = app.blob(3 * MB, 9)
-    run, stats, left = asyncio.run(_drive("docker", state_dir, app.intruder, secret_digest=secret_digest,
+    run, _, stats, left = asyncio.run(_drive("docker", state_dir, app.intruder, secret_digest=secret_digest,
                                           blob_dir=str(state_dir / "blobs"), own=own))
     outcome = read_outcome(state_dir, run.run_id)
     assert outcome.status == "succeeded", outcome.error()

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from sidefx import record
 
 from engine import application, function
 from engine.sdk import runtime as sdk_runtime
 from engine.wire.v1 import engine_pb2 as pb
-
-from sidefx import record
 
 
 def blob(size: int, seed: int) -> bytes:
