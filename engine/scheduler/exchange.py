@@ -208,7 +208,8 @@ def _hash_and_sync(fd: int, size: int) -> str:
     try:
         hasher = hashlib.sha256()
         if size:
-            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
+            # Populated at once: one page-table fill instead of a fault per 4 KiB page.
+            with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ) as view:
                 hasher.update(view)
     finally:
         syncing.join()
