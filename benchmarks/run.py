@@ -33,13 +33,14 @@ tensorlake, and `--max-minutes` skips what is left once the budget is spent — 
   another (`measure.future(make.future(mb))`: `make` returns `bytes(mb MiB)`, `measure` its
   length), and the same with 0 MiB, the fixed cost of the three calls and their executors'
   start-ups; per backend and repeat, the run's stored duration, and the transfer's throughput
-  mb / (duration(mb) - duration(0)) in MiB/s. A value above 1 MiB streams from `make`'s executor to
-  the scheduler's Blobs service and on to `measure`'s, and the engine's number includes fsyncing
+  mb / (duration(mb) - duration(0)) in MiB/s. A value above 1 MiB goes from `make`'s executor to
+  the store and on to `measure`'s through their exchange directories (files adopted by rename and
+  mapped, docs/architecture.md), and the engine's number includes hashing and fsyncing
   it to the state directory (every result is checkpointed), while Ray's (`ray_large.py`, peers
   venv, same repeat, sizes 0, 1, 16, 128 after one small warm-up call) keeps it in its
   shared-memory object store. From the store's timestamps, each run also splits the transfer into
-  `make`'s call (create, pickle, hash, `Blobs.Put`, fsync), the hand-off, and `measure`'s call
-  (`Blobs.Get`, unpickle), each from its dispatch: free of executor start-ups.
+  `make`'s call (create, pickle into its exchange directory, `Blobs.Adopt`: hash, fsync), the
+  hand-off, and `measure`'s call (map, unpickle), each from its dispatch: free of executor start-ups.
 - `tensorlake` — the fan-out in Tensorlake's `run_local_application` (`tensorlake_fanout.py`,
   peers venv), for each size it finishes within 5 minutes; larger sizes are skipped (and why).
 
@@ -737,8 +738,8 @@ def part_resume(args: argparse.Namespace, results: dict[str, Any], backends: lis
 
 def large_phases(row: dict[str, Any]) -> dict[str, float | None]:
     """A large-value run's transfer from the store's timestamps: `make`'s call from its dispatch to
-    its result checkpointed (create, pickle, hash, `Blobs.Put`, fsync), the hand-off to `measure`'s
-    dispatch (the scheduler), and `measure`'s call (`Blobs.Get`, unpickle, result back)."""
+    its result checkpointed (create, pickle into a file, `Blobs.Adopt`: hash, fsync), the hand-off to
+    `measure`'s dispatch (the scheduler), and `measure`'s call (map the blob, unpickle, result back)."""
     t = row.get("timeline", {})
     mk, ms = t.get("make", {}), t.get("measure", {})
     if None in (mk.get("first_start"), mk.get("last_end"), ms.get("first_start"), ms.get("last_end")):
@@ -1374,8 +1375,8 @@ def notes(results: dict[str, Any]) -> str:
     if results.get("large"):
         text += (
             " Large value: in-run = engine: the run's stored duration (3 calls, executor start-ups "
-            "included; the value streamed to the scheduler's Blobs service and fsynced to the state "
-            "directory, as every result is checkpointed, then streamed to the consumer); Ray: "
+            "included; the value pickled into `make`'s exchange directory, adopted into the store (hashed, "
+            "fsynced: every result is checkpointed) and mapped by the consumer); Ray: "
             "`ray.get(measure.remote(make.remote(mb)))` after one small warm-up call, the value in "
             "its shared-memory object store. Transfer MiB/s = mb / (t(mb) − t(0)) of the medians; "
             "engine ÷ Ray there is Ray's MiB/s ÷ the engine's (the transfer's time ratio)."

@@ -3,9 +3,10 @@
 `pass_on` returns one tail call, `measure(make(mb))`, so a run is 3 calls: the root, `make`,
 which returns `bytes(mb * 1024 * 1024)` (zeros: cheap to create, so the time is the transfer),
 and `measure`, which receives it and returns its length. A value above 1 MiB never travels
-inside a gRPC message: `make`'s executor streams it to the scheduler (`Blobs.Put`, 1 MiB chunks),
-which fsyncs it to a content-addressed file in the state directory — every result is
-checkpointed — and `measure`'s executor streams it back (`Blobs.Get`). `run.py` runs sizes
+inside a gRPC message: on one machine `make`'s executor pickles it into its exchange directory and
+the scheduler adopts the file (`Blobs.Adopt`: hashed, fsynced, renamed to its digest in the state
+directory — every result is checkpointed), and `measure`'s executor maps it from its own exchange
+directory (engine/scheduler/exchange.py); across machines both stream. `run.py` runs sizes
 1, 16 and 128 and also 0, the fixed cost of the same three calls (executor start-ups included),
 so that mb / (duration(mb) - duration(0)) is the transfer's throughput.
 """

@@ -36,6 +36,10 @@ class ExecutorSpec:
     env: dict[str, str] = field(default_factory=dict)
     # Placement constraints (swarm backend), e.g. ("node.labels.gpu==true",). Others ignore them.
     constraints: tuple[str, ...] = ()
+    # The executor's exchange directory on this machine (engine.scheduler.exchange), given only
+    # to a backend whose `shares_filesystem` is true: the backend makes it the executor's
+    # (`ENGINE_EXCHANGE_DIR`; docker mounts `in` read-only and `out` writable).
+    exchange_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ class Backend(abc.ABC):
 
     #: Interface the scheduler's callback server binds to.
     callback_bind_host: str = "127.0.0.1"
+
+    #: Whether executors run on the scheduler's machine and can be given a directory of it: then
+    #: large values move through an exchange directory instead of streaming over gRPC.
+    shares_filesystem: bool = False
 
     @abc.abstractmethod
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:

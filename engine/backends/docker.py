@@ -17,6 +17,11 @@ How a container is run, and why:
   `ephemeral_disk_gb` (tmpfs pages count against the memory limit too). The image is
   byte-compiled at build time and sets PYTHONDONTWRITEBYTECODE, so Python needs no writable
   root; `pip install` at run time does, and is not supported (use `Image.run("pip install …")`).
+- Large values: when the Docker engine is this machine's (a unix socket) and the scheduler gives
+  an exchange directory (`spec.exchange_dir`, `engine.scheduler.exchange`), its `in` is mounted
+  read-only at `/exchange/in` and its `out` writable at `/exchange/out`, and
+  `ENGINE_EXCHANGE_DIR=/exchange` tells the executor: values move as files, not streams. The
+  container sees no other part of the host's filesystem.
 - Network: the default bridge. The scheduler dials the executor at its bridge IP on 50051 (no
   published ports to allocate or leak) and the executor calls back to the bridge gateway
   (`callback_host`, usually 172.17.0.1), which is also where the scheduler's callback server
@@ -64,6 +69,7 @@ from engine.errors import (
     InfrastructureError,
     PythonVersionMismatch,
 )
+from engine.executor.blobs import EXCHANGE_ENV
 from engine.executor.lifetime import executor_env
 from engine.images import (
     EXECUTOR_PORT,
@@ -76,6 +82,9 @@ from engine.images import (
 )
 
 log = logging.getLogger(__name__)
+
+# Where a container sees its exchange directory.
+EXCHANGE_MOUNT = "/exchange"
 
 LABEL_MANAGED = "engine.managed"
 LABEL_INSTANCE = "engine.instance"
@@ -204,6 +213,8 @@ class DockerBackend(Backend):
         self._runtime_tag: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=_DOCKER_THREADS, thread_name_prefix="docker")
         gateway = self._bridge_gateway()
+        # Bind mounts name paths of the engine's machine: only a local engine shares ours.
+        self.shares_filesystem = str(self._client.api.base_url).startswith("http+docker://")
         self.callback_host = gateway
         self.callback_bind_host = gateway
 
@@ -292,7 +303,14 @@ class DockerBackend(Backend):
             "/home/engine": (f"rw,exec,nosuid,nodev,size={disk_mb}m,uid={EXECUTOR_UID},gid={EXECUTOR_UID}"),
         }
         api = self._client.api
+        binds, environment = {}, {**spec.env, **self._executor_env}
+        environment.pop(EXCHANGE_ENV, None)
+        if spec.exchange_dir and self.shares_filesystem:
+            binds = {os.path.join(spec.exchange_dir, "in"): {"bind": f"{EXCHANGE_MOUNT}/in", "mode": "ro"},
+                     os.path.join(spec.exchange_dir, "out"): {"bind": f"{EXCHANGE_MOUNT}/out", "mode": "rw"}}
+            environment[EXCHANGE_ENV] = EXCHANGE_MOUNT
         host_config = api.create_host_config(
+            binds=binds or None,
             nano_cpus=int(spec.cpu * 1e9),
             mem_limit=memory,
             memswap_limit=memory,
@@ -319,7 +337,7 @@ class DockerBackend(Backend):
                 image,
                 name=_container_name(spec.function),
                 entrypoint=self._command,
-                environment={**spec.env, **self._executor_env},
+                environment=environment,
                 user=str(EXECUTOR_UID),
                 labels=labels,
                 host_config=host_config,

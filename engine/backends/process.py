@@ -23,6 +23,7 @@ from pathlib import Path
 
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InfrastructureError
+from engine.executor.blobs import EXCHANGE_ENV
 from engine.executor.lifetime import executor_env
 
 
@@ -30,6 +31,7 @@ class ProcessBackend(Backend):
     name = "process"
     callback_host = "127.0.0.1"
     callback_bind_host = "127.0.0.1"
+    shares_filesystem = True
 
     def __init__(self, log_dir: Path | None = None) -> None:
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="engine-executors-"))
@@ -50,6 +52,9 @@ class ProcessBackend(Backend):
         tmp.mkdir()
         env = {**os.environ, **spec.env, **self._executor_env, "PYTHONUNBUFFERED": "1",
                "TMPDIR": str(tmp)}
+        env.pop(EXCHANGE_ENV, None)
+        if spec.exchange_dir:
+            env[EXCHANGE_ENV] = spec.exchange_dir
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.executor", "--listen", "127.0.0.1:0",

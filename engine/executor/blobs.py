@@ -1,21 +1,36 @@
 """The executor's side of the Blobs service: large values to and from the scheduler.
 
-An executor shares no filesystem with the scheduler (on Swarm it is on another machine), so a
+An executor need share no filesystem with the scheduler (on Swarm it is on another machine), so a
 value too large to travel inline is streamed to the scheduler's `Blobs` service (`put_blob`) and
 referenced by its SHA-256; a reference it receives is streamed back (`get_blob`). Both directions
 check the digest, and carry the executor's credential: the scheduler gives a blob only to an
 executor whose running calls were given it, and the SDK raises `AccessDenied` for any other.
 Fetched blobs are kept in a small LRU cache: content-addressed, so never stale,
 and a fan-out handing one large value to every call fetches it once per executor.
+
+On the scheduler's own machine an executor may have an exchange directory instead
+(`ENGINE_EXCHANGE_DIR`, `engine.scheduler.exchange`): a blob its calls were given is a file in
+`in/`, mapped into memory rather than streamed; a value it stores is written to `out/` and
+named in `Blobs.Adopt`, and the scheduler moves that file into the store. Whatever the exchange
+directory cannot do (a blob not linked there, an adoption refused) falls back to streaming.
+A mapped blob's digest is not checked again: the scheduler hashed it when it stored it, and the
+file is read-only (docker mounts `in/` read-only).
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
 
+import cloudpickle
 import grpc
 
 from engine import wire
@@ -25,13 +40,15 @@ from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 # Bytes of fetched blobs kept for reuse.
 CACHE_BYTES = 256 * 1024 * 1024
+# Where the backend mounted this executor's exchange directory, when it has one.
+EXCHANGE_ENV = "ENGINE_EXCHANGE_DIR"
 
 
 class BlobClient:
     """A `wire.BlobStore` backed by the scheduler's Blobs service."""
 
     def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = (),
-                 cache_bytes: int = CACHE_BYTES) -> None:
+                 cache_bytes: int = CACHE_BYTES, exchange: str | None = None) -> None:
         self.stub = pb_grpc.BlobsStub(channel)
         # The executor's credential (engine.scheduler.access), sent with every request.
         self.metadata = metadata
@@ -39,8 +56,54 @@ class BlobClient:
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached = 0
         self._lock = threading.Lock()
+        path = exchange if exchange is not None else os.environ.get(EXCHANGE_ENV, "")
+        self.exchange = Path(path) if path and Path(path, "out").is_dir() else None
+
+    def dumps(self, value: Any) -> bytes | Staged:
+        """`value` pickled: its bytes, or — when it is larger than a message may carry and there
+        is an exchange directory — a file in `out/` it was pickled straight into (no copy of a
+        large value in memory), for `adopt`. Raises what pickling raises."""
+        if self.exchange is None:
+            return wire.dumps(value)
+        spill = _Spill(self.exchange / "out", wire.INLINE_MAX_BYTES)
+        try:
+            cloudpickle.CloudPickler(spill, protocol=5).dump(value)
+        except OSError:
+            spill.discard()  # the directory failed us (full?): pickle in memory as usual
+            return wire.dumps(value)
+        except BaseException:
+            spill.discard()
+            raise
+        return spill.finish()
+
+    def adopt(self, staged: Staged) -> pb.Payload:
+        """The reference to `staged` once the scheduler has taken it into its store (streamed
+        instead when it refuses)."""
+        path = self.exchange / "out" / staged.name if self.exchange is not None else None
+        assert path is not None
+        digest = self._adopt_file(staged.name, staged.size)
+        if digest is None:
+            data = path.read_bytes()
+            path.unlink(missing_ok=True)
+            digest = self._stream(data)
+        return pb.Payload(blob=digest, size=staged.size)
 
     def put_blob(self, data: bytes) -> str:
+        if self.exchange is not None:
+            name = secrets.token_hex(16)
+            path = self.exchange / "out" / name
+            try:
+                with open(path, "xb") as fh:
+                    fh.write(data)
+            except OSError:
+                path.unlink(missing_ok=True)
+            else:
+                digest = self._adopt_file(name, len(data))
+                if digest is not None:
+                    return digest
+        return self._stream(data)
+
+    def _stream(self, data: bytes) -> str:
         digest = wire.digest(data)
         view = memoryview(data)
 
@@ -61,7 +124,46 @@ class BlobClient:
         self._remember(digest, data)
         return digest
 
-    def get_blob(self, digest: str) -> bytes:
+    def _adopt_file(self, name: str, size: int) -> str | None:
+        """Have the scheduler take `out/<name>` into its store; None when it refused (the file
+        is then still there, or gone)."""
+        assert self.exchange is not None
+        path = self.exchange / "out" / name
+        try:
+            reply = self.stub.Adopt(pb.AdoptBlobRequest(name=name), metadata=self.metadata)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                path.unlink(missing_ok=True)
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise AccessDenied(f"storing a {size}-byte value: {exc.details()}") from None
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+                return None
+            raise InfrastructureError(f"could not store a {size}-byte value with the scheduler: "
+                                      f"{exc.details()}") from None
+        if reply.size != size:
+            raise InfrastructureError(f"the scheduler stored a different blob ({reply.digest[:12]}, "
+                                      f"{reply.size} bytes) than was written ({size} bytes)")
+        return reply.digest
+
+    def _mapped(self, digest: str) -> memoryview | None:
+        """Blob `digest` from the exchange directory, mapped read-only; None when not there."""
+        if self.exchange is None or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            return None
+        try:
+            with open(self.exchange / "in" / digest, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if not size:
+                    return None
+                # Populated at once: one page-table fill instead of a fault per 4 KiB page.
+                return memoryview(mmap.mmap(fh.fileno(), size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                                            prot=mmap.PROT_READ))
+        except OSError:
+            return None
+
+    def get_blob(self, digest: str) -> bytes | memoryview:
+        mapped = self._mapped(digest)
+        if mapped is not None:
+            return mapped
         with self._lock:
             data = self._cache.get(digest)
             if data is not None:
@@ -95,3 +197,50 @@ class BlobClient:
             while self._cached > self.cache_bytes:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= len(old)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A pickled value in the exchange directory's `out/<name>`, not yet the scheduler's."""
+
+    name: str
+    size: int
+
+
+class _Spill:
+    """A file object for the pickler: bytes in memory up to `limit`, then a file in `directory`
+    from the start. The pickler hands a large bytes-like object straight to `write`, so a large
+    value goes from the function's memory into the file with no copy of it in between."""
+
+    def __init__(self, directory: Path, limit: int) -> None:
+        self.directory = directory
+        self.limit = limit
+        self.buffer = bytearray()
+        self.name = ""
+        self.fh: BinaryIO | None = None
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        if self.fh is None:
+            if self.size <= self.limit:
+                self.buffer += data
+                return n
+            self.name = secrets.token_hex(16)
+            self.fh = open(self.directory / self.name, "xb")  # noqa: SIM115 - closed in finish/discard
+            self.fh.write(self.buffer)
+            self.buffer = bytearray()
+        self.fh.write(data)
+        return n
+
+    def finish(self) -> bytes | Staged:
+        if self.fh is None:
+            return bytes(self.buffer)
+        self.fh.close()
+        return Staged(self.name, self.size)
+
+    def discard(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            (self.directory / self.name).unlink(missing_ok=True)

@@ -83,7 +83,7 @@ import grpc
 
 from engine import tracing, wire
 from engine.errors import DeserializationError, SDKUsageError, SerializationError
-from engine.executor.blobs import BlobClient
+from engine.executor.blobs import BlobClient, Staged
 from engine.executor.lifetime import (
     INIT_TIMEOUT_S,
     ORPHAN_TIMEOUT_ENV,
@@ -329,6 +329,8 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         except Exception as exc:  # noqa: BLE001 - the user's exception is the call's outcome
             return fail(exc)
 
+        blobs = self.blobs
+        assert blobs is not None
         tail = result if isinstance(result, Future) else future_of_coroutine(result)
         if tail is not None:
             if asyncio.iscoroutine(result):
@@ -340,11 +342,14 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                 return fail(exc)
             return pb.RunResponse(tail_call=pb.TailCall(root_id=tail.id, futures=encoder.specs))
         try:
-            data = wire.dumps(result)
+            # Into the exchange directory at once when large (engine.executor.blobs).
+            data = blobs.dumps(result)
         except Exception as exc:  # noqa: BLE001
             return fail(SerializationError(
                 f"{fn.name} returned a {type(result).__name__} that cannot be serialised: {exc}"
             ))
+        if isinstance(data, Staged):
+            return pb.RunResponse(value=blobs.adopt(data))
         return pb.RunResponse(value=wire.PayloadEncoder(runtime.blobs).data(data))
 
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:  # noqa: N802

@@ -44,6 +44,7 @@ from engine import wire
 from engine.wire.v1 import engine_pb2 as pb
 
 if TYPE_CHECKING:
+    from engine.scheduler.exchange import Exchange
     from engine.scheduler.state import CallState, RunState
 
 log = logging.getLogger("engine.scheduler.access")
@@ -55,9 +56,9 @@ class Denied(Exception):
 class Grant:
     """What one executor may do: the calls it runs now and the blobs it may read."""
 
-    __slots__ = ("id", "secret", "function", "calls", "blobs", "put")
+    __slots__ = ("id", "secret", "function", "calls", "blobs", "put", "exchange")
 
-    def __init__(self, grant_id: str, secret: str, function: str) -> None:
+    def __init__(self, grant_id: str, secret: str, function: str, exchange: Exchange | None = None) -> None:
         self.id = grant_id
         self.secret = secret
         self.function = function
@@ -67,6 +68,9 @@ class Grant:
         self.blobs: Counter[str] = Counter()
         # Blobs this executor put through the Blobs service (it holds their bytes anyway).
         self.put: set[str] = set()
+        # Its exchange directory (engine.scheduler.exchange), when it has one: the blobs it may
+        # read are linked there while it may read them.
+        self.exchange = exchange
 
     def runs(self, run_id: str, call_id: str) -> bool:
         return (run_id, call_id) in self.calls
@@ -82,6 +86,8 @@ class Grant:
         for digest in digests:
             given.append(digest)
             self.blobs[digest] += 1
+            if self.exchange is not None and self.blobs[digest] == 1:
+                self.exchange.link(digest)
 
     def describe(self) -> str:
         running = ", ".join(f"run {r} call {c}" for r, c in list(self.calls)[:3]) or "no call"
@@ -99,9 +105,9 @@ class Access:
 
     # --- the scheduler's side --------------------------------------------------------------
 
-    def issue(self, executor: object, function: str) -> str:
+    def issue(self, executor: object, function: str, exchange: Exchange | None = None) -> str:
         """A new credential for `executor`, to send in its InitializeRequest."""
-        grant = Grant(secrets.token_hex(8), secrets.token_urlsafe(32), function)
+        grant = Grant(secrets.token_hex(8), secrets.token_urlsafe(32), function, exchange)
         self._grants[grant.id] = grant
         self._of[executor] = grant
         return f"{grant.id}.{grant.secret}"
@@ -110,6 +116,8 @@ class Access:
         grant = self._of.pop(executor, None)
         if grant is not None:
             self._grants.pop(grant.id, None)
+            if grant.exchange is not None:
+                grant.exchange.remove()
 
     def call_started(self, executor: object, call: CallState, arguments: pb.Arguments) -> None:
         """`call` is about to be sent to `executor`, with `arguments` (values only)."""
@@ -130,6 +138,8 @@ class Access:
                 grant.blobs[digest] = left
             else:
                 del grant.blobs[digest]
+                if grant.exchange is not None:
+                    grant.exchange.unlink(digest)
 
     def screen_response(self, executor: object, call: CallState, response: pb.RunResponse) -> None:
         """Turn a response that references blobs its executor may not read into a failure of

@@ -66,6 +66,7 @@ from engine.scheduler.blobs import BlobService
 from engine.scheduler.budgets import Budget, BudgetRefused, RunBudget, dump_budget, load_budget
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.context import RequestContexts
+from engine.scheduler.exchange import Exchanges, local_blob_dir
 from engine.scheduler.leases import Leases
 from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
 from engine.scheduler.state import (
@@ -142,6 +143,9 @@ class Scheduler:
         # Each executor's credential, and the calls and values it may reach (`access`).
         self.access = Access()
         self.blobs = BlobService(store, self.access)
+        # Executors on this machine exchange large values through a directory beside the blobs.
+        blob_dir = local_blob_dir(store)
+        self.exchanges = Exchanges(blob_dir) if blob_dir is not None and backend.shares_filesystem else None
         self.callback_address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -181,6 +185,8 @@ class Scheduler:
         await self._server.start()
         self.callback_address = f"{self.backend.callback_host}:{port}"
         self._ticker = asyncio.ensure_future(self._tick())
+        if self.exchanges is not None:
+            await asyncio.to_thread(self.exchanges.sweep)
         self.leases.start()
         removed = await self.backend.cleanup_orphans()
         if removed:
@@ -211,6 +217,8 @@ class Scheduler:
             for ex in pool.executors:
                 await ex.channel.close()
         await self.backend.close()
+        if self.exchanges is not None:
+            await asyncio.to_thread(self.exchanges.close)
         if self._server is not None:
             await self._server.stop(grace=0)
         await self.tracer.close()
@@ -649,6 +657,7 @@ class Scheduler:
         which = arg.WhichOneof("kind")
         if which == "list":
             return list(arg.list.items)
+        data: bytes | memoryview
         if which == "ref":
             data = self._result_bytes(run.calls[arg.ref])
         else:
@@ -1047,12 +1056,14 @@ class Scheduler:
 
     async def _start_executor_async(self, pool: Pool) -> None:
         app, settings = pool.app, pool.settings
+        exchange = self.exchanges.new() if self.exchanges is not None else None
         spec = ExecutorSpec(
             function=settings.name, run_id=pool.last_run_id, cpu=settings.config.cpu,
             memory_gb=settings.config.memory, ephemeral_disk_gb=settings.config.ephemeral_disk,
             gpu=str(settings.config.gpu) if settings.config.gpu else None,
             image=settings.image_tag, concurrency=settings.config.concurrency,
             env={**self.tracer.executor_env(), **settings.env()}, constraints=settings.constraints,
+            exchange_dir=str(exchange.root) if exchange is not None else None,
         )
         handle = None
         ex: ExecutorState | None = None
@@ -1064,7 +1075,7 @@ class Scheduler:
                 protocol_version=wire.PROTOCOL_VERSION, function=settings.name,
                 code_zip=app.code_zip, code_digest=app.code_digest, module=settings.module,
                 callback_address=self.callback_address, concurrency=settings.config.concurrency,
-                credential=self.access.issue(ex, settings.name),
+                credential=self.access.issue(ex, settings.name, exchange),
             ), timeout=120)
             if reply.python_version.split(".")[:2] != wire.python_version().split(".")[:2]:
                 raise PythonVersionMismatch(
@@ -1074,6 +1085,8 @@ class Scheduler:
                 )
         except asyncio.CancelledError:
             pool.starting -= 1
+            if exchange is not None:
+                exchange.remove()
             if ex is not None:
                 self.access.revoke(ex)
             if handle is not None:  # started, not yet ours: nothing else would ever stop it
@@ -1081,6 +1094,8 @@ class Scheduler:
             raise
         except Exception as exc:  # noqa: BLE001 - every start failure fails the queued calls
             pool.starting -= 1
+            if exchange is not None:
+                exchange.remove()
             if ex is not None:
                 self.access.revoke(ex)
             if handle is not None:

@@ -8,7 +8,8 @@ Large values never ride inside a message: a `PayloadEncoder` (one per message) k
 inline only while it is small and the message has room, and otherwise puts it in a `BlobStore`
 and sends its digest. On the scheduler's side the store is the engine's own (`engine.store.Store`); on an
 executor's side it is `engine.executor.blobs.BlobClient`, which streams to and from the
-scheduler's `Blobs` service. So one big value never stalls the other calls sharing a stream, no
+scheduler's `Blobs` service (or, on the scheduler's own machine, through a directory shared with it:
+`engine.scheduler.exchange`). So one big value never stalls the other calls sharing a stream, no
 message nears gRPC's size limits, and no node needs a filesystem shared with the scheduler.
 """
 
@@ -126,7 +127,7 @@ def dumps(value: Any) -> bytes:
     return cloudpickle.dumps(value, protocol=5)
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | memoryview) -> Any:
     return cloudpickle.loads(data)
 
 
@@ -146,7 +147,7 @@ class BlobStore(Protocol):
 
     def put_blob(self, data: bytes) -> str: ...
 
-    def get_blob(self, digest: str) -> bytes: ...
+    def get_blob(self, digest: str) -> bytes | memoryview: ...
 
 
 class PayloadEncoder:
@@ -177,8 +178,9 @@ class PayloadEncoder:
         return pb.Payload(blob=blob, size=size)
 
 
-def payload_bytes(payload: pb.Payload, blobs: BlobStore) -> bytes:
-    """The pickled bytes of a payload, fetched from `blobs` when it is a reference."""
+def payload_bytes(payload: pb.Payload, blobs: BlobStore) -> bytes | memoryview:
+    """The pickled bytes of a payload, fetched from `blobs` when it is a reference (an
+    executor's blob may come mapped from its exchange directory: a read-only view, no copy)."""
     if payload.blob:
         return blobs.get_blob(payload.blob)
     return payload.data

@@ -1,6 +1,6 @@
-"""Values too large to travel inline move through the scheduler's Blobs service (real executor
-processes, real gRPC, the real store). The process backend shares a disk with the scheduler, but
-the executors do not know it: every large value they send or receive crosses gRPC as a blob."""
+"""Values too large to travel inline move as blobs (real executor processes, real gRPC, the real
+store). On the process backend with SQLite they go through each executor's exchange directory
+(test_value_exchange.py also covers docker, streaming, and a kill -9 before adoption)."""
 
 from __future__ import annotations
 

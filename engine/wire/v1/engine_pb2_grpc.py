@@ -493,6 +493,11 @@ class BlobsStub:
                 request_serializer=engine_dot_v1_dot_engine__pb2.BlobChunk.SerializeToString,
                 response_deserializer=engine_dot_v1_dot_engine__pb2.PutBlobResponse.FromString,
                 _registered_method=True)
+        self.Adopt = channel.unary_unary(
+                '/engine.v1.Blobs/Adopt',
+                request_serializer=engine_dot_v1_dot_engine__pb2.AdoptBlobRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.PutBlobResponse.FromString,
+                _registered_method=True)
 
 
 class BlobsServicer:
@@ -512,6 +517,16 @@ class BlobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Adopt(self, request, context):
+        """Take the named file of the caller's exchange directory into the store, as Put does with
+        streamed bytes: moved (never copied) out of the executor's reach, hashed, fsynced, named
+        by its digest. FAILED_PRECONDITION when the caller has no exchange directory or the file
+        cannot be taken (still open, linked elsewhere, not a regular file): the caller streams it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BlobsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -523,6 +538,11 @@ def add_BlobsServicer_to_server(servicer, server):
             'Put': grpc.stream_unary_rpc_method_handler(
                     servicer.Put,
                     request_deserializer=engine_dot_v1_dot_engine__pb2.BlobChunk.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.PutBlobResponse.SerializeToString,
+            ),
+            'Adopt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adopt,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.AdoptBlobRequest.FromString,
                     response_serializer=engine_dot_v1_dot_engine__pb2.PutBlobResponse.SerializeToString,
             ),
     }
@@ -579,6 +599,33 @@ class Blobs:
             target,
             '/engine.v1.Blobs/Put',
             engine_dot_v1_dot_engine__pb2.BlobChunk.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.PutBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adopt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.Blobs/Adopt',
+            engine_dot_v1_dot_engine__pb2.AdoptBlobRequest.SerializeToString,
             engine_dot_v1_dot_engine__pb2.PutBlobResponse.FromString,
             options,
             channel_credentials,

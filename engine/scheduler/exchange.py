@@ -1,0 +1,233 @@
+"""Large values on the scheduler's own machine: moved through the filesystem, not over gRPC.
+
+An executor that runs on the scheduler's machine (process backend, or docker on the local
+engine) and whose store keeps blobs in a local directory (SQLite) gets an *exchange directory*
+beside the blobs, on the same filesystem: `<blob_dir>/.exchange/<pid>-<n>/` with
+
+- `in/`: hard links to the blobs its running calls were given, and nothing else. A link is made
+  when `Access` gives the blob to one of the executor's calls and removed when the last such
+  call ends, so an executor can read only what the Blobs service would have streamed to it
+  (`engine.scheduler.access`). Docker mounts it read-only; the executor maps a blob into memory
+  (`mmap`) instead of receiving it in 1 MiB messages.
+- `out/`: where the executor writes a large value it would have streamed (`Blobs.Put`), then
+  names it in `Blobs.Adopt`. The scheduler takes the file into the store by renaming it (the
+  bytes are never copied), so the value is checkpointed exactly as a streamed one is.
+
+Adoption (`Exchange.adopt`) must not trust the executor, which could keep writing to the file
+after it was verified, or point `name` elsewhere. So, in this order:
+1. the file is renamed out of `out/` into the blob directory under a temporary name: from then on
+   the executor has no path to it;
+2. it must be a regular file (opened with O_NOFOLLOW) with one link (no other name it could be
+   reopened by), and no open file descriptor or mapping anywhere: a write lease
+   (`F_SETLEASE`) is granted only then; so nothing can change its bytes afterwards;
+3. it is made read-only (and the scheduler's, when the scheduler runs as root), hashed while it
+   is fsynced, and renamed to its digest — or dropped when that blob already exists.
+A file that fails 2 is deleted and Adopt answers FAILED_PRECONDITION; the executor then streams
+the value. A crash at any step leaves at most a `.tmp-*` file, which the store sweeps; a blob's
+name never points at bytes that were not fsynced and hashed.
+
+Not used (values stream as before) for the PostgreSQL store, whose blobs are rows, and for the
+swarm backend, whose executors run on other machines; docker only when its engine is local.
+What the process backend gives is convenience, not isolation: its executors run as the
+scheduler's user and could read the state directory anyway.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import mmap
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+# Linux fcntl commands (not exported by Python's fcntl module).
+F_SETLEASE = 1024
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_counter = itertools.count(1)
+
+
+class NotAdopted(Exception):
+    """The named file could not be taken into the store; the message says why."""
+
+
+class Exchange:
+    """One executor's exchange directory (see the module doc)."""
+
+    def __init__(self, root: Path, blob_dir: Path, on_remove: Callable[[Exchange], None] | None = None) -> None:
+        self.root = root
+        self.on_remove = on_remove
+        self.blob_dir = blob_dir
+        self.in_dir = root / "in"
+        self.out_dir = root / "out"
+
+    def create(self) -> None:
+        self.in_dir.mkdir(parents=True)
+        self.out_dir.mkdir()
+        # The executor may run under another uid (docker: 10001); the directories' parent, the
+        # blob directory, is the scheduler's alone, and docker mounts only these two.
+        os.chmod(self.in_dir, 0o755)
+        os.chmod(self.out_dir, 0o777)
+
+    def link(self, digest: str) -> None:
+        """Let the executor read blob `digest` (it exists in the store)."""
+        blob = self.blob_dir / digest[:2] / digest
+        target = self.in_dir / digest
+        try:
+            if stat.S_IMODE(blob.stat().st_mode) != 0o444:
+                os.chmod(blob, 0o444)  # readable by the executor's uid, writable by nobody
+            os.link(blob, target)
+        except FileExistsError:
+            pass
+        except OSError:
+            pass  # not in the store as a file (or gone): the executor streams it
+
+    def unlink(self, digest: str) -> None:
+        try:
+            (self.in_dir / digest).unlink()
+        except OSError:
+            pass
+
+    def adopt(self, name: str) -> tuple[str, int]:
+        """Take `out/<name>` into the store; returns (digest, size). Raises `NotAdopted`."""
+        if not _NAME.fullmatch(name):
+            raise NotAdopted(f"not a plain file name: {name[:80]!r}")
+        blob_dir = self.blob_dir
+        source = self.out_dir / name
+        tmp = blob_dir / f".tmp-adopt-{secrets.token_hex(8)}"
+        try:
+            os.rename(source, tmp)
+        except OSError as exc:
+            raise NotAdopted(f"no file {name} in the exchange directory ({exc.strerror})") from None
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            _remove(tmp)
+            raise NotAdopted(f"{name} is not a regular file ({exc.strerror})") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotAdopted(f"{name} is not a regular file")
+            if st.st_nlink != 1:
+                raise NotAdopted(f"{name} has other names ({st.st_nlink} links)")
+            try:
+                fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
+            except OSError as exc:
+                raise NotAdopted(f"{name} is still open or mapped by a process ({exc.strerror})") from None
+            fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
+            # Nobody holds it open and nobody can reach it by a path: its bytes are final.
+            os.fchmod(fd, 0o444)
+            if os.geteuid() == 0:
+                os.fchown(fd, 0, 0)
+            digest = _hash_and_sync(fd, st.st_size)
+        except BaseException:
+            os.close(fd)
+            _remove(tmp)
+            raise
+        os.close(fd)
+        target = blob_dir / digest[:2] / digest
+        if target.exists():
+            _remove(tmp)  # the same value was stored before
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        return digest, st.st_size
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.on_remove is not None:
+            self.on_remove(self)
+
+
+class Exchanges:
+    """The exchange directories of one scheduler, under `<blob_dir>/.exchange/`."""
+
+    def __init__(self, blob_dir: Path) -> None:
+        self.blob_dir = blob_dir
+        self.root = blob_dir / ".exchange"
+        self.live: set[Exchange] = set()
+        # Blobs linked into an exchange directory are readable by any uid (the container's):
+        # their directory, and so the store's blobs, stay the scheduler's user's alone.
+        blob_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(blob_dir, 0o700)
+        except OSError:
+            pass
+
+    def new(self) -> Exchange:
+        """A fresh, empty exchange directory (`<pid>-<n>`: a later engine sweeps it by its pid)."""
+        exchange = Exchange(self.root / f"{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}",
+                            self.blob_dir, self.live.discard)
+        exchange.create()
+        self.live.add(exchange)
+        return exchange
+
+    def close(self) -> None:
+        """Remove every exchange directory still there (the engine is stopping)."""
+        for exchange in list(self.live):
+            exchange.remove()
+
+    def sweep(self) -> int:
+        """Remove the directories of engines that are gone (killed before removing theirs)."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for path in self.root.iterdir():
+            pid = path.name.split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def local_blob_dir(store: object) -> Path | None:
+    """The store's blob directory when its blobs are files on this machine (SQLite), else None."""
+    blob_dir = getattr(store, "blob_dir", None)
+    return Path(blob_dir) if blob_dir is not None else None
+
+
+def _hash_and_sync(fd: int, size: int) -> str:
+    """SHA-256 of the file, computed while another thread fsyncs it (both release the GIL)."""
+    failed: list[OSError] = []
+
+    def sync() -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            failed.append(exc)
+
+    syncing = threading.Thread(target=sync, name="adopt-fsync")
+    syncing.start()
+    try:
+        hasher = hashlib.sha256()
+        if size:
+            # Populated at once: one page-table fill instead of a fault per 4 KiB page.
+            with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ) as view:
+                hasher.update(view)
+    finally:
+        syncing.join()
+    if failed:
+        raise failed[0]
+    return hasher.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")

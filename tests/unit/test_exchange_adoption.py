@@ -1,0 +1,109 @@
+"""The exchange directory on its own (engine/scheduler/exchange.py), on a real filesystem, no
+executor: what adoption takes into the blob directory and what it refuses."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.scheduler.exchange import Exchanges, NotAdopted
+
+
+@pytest.fixture
+def exchanges(tmp_path: Path) -> Exchanges:
+    return Exchanges(tmp_path / "blobs")
+
+
+def _blob(exchanges: Exchanges, digest: str) -> Path:
+    return exchanges.blob_dir / digest[:2] / digest
+
+
+def test_a_closed_file_is_renamed_into_the_store_under_its_digest(exchanges) -> None:
+    ex = exchanges.new()
+    data = os.urandom(300_000)
+    (ex.out_dir / "value").write_bytes(data)
+    inode = (ex.out_dir / "value").stat().st_ino
+    digest, size = ex.adopt("value")
+    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    blob = _blob(exchanges, digest)
+    assert blob.read_bytes() == data
+    assert blob.stat().st_ino == inode  # moved, not copied
+    assert blob.stat().st_mode & 0o777 == 0o444
+    assert not (ex.out_dir / "value").exists()
+    assert not list(exchanges.blob_dir.glob(".tmp-*"))
+    # The same value again: the blob stays, the second file is dropped.
+    (ex.out_dir / "again").write_bytes(data)
+    assert ex.adopt("again") == (digest, size)
+    assert not list(exchanges.blob_dir.glob(".tmp-*")) and not (ex.out_dir / "again").exists()
+
+
+def test_links_follow_what_the_executor_was_given(exchanges) -> None:
+    ex = exchanges.new()
+    (ex.out_dir / "v").write_bytes(b"a" * 100_000)
+    digest, _ = ex.adopt("v")
+    ex.link(digest)
+    assert (ex.in_dir / digest).read_bytes() == b"a" * 100_000
+    assert (ex.in_dir / digest).stat().st_ino == _blob(exchanges, digest).stat().st_ino
+    ex.unlink(digest)
+    assert list(ex.in_dir.iterdir()) == []
+    assert _blob(exchanges, digest).exists()  # the store keeps it
+    ex.link("0" * 64)  # not in the store: nothing to link (the executor would stream it)
+    assert list(ex.in_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../in", ".hidden", "a/b", "", "x" * 65])
+def test_names_other_than_a_plain_file_name_are_refused(exchanges, name) -> None:
+    with pytest.raises(NotAdopted, match="not a plain file name"):
+        exchanges.new().adopt(name)
+
+
+def test_a_symlink_to_another_blob_is_refused_and_dropped(exchanges, tmp_path) -> None:
+    ex = exchanges.new()
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 100_000)
+    (ex.out_dir / "pointer").symlink_to(secret)
+    with pytest.raises(NotAdopted, match="not a regular file"):
+        ex.adopt("pointer")
+    assert secret.read_bytes() == b"s" * 100_000
+    assert not list(exchanges.blob_dir.glob("[0-9a-f][0-9a-f]")) and not list(exchanges.blob_dir.glob(".tmp-*"))
+
+
+def test_a_file_with_another_name_is_refused(exchanges) -> None:
+    ex = exchanges.new()
+    (ex.out_dir / "v").write_bytes(b"v" * 100_000)
+    os.link(ex.out_dir / "v", ex.out_dir / "w")  # could be reopened for writing by that name
+    with pytest.raises(NotAdopted, match="other names"):
+        ex.adopt("v")
+
+
+def test_a_file_still_open_in_another_process_is_refused(exchanges) -> None:
+    ex = exchanges.new()
+    path = ex.out_dir / "v"
+    path.write_bytes(b"v" * 100_000)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; f = open(sys.argv[1], 'r+b'); "
+                               "print('open', flush=True); sys.stdin.read()", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(NotAdopted, match="still open or mapped"):
+            ex.adopt("v")
+    finally:
+        holder.communicate("")
+    assert not list(exchanges.blob_dir.glob(".tmp-*"))
+
+
+def test_directories_of_dead_engines_are_swept_and_live_ones_kept(exchanges) -> None:
+    mine = exchanges.new()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    gone = exchanges.root / f"{dead.stdout.strip()}-1-abcdef"
+    (gone / "out").mkdir(parents=True)
+    assert exchanges.sweep() == 1
+    assert not gone.exists() and mine.root.exists()
+    exchanges.close()
+    assert not mine.root.exists()
