@@ -191,8 +191,10 @@ async def _drive(
         idle = app.config.idle_timeout if app.config.idle_timeout is not None else 10.0
         # A run started here is a child of the caller's trace when TRACEPARENT names one.
         scheduler = Scheduler(store, backend, max_executors=max_exec, idle_timeout=idle,
-                              tracer=tracing.tracer(parent_from_env=True))
+                              tracer=tracing.tracer(parent_from_env=True),
+                              warm_executors=app.config.warm_executors)
         await scheduler.start()
+        scheduler.start_warm_pool()
         run = None
         try:
             if resume_id is not None:

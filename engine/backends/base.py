@@ -67,6 +67,9 @@ class Backend(abc.ABC):
     #: Interface the scheduler's callback server binds to.
     callback_bind_host: str = "127.0.0.1"
 
+    #: Blank executors kept ready by default (`engine.scheduler.warm`).
+    warm_executors: int = 2
+
     @abc.abstractmethod
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         """Start an executor and return once its gRPC server accepts connections.

@@ -119,6 +119,7 @@ class CountingBackend(Backend):
         self.name = inner.name
         self.callback_host = inner.callback_host
         self.callback_bind_host = inner.callback_bind_host
+        self.warm_executors = inner.warm_executors
         self.starts = metrics.executor_starts
         self.start_failures = metrics.executor_start_failures
 

@@ -1,0 +1,216 @@
+"""The warm pool: blank executors, started before any function asks for one.
+
+A blank executor is an executor with no application in it yet: the runtime image (docker) or
+this machine's Python (process), started from the *blank spec* — default resources (1 CPU, 1 GB,
+10 GB of scratch disk), no GPU, no secrets, no placement constraints. When a function needs a new
+executor and its own spec is the blank one but for its name, the scheduler takes a blank
+executor from here and gives it the function by `Initialize` (the code bundle, the module, the
+callback address, a credential): milliseconds instead of a container start
+(`Scheduler._start_executor_async`). A function with its own image, resources, secrets or
+constraints starts its own executor, as before.
+
+- **Started early**: when the scheduler is told to (`Scheduler.start_warm_pool`: `engine server`
+  once it listens, `engine run` before it submits the run). A function that needs an executor
+  while blank ones are still starting waits for one of those rather than start another.
+- **Held**: each blank executor's `Calls` stream is opened as soon as it accepts connections
+  (the executor accepts it before `Initialize`), so that, like every executor, it ends by
+  itself within the orphan grace when its engine dies (`engine.executor.lifetime`), and the
+  next engine sweeps whatever container is left (`Backend.cleanup_orphans`).
+- **Bounded**: at most `size` blank executors, ready or starting (`warm_executors` in
+  engine.yaml, or `ENGINE_WARM_EXECUTORS`; 0 turns the pool off). They count against
+  `max_executors`; a function that cannot use one, when there is no other room, makes ready
+  ones go (`evict`).
+- **Refilled** in the background whenever one is taken, when room comes free, and on the
+  scheduler's tick; never while calls wait for executors (`Scheduler._warm_room`: their ramp
+  comes first). A start that fails is not retried for `RETRY_AFTER_S` (a missing image must not
+  loop).
+- **Stopped** with the scheduler (`close`): those starting stop what they started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+
+import grpc
+
+from engine import wire
+from engine.backends.base import Backend, ExecutorSpec
+from engine.errors import SDKUsageError
+from engine.scheduler.pools import ExecutorState
+
+log = logging.getLogger("engine.scheduler")
+
+WARM_ENV = "ENGINE_WARM_EXECUTORS"
+#: The function name a blank executor is started under (container labels, process log names).
+BLANK = "(blank)"
+#: Seconds before starting blank executors again after a start failed.
+RETRY_AFTER_S = 30.0
+
+
+def warm_size(configured: int | None, backend: Backend) -> int:
+    """How many blank executors to keep: $ENGINE_WARM_EXECUTORS, else engine.yaml's
+    `warm_executors`, else the backend's default. Raises `SDKUsageError` for a bad value."""
+    text = os.environ.get(WARM_ENV)
+    if text is not None and text.strip():
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise SDKUsageError(f"{WARM_ENV} must be a whole number of executors (0 turns the warm pool "
+                                f"off), not {text!r}")
+        return value
+    return configured if configured is not None else backend.warm_executors
+
+
+def blank_spec(env: dict[str, str]) -> ExecutorSpec:
+    """What a blank executor is started with. `env`: what every executor gets (tracing)."""
+    return ExecutorSpec(function=BLANK, run_id="", env=dict(env))
+
+
+class WarmPool:
+    """Blank executors of one backend, ready or starting. Runs on the scheduler's loop.
+
+    `room()` says how many more executors the engine may start now (its `max_executors` less
+    every live executor, these included).
+    """
+
+    def __init__(self, backend: Backend, size: int, env: dict[str, str], room: Callable[[], int]) -> None:
+        self.backend = backend
+        self.size = max(0, size)
+        self.spec = blank_spec(env)
+        self.room = room
+        self.ready: deque[ExecutorState] = deque()
+        self.starting = 0
+        # Functions waiting for a blank executor that is still starting, first come first served.
+        self._waiters: deque[asyncio.Future[ExecutorState | None]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._paused_until = 0.0
+        # Blank executors handed to functions (the tests and benchmarks read it).
+        self.taken = 0
+
+    def live(self) -> int:
+        """Blank executors ready or starting: what counts against `max_executors`."""
+        return len(self.ready) + self.starting
+
+    def fits(self, spec: ExecutorSpec) -> bool:
+        """Whether a blank executor can serve `spec`: the same in all but its function."""
+        return self.size > 0 and dataclasses.replace(
+            spec, function=BLANK, run_id="", concurrency=self.spec.concurrency) == self.spec
+
+    def fill(self) -> None:
+        """Start blank executors up to `size`, as far as there is room."""
+        if self._closed or self.size <= 0 or time.monotonic() < self._paused_until:
+            return
+        missing = min(self.size - self.live(), self.room())
+        for _ in range(max(0, missing)):
+            self.starting += 1
+            task = asyncio.ensure_future(self._start_one())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def take(self, spec: ExecutorSpec) -> ExecutorState | None:
+        """A blank executor for `spec`, its stream open, not yet initialised; None when `spec`
+        needs one of its own or none is ready or on its way. Refills the pool."""
+        if not self.fits(spec) or self._closed:
+            return None
+        try:
+            while self.ready:
+                ex = self.ready.popleft()
+                if ex.reader is not None and not ex.reader.done():
+                    self.taken += 1
+                    return ex
+                await self._stop(ex)  # it died while it waited: its stream ended
+            if self.starting <= len(self._waiters):
+                return None
+            waiter: asyncio.Future[ExecutorState | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                ex = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                    self.ready.appendleft(waiter.result())  # handed over as it was cancelled
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+            if ex is not None:
+                self.taken += 1
+            return ex
+        finally:
+            self.fill()
+
+    def evict(self, wanted: int) -> int:
+        """Stop up to `wanted` ready blank executors, to make room for executors that cannot
+        use one. Returns how many go."""
+        gone = 0
+        while gone < wanted and self.ready:
+            ex = self.ready.pop()
+            task = asyncio.ensure_future(self._stop(ex))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            gone += 1
+        return gone
+
+    async def close(self) -> None:
+        """Stop every blank executor, those starting included."""
+        self._closed = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        ready, self.ready = list(self.ready), deque()
+        await asyncio.gather(*tasks, *(self._stop(ex) for ex in ready), return_exceptions=True)
+
+    async def _start_one(self) -> None:
+        handle = None
+        ex: ExecutorState | None = None
+        try:
+            handle = await self.backend.start_executor(self.spec)
+            channel = grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
+            ex = ExecutorState(handle, channel, None)  # type: ignore[arg-type] # its pool is the taker's
+            ex.open()  # held from now on: it ends with this engine
+        except asyncio.CancelledError:
+            self.starting -= 1
+            if handle is not None:  # started, not yet anyone's: nothing else would stop it
+                await asyncio.shield(self.backend.stop_executor(handle))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a blank executor is an optimisation: log, go on
+            self.starting -= 1
+            self._paused_until = time.monotonic() + RETRY_AFTER_S
+            log.warning("could not start a blank executor for the warm pool (again in %.0f s): %s",
+                        RETRY_AFTER_S, exc)
+            if handle is not None:
+                await self.backend.stop_executor(handle)
+            if self._waiters:
+                self._waiters.popleft().set_result(None)  # it starts its own
+            return
+        self.starting -= 1
+        if self._closed:
+            await self._stop(ex)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(ex)
+                return
+        self.ready.append(ex)
+
+    async def _stop(self, ex: ExecutorState) -> None:
+        ex.stopping = True
+        if ex.reader is not None:
+            ex.reader.cancel()
+        await ex.channel.close()
+        await self.backend.stop_executor(ex.handle)
+
+
+__all__ = ["BLANK", "WARM_ENV", "WarmPool", "blank_spec", "warm_size"]
