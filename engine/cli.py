@@ -158,20 +158,28 @@ def _budget(args: argparse.Namespace) -> dict[str, int | float | None] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.app import load_app, parse_input
-    from engine.runner import execute
+    from engine.backends.early import EarlyStart
 
-    budget = _budget(args)
-    app = load_app(args.target, Path(args.config) if args.config else None,
-                   Path(args.env_file) if args.env_file else None)
-    kwargs = parse_input(app.function, args.input, _input_file(args))
-    view = ProgressView()
+    # Blank containers start now, while the application loads (engine.runner.EarlyStart).
+    early = EarlyStart.begin(args.backend)
     try:
-        outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
-                          progress=view, note=view.note, budget=budget)
+        from engine.app import load_app, parse_input
+        from engine.runner import execute
+
+        budget = _budget(args)
+        app = load_app(args.target, Path(args.config) if args.config else None,
+                       Path(args.env_file) if args.env_file else None)
+        kwargs = parse_input(app.function, args.input, _input_file(args))
+        view = ProgressView()
+        try:
+            outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
+                              progress=view, note=view.note, budget=budget, early=early)
+        finally:
+            view.close()
+        return _report(outcome, args.json, args.output)
     finally:
-        view.close()
-    return _report(outcome, args.json, args.output)
+        if early is not None:
+            early.discard()
 
 
 def _input_file(args: argparse.Namespace) -> tuple[bytes, str] | None:

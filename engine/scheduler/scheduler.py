@@ -172,7 +172,7 @@ class Scheduler:
         self.applications: Callable[[str], AppSpec] = local_application
         # OpenTelemetry spans of runs and call attempts; does nothing unless OTEL_* ask for it.
         self.tracer = tracer if tracer is not None else tracing.tracer()
-        self.warm = WarmPool(backend, warm_size(warm_executors, backend), self.tracer.executor_env(),
+        self.warm = WarmPool(backend, warm_size(warm_executors, backend.warm_executors), self.tracer.executor_env(),
                              room=self._warm_room)
 
     # =========================================================================================

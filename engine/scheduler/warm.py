@@ -32,46 +32,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
 from engine import wire
-from engine.backends.base import Backend, ExecutorSpec
-from engine.errors import SDKUsageError
+from engine.backends.base import BLANK, WARM_ENV, Backend, ExecutorHandle, ExecutorSpec, blank_spec, warm_size
 from engine.scheduler.pools import ExecutorState
 
 log = logging.getLogger("engine.scheduler")
 
-WARM_ENV = "ENGINE_WARM_EXECUTORS"
-#: The function name a blank executor is started under (container labels, process log names).
-BLANK = "(blank)"
 #: Seconds before starting blank executors again after a start failed.
 RETRY_AFTER_S = 30.0
-
-
-def warm_size(configured: int | None, backend: Backend) -> int:
-    """How many blank executors to keep: $ENGINE_WARM_EXECUTORS, else engine.yaml's
-    `warm_executors`, else the backend's default. Raises `SDKUsageError` for a bad value."""
-    text = os.environ.get(WARM_ENV)
-    if text is not None and text.strip():
-        try:
-            value = int(text)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise SDKUsageError(f"{WARM_ENV} must be a whole number of executors (0 turns the warm pool "
-                                f"off), not {text!r}")
-        return value
-    return configured if configured is not None else backend.warm_executors
-
-
-def blank_spec(env: dict[str, str]) -> ExecutorSpec:
-    """What a blank executor is started with. `env`: what every executor gets (tracing)."""
-    return ExecutorSpec(function=BLANK, run_id="", env=dict(env))
 
 
 class WarmPool:
@@ -171,11 +145,42 @@ class WarmPool:
         ready, self.ready = list(self.ready), deque()
         await asyncio.gather(*tasks, *(self._stop(ex) for ex in ready), return_exceptions=True)
 
-    async def _start_one(self) -> None:
+    def adopt(self, handles: Awaitable[list[ExecutorHandle]], count: int, spec: ExecutorSpec) -> None:
+        """Take over `count` blank executors started before this pool (`engine.runner.EarlyStart`,
+        from `spec`, on this pool's backend): they count as starting until `handles` gives them.
+        Those that do not fit (another spec, more than `size`) are stopped."""
+        if self._closed:
+            return
+        self.starting += count
+        task = asyncio.ensure_future(self._adopt(handles, count, spec))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _adopt(self, handles: Awaitable[list[ExecutorHandle]], count: int, spec: ExecutorSpec) -> None:
+        try:
+            got = await handles
+        except asyncio.CancelledError:
+            self.starting -= count
+            raise
+        except Exception as exc:  # noqa: BLE001 - as for a start of our own: log, go on
+            log.warning("the blank executors started early could not be used: %s", exc)
+            got = []
+        for i in range(count):
+            handle = got[i] if i < len(got) else None
+            if handle is not None and spec == self.spec and i < self.size:
+                await self._start_one(lambda handle=handle: asyncio.sleep(0, handle))
+            else:
+                self.starting -= 1
+                if handle is not None:
+                    await self.backend.stop_executor(handle)
+
+    async def _start_one(self, start: Callable[[], Awaitable[ExecutorHandle]] | None = None) -> None:
+        """Start a blank executor (or receive one: `start`), and give it to the first function
+        waiting for one, else keep it ready."""
         handle = None
         ex: ExecutorState | None = None
         try:
-            handle = await self.backend.start_executor(self.spec)
+            handle = await (start() if start is not None else self.backend.start_executor(self.spec))
             channel = grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
             ex = ExecutorState(handle, channel, None)  # type: ignore[arg-type] # its pool is the taker's
             ex.open()  # held from now on: it ends with this engine

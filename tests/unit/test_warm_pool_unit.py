@@ -149,10 +149,10 @@ def test_warm_size_comes_from_the_environment_then_the_config_then_the_backend(
         monkeypatch: pytest.MonkeyPatch) -> None:
     backend = FakeBackend()
     monkeypatch.delenv(warm.WARM_ENV, raising=False)
-    assert warm_size(None, backend) == Backend.warm_executors
-    assert warm_size(5, backend) == 5
+    assert warm_size(None, backend.warm_executors) == Backend.warm_executors == 2
+    assert warm_size(5, 2) == 5
     monkeypatch.setenv(warm.WARM_ENV, "0")
-    assert warm_size(5, backend) == 0
+    assert warm_size(5, 2) == 0
     monkeypatch.setenv(warm.WARM_ENV, "-1")
     with pytest.raises(SDKUsageError, match="whole number"):
-        warm_size(None, backend)
+        warm_size(None, 2)

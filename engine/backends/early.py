@@ -1,0 +1,107 @@
+"""Blank docker executors started before an application is even loaded: `engine run`'s head start.
+
+`engine run` spends its first few hundred milliseconds importing the engine and the
+application; a container takes about as long to start. `EarlyStart.begin` (called by the CLI
+before it loads the application) makes the docker backend and starts the warm pool's first
+blank executors on a thread of its own, so the two overlap; `engine.runner` then uses that
+backend, and the scheduler's warm pool takes the containers over
+(`engine.scheduler.warm.WarmPool.adopt`) and gives them functions as they need executors.
+
+This module imports nothing heavy itself: the thread imports the Docker SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from typing import Any
+
+from engine.backends.base import Backend, blank_spec, warm_size
+from engine.errors import SDKUsageError
+
+
+class EarlyStart:
+    """Blank docker executors started on a thread before the application is loaded, for
+    `engine run`: the docker backend is made, and `count` blank containers started from the
+    warm pool's blank spec, while the main thread imports the application and opens the store.
+    `_drive` uses the backend and hands the containers to the scheduler's warm pool.
+
+    Anything going wrong here (no Docker, no runtime image) only means no early start: the
+    usual path then reports it. `discard` (always called, after the run) stops every container
+    started here that is still there: none is left behind, whatever happened to the run.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.spec = blank_spec({})
+        self.runtime_tag = ""
+        self._backend: concurrent.futures.Future[Backend | None] = concurrent.futures.Future()
+        self.handles: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._start, name="engine-early-start", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def begin(cls, requested: str | None) -> EarlyStart | None:
+        """Start early when the run may be on docker (asked for, or `auto`) and the warm pool
+        is on."""
+        name = requested or os.environ.get("ENGINE_BACKEND") or "auto"
+        try:
+            count = warm_size(None, Backend.warm_executors)
+        except SDKUsageError:
+            return None  # the scheduler reports it
+        return cls(count) if name in ("docker", "auto") and count > 0 else None
+
+    def _start(self) -> None:
+        import uuid
+
+        try:
+            import docker.errors
+
+            from engine import images
+            from engine.backends.docker import DockerBackend
+
+            tag = images.runtime_image_tag()
+            try:
+                images.docker_client().api.inspect_image(tag)
+            except docker.errors.ImageNotFound:
+                raise LookupError(tag) from None  # built by the usual path, which says so
+            backend = DockerBackend(instance_id=uuid.uuid4().hex[:12], image_for=lambda spec: tag)
+            self.runtime_tag = tag
+        except Exception:  # noqa: BLE001 - no early start; the usual path says what is wrong
+            self._backend.set_result(None)
+            self.handles.set_result([])
+            return
+        self._backend.set_result(backend)
+
+        async def start_all() -> list[Any]:
+            got = await asyncio.gather(*(backend.start_executor(self.spec) for _ in range(self.count)),
+                                       return_exceptions=True)
+            return [h for h in got if not isinstance(h, BaseException)]
+
+        try:
+            self.handles.set_result(asyncio.run(start_all()))
+        except Exception as exc:  # noqa: BLE001
+            self.handles.set_exception(exc)
+
+    def backend(self) -> Backend | None:
+        """The docker backend made here (waits for it), or None."""
+        return self._backend.result()
+
+    def discard(self) -> None:
+        """Stop every container started here that is still there (after the run: none is in
+        use any more; an adopted one is usually gone already, and stopping is idempotent)."""
+        self._thread.join()
+        backend = self._backend.result()
+        handles = self.handles.result() if self.handles.exception() is None else []
+        if backend is None or not handles:
+            return
+
+        async def stop_all() -> None:
+            await asyncio.gather(*(backend.stop_executor(h) for h in handles), return_exceptions=True)
+
+        asyncio.run(stop_all())
+
+
+__all__ = ["EarlyStart"]
