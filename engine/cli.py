@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.backends.early import EarlyStart
 
     # Blank containers start now, while the application loads (engine.runner.EarlyStart).
-    early = EarlyStart.begin(args.backend)
+    early = EarlyStart.begin(args.backend, lambda: _state_dir(args))
     try:
         from engine.app import load_app, parse_input
         from engine.runner import execute

@@ -88,9 +88,10 @@ def make_backend(name: str, state_dir: Path, app: AppSpec | None,
     if name == "process":
         from engine.backends.process import ProcessBackend
 
-        return ProcessBackend(log_dir=state_dir / "executors")
+        made = early.backend() if early is not None and early.name == "process" else None
+        return made if made is not None else ProcessBackend(log_dir=state_dir / "executors")
     if name == "docker":
-        return _docker_backend(app, progress_line, early)
+        return _docker_backend(app, progress_line, early if early is not None and early.name == "docker" else None)
     if name == "swarm":
         from engine.backends.swarm import swarm_backend
 
@@ -162,7 +163,7 @@ def execute(
     started: dict[str, str] = {}
     coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
                   backend_name=backend_name, progress=progress, note=note, started=started,
-                  budget=budget, early=early if backend_name == "docker" else None)
+                  budget=budget, early=early if early is not None and early.name == backend_name else None)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -1,13 +1,13 @@
-"""Blank docker executors started before an application is even loaded: `engine run`'s head start.
+"""Blank executors started before an application is even loaded: `engine run`'s head start.
 
 `engine run` spends its first few hundred milliseconds importing the engine and the
-application; a container takes about as long to start. `EarlyStart.begin` (called by the CLI
-before it loads the application) makes the docker backend and starts the warm pool's first
-blank executors on a thread of its own, so the two overlap; `engine.runner` then uses that
-backend, and the scheduler's warm pool takes the containers over
+application; a container (or an executor process) takes about as long to start.
+`EarlyStart.begin` (called by the CLI before it loads the application) makes the backend and
+starts the warm pool's first blank executors on a thread of its own, so the two overlap;
+`engine.runner` then uses that backend, and the scheduler's warm pool takes the executors over
 (`engine.scheduler.warm.WarmPool.adopt`) and gives them functions as they need executors.
 
-This module imports nothing heavy itself: the thread imports the Docker SDK.
+This module imports nothing heavy itself: the thread imports the backend (the Docker SDK).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from engine.backends.base import Backend, blank_spec, warm_size
@@ -23,17 +25,20 @@ from engine.errors import SDKUsageError
 
 
 class EarlyStart:
-    """Blank docker executors started on a thread before the application is loaded, for
-    `engine run`: the docker backend is made, and `count` blank containers started from the
-    warm pool's blank spec, while the main thread imports the application and opens the store.
-    `_drive` uses the backend and hands the containers to the scheduler's warm pool.
+    """Blank executors started on a thread before the application is loaded, for `engine run`:
+    the backend `name` (docker or process) is made, and `count` blank executors started from
+    the warm pool's blank spec, while the main thread imports the application and opens the
+    store. `engine.runner` uses the backend and hands the executors to the scheduler's warm
+    pool when the run's backend is `name`.
 
     Anything going wrong here (no Docker, no runtime image) only means no early start: the
     usual path then reports it. `discard` (always called, after the run) stops every container
     started here that is still there: none is left behind, whatever happened to the run.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, name: str, count: int, state_dir: Callable[[], Path]) -> None:
+        self.name = name
+        self.state_dir = state_dir
         self.count = count
         self.spec = blank_spec({})
         self.runtime_tag = ""
@@ -43,32 +48,43 @@ class EarlyStart:
         self._thread.start()
 
     @classmethod
-    def begin(cls, requested: str | None) -> EarlyStart | None:
-        """Start early when the run may be on docker (asked for, or `auto`) and the warm pool
-        is on."""
+    def begin(cls, requested: str | None, state_dir: Callable[[], Path]) -> EarlyStart | None:
+        """Start early when the run's backend is known to be docker or process (asked for; or
+        `auto`, which is docker when Docker answers) and the warm pool is on. `state_dir()`:
+        the run's state directory (the process backend's logs go there)."""
         name = requested or os.environ.get("ENGINE_BACKEND") or "auto"
         try:
             count = warm_size(None, Backend.warm_executors)
         except SDKUsageError:
             return None  # the scheduler reports it
-        return cls(count) if name in ("docker", "auto") and count > 0 else None
+        if name == "auto":
+            name = "docker"
+        return cls(name, count, state_dir) if name in ("docker", "process") and count > 0 else None
 
-    def _start(self) -> None:
+    def _make(self) -> Backend:
+        if self.name == "process":
+            from engine.backends.process import ProcessBackend
+
+            return ProcessBackend(log_dir=self.state_dir() / "executors")
         import uuid
 
+        import docker.errors
+
+        from engine import images
+        from engine.backends.docker import DockerBackend
+
+        tag = images.runtime_image_tag()
         try:
-            import docker.errors
+            images.docker_client().api.inspect_image(tag)
+        except docker.errors.ImageNotFound:
+            raise LookupError(tag) from None  # built by the usual path, which says so
+        backend = DockerBackend(instance_id=uuid.uuid4().hex[:12], image_for=lambda spec: tag)
+        self.runtime_tag = tag
+        return backend
 
-            from engine import images
-            from engine.backends.docker import DockerBackend
-
-            tag = images.runtime_image_tag()
-            try:
-                images.docker_client().api.inspect_image(tag)
-            except docker.errors.ImageNotFound:
-                raise LookupError(tag) from None  # built by the usual path, which says so
-            backend = DockerBackend(instance_id=uuid.uuid4().hex[:12], image_for=lambda spec: tag)
-            self.runtime_tag = tag
+    def _start(self) -> None:
+        try:
+            backend = self._make()
         except Exception:  # noqa: BLE001 - no early start; the usual path says what is wrong
             self._backend.set_result(None)
             self.handles.set_result([])
