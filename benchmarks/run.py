@@ -20,6 +20,12 @@ tensorlake, and `--max-minutes` skips what is left once the budget is spent — 
   and notes when each step happens (container create/start, the executor listening, Initialize,
   the call); beside it, plain `docker run` of the runtime image to the first byte on a socket
   (the floor), and the process backend's cold start (`engine run`) for reference.
+- `ramp` — `warm.py`: `apps/ramp/app.py`, 10 calls of 2 s with `max_containers` 10, and 6 with
+  6, per backend: the run's duration (ideal: just over 2 s) and how many calls were running
+  0.5 s and 1 s after the first one started.
+- `first_call` — `warm.py`: an `engine server` per backend with its warm pool of blank
+  executors, and one without: creation → dispatch of the first call of a function with no
+  executor yet (store timestamps), and POST → result.
 - `chain` — `apps/chain.py:hop` (K + 1 sequential tail calls) with K and with 1, per backend,
   beside Ray's sequential round trips: the warm per-hop latency.
 - `tree` — `apps/research_tree/app.py`: example 8's recursive research tree (depth 3 ×
@@ -75,7 +81,7 @@ APPS = HERE / "apps"
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 ENGINE_CLI = [sys.executable, "-m", "engine.cli"]
 
-PARTS = ("fanout", "docker", "cold", "chain", "tree", "resume", "large", "tensorlake")
+PARTS = ("fanout", "docker", "cold", "chain", "tree", "resume", "large", "tensorlake", "ramp", "first_call")
 FANOUT = f"{APPS / 'fanout.py'}:fanout"
 CHAIN = f"{APPS / 'chain.py'}:hop"
 ONE_CALL = f"{APPS / 'one_call.py'}:one"
@@ -703,6 +709,44 @@ def part_tree(args: argparse.Namespace, results: dict[str, Any], backends: list[
                 "runs": brows,
             }
         out["configs"].append(entry)
+        write_results(args.out, results)
+
+
+def part_ramp(args: argparse.Namespace, results: dict[str, Any], backends: list[str], budget: Budget) -> None:
+    """10 calls of 2 s (max_containers 10) and 6 (max_containers 6), per backend (`warm.py`)."""
+    import warm
+
+    rows: list[dict[str, Any]] = []
+    results["ramp"] = {"runs": rows}
+    cases = [(10, APPS / "ramp" / "engine.yaml"), (6, APPS / "ramp" / "max6.yaml")]
+    for i in range(args.repeats):
+        for backend in backends:
+            for n, config in cases:
+                if not budget.allows(f"ramp {n} on {backend} repeat {i + 1}"):
+                    return
+                row = warm.ramp(backend, n, 2.0, config, args.timeout)
+                rows.append(row)
+                log(f"ramp {n} × 2 s on {backend} #{i + 1}: {row['duration_s']:.2f} s in-run (ideal just over 2 s); "
+                    f"{row['running_after_0_5_s']} of {n} running 0.5 s after the first, "
+                    f"{row['running_after_1_s']} after 1 s, all after {row['all_running_after_s']:.2f} s")
+        write_results(args.out, results)
+
+
+def part_first_call(args: argparse.Namespace, results: dict[str, Any], backends: list[str], budget: Budget) -> None:
+    """A served first call with and without the warm pool, per backend (`warm.py`)."""
+    import warm
+
+    rows: list[dict[str, Any]] = []
+    results["first_call"] = {"runs": rows}
+    for i in range(args.repeats):
+        for backend in backends:
+            for size in (2, 0):
+                if not budget.allows(f"first call on {backend} (warm {size}) repeat {i + 1}"):
+                    return
+                row = warm.first_call(backend, size, args.timeout)
+                rows.append(row)
+                log(f"served first call on {backend}, warm pool {size}: created → dispatched "
+                    f"{row['created_to_dispatch_ms']:.1f} ms, POST → result {row['post_to_result_s']:.3f} s")
         write_results(args.out, results)
 
 
@@ -1426,7 +1470,8 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sys.exit(1))  # run the clean-up on the way out
 
-    needs_docker = "docker" in parts or ("docker" in backends and set(parts) & {"cold", "chain", "tree", "resume", "large"})
+    needs_docker = "docker" in parts or ("docker" in backends and set(parts) & {"cold", "chain", "tree", "resume", "large",
+                                                                               "ramp", "first_call"})
     needs_peers = not args.no_ray and bool(set(parts) & {"fanout", "docker", "chain", "large"}) or "tensorlake" in parts
     peers = needs_peers and ensure_peers()
     with_ray = peers and not args.no_ray
@@ -1440,7 +1485,7 @@ def main() -> int:
                      "large_mib": list(LARGE_MIB), "engine": engine_settings(config), "ray_version": None,
                      "runtime_image": None},
         "fanout": [], "chain": None, "cold_start": None, "tree": None, "resume": None, "large": None,
-        "tensorlake": None,
+        "tensorlake": None, "ramp": None, "first_call": None,
         "skipped_sizes": [], "skipped": budget.skipped, "leaks": _LEAKS,
     }
     if needs_docker:
@@ -1464,6 +1509,10 @@ def main() -> int:
             part_large(args, results, backends, with_ray, budget)
         if "tensorlake" in parts and peers:
             part_tensorlake(args, results, budget)
+        if "ramp" in parts:
+            part_ramp(args, results, backends, budget)
+        if "first_call" in parts:
+            part_first_call(args, results, backends, budget)
     finally:
         cleanup()
 

@@ -213,7 +213,9 @@ async def _drive(
         await scheduler.start()
         if early is not None and early.backend() is backend:
             scheduler.warm.adopt(asyncio.wrap_future(early.handles), early.count, early.spec)
-        scheduler.start_warm_pool()
+        # One run: blank executors serve its functions' first calls; refilling them as they are
+        # taken would start executors this run will not use (an `engine server` refills).
+        scheduler.start_warm_pool(refill=False)
         run = None
         try:
             if resume_id is not None:

@@ -192,8 +192,10 @@ class Scheduler:
         if removed:
             log.warning("removed %d executor(s) left behind by an engine that died", removed)
 
-    def start_warm_pool(self) -> None:
-        """Start the warm pool's blank executors (after `start`; in the background)."""
+    def start_warm_pool(self, *, refill: bool = True) -> None:
+        """Start the warm pool's blank executors (after `start`; in the background). With
+        `refill=False` (one run, `engine run`) the pool is not refilled as they are taken."""
+        self.warm.refill = refill
         self.warm.fill()
 
     async def close(self) -> None:
@@ -1478,7 +1480,11 @@ class Scheduler:
         return sum(r.counts[status] for r in self.runs.values())
 
     def executors_live(self) -> int:
-        return sum(p.live() for p in self.pools.values())
+        return sum(p.live() for p in self.pools.values()) + self.warm.live()
+
+    def executors_warm(self) -> int:
+        """Blank executors of the warm pool ready now (`engine.scheduler.warm`)."""
+        return len(self.warm.ready)
 
     def queued_call_ids(self, run_id: str) -> frozenset[str]:
         """Calls of a live run waiting for an executor slot: a state the store does not keep."""

@@ -20,8 +20,8 @@ constraints starts its own executor, as before.
   engine.yaml, or `ENGINE_WARM_EXECUTORS`; 0 turns the pool off). They count against
   `max_executors`; a function that cannot use one, when there is no other room, makes ready
   ones go (`evict`).
-- **Refilled** in the background whenever one is taken, when room comes free, and on the
-  scheduler's tick; never while calls wait for executors (`Scheduler._warm_room`: their ramp
+- **Refilled** (`engine server`; not for the one run of `engine run`) in the background
+  whenever one is taken, when room comes free, and on the scheduler's tick; never while calls wait for executors (`Scheduler._warm_room`: their ramp
   comes first). A start that fails is not retried for `RETRY_AFTER_S` (a missing image must not
   loop).
 - **Stopped** with the scheduler (`close`): those starting stop what they started.
@@ -69,6 +69,9 @@ class WarmPool:
         self._paused_until = 0.0
         # Blank executors handed to functions (the tests and benchmarks read it).
         self.taken = 0
+        # Whether to start more as they are taken (`Scheduler.start_warm_pool`).
+        self.refill = True
+        self._filled = False
 
     def live(self) -> int:
         """Blank executors ready or starting: what counts against `max_executors`."""
@@ -83,6 +86,9 @@ class WarmPool:
         """Start blank executors up to `size`, as far as there is room."""
         if self._closed or self.size <= 0 or time.monotonic() < self._paused_until:
             return
+        if self._filled and not self.refill:
+            return
+        self._filled = True
         missing = min(self.size - self.live(), self.room())
         for _ in range(max(0, missing)):
             self.starting += 1

@@ -182,6 +182,9 @@ class ControlPlane:
             blob_bytes=lambda: {(("direction", "put"),): blobs.put_bytes,
                                 (("direction", "get"),): blobs.get_bytes},
             blobs=lambda: {(("direction", "put"),): blobs.puts, (("direction", "get"),): blobs.gets})
+        metrics.registry.gauge(
+            "engine_executors_warm", "Blank executors of the warm pool, ready for a function's first call.",
+            lambda: {(("backend", backend_name),): self.scheduler.executors_warm()})
 
     # =========================================================================================
     # accepting runs
