@@ -549,10 +549,17 @@ def part_cold(args: argparse.Namespace, results: dict[str, Any], backends: list[
     probes: list[dict[str, Any]] = []
     floors: dict[str, list[float]] = {name: [] for name in cold_start.FLOORS}
     process_rows: list[dict[str, Any]] = []
+    # `engine run` as a user runs it, with the warm pool (blank containers started while the
+    # application loads, engine.backends.early): start to exit.
+    docker_runs: list[dict[str, Any]] = []
     for i in range(args.cold_repeats):
         if not budget.allows(f"cold start repeat {i + 1}"):
             break
         if "docker" in backends:
+            row = engine_run(ONE_CALL, 1, "docker", None, args.timeout)
+            docker_runs.append(row)
+            log(f"cold start #{i + 1}: engine run on docker with its warm pool {row['wall_s']:.2f} s start to exit, "
+                f"{row['duration_s']:.3f} s in-run")
             probe = cold_probe(args.timeout)
             probes.append(probe)
             for name in cold_start.FLOORS:
@@ -577,6 +584,14 @@ def part_cold(args: argparse.Namespace, results: dict[str, Any], backends: list[
         cold = out["docker"]["phases_median_s"]["cold_start_s"]
         floor = out["docker"]["floors_median_s"]["imports"]
         out["docker"]["engine_share_above_docker_run_s"] = cold - floor if cold and floor else None
+    if docker_runs:
+        out["docker_engine_run"] = {
+            "wall_s": [r["wall_s"] for r in docker_runs], "duration_s": [r["duration_s"] for r in docker_runs],
+            "median_wall_s": median([r["wall_s"] for r in docker_runs]),
+            "median_duration_s": median([r["duration_s"] for r in docker_runs]),
+            "median_to_first_dispatch_s": median([r.get("to_first_dispatch_s") for r in docker_runs]),
+            "runs": docker_runs,
+        }
     if process_rows:
         out["process"] = {
             "duration_s": [r["duration_s"] for r in process_rows], "wall_s": [r["wall_s"] for r in process_rows],
@@ -590,7 +605,8 @@ def part_cold(args: argparse.Namespace, results: dict[str, Any], backends: list[
 
 
 def cold_probe(timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_SPAWN_T": repr(time.time())}
+    # The probe decomposes a true cold start: no warm pool (a container started for the call).
+    env = {**os.environ, "BENCH_SPAWN_T": repr(time.time()), "ENGINE_WARM_EXECUTORS": "0"}
     proc, wall = run_cmd([sys.executable, str(HERE / "cold_start.py")], timeout, env=env, engine=True)
     exited = time.time()
     if proc.returncode != 0:
@@ -1170,6 +1186,10 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         value = cold["phases_median_s"]["cold_start_s"]
         out["cold_start_s"] = {"target": COLD_TARGET_S, "value": value, "met": value <= COLD_TARGET_S,
                                "engine_share_above_docker_run_s": cold["engine_share_above_docker_run_s"]}
+    run_docker = (results.get("cold_start") or {}).get("docker_engine_run")
+    if run_docker:
+        value = run_docker["median_wall_s"]
+        out["engine_run_one_call_docker_s"] = {"target": 1.0, "value": value, "met": value <= 1.0}
     chain = (results.get("chain") or {}).get("engine", {})
     for backend, e in chain.items():
         value = e["median_per_hop_from_dispatch_ms"]
@@ -1254,8 +1274,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"{fmt(d.get('engine_share_above_docker_run_s'))} | – | – | | |"
         )
         lines.append(
-            f"| cold start end to end: `engine run` process start to exit, s | {fmt(p.get('median_wall_s'))} | "
+            f"| cold start end to end, no warm pool (the probe): process start to exit, s | – | "
             f"{fmt(ph.get('end_to_end_s'))} | – | – | | |"
+        )
+        w = cold.get("docker_engine_run") or {}
+        lines.append(
+            f"| one-call `engine run`, warm pool on: process start to exit, s | {fmt(p.get('median_wall_s'))} | "
+            f"{fmt(w.get('median_wall_s'))} | – | – | | ≤ 1.0 s (docker) |"
         )
     chain = results.get("chain")
     if chain:

@@ -210,8 +210,8 @@ class Scheduler:
         for task in starts:
             task.cancel()
         await asyncio.gather(*starts, return_exceptions=True)
-        await asyncio.gather(*list(self._retiring), return_exceptions=True)
-        await self.warm.close()
+        # Blank executors go with every other executor in `backend.close`, at once.
+        await asyncio.gather(self.warm.close(stop=False), *list(self._retiring), return_exceptions=True)
         for run in self.runs.values():
             for call in run.calls.values():
                 if call.task is not None and not call.task.done():

@@ -138,8 +138,10 @@ class WarmPool:
             gone += 1
         return gone
 
-    async def close(self) -> None:
-        """Stop every blank executor, those starting included."""
+    async def close(self, *, stop: bool = True) -> None:
+        """Stop every blank executor, those starting included. `stop=False` when the backend is
+        about to stop everything it started anyway (`Backend.close`, which removes them all at
+        once): the ready ones are only let go of here."""
         self._closed = True
         for waiter in self._waiters:
             if not waiter.done():
@@ -149,7 +151,15 @@ class WarmPool:
         for task in tasks:
             task.cancel()
         ready, self.ready = list(self.ready), deque()
-        await asyncio.gather(*tasks, *(self._stop(ex) for ex in ready), return_exceptions=True)
+        await asyncio.gather(*tasks, *(self._stop(ex) if stop else self._let_go(ex) for ex in ready),
+                             return_exceptions=True)
+
+    @staticmethod
+    async def _let_go(ex: ExecutorState) -> None:
+        ex.stopping = True
+        if ex.reader is not None:
+            ex.reader.cancel()
+        await ex.channel.close()
 
     def adopt(self, handles: Awaitable[list[ExecutorHandle]], count: int, spec: ExecutorSpec) -> None:
         """Take over `count` blank executors started before this pool (`engine.runner.EarlyStart`,
