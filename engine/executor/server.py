@@ -2,7 +2,8 @@
 
 One executor serves one function of one application (code bundle). The scheduler starts it (as
 a process or a container), sends `Initialize` once with the zipped project, then opens one `Calls`
-stream and writes a `RunRequest` on it for every call routed here, up to the function's
+stream (a blank executor of the warm pool, `engine.scheduler.warm`, has it opened first, and is
+given its function by `Initialize` later) and writes a `RunRequest` on it for every call routed here, up to the function's
 `concurrency` at once; each `RunResponse` goes back on the stream as its call finishes. The executor keeps no state
 between calls beyond the imported code: every outcome goes back in the `RunResponse`, and the
 scheduler checkpoints it. The one exception is the instance of a `@cls()` class
