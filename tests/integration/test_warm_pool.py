@@ -35,6 +35,13 @@ def containers_of(client: Any, engine_pid: int, *, running_only: bool = False) -
     return {c["Id"]: c for c in found}
 
 
+def warm_ready(server: ServerProcess) -> int:
+    """The server's `engine_executors_warm` gauge: blank executors up and held by their stream."""
+    text = server.ok("GET", "/metrics")
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("engine_executors_warm{"))
+
+
 def served_by(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [result["root"], result["child"]]
 
@@ -54,6 +61,7 @@ def test_a_served_runs_first_calls_go_to_blank_executors_started_before_it(
     servers.append(server)
     blank = poll(lambda: (found := executors_of(server.proc.pid)) and len(found) == 2 and found,
                  timeout=60, what="two blank executors before any run")
+    poll(lambda: warm_ready(server) == 2, timeout=60, what="the blank executors to be up")
     server.deploy(APP)
     run = server.wait(server.submit("first", 7))
     assert run["status"] == "succeeded", run
@@ -152,8 +160,9 @@ def test_blank_containers_of_a_killed_server_end_and_are_swept(
     servers.append(server)
     pid = server.proc.pid
     try:
-        poll(lambda: len(containers_of(docker_client, pid, running_only=True)) == 2, timeout=120,
-             what="two blank containers")
+        # Held from the moment they accept connections (one killed before that, as any executor
+        # still starting, waits for the next engine's sweep).
+        poll(lambda: warm_ready(server) == 2, timeout=120, what="two blank containers, up and held")
         server.kill9()
         # Never initialised, but held by their Calls stream: they end within the grace (or,
         # on a Docker engine shared with other live engines, one of those sweeps them first).
