@@ -43,7 +43,8 @@ class EarlyStart:
         self.spec = blank_spec({})
         self.runtime_tag = ""
         self._backend: concurrent.futures.Future[Backend | None] = concurrent.futures.Future()
-        self.handles: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+        # One per executor, each set as it is up (None: it could not start).
+        self.handles: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(count)]
         self._thread = threading.Thread(target=self._start, name="engine-early-start", daemon=True)
         self._thread.start()
 
@@ -87,19 +88,24 @@ class EarlyStart:
             backend = self._make()
         except Exception:  # noqa: BLE001 - no early start; the usual path says what is wrong
             self._backend.set_result(None)
-            self.handles.set_result([])
+            for future in self.handles:
+                future.set_result(None)
             return
         self._backend.set_result(backend)
 
-        async def start_all() -> list[Any]:
-            got = await asyncio.gather(*(backend.start_executor(self.spec) for _ in range(self.count)),
-                                       return_exceptions=True)
-            return [h for h in got if not isinstance(h, BaseException)]
+        async def start(future: concurrent.futures.Future[Any]) -> None:
+            try:
+                future.set_result(await backend.start_executor(self.spec))
+            except Exception:  # noqa: BLE001 - one fewer blank executor
+                future.set_result(None)
 
-        try:
-            self.handles.set_result(asyncio.run(start_all()))
-        except Exception as exc:  # noqa: BLE001
-            self.handles.set_exception(exc)
+        async def start_all() -> None:
+            # The first alone: the root call needs it first, and on a small machine starting the
+            # others beside it would slow it down; the rest once it is up.
+            await start(self.handles[0])
+            await asyncio.gather(*(start(f) for f in self.handles[1:]))
+
+        asyncio.run(start_all())
 
     def backend(self) -> Backend | None:
         """The docker backend made here (waits for it), or None."""
@@ -110,7 +116,7 @@ class EarlyStart:
         use any more; an adopted one is usually gone already, and stopping is idempotent)."""
         self._thread.join()
         backend = self._backend.result()
-        handles = self.handles.result() if self.handles.exception() is None else []
+        handles = [h for f in self.handles if (h := f.result()) is not None]
         if backend is None or not handles:
             return
 

@@ -113,16 +113,17 @@ class WarmPool:
             waiter: asyncio.Future[ExecutorState | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                ex = await waiter
+                given = await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self.ready.appendleft(waiter.result())  # handed over as it was cancelled
+                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if handed is not None:
+                    self.ready.appendleft(handed)  # handed over as it was cancelled
                 elif waiter in self._waiters:
                     self._waiters.remove(waiter)
                 raise
-            if ex is not None:
+            if given is not None:
                 self.taken += 1
-            return ex
+            return given
         finally:
             self.fill()
 
@@ -161,42 +162,41 @@ class WarmPool:
             ex.reader.cancel()
         await ex.channel.close()
 
-    def adopt(self, handles: Awaitable[list[ExecutorHandle]], count: int, spec: ExecutorSpec) -> None:
-        """Take over `count` blank executors started before this pool (`engine.runner.EarlyStart`,
-        from `spec`, on this pool's backend): they count as starting until `handles` gives them.
-        Those that do not fit (another spec, more than `size`) are stopped."""
+    def adopt(self, handles: list[Awaitable[ExecutorHandle | None]], spec: ExecutorSpec) -> None:
+        """Take over blank executors started before this pool (`engine.backends.early`, from
+        `spec`, on this pool's backend): each counts as starting until its awaitable gives it
+        (None: it did not start). Those that do not fit (another spec, more than `size`) are
+        stopped."""
         if self._closed:
             return
-        self.starting += count
-        task = asyncio.ensure_future(self._adopt(handles, count, spec))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for i, pending in enumerate(handles):
+            self.starting += 1
+            task = asyncio.ensure_future(self._adopt(pending, spec, fits=spec == self.spec and i < self.size))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _adopt(self, handles: Awaitable[list[ExecutorHandle]], count: int, spec: ExecutorSpec) -> None:
+    async def _adopt(self, pending: Awaitable[ExecutorHandle | None], spec: ExecutorSpec, *, fits: bool) -> None:
         try:
-            got = await handles
-        except asyncio.CancelledError:
-            self.starting -= count
+            handle = await pending
+        except BaseException:
+            self.starting -= 1
             raise
-        except Exception as exc:  # noqa: BLE001 - as for a start of our own: log, go on
-            log.warning("the blank executors started early could not be used: %s", exc)
-            got = []
-        for i in range(count):
-            handle = got[i] if i < len(got) else None
-            if handle is not None and spec == self.spec and i < self.size:
-                await self._start_one(lambda handle=handle: asyncio.sleep(0, handle))
-            else:
-                self.starting -= 1
-                if handle is not None:
-                    await self.backend.stop_executor(handle)
+        if handle is not None and fits:
+            await self._start_one(given=handle)
+            return
+        self.starting -= 1
+        if handle is not None:
+            await self.backend.stop_executor(handle)
+        self._release_waiters()
 
-    async def _start_one(self, start: Callable[[], Awaitable[ExecutorHandle]] | None = None) -> None:
-        """Start a blank executor (or receive one: `start`), and give it to the first function
-        waiting for one, else keep it ready."""
-        handle = None
+    async def _start_one(self, given: ExecutorHandle | None = None) -> None:
+        """Start a blank executor (or take over one started elsewhere: `given`), and give it to
+        the first function waiting for one, else keep it ready."""
+        handle = given
         ex: ExecutorState | None = None
         try:
-            handle = await (start() if start is not None else self.backend.start_executor(self.spec))
+            if handle is None:
+                handle = await self.backend.start_executor(self.spec)
             channel = grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
             ex = ExecutorState(handle, channel, None)  # type: ignore[arg-type] # its pool is the taker's
             ex.open()  # held from now on: it ends with this engine
@@ -212,8 +212,7 @@ class WarmPool:
                         RETRY_AFTER_S, exc)
             if handle is not None:
                 await self.backend.stop_executor(handle)
-            if self._waiters:
-                self._waiters.popleft().set_result(None)  # it starts its own
+            self._release_waiters()
             return
         self.starting -= 1
         if self._closed:
@@ -225,6 +224,13 @@ class WarmPool:
                 waiter.set_result(ex)
                 return
         self.ready.append(ex)
+
+    def _release_waiters(self) -> None:
+        """A start failed: functions waiting beyond what is still on its way start their own."""
+        while len(self._waiters) > self.starting:
+            waiter = self._waiters.pop()
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _stop(self, ex: ExecutorState) -> None:
         ex.stopping = True
