@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -45,6 +46,9 @@ class EarlyStart:
         self._backend: concurrent.futures.Future[Backend | None] = concurrent.futures.Future()
         # One per executor, each set as it is up (None: it could not start).
         self.handles: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(count)]
+        # Every executor started here, whoever took it (what `discard` stops). A future above may
+        # be cancelled by its taker (the scheduler closing): the executor is still listed here.
+        self._started: list[Any] = []
         self._thread = threading.Thread(target=self._start, name="engine-early-start", daemon=True)
         self._thread.start()
 
@@ -89,15 +93,18 @@ class EarlyStart:
         except Exception:  # noqa: BLE001 - no early start; the usual path says what is wrong
             self._backend.set_result(None)
             for future in self.handles:
-                future.set_result(None)
+                _give(future, None)
             return
         self._backend.set_result(backend)
 
         async def start(future: concurrent.futures.Future[Any]) -> None:
             try:
-                future.set_result(await backend.start_executor(self.spec))
+                handle = await backend.start_executor(self.spec)
             except Exception:  # noqa: BLE001 - one fewer blank executor
-                future.set_result(None)
+                handle = None
+            if handle is not None:
+                self._started.append(handle)
+            _give(future, handle)
 
         async def start_all() -> None:
             # The first alone: the root call needs it first, and on a small machine starting the
@@ -116,7 +123,7 @@ class EarlyStart:
         use any more; an adopted one is usually gone already, and stopping is idempotent)."""
         self._thread.join()
         backend = self._backend.result()
-        handles = [h for f in self.handles if (h := f.result()) is not None]
+        handles = list(self._started)
         if backend is None or not handles:
             return
 
@@ -124,6 +131,12 @@ class EarlyStart:
             await asyncio.gather(*(backend.stop_executor(h) for h in handles), return_exceptions=True)
 
         asyncio.run(stop_all())
+
+
+def _give(future: concurrent.futures.Future[Any], value: Any) -> None:
+    """Set `future` unless its taker cancelled it (the scheduler closed before it arrived)."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(value)
 
 
 __all__ = ["EarlyStart"]
