@@ -215,7 +215,7 @@ async def _drive(
             scheduler.warm.adopt([asyncio.wrap_future(f) for f in early.handles], early.spec)
         # One run: blank executors serve its functions' first calls; refilling them as they are
         # taken would start executors this run will not use (an `engine server` refills).
-        scheduler.start_warm_pool(refill=False)
+        scheduler.start_warm_pool(refill=False, app=app)
         run = None
         try:
             if resume_id is not None:

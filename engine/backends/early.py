@@ -27,8 +27,8 @@ from engine.errors import SDKUsageError
 
 class EarlyStart:
     """Blank executors started on a thread before the application is loaded, for `engine run`:
-    the backend `name` (docker or process) is made, and `count` blank executors started from
-    the warm pool's blank spec, while the main thread imports the application and opens the
+    the backend `name` (docker or process) is made, and `count` blank executors (`begin`: one)
+    started from the warm pool's blank spec, while the main thread imports the application and opens the
     store. `engine.runner` uses the backend and hands the executors to the scheduler's warm
     pool when the run's backend is `name`.
 
@@ -64,7 +64,10 @@ class EarlyStart:
             return None  # the scheduler reports it
         if name == "auto":
             name = "docker"
-        return cls(name, count, state_dir) if name in ("docker", "process") and count > 0 else None
+        # One: the root call's. The application is not loaded yet, so how many of its functions
+        # a blank executor fits is not known; the warm pool starts those (`start_warm_pool`),
+        # and a one-call run waits for no second container at its end.
+        return cls(name, 1, state_dir) if name in ("docker", "process") and count > 0 else None
 
     def _make(self) -> Backend:
         if self.name == "process":

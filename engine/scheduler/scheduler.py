@@ -192,10 +192,15 @@ class Scheduler:
         if removed:
             log.warning("removed %d executor(s) left behind by an engine that died", removed)
 
-    def start_warm_pool(self, *, refill: bool = True) -> None:
+    def start_warm_pool(self, *, refill: bool = True, app: AppSpec | None = None) -> None:
         """Start the warm pool's blank executors (after `start`; in the background). With
-        `refill=False` (one run, `engine run`) the pool is not refilled as they are taken."""
+        `refill=False` and `app` (the one run of `engine run`) the pool is not refilled as they
+        are taken, and holds no more than `app` has functions a blank executor fits."""
         self.warm.refill = refill
+        if app is not None:
+            fitting = sum(1 for s in app.functions.values()
+                          if self.warm.fits(self._executor_spec(self._pool(app, s.name))))
+            self.warm.size = min(self.warm.size, fitting)
         self.warm.fill()
 
     async def close(self) -> None:

@@ -177,3 +177,24 @@ def test_blank_containers_of_a_killed_server_end_and_are_swept(
     finally:
         for cid in containers_of(docker_client, pid):
             docker_client.api.remove_container(cid, force=True)
+
+
+@pytest.mark.docker
+def test_docker_engine_run_starts_blank_containers_early_and_leaves_none(docker_client: Any, tmp_path: Path) -> None:
+    """`engine run` starts its blank containers before it loads the application; a one-call
+    run uses one and ends before the other is taken, and neither is left behind."""
+    env = server_env(2) | {"ENGINE_STATE_DIR": str(tmp_path / "state")}
+    env.pop("ENGINE_BACKEND", None)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", f"{APP}:first", "--input", "4",
+                             "--backend", "docker", "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["status"] == "succeeded" and result["result"]["child"]["x"] == 4
+        assert containers_of(docker_client, proc.pid) == {}
+    finally:
+        for cid in containers_of(docker_client, proc.pid):
+            docker_client.api.remove_container(cid, force=True)
