@@ -3,7 +3,8 @@
     python benchmarks/cold_start.py [--target apps/one_call.py:one] [--input 1]
 
 One fresh process runs `apps/one_call.py:one` — a single call of a function whose container is
-not running — through `engine.runner.execute`, exactly what `engine run --backend docker` does
+not running, with no warm pool (`run.py` sets ENGINE_WARM_EXECUTORS=0; `run.py` times `engine
+run` with its warm pool apart) — through `engine.runner.execute`, exactly what `engine run --backend docker` does
 after parsing its arguments. Nothing in the engine is changed: the probe wraps a few of its
 methods (in this process only) to note when each step begins and ends, in `time.time()` — the
 clock the store's timestamps use — so the store's run and call times and the Docker engine's own

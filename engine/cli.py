@@ -161,21 +161,29 @@ def _budget(args: argparse.Namespace) -> dict[str, int | float | None] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.app import load_app, parse_input
-    from engine.runner import execute
+    from engine.backends.early import EarlyStart
 
-    budget = _budget(args)
-    model = _model(args)
-    app = load_app(args.target, Path(args.config) if args.config else None,
-                   Path(args.env_file) if args.env_file else None)
-    kwargs = parse_input(app.function, args.input, _input_file(args))
-    view = ProgressView()
+    # Blank executors start now, while the application loads (engine.backends.early).
+    early = EarlyStart.begin(args.backend, lambda: _state_dir(args))
     try:
-        outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
-                          progress=view, note=view.note, budget=budget, model=model)
+        from engine.app import load_app, parse_input
+        from engine.runner import execute
+
+        budget = _budget(args)
+        model = _model(args)
+        app = load_app(args.target, Path(args.config) if args.config else None,
+                       Path(args.env_file) if args.env_file else None)
+        kwargs = parse_input(app.function, args.input, _input_file(args))
+        view = ProgressView()
+        try:
+            outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
+                              progress=view, note=view.note, budget=budget, model=model, early=early)
+        finally:
+            view.close()
+        return _report(outcome, args.json, args.output)
     finally:
-        view.close()
-    return _report(outcome, args.json, args.output)
+        if early is not None:
+            early.discard()
 
 
 def _model(args: argparse.Namespace) -> str | None:

@@ -3,6 +3,7 @@
     backend: process            # process | docker | swarm (docs/swarm.md)
     max_executors: 16           # executors running at once (blocked parents not counted)
     idle_timeout: 10            # seconds an idle executor is kept
+    warm_executors: 2           # blank executors started ahead, for a function's first call (0: none)
     max_concurrent_runs: 16     # engine server: runs executing at once (the rest wait, queued)
     max_concurrent_calls: 64    # this application: calls of all its runs executing at once
     store: postgresql://engine@db:5432/engine   # engine server: the store (default: SQLite in the state dir)
@@ -103,6 +104,8 @@ class EngineConfig(BaseModel):
     backend: Literal["process", "docker", "swarm", "auto"] | None = None
     max_executors: int | None = Field(default=None, ge=1)
     idle_timeout: float | None = Field(default=None, ge=0)
+    # Blank executors kept started, ready for any function that fits (engine.scheduler.warm).
+    warm_executors: int | None = Field(default=None, ge=0)
     # `engine server` only: runs executing at once; the rest wait, durably, in the store.
     max_concurrent_runs: int | None = Field(default=None, ge=1)
     # The application's (engine.yaml beside it): calls of all its runs together executing at

@@ -7,6 +7,10 @@ stops every executor before returning. A run interrupted by Ctrl-C is marked `ca
 stays resumable; one whose engine was killed stays `running` in the store until resumed — which
 its lease allows once it has run out (`engine.scheduler.leases`): `ENGINE_LEASE_TTL` seconds,
 10 by default, after the process died.
+
+`engine run` on docker starts its first blank executors before it even loads the application
+(`EarlyStart`, on a thread): the container starts while the application is imported and the
+store opened, and the scheduler's warm pool takes them over (`engine.scheduler.warm`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from engine import tracing, wire
 from engine.app import AppSpec
 from engine.backends.base import Backend
+from engine.backends.early import EarlyStart
 from engine.config import EngineConfig
 from engine.errors import InfrastructureError, SDKUsageError
 from engine.scheduler import Scheduler
@@ -78,15 +83,17 @@ def choose_backend(requested: str | None, app: AppSpec | None) -> tuple[str, str
 
 def make_backend(name: str, state_dir: Path, app: AppSpec | None,
                  progress_line: Callable[[str], None] | None = None,
-                 config: EngineConfig | None = None) -> Backend:
+                 config: EngineConfig | None = None, early: EarlyStart | None = None) -> Backend:
     """The backend `name`, set up for `app` (a run) or for any application (`engine server`,
-    app None). `config` is the engine.yaml whose `swarm:` section applies (default: the app's)."""
+    app None). `config` is the engine.yaml whose `swarm:` section applies (default: the app's).
+    `early`: blank executors started before the application was loaded (docker)."""
     if name == "process":
         from engine.backends.process import ProcessBackend
 
-        return ProcessBackend(log_dir=state_dir / "executors")
+        made = early.backend() if early is not None and early.name == "process" else None
+        return made if made is not None else ProcessBackend(log_dir=state_dir / "executors")
     if name == "docker":
-        return _docker_backend(app, progress_line)
+        return _docker_backend(app, progress_line, early if early is not None and early.name == "docker" else None)
     if name == "swarm":
         from engine.backends.swarm import swarm_backend
 
@@ -96,20 +103,27 @@ def make_backend(name: str, state_dir: Path, app: AppSpec | None,
     raise SDKUsageError(f"unknown backend {name!r}: use process, docker or swarm")
 
 
-def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None) -> Backend:
+def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None,
+                    early: EarlyStart | None = None) -> Backend:
     """The docker backend, with every image the application needs built (offline, cached: a
-    no-op when they exist) and each function pointed at its image."""
+    no-op when they exist) and each function pointed at its image. `early`: the one it made."""
     import uuid
 
     from engine import images
     from engine.backends.docker import DockerBackend
 
-    runtime_tag = images.runtime_image_tag()
-    if not _image_exists(runtime_tag) and say:
-        say(f"building the runtime image {runtime_tag} (once; `engine image build` does it ahead)")
-    runtime_tag = images.build_runtime_image(progress=None)
+    made = early.backend() if early is not None else None
+    if made is not None:
+        runtime_tag = early.runtime_tag  # type: ignore[union-attr] # it checked the image
+    else:
+        runtime_tag = images.runtime_image_tag()
+        if not _image_exists(runtime_tag) and say:
+            say(f"building the runtime image {runtime_tag} (once; `engine image build` does it ahead)")
+        runtime_tag = images.build_runtime_image(progress=None)
     if app is not None:
         app.resolve_images(lambda image: images.build_function_image(image, progress=say))
+    if made is not None:
+        return made
     # The tag of exactly what was built: the tag derives from the engine's source, and must not
     # be recomputed later.
     backend = DockerBackend(instance_id=uuid.uuid4().hex[:12], image_for=lambda spec: runtime_tag)
@@ -140,13 +154,15 @@ def execute(
     budget: Mapping[str, int | float | None] | None = None,
     model: str | None = None,
     rerun: tuple[str, str] | None = None,
+    early: EarlyStart | None = None,
 ) -> RunOutcome:
     """Run (or resume) `app` to the end. Blocks. Safe to call from a thread with a running loop.
     `budget` (`budgets.parse_budget`'s form) replaces limits of the application's budget, or of
     the resumed run's. `model` is a new run's model for `engine.ai`: kept with the run as the
     submission header `X-Engine-Model` is, so that a resume keeps it too. `rerun=(run_id,
     function)` makes a new run that reruns `run_id` from `function` with `app`'s code
-    (`engine.scheduler.rerun`)."""
+    (`engine.scheduler.rerun`). `early`: blank executors started before `app` was loaded (the
+    caller discards it afterwards)."""
     state_dir = Path(state_dir or default_state_dir())
     backend_name, fallback = choose_backend(backend, app)
     if fallback and note:
@@ -154,7 +170,8 @@ def execute(
     started: dict[str, str] = {}
     coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
                   backend_name=backend_name, progress=progress, note=note, started=started,
-                  budget=budget, model=model, rerun=rerun)
+                  budget=budget, model=model, rerun=rerun,
+                  early=early if early is not None and early.name == backend_name else None)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -187,6 +204,7 @@ async def _drive(
     started: dict[str, str], budget: Mapping[str, int | float | None] | None = None,
     model: str | None = None,
     rerun: tuple[str, str] | None = None,
+    early: EarlyStart | None = None,
 ) -> RunOutcome:
     store = open_store(store_url(state_dir))
     try:
@@ -195,13 +213,19 @@ async def _drive(
             if row.status == "succeeded":
                 return _outcome_from_store(store, resume_id)
             _refuse_if_driven(store, resume_id)
-        backend = await asyncio.to_thread(make_backend, backend_name, state_dir, app, note)
+        backend = await asyncio.to_thread(make_backend, backend_name, state_dir, app, note, None, early)
         max_exec = app.config.max_executors or default_max_executors()
         idle = app.config.idle_timeout if app.config.idle_timeout is not None else 10.0
         # A run started here is a child of the caller's trace when TRACEPARENT names one.
         scheduler = Scheduler(store, backend, max_executors=max_exec, idle_timeout=idle,
-                              tracer=tracing.tracer(parent_from_env=True))
+                              tracer=tracing.tracer(parent_from_env=True),
+                              warm_executors=app.config.warm_executors)
         await scheduler.start()
+        if early is not None and early.backend() is backend:
+            scheduler.warm.adopt([asyncio.wrap_future(f) for f in early.handles], early.spec)
+        # One run: blank executors serve its functions' first calls; refilling them as they are
+        # taken would start executors this run will not use (an `engine server` refills).
+        scheduler.start_warm_pool(refill=False, app=app)
         run = None
         try:
             if resume_id is not None:

@@ -12,11 +12,13 @@ Blocking SDKs (the Docker SDK, subprocess waits) are pushed to threads inside th
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
 
 import grpc
 
 from engine import wire
+from engine.errors import SDKUsageError
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,34 @@ class ExecutorSpec:
     # to a backend whose `shares_filesystem` is true: the backend makes it the executor's
     # (`ENGINE_EXCHANGE_DIR`; docker mounts `in` read-only and `out` writable).
     exchange_dir: str | None = None
+
+
+WARM_ENV = "ENGINE_WARM_EXECUTORS"
+#: The function name a blank executor is started under (container labels, process log names).
+BLANK = "(blank)"
+
+
+def blank_spec(env: dict[str, str]) -> ExecutorSpec:
+    """What a blank executor of the warm pool (`engine.scheduler.warm`) is started with: default
+    resources, the runtime image, no secrets, no constraints. `env`: what every executor gets
+    (tracing)."""
+    return ExecutorSpec(function=BLANK, run_id="", env=dict(env))
+
+
+def warm_size(configured: int | None, default: int) -> int:
+    """How many blank executors to keep: $ENGINE_WARM_EXECUTORS, else engine.yaml's
+    `warm_executors`, else the backend's `default`. Raises `SDKUsageError` for a bad value."""
+    text = os.environ.get(WARM_ENV)
+    if text is not None and text.strip():
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise SDKUsageError(f"{WARM_ENV} must be a whole number of executors (0 turns the warm pool "
+                                f"off), not {text!r}")
+        return value
+    return configured if configured is not None else default
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,9 @@ class Backend(abc.ABC):
     #: Whether executors run on the scheduler's machine and can be given a directory of it: then
     #: large values move through an exchange directory instead of streaming over gRPC.
     shares_filesystem: bool = False
+
+    #: Blank executors kept ready by default (`engine.scheduler.warm`).
+    warm_executors: int = 2
 
     @abc.abstractmethod
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:

@@ -373,12 +373,15 @@ class DockerBackend(Backend):
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         image = self._image(spec)
         creating = self._pool.submit(self._create_and_start, spec, image)
+        created = asyncio.wrap_future(creating)
         try:
-            container_id, ip = await asyncio.shield(asyncio.wrap_future(creating))
+            container_id, ip = await asyncio.shield(created)
         except asyncio.CancelledError:
             # The thread still creates and starts the container: remove it once it has (the
             # callback runs in that thread, so this holds even if the event loop is closing).
             creating.add_done_callback(self._remove_when_created)
+            # Nobody waits for it any more: whatever it ends with is not worth a warning.
+            created.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
         try:
             await self._wait_accepting(container_id, ip, spec.function)

@@ -221,6 +221,8 @@ class SwarmBackend(Backend):
     """
 
     name = "swarm"
+    # A blank service per warm executor would be placed before anyone knows where it is needed.
+    warm_executors = 0
 
     def __init__(
         self,

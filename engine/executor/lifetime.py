@@ -13,7 +13,9 @@ running or not — a call that never returns must not keep it alive:
   broken stream makes it retire the executor). So a stream that stays closed means the scheduler
   is gone: killed (the kernel closes its sockets), or silent (gRPC keepalive, `wire.GRPC_OPTIONS`,
   breaks the connection within about 10 s). The grace matches the scheduler's run lease.
-- **Never initialised** within `INIT_TIMEOUT_S` (300 s): nobody is coming.
+- **Never initialised** within `INIT_TIMEOUT_S` (300 s): nobody is coming. A blank executor of
+  a warm pool (`engine.scheduler.warm`) is held from its start by a `Calls` stream opened before
+  `Initialize`, so the orphan grace, not this, ends it when its engine dies.
 
 A call runs on a thread, and Python cannot interrupt a thread, so the executor ends with
 `os._exit` (`engine.executor.server.serve`), never waiting for its calls.
@@ -91,8 +93,11 @@ class Lifetime:
                 self._since = self._clock()
 
     def stream_opened(self) -> None:
+        """A scheduler opened a `Calls` stream: it holds this executor from now on, even before
+        `Initialize` (a blank executor of its warm pool), so that its end ends the executor."""
         with self._lock:
             self._streams += 1
+            self._initialized = True
 
     def stream_closed(self) -> None:
         with self._lock:

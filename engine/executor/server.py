@@ -2,7 +2,8 @@
 
 One executor serves one function of one application (code bundle). The scheduler starts it (as
 a process or a container), sends `Initialize` once with the zipped project, then opens one `Calls`
-stream and writes a `RunRequest` on it for every call routed here, up to the function's
+stream (a blank executor of the warm pool, `engine.scheduler.warm`, has it opened first, and is
+given its function by `Initialize` later) and writes a `RunRequest` on it for every call routed here, up to the function's
 `concurrency` at once; each `RunResponse` goes back on the stream as its call finishes. The executor keeps no state
 between calls beyond the imported code: every outcome goes back in the `RunResponse`, and the
 scheduler checkpoints it. The one exception is the instance of a `@cls()` class
@@ -64,6 +65,7 @@ import asyncio
 import contextlib
 import inspect
 import io
+import itertools
 import os
 import queue
 import shutil
@@ -223,16 +225,26 @@ class Executor(pb_grpc.FunctionExecutorServicer):
     # --- Calls ---------------------------------------------------------------------------
 
     def Calls(self, request_iterator: Iterator[pb.RunRequest], context: grpc.ServicerContext) -> Iterator[pb.RunResponse]:  # noqa: N802
-        """Run every request on a worker thread; answer each as it finishes."""
-        fn, stub = self.function, self.callback
-        if fn is None or stub is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Calls before Initialize")
-        assert fn is not None
+        """Run every request on a worker thread; answer each as it finishes.
+
+        A blank executor of the warm pool (`engine.scheduler.warm`) has its stream opened before
+        `Initialize`, so that it is held (and ends with its engine) while it waits to be given
+        a function: the function is read when the first request arrives, which the scheduler
+        sends only after `Initialize` has answered."""
         # The stream is the scheduler's hold on this executor: its end (the scheduler killed, the
         # connection lost) is seen here even while this thread is busy in a call.
         self.lifetime.stream_opened()
         if not context.add_callback(self.lifetime.stream_closed):
             self.lifetime.stream_closed()
+        requests = iter(request_iterator)
+        first = next(requests, None)
+        if first is None:
+            return
+        fn, stub = self.function, self.callback
+        if fn is None or stub is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "Calls before Initialize")
+        assert fn is not None
+        request_iterator = itertools.chain([first], requests)
         if self.concurrency == 1:
             # The scheduler never sends a second call before the first is answered: run each on
             # this stream's own thread, with no hand-offs (the hot path of a chain of calls).

@@ -41,7 +41,7 @@ class ExecutorState:
     """
 
     __slots__ = ("handle", "channel", "stub", "inflight", "blocked", "stopping", "reap", "pool",
-                 "stream", "pending", "write_lock", "reader", "served")
+                 "stream", "pending", "write_lock", "reader", "served", "exchange")
 
     def __init__(self, handle: ExecutorHandle, channel: grpc.aio.Channel, pool: Pool) -> None:
         self.handle = handle
@@ -60,6 +60,9 @@ class ExecutorState:
         # Whether a call has been answered here (the first call of a @cls() method's executor
         # waits for the class's constructor, and may take init_timeout longer).
         self.served = False
+        # A blank executor's exchange directory (engine.scheduler.warm), until a function takes
+        # it and its grant owns the directory (engine.scheduler.access).
+        self.exchange: Any = None
 
     def open(self) -> None:
         self.stream = self.stub.Calls()
@@ -204,6 +207,8 @@ class Pool:
         # Moving average of call durations, and when the first call was dispatched.
         self.avg_call: float | None = None
         self.first_dispatch: float | None = None
+        # Whether a blank executor of the warm pool can serve this function (known once asked).
+        self.warm_fits: bool | None = None
 
     @property
     def concurrency(self) -> int:
@@ -232,10 +237,16 @@ class Pool:
     def wanted(self, now: float, start_cost: float) -> int:
         """How many more executors to start now.
 
-        Starting an executor costs `start_cost` seconds (a process or container start, measured).
-        A new one is worth it only when the queue would otherwise wait longer than that: with
-        trivial calls one executor drains a thousand of them faster than a second one starts,
-        while slow calls (an LLM request) get an executor each, up to the caps.
+        Starting an executor costs `start_cost` seconds (a process or container start, measured;
+        next to nothing when a blank executor of the warm pool is ready). A new one is worth it
+        only when the queue would otherwise wait longer than that: with trivial calls one
+        executor drains a thousand of them faster than a second one starts, while slow calls (an
+        LLM request) get an executor each, up to the caps.
+
+        How many: as many as make the queue last no longer than a start, `per_call × queued /
+        start_cost` slots in all, started together (a ramp). Until a call has finished, a call
+        is known to take at least as long as the first one has been running, so a fan-out of
+        slow calls reaches its `max_containers` within a few start costs of its first dispatch.
         """
         free_slots = sum(self.concurrency - ex.inflight for ex in self.executors if not ex.stopping)
         free_slots += self.starting * self.concurrency
@@ -260,4 +271,5 @@ class Pool:
         wait = per_call * len(self.queue) / slots
         if wait <= start_cost:
             return 0
-        return min(need, max(1, int(wait / start_cost)))
+        enough = per_call * len(self.queue) / (max(start_cost, 1e-3) * self.concurrency)
+        return min(need, max(1, int(enough) - self.live()))

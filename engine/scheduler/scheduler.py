@@ -82,6 +82,7 @@ from engine.scheduler.state import (
     RunState,
     Waiter,
 )
+from engine.scheduler.warm import WarmPool, warm_size
 from engine.sdk.runtime import child_id
 from engine.statuses import RunStatus
 from engine.store import CallRow, RunRow, SignalRow, Store, StoreUnavailable
@@ -94,8 +95,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.scheduler")
 
 
-# Executors of one function being started at once (see `_pump`).
-MAX_STARTS_IN_FLIGHT = max(2, os.cpu_count() or 1)
+# Executors of one function being started at once (see `_pump`): a ramp starts them together
+# (as many as the docker backend's API threads).
+MAX_STARTS_IN_FLIGHT = 16
+# What taking a blank executor from the warm pool and initialising it costs, about (`Pool.wanted`).
+WARM_START_COST = 0.02
 
 
 #: Calls that run a function's code in an executor (the others are expanded by the scheduler).
@@ -129,7 +133,11 @@ class Scheduler:
         idle_timeout: float = 10.0,
         on_event: Callable[[RunState, CallState], None] | None = None,
         tracer: tracing.Tracer | None = None,
+        warm_executors: int | None = None,
     ) -> None:
+        """`warm_executors`: the size of the warm pool of blank executors (`engine.scheduler.warm`;
+        None: $ENGINE_WARM_EXECUTORS, else the backend's default); it starts with
+        `start_warm_pool`."""
         self.store = store
         self.backend = backend
         self.max_executors = max_executors
@@ -172,6 +180,8 @@ class Scheduler:
         self.applications: Callable[[str], AppSpec] = local_application
         # OpenTelemetry spans of runs and call attempts; does nothing unless OTEL_* ask for it.
         self.tracer = tracer if tracer is not None else tracing.tracer()
+        self.warm = WarmPool(backend, warm_size(warm_executors, backend.warm_executors), self.tracer.executor_env(),
+                             room=self._warm_room, exchanges=self.exchanges)
 
     # =========================================================================================
     # lifecycle
@@ -192,6 +202,17 @@ class Scheduler:
         if removed:
             log.warning("removed %d executor(s) left behind by an engine that died", removed)
 
+    def start_warm_pool(self, *, refill: bool = True, app: AppSpec | None = None) -> None:
+        """Start the warm pool's blank executors (after `start`; in the background). With
+        `refill=False` and `app` (the one run of `engine run`) the pool is not refilled as they
+        are taken, and holds no more than `app` has functions a blank executor fits."""
+        self.warm.refill = refill
+        if app is not None:
+            fitting = sum(1 for s in app.functions.values()
+                          if self.warm.fits(self._executor_spec(self._pool(app, s.name))))
+            self.warm.size = min(self.warm.size, fitting)
+        self.warm.fill()
+
     async def close(self) -> None:
         """Stop every executor and the callback server. Runs in flight stay resumable."""
         if self._closed:
@@ -204,7 +225,8 @@ class Scheduler:
         for task in starts:
             task.cancel()
         await asyncio.gather(*starts, return_exceptions=True)
-        await asyncio.gather(*list(self._retiring), return_exceptions=True)
+        # Blank executors go with every other executor in `backend.close`, at once.
+        await asyncio.gather(self.warm.close(stop=False), *list(self._retiring), return_exceptions=True)
         for run in self.runs.values():
             for call in run.calls.values():
                 if call.task is not None and not call.task.done():
@@ -813,7 +835,7 @@ class Scheduler:
         return pool
 
     def _active_executors(self) -> int:
-        return sum(
+        return self.warm.live() + sum(
             sum(1 for ex in p.executors if ex.active) + p.starting for p in self.pools.values()
         )
 
@@ -847,13 +869,19 @@ class Scheduler:
             calls_room -= 1
         if not pool.queue or calls_room <= 0:
             return
-        want = pool.wanted(time.time(), self.start_cost)
+        now = time.time()
+        want = pool.wanted(now, self.start_cost)
+        if self._warm_fits(pool):  # the blank executors ready cost next to nothing to start
+            want = max(want, min(len(self.warm.ready), pool.wanted(now, WARM_START_COST)))
         if calls_room < len(pool.queue):
             want = min(want, -(-int(calls_room) // pool.concurrency))
         room = self.max_executors - self._active_executors()
+        if self._warm_fits(pool):
+            room += len(self.warm.ready)  # taking a blank executor adds no executor
+        elif want > room:
+            room += self.warm.evict(want - room)  # blank executors make way for one that cannot use them
         if pool.live() == 0 and want > 0:
             room = max(room, 1)  # every function with work gets at least one executor
-        # Starts compete for the same cores: a few at a time, each re-judged once it is up.
         in_flight = max(0, MAX_STARTS_IN_FLIGHT - pool.starting)
         for _ in range(min(want, room, in_flight)):
             self._start_executor(pool)
@@ -885,6 +913,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(0.2)
             self._pump_all()
+            self.warm.fill()
             if time.monotonic() >= next_poll and not self.store_failed:
                 next_poll = time.monotonic() + self.leases.renew_every
                 try:
@@ -1045,6 +1074,7 @@ class Scheduler:
             await self.backend.stop_executor(ex.handle)
         finally:
             self._pump_all()
+            self.warm.fill()  # room came free
 
     def _start_executor(self, pool: Pool) -> None:
         if self._closed:
@@ -1054,23 +1084,50 @@ class Scheduler:
         self._starts.add(task)
         task.add_done_callback(self._starts.discard)
 
-    async def _start_executor_async(self, pool: Pool) -> None:
-        app, settings = pool.app, pool.settings
-        exchange = self.exchanges.new() if self.exchanges is not None else None
-        spec = ExecutorSpec(
+    def _executor_spec(self, pool: Pool) -> ExecutorSpec:
+        settings = pool.settings
+        return ExecutorSpec(
             function=settings.name, run_id=pool.last_run_id, cpu=settings.config.cpu,
             memory_gb=settings.config.memory, ephemeral_disk_gb=settings.config.ephemeral_disk,
             gpu=str(settings.config.gpu) if settings.config.gpu else None,
             image=settings.image_tag, concurrency=settings.config.concurrency,
             env={**self.tracer.executor_env(), **settings.env()}, constraints=settings.constraints,
-            exchange_dir=str(exchange.root) if exchange is not None else None,
         )
+
+    def _warm_room(self) -> int:
+        """Room for blank executors: what `max_executors` leaves, and none while calls wait
+        for executors (a ramp comes first; the pool refills once the queues are empty)."""
+        if any(p.queue for p in self.pools.values()):
+            return 0
+        return self.max_executors - self._active_executors()
+
+    def _warm_fits(self, pool: Pool) -> bool:
+        """Whether a blank executor of the warm pool is ready for `pool`'s function."""
+        if not self.warm.ready:
+            return False
+        if pool.warm_fits is None:
+            pool.warm_fits = self.warm.fits(self._executor_spec(pool))
+        return pool.warm_fits
+
+    async def _start_executor_async(self, pool: Pool) -> None:
+        app, settings = pool.app, pool.settings
+        spec = self._executor_spec(pool)
         handle = None
         ex: ExecutorState | None = None
+        exchange = None
         started = time.monotonic()
         try:
-            handle = await self.backend.start_executor(spec)
-            ex = ExecutorState(handle, self.backend.channel(handle), pool)
+            # A blank executor of the warm pool when one fits (its stream already open, its
+            # exchange directory made), else one of the function's own.
+            ex = await self.warm.take(spec)
+            if ex is not None:
+                handle, ex.pool, exchange = ex.handle, pool, ex.exchange
+            else:
+                exchange = self.exchanges.new() if self.exchanges is not None else None
+                if exchange is not None:
+                    spec = dataclasses.replace(spec, exchange_dir=str(exchange.root))
+                handle = await self.backend.start_executor(spec)
+                ex = ExecutorState(handle, self.backend.channel(handle), pool)
             reply = await ex.stub.Initialize(pb.InitializeRequest(
                 protocol_version=wire.PROTOCOL_VERSION, function=settings.name,
                 code_zip=app.code_zip, code_digest=app.code_digest, module=settings.module,
@@ -1108,8 +1165,9 @@ class Scheduler:
             return
         pool.starting -= 1
         pool.start_failures = 0
-        self.start_cost = 0.7 * self.start_cost + 0.3 * (time.monotonic() - started)
-        ex.open()
+        if ex.stream is None:  # not a blank executor: what a start costs (see Pool.wanted)
+            self.start_cost = 0.7 * self.start_cost + 0.3 * (time.monotonic() - started)
+            ex.open()
         if self._closed:
             self.access.revoke(ex)
             await self.backend.stop_executor(handle)
@@ -1472,7 +1530,11 @@ class Scheduler:
         return sum(r.counts[status] for r in self.runs.values())
 
     def executors_live(self) -> int:
-        return sum(p.live() for p in self.pools.values())
+        return sum(p.live() for p in self.pools.values()) + self.warm.live()
+
+    def executors_warm(self) -> int:
+        """Blank executors of the warm pool ready now (`engine.scheduler.warm`)."""
+        return len(self.warm.ready)
 
     def queued_call_ids(self, run_id: str) -> frozenset[str]:
         """Calls of a live run waiting for an executor slot: a state the store does not keep."""

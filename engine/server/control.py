@@ -120,6 +120,7 @@ class CountingBackend(Backend):
         self.name = inner.name
         self.callback_host = inner.callback_host
         self.callback_bind_host = inner.callback_bind_host
+        self.warm_executors = inner.warm_executors
         self.starts = metrics.executor_starts
         self.start_failures = metrics.executor_start_failures
 
@@ -185,6 +186,9 @@ class ControlPlane:
             blob_bytes=lambda: {(("direction", "put"),): blobs.put_bytes,
                                 (("direction", "get"),): blobs.get_bytes},
             blobs=lambda: {(("direction", "put"),): blobs.puts, (("direction", "get"),): blobs.gets})
+        metrics.registry.gauge(
+            "engine_executors_warm", "Blank executors of the warm pool, ready for a function's first call.",
+            lambda: {(("backend", backend_name),): self.scheduler.executors_warm()})
 
     # =========================================================================================
     # accepting runs

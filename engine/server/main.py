@@ -152,7 +152,7 @@ async def _serve(options: ServerOptions, config: Any) -> None:
     backend = CountingBackend(inner, metrics)
     idle = config.idle_timeout if config.idle_timeout is not None else 10.0
     scheduler = Scheduler(store, backend, max_executors=config.max_executors or default_max_executors(),
-                          idle_timeout=idle)
+                          idle_timeout=idle, warm_executors=config.warm_executors)
     max_runs = options.max_concurrent_runs or config.max_concurrent_runs or DEFAULT_MAX_CONCURRENT_RUNS
     control = ControlPlane(store=store, reader=reader, scheduler=scheduler, deployments=deployments,
                            max_concurrent_runs=max_runs, metrics=metrics, backend_name=backend_name)
@@ -174,6 +174,8 @@ async def _serve(options: ServerOptions, config: Any) -> None:
         os.environ.setdefault("ENGINE_SERVER", url)
         if options.token:
             os.environ.setdefault("ENGINE_TOKEN", options.token)
+        # Once ENGINE_SERVER is set: blank process executors take this environment with them.
+        scheduler.start_warm_pool()
         (state_dir / "server.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))
         log.info("serving", extra={"fields": {"url": url, "backend": backend_name, "state_dir": str(state_dir),
                                               "max_concurrent_runs": max_runs, "auth": bool(options.token)}})

@@ -132,6 +132,7 @@ class FakeExecutor:
 def scheduler_with(cap: int | None, concurrency: int = 100) -> tuple[Any, list[Any]]:
     from engine.scheduler.pools import Pool
     from engine.scheduler.scheduler import Scheduler
+    from engine.scheduler.warm import WarmPool
 
     app = SimpleNamespace(name="app", max_concurrent_calls=cap)
     settings = SimpleNamespace(name="f", config=SimpleNamespace(concurrency=concurrency, max_containers=None,
@@ -144,6 +145,7 @@ def scheduler_with(cap: int | None, concurrency: int = 100) -> tuple[Any, list[A
     sched.pools = {("digest", "f"): pool}
     sched.max_executors = 4
     sched.start_cost = 0.5
+    sched.warm = WarmPool(None, 0, {}, room=lambda: 0)  # type: ignore[arg-type] # no warm pool
 
     def dispatch(call: Any, executor: Any) -> None:
         executor.inflight += 1

@@ -1,0 +1,170 @@
+"""Executor start-up, measured: the ramp of a fan-out of slow calls, and a served first call.
+
+Run by `run.py --parts ramp,first_call` (or alone: `python benchmarks/warm.py ramp|first_call
+[--backend docker]`; prints JSON). Numbers only, read from the store; nothing here is a test.
+
+- **ramp** — `apps/ramp/app.py`: `n` calls of `seconds` each, `slow`'s `max_containers` = n,
+  by `engine run`. From the store: the run's duration (ideal: just over `seconds`), and how many
+  `slow` calls had started (each on an executor of its own) 0.5 s and 1 s after the first one
+  did, and when the last one started.
+- **first_call** — an `engine server` with its warm pool (`ENGINE_WARM_EXECUTORS`, default 2)
+  and one without (0), each given `apps/one_call.py` once its blank executors are up: the time
+  from the call's creation to its dispatch (the store's `created_at` → `started_at`) for a
+  function with no executor yet, and POST → result for the whole request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ENGINE_CLI = [sys.executable, "-m", "engine.cli"]
+RAMP_APP = HERE / "apps" / "ramp" / "app.py"
+
+
+def _store_calls(state_dir: Path, run_id: str) -> tuple[Any, list[Any]]:
+    sys.path.insert(0, str(REPO))
+    from engine.store import open_store, store_url
+
+    store = open_store(store_url(state_dir))
+    try:
+        return store.get_run(run_id), store.load_calls(run_id)
+    finally:
+        store.close()
+
+
+def ramp(backend: str, n: int, seconds: float, config: Path, timeout: float = 300) -> dict[str, Any]:
+    """One `engine run` of the ramp app; when each `slow` call started, from the store."""
+    state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-ramp-"))
+    try:
+        start = time.perf_counter()
+        proc = subprocess.run([*ENGINE_CLI, "run", f"{RAMP_APP}:ramp", "--input",
+                               json.dumps({"n": n, "seconds": seconds}), "--json", "--backend", backend,
+                               "--state-dir", str(state_dir), "--config", str(config)],
+                              cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: ramp on {backend} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
+        run, calls = _store_calls(state_dir, run_id)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    starts = sorted(c.started_at for c in calls if c.function == "slow" and c.started_at is not None)
+    first = starts[0]
+    return {
+        "backend": backend, "n": n, "seconds": seconds, "config": config.name, "run_id": run_id,
+        "duration_s": run.ended_at - run.started_at, "wall_s": wall,
+        "ideal_s": seconds, "to_first_slow_dispatch_s": first - run.started_at,
+        "running_after_0_5_s": sum(1 for t in starts if t - first <= 0.5),
+        "running_after_1_s": sum(1 for t in starts if t - first <= 1.0),
+        "all_running_after_s": starts[-1] - first,
+        "loadavg_1m": os.getloadavg()[0],
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(port: int, method: str, path: str, body: Any = None, timeout: float = 120) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=json.dumps(body).encode() if body is not None else None)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def _warm_ready(port: int) -> int:
+    """The server's `engine_executors_warm` gauge: blank executors up and held."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("engine_executors_warm{"))
+
+
+def first_call(backend: str, warm: int, timeout: float = 180) -> dict[str, Any]:
+    """An `engine server` with `warm` blank executors; once they are up, one request of
+    `apps/one_call.py`, whose function has no executor yet."""
+    state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-first-"))
+    port = _free_port()
+    env = {**os.environ, "ENGINE_WARM_EXECUTORS": str(warm), "ENGINE_STATE_DIR": str(state_dir)}
+    server = subprocess.Popen([*ENGINE_CLI, "server", "--port", str(port), "--state-dir", str(state_dir),
+                               "--backend", backend], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if _request(port, "GET", "/healthz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit(f"bench: the {backend} server did not start")
+            time.sleep(0.05)
+        while _warm_ready(port) < warm:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: the {backend} server's warm pool did not fill")
+            time.sleep(0.05)
+        deploy = subprocess.run([*ENGINE_CLI, "deploy", str(HERE / "apps" / "one_call.py"), "--json"],
+                                env={**env, "ENGINE_SERVER": f"http://127.0.0.1:{port}"}, cwd=REPO,
+                                capture_output=True, text=True, timeout=timeout)
+        if deploy.returncode != 0:
+            raise SystemExit(f"bench: deploy failed: {deploy.stderr[-2000:]}")
+        start = time.perf_counter()
+        status, answer = _request(port, "POST", "/v1/applications/one/runs?wait=120", 1)
+        request_s = time.perf_counter() - start
+        if status != 200 or answer.get("status") != "succeeded":
+            raise SystemExit(f"bench: the served run gave {status} {answer}")
+        run, calls = _store_calls(state_dir, answer["run_id"])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        shutil.rmtree(state_dir, ignore_errors=True)
+    root = next(c for c in calls if c.call_id == run.root_call_id)
+    return {"backend": backend, "warm_executors": warm, "run_id": run.run_id,
+            "created_to_dispatch_ms": (root.started_at - root.created_at) * 1000,
+            "run_duration_s": run.ended_at - run.started_at, "post_to_result_s": request_s,
+            "loadavg_1m": os.getloadavg()[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("ramp", "first_call"))
+    parser.add_argument("--backend", default="docker")
+    args = parser.parse_args()
+    if args.what == "ramp":
+        out = [ramp(args.backend, 10, 2.0, RAMP_APP.parent / "engine.yaml"),
+               ramp(args.backend, 6, 2.0, RAMP_APP.parent / "max6.yaml")]
+    else:
+        out = [first_call(args.backend, 2), first_call(args.backend, 0)]
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

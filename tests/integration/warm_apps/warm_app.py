@@ -1,0 +1,25 @@
+"""The warm pool's tests deploy this: each call says which executor ran it (the container's
+hostname, which Docker sets to its id, and the process id), so a test can tell whether a
+blank executor started before the run served it."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from engine import application, function
+
+
+def here() -> dict[str, object]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+@function()
+def child(x: int) -> dict[str, object]:
+    return {**here(), "x": x}
+
+
+@application()
+@function()
+def first(x: int) -> dict[str, object]:
+    return {"root": here(), "child": child(x)}
