@@ -68,6 +68,7 @@ from engine.scheduler.state import (
     CANCELLED,
     FAILED,
     FINAL,
+    NO_LINKS,
     PENDING,
     QUEUED,
     RUNNING,
@@ -76,6 +77,7 @@ from engine.scheduler.state import (
     CallState,
     RunState,
     Waiter,
+    add_link,
 )
 from engine.sdk.runtime import child_id
 from engine.statuses import RunStatus
@@ -527,6 +529,8 @@ class Scheduler:
     @staticmethod
     def _waits_for_signal(call: CallState) -> bool:
         """Whether `call` takes the value of a signal future that has none yet."""
+        if not call.has_refs:
+            return False  # (set by `_link_dependencies`, which runs first)
         for ref in wire.refs(call.spec.arguments):
             dep = call.run.calls.get(ref)
             if dep is not None and dep.kind == pb.NODE_KIND_SIGNAL and dep.status != SUCCEEDED:
@@ -546,7 +550,7 @@ class Scheduler:
             if dep.status in (FAILED, CANCELLED) and dep.failure is not None:
                 self._finish_call_failed(call, dep.failure, error_kind="dependency_failed")
                 return
-            dep.dependants.append(call)
+            dep.dependants = add_link(dep.dependants, call)
             call.deps_pending += 1
 
     def _link_tail(self, call: CallState, target: CallState) -> None:
@@ -556,7 +560,7 @@ class Scheduler:
         elif target.status in (FAILED, CANCELLED) and target.failure is not None:
             self._finish_call_failed(call, target.failure)
         else:
-            target.tail_parents.append(call)
+            target.tail_parents = add_link(target.tail_parents, call)
 
     def _on_ready(self, call: CallState) -> None:
         """All dependencies have values: queue a call, wait for a signal, or expand a map/reduce."""
@@ -598,7 +602,7 @@ class Scheduler:
                     self._finish_call_failed(call, child.failure, error_kind="dependency_failed")
                     return
                 if child.status != SUCCEEDED:
-                    child.collectors.append(call)
+                    child.collectors = add_link(child.collectors, call)
                     call.deps_pending += 1
             if call.deps_pending == 0:
                 self._collect(call)
@@ -662,24 +666,38 @@ class Scheduler:
                 arg.value.CopyFrom(encoder.data(arg.value.data))
 
     def _resolve_arguments(self, call: CallState) -> pb.Arguments:
-        run = call.run
-        encoder = wire.PayloadEncoder(self.store)
-
-        def resolve(arg: pb.Arg) -> pb.Arg:
-            which = arg.WhichOneof("kind")
-            if which == "ref":
-                return pb.Arg(value=self._result_payload(run.calls[arg.ref], encoder))
-            if which == "list":
-                return pb.Arg(list=pb.ArgList(items=[resolve(a) for a in arg.list.items],
-                                              is_tuple=arg.list.is_tuple))
-            return arg
-
         src = call.spec.arguments
         if not call.has_refs:
             return src
-        out = pb.Arguments(args=[resolve(a) for a in src.args])
+        calls = call.run.calls
+        encoder = wire.PayloadEncoder(self.store)
+        small = wire.SMALL_VALUE_BYTES
+
+        # Written into one new message in place: a fan-in has a hundred thousand arguments, and
+        # building each as its own message to be copied in costs several times more.
+        def fill(dst: pb.Arg, arg: pb.Arg) -> None:
+            which = arg.WhichOneof("kind")
+            if which == "ref":
+                dep = calls[arg.ref]
+                if dep.result and len(dep.result) <= small:
+                    dst.value.data = dep.result  # what `encoder.data` gives, without a copy
+                else:
+                    dst.value.CopyFrom(self._result_payload(dep, encoder))
+            elif which == "list":
+                dst.list.SetInParent()
+                dst.list.is_tuple = arg.list.is_tuple
+                add = dst.list.items.add
+                for item in arg.list.items:
+                    fill(add(), item)
+            else:
+                dst.CopyFrom(arg)
+
+        out = pb.Arguments()
+        add = out.args.add
+        for a in src.args:
+            fill(add(), a)
         for key, value in src.kwargs.items():
-            out.kwargs[key].CopyFrom(resolve(value))
+            fill(out.kwargs[key], value)
         return out
 
     # =========================================================================================
@@ -901,6 +919,7 @@ class Scheduler:
             self.access.call_ended(ex, call)
             ex.inflight -= 1
             call.executor = None
+            self._task_done(call)
             self.tracer.attempt_ended(call, None, None, dropped=True)
             raise
         except (TimeoutError, asyncio.TimeoutError):
@@ -942,6 +961,14 @@ class Scheduler:
             self._after_call(ex, tail=response.HasField("tail_call"))
         self._pump_after_call(ex.pool)
         self._schedule_flush()
+        self._task_done(call)
+
+    @staticmethod
+    def _task_done(call: CallState) -> None:
+        """Forget the attempt's task once it has its outcome: a finished task (and its
+        coroutine) kept by each of a fan-out's calls would hold a few hundred bytes each."""
+        if call.task is asyncio.current_task():
+            call.task = None
 
     async def _lost_failure(self, call: CallState, ex: ExecutorState, detail: str) -> pb.Failure:
         name, limit = call.function, call.settings.config
@@ -1260,16 +1287,16 @@ class Scheduler:
             if w.satisfied(run.calls):
                 w.event.set()
         if call.status == SUCCEEDED:
-            dependants, call.dependants = call.dependants, []
+            dependants, call.dependants = call.dependants, NO_LINKS
             for dep in dependants:
                 dep.deps_pending -= 1
                 if dep.deps_pending == 0 and dep.status == PENDING:
                     self._on_ready(dep)
-            parents, call.tail_parents = call.tail_parents, []
+            parents, call.tail_parents = call.tail_parents, NO_LINKS
             for parent in parents:
                 if parent.status == TAIL:
                     self._succeed(parent, call.result, call.result_digest)
-            collectors, call.collectors = call.collectors, []
+            collectors, call.collectors = call.collectors, NO_LINKS
             for collector in collectors:
                 collector.deps_pending -= 1
                 if collector.deps_pending == 0 and collector.status == TAIL:
@@ -1279,9 +1306,9 @@ class Scheduler:
         elif call.status == FAILED and call.failure is not None:
             for dep in call.dependants:
                 self._finish_call_failed(dep, call.failure, error_kind="dependency_failed")
-            for parent in call.tail_parents + call.collectors:
+            for parent in [*call.tail_parents, *call.collectors]:
                 self._finish_call_failed(parent, call.failure)
-            call.dependants, call.tail_parents, call.collectors = [], [], []
+            call.dependants, call.tail_parents, call.collectors = NO_LINKS, NO_LINKS, NO_LINKS
             if call.id == run.root_id:
                 self._run_failed(run, call.failure)
 
@@ -1379,7 +1406,8 @@ class Scheduler:
         timeout = request.timeout if request.HasField("timeout") else None
         if not waiter.satisfied(run.calls):
             for i in waiter.ids:
-                run.calls[i].waiters.append(waiter)
+                awaited = run.calls[i]
+                awaited.waiters = add_link(awaited.waiters, waiter)
             ex = self._executor_of(parent)
             if ex is not None:
                 ex.blocked += 1
@@ -1393,7 +1421,7 @@ class Scheduler:
                     ex.blocked -= 1
                 for i in waiter.ids:
                     c = run.calls.get(i)
-                    if c is not None and waiter in c.waiters:
+                    if c is not None and isinstance(c.waiters, list) and waiter in c.waiters:
                         c.waiters.remove(waiter)
         response = pb.AwaitResponse()
         encoder = wire.PayloadEncoder(self.store)
