@@ -95,6 +95,10 @@ log = logging.getLogger("engine.scheduler")
 MAX_STARTS_IN_FLIGHT = max(2, os.cpu_count() or 1)
 
 
+#: A tail call with at least this many futures starts their functions' executors before adding
+#: them (`Scheduler._prestart_tail`); below it, adding them takes less than a loop turn's notice.
+PRESTART_TAIL_MIN = 1000
+
 #: Calls that run a function's code in an executor (the others are expanded by the scheduler).
 RUNS_CODE = (pb.NODE_KIND_CALL, pb.NODE_KIND_APPLICATION)
 
@@ -934,6 +938,14 @@ class Scheduler:
         call.executor = None
         if response is not None and call.started_at is not None:
             ex.pool.observe_call(time.time() - call.started_at)
+        if (response is not None and response.HasField("tail_call")
+                and self._prestart_tail(call, response.tail_call)):
+            try:
+                await asyncio.sleep(0)  # the starts begin now, while the graph is added
+            except asyncio.CancelledError:
+                self.access.call_ended(ex, call)
+                self._task_done(call)
+                raise
         dropped = call.status != RUNNING or call.run.done.is_set()
         if dropped:
             pass  # cancelled while running: drop the outcome
@@ -969,6 +981,32 @@ class Scheduler:
         coroutine) kept by each of a fan-out's calls would hold a few hundred bytes each."""
         if call.task is asyncio.current_task():
             call.task = None
+
+    def _prestart_tail(self, call: CallState, tail: pb.TailCall) -> bool:
+        """Start the executors that a large tail call's new calls need before they are added
+        (as `_add_call` would on the first of each function): adding a hundred thousand calls
+        holds the loop for seconds, and the executors start meanwhile. Nothing of the graph
+        exists yet, so the caller may yield once; none for a graph with a signal (a call waiting
+        for one holds nothing). Returns whether any start began."""
+        if self._closed or len(tail.futures) < PRESTART_TAIL_MIN:
+            return False
+        functions: set[str] = set()
+        for spec in tail.futures:
+            if spec.kind == pb.NODE_KIND_SIGNAL:
+                return False
+            if spec.kind == pb.NODE_KIND_CALL:
+                functions.add(spec.function)
+        started = False
+        for function in sorted(functions):
+            try:
+                pool = self._pool(call.app, function)
+            except SDKUsageError:
+                continue  # no such function: refused when the call is added
+            if pool.live() == 0:
+                pool.last_run_id = call.run.run_id
+                self._start_executor(pool)
+                started = True
+        return started
 
     async def _lost_failure(self, call: CallState, ex: ExecutorState, detail: str) -> pb.Failure:
         name, limit = call.function, call.settings.config
@@ -1008,7 +1046,25 @@ class Scheduler:
     def _reap(self, ex: ExecutorState) -> None:
         ex.reap = None
         if ex.inflight == 0 and not ex.stopping:
+            if self._loop is not None and self._expects_calls(ex.pool):
+                # The executor started for a fan-in's combiner (`_add_call`) stays warm while its
+                # call waits for its inputs, rather than being restarted when they are done.
+                ex.reap = self._loop.call_later(self.idle_timeout, self._reap, ex)
+                return
             self._retire_soon(ex)
+
+    def _expects_calls(self, pool: Pool) -> bool:
+        """Whether a call of `pool` waits for its dependencies (not for a signal, which may take
+        days) in a run being driven. A scan of the runs' calls, once per idle timeout."""
+        for run in self.runs.values():
+            if run.done.is_set() or run.lost or not run.counts[PENDING]:
+                continue
+            for call in run.calls.values():
+                if (call.status == PENDING and call.function == pool.function and not call.dormant
+                        and call.kind in RUNS_CODE and call.app.code_digest == pool.app.code_digest
+                        and not self._waits_for_signal(call)):
+                    return True
+        return False
 
     def _retire_soon(self, ex: ExecutorState) -> None:
         """Retire `ex` from a synchronous step; `close` waits for what is still retiring, so
