@@ -72,6 +72,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -149,15 +150,22 @@ class Budget:
 
 
 def run_cmd(cmd: list[str], timeout: float, *, cwd: Path = REPO, env: dict[str, str] | None = None,
-            engine: bool = False) -> tuple[subprocess.CompletedProcess[str], float]:
+            engine: bool = False, peak: dict[str, float] | None = None,
+            ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run a command in its own session; on timeout interrupt it (an engine stops its executors
-    on SIGINT), then kill its whole session. Returns the result and its wall time."""
+    on SIGINT), then kill its whole session. Returns the result and its wall time. With `peak`,
+    its `rss_mb` is the process's own peak resident memory (VmHWM: the engine's scheduler, not
+    its executors), read every 0.1 s while it runs."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     _CHILDREN.add(proc)
     if engine:
         _ENGINE_PIDS.add(proc.pid)
+    watch = None
+    if peak is not None:
+        watch = threading.Thread(target=_watch_peak_rss, args=(proc, peak), daemon=True)
+        watch.start()
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -165,7 +173,21 @@ def run_cmd(cmd: list[str], timeout: float, *, cwd: Path = REPO, env: dict[str, 
         raise TimeoutError(f"`{' '.join(cmd)}` took more than {timeout:g} s") from None
     finally:
         _CHILDREN.discard(proc)
+        if watch is not None:
+            watch.join()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.perf_counter() - start
+
+
+def _watch_peak_rss(proc: subprocess.Popen[Any], peak: dict[str, float]) -> None:
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak["rss_mb"] = max(peak.get("rss_mb", 0.0), int(line.split()[1]) / 1024)
+        except (OSError, ValueError):
+            pass  # exited (or a zombie) between poll and read
+        time.sleep(0.1)
 
 
 def stop_child(proc: subprocess.Popen[Any]) -> None:
@@ -239,7 +261,8 @@ def engine_run(target: str, value: Any, backend: str, config: Path | None, timeo
     if config is not None:
         cmd += ["--config", str(config)]
     try:
-        proc, wall = run_cmd(cmd, timeout, engine=True)
+        peak: dict[str, float] = {}
+        proc, wall = run_cmd(cmd, timeout, engine=True, peak=peak)
         if proc.returncode != 0:
             raise SystemExit(f"bench: `{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         outcome = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -254,7 +277,8 @@ def engine_run(target: str, value: Any, backend: str, config: Path | None, timeo
     return {"wall_s": wall, "duration_s": info["duration"], "status": info["status"],
             "result": outcome["result"], "calls": info["calls"]["total"],
             "executions": info["calls"]["executions"], "run_id": outcome["run_id"],
-            "containers_left": left, "loadavg_1m": os.getloadavg()[0], **first}
+            "containers_left": left, "loadavg_1m": os.getloadavg()[0],
+            "scheduler_peak_rss_mb": peak.get("rss_mb"), **first}
 
 
 def first_dispatch(state_dir: Path, run_id: str) -> dict[str, Any]:
@@ -490,6 +514,8 @@ def summarize_fanout(rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
         # The n work calls alone, first dispatch to last end: executors already up.
         "work_phase_s": [work_phase(r) for r in rows],
         "median_work_phase_s": median([w for r in rows if (w := work_phase(r)) is not None]),
+        # The `engine run` process's own peak resident memory (its executors not included).
+        "median_peak_rss_mb": median([m for r in rows if (m := r.get("scheduler_peak_rss_mb")) is not None]),
         "runs": rows,
     }
 
@@ -535,6 +561,8 @@ def part_fanout(args: argparse.Namespace, results: dict[str, Any], backends: lis
                     "in_run": ratio(e["median_duration_s"], r_work),
                     "warm": ratio(e["median_work_phase_s"], entry["ray"]["median_workload_warm_s"]),
                     "end_to_end": ratio(e["median_wall_s"], entry["ray"]["median_wall_s"]),
+                    # Issue 16's measure: `engine run` start to exit against Ray's in-run.
+                    "end_to_end_vs_ray_in_run": ratio(e["median_wall_s"], r_work),
                 }
         results["fanout"].append(entry)
         write_results(args.out, results)
@@ -1256,6 +1284,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"| fan-out {n:,}: end to end (process start to exit), s | {eng(row, 'process', 'median_wall_s')} | "
             f"{eng(row, 'docker', 'median_wall_s')} | {fmt(r.get('median_wall_s'))} | {tl_cell(n, 'median_wall_s')} | "
             f"{_pair(ra.get('process', {}).get('end_to_end'), ra.get('docker', {}).get('end_to_end'), backends)} | {target} |"
+        )
+    for row in results.get("fanout", []):
+        n, r, ra = row["n"], row.get("ray") or {}, row.get("ratios", {})
+        lines.append(
+            f"| fan-out {n:,}: engine end to end ÷ Ray in-run | – | – | – | – | "
+            f"{_pair(ra.get('process', {}).get('end_to_end_vs_ray_in_run'), ra.get('docker', {}).get('end_to_end_vs_ray_in_run'), backends)} | ≤ 0.5 |"
+        )
+    for row in results.get("fanout", []):
+        lines.append(
+            f"| fan-out {row['n']:,}: `engine run` peak RSS (scheduler), MB | {eng(row, 'process', 'median_peak_rss_mb', 0)} | "
+            f"{eng(row, 'docker', 'median_peak_rss_mb', 0)} | – | – | | |"
         )
     cold = results.get("cold_start")
     if cold:

@@ -66,15 +66,17 @@ class GraphEncoder:
             return
         fut._mark_started()  # before recursing: a graph is a DAG, but be safe against loops
         self.started.append(fut)
-        arguments = pb.Arguments()
+        # Arguments are written into the spec in place (a fan-in's are a hundred thousand:
+        # building each as its own message to be copied in costs several times more); the spec
+        # is listed after its dependencies, which `_fill` adds first.
+        spec = pb.FutureSpec(id=fut.id, kind=wire.KIND_VALUES[fut.kind], function=fut.function.name)
+        arguments = spec.arguments
+        arguments.SetInParent()
+        add = arguments.args.add
         for value in fut.args:
-            arguments.args.append(self._arg(value))
+            self._fill(add(), value)
         for key in sorted(fut.kwargs):
-            arguments.kwargs[key].CopyFrom(self._arg(fut.kwargs[key]))
-        spec = pb.FutureSpec(
-            id=fut.id, kind=wire.KIND_VALUES[fut.kind], function=fut.function.name,
-            arguments=arguments,
-        )
+            self._fill(arguments.kwargs[key], fut.kwargs[key])
         source = fut.function
         if isinstance(source, SignalSource):
             spec.signal.repeatable = source.repeatable
@@ -82,16 +84,19 @@ class GraphEncoder:
                 spec.signal.timeout = source.timeout
         self.specs.append(spec)
 
-    def _arg(self, value: Any) -> pb.Arg:
+    def _fill(self, dst: pb.Arg, value: Any) -> None:
         if isinstance(value, Future):
             self.add(value)
-            return pb.Arg(ref=value.id)
+            dst.ref = value.id
+            return
         if isinstance(value, (list, tuple)) and any(isinstance(v, Future) for v in value):
-            return pb.Arg(
-                list=pb.ArgList(items=[self._arg(v) for v in value], is_tuple=isinstance(value, tuple))
-            )
+            dst.list.SetInParent()
+            dst.list.is_tuple = isinstance(value, tuple)
+            for v in value:
+                self._fill(dst.list.items.add(), v)
+            return
         try:
-            return pb.Arg(value=self.payloads.value(value))
+            dst.value.CopyFrom(self.payloads.value(value))
         except (SDKUsageError, InfrastructureError):
             raise
         except Exception as exc:

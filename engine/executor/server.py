@@ -3,8 +3,10 @@
 One executor serves one function of one application (code bundle). The scheduler starts it (as
 a process or a container), sends `Initialize` once with the zipped project, then opens one `Calls`
 stream (a blank executor of the warm pool, `engine.scheduler.warm`, has it opened first, and is
-given its function by `Initialize` later) and writes a `RunRequest` on it for every call routed here, up to the function's
-`concurrency` at once; each `RunResponse` goes back on the stream as its call finishes. The executor keeps no state
+given its function by `Initialize` later) and writes a `RunRequest` on it for every call routed
+here, up to the function's `concurrency` at once (the calls dispatched together travel in one
+`RunRequests`); each `RunResponse` goes back on the stream as its call finishes, batched with
+whatever other answers are ready then. The executor keeps no state
 between calls beyond the imported code: every outcome goes back in the `RunResponse`, and the
 scheduler checkpoints it. The one exception is the instance of a `@cls()` class
 (`engine.sdk.stateful`): an executor of one of its methods builds it before its first call, once,
@@ -224,12 +226,13 @@ class Executor(pb_grpc.FunctionExecutorServicer):
 
     # --- Calls ---------------------------------------------------------------------------
 
-    def Calls(self, request_iterator: Iterator[pb.RunRequest], context: grpc.ServicerContext) -> Iterator[pb.RunResponse]:  # noqa: N802
-        """Run every request on a worker thread; answer each as it finishes.
+    def Calls(self, request_iterator: Iterator[pb.RunRequests], context: grpc.ServicerContext) -> Iterator[pb.RunResponses]:  # noqa: N802
+        """Run every request on a worker thread; answer as they finish, every answer ready at
+        that moment in one message.
 
         A blank executor of the warm pool (`engine.scheduler.warm`) has its stream opened before
         `Initialize`, so that it is held (and ends with its engine) while it waits to be given
-        a function: the function is read when the first request arrives, which the scheduler
+        a function: the function is read when the first requests arrive, which the scheduler
         sends only after `Initialize` has answered."""
         # The stream is the scheduler's hold on this executor: its end (the scheduler killed, the
         # connection lost) is seen here even while this thread is busy in a call.
@@ -248,8 +251,8 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         if self.concurrency == 1:
             # The scheduler never sends a second call before the first is answered: run each on
             # this stream's own thread, with no hand-offs (the hot path of a chain of calls).
-            for request in request_iterator:
-                yield self._answer(fn, request)
+            for batch in request_iterator:
+                yield pb.RunResponses(responses=[self._answer(fn, r) for r in batch.requests])
             return
         done: queue.SimpleQueue[pb.RunResponse | None] = queue.SimpleQueue()
         workers = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
@@ -259,8 +262,9 @@ class Executor(pb_grpc.FunctionExecutorServicer):
 
         def read() -> None:
             try:
-                for request in request_iterator:
-                    workers.submit(work, request)
+                for batch in request_iterator:
+                    for request in batch.requests:
+                        workers.submit(work, request)
             except Exception:  # noqa: BLE001 - the scheduler went away: stop answering
                 pass
             finally:
@@ -268,11 +272,22 @@ class Executor(pb_grpc.FunctionExecutorServicer):
 
         threading.Thread(target=read, name="calls-reader", daemon=True).start()
         try:
-            while True:
+            ended = False
+            while not ended:
                 response = done.get()
                 if response is None:
                     return
-                yield response
+                answers = [response]
+                while True:  # whatever else is ready goes in the same message
+                    try:
+                        more = done.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        ended = True
+                        break
+                    answers.append(more)
+                yield pb.RunResponses(responses=answers)
         finally:
             workers.shutdown(wait=False)
 

@@ -203,7 +203,7 @@ class Access:
             if known is not None and known.parent_id != parent_id:
                 raise Denied(f"future {spec.id} belongs to another call")
             for arg in wire.leaves(spec.arguments):
-                if arg.WhichOneof("kind") == "value" and arg.value.blob:
+                if arg.value.blob:  # (a reference's `value` reads as an empty Payload)
                     self.check_payload(grant, arg.value, f"future {spec.id} passing")
 
     def check_children(self, run: RunState, parent_id: str, ids: Iterable[str]) -> None:
@@ -235,7 +235,6 @@ def outcome_blobs(response: pb.AwaitResponse) -> Iterator[str]:
             yield outcome.failure.exception.blob
 
 
-def _blobs_of(arguments: pb.Arguments) -> Iterator[str]:
-    for arg in wire.leaves(arguments):
-        if arg.WhichOneof("kind") == "value" and arg.value.blob:
-            yield arg.value.blob
+def _blobs_of(arguments: pb.Arguments) -> list[str]:
+    # (A reference's `value` reads as an empty Payload, with no blob.)
+    return [arg.value.blob for arg in wire.leaves(arguments) if arg.value.blob]

@@ -35,13 +35,15 @@ class ExecutorGone(Exception):
 class ExecutorState:
     """One live executor: its gRPC channel and the one `Calls` stream every call goes over.
 
-    Requests are written under a lock (gRPC allows one pending write per stream); a reader
-    task matches each response to its call by `call_id`. When the stream ends, every call still
+    Calls dispatched in one loop turn leave together: `send` puts each request in `outbox`, and
+    one writer task writes everything waiting there as one `RunRequests` message (gRPC allows one
+    pending write per stream; what arrives meanwhile goes in the next message). A reader task
+    matches each response to its call by `call_id`. When the stream ends, every call still
     waiting on it fails with `ExecutorGone`, and the scheduler asks the backend why.
     """
 
     __slots__ = ("handle", "channel", "stub", "inflight", "blocked", "stopping", "reap", "pool",
-                 "stream", "pending", "write_lock", "reader", "served", "exchange")
+                 "stream", "pending", "outbox", "writer", "reader", "served", "gone", "exchange")
 
     def __init__(self, handle: ExecutorHandle, channel: grpc.aio.Channel, pool: Pool) -> None:
         self.handle = handle
@@ -55,11 +57,15 @@ class ExecutorState:
         self.pool = pool
         self.stream: Any = None
         self.pending: dict[str, asyncio.Future[pb.RunResponse]] = {}
-        self.write_lock = asyncio.Lock()
+        # Requests not yet written, and the task writing them.
+        self.outbox: list[pb.RunRequest] = []
+        self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
         # Whether a call has been answered here (the first call of a @cls() method's executor
         # waits for the class's constructor, and may take init_timeout longer).
         self.served = False
+        # Why the stream ended, once it has: later calls fail at once with it.
+        self.gone: ExecutorGone | None = None
         # A blank executor's exchange directory (engine.scheduler.warm), until a function takes
         # it and its grant owns the directory (engine.scheduler.access).
         self.exchange: Any = None
@@ -71,32 +77,56 @@ class ExecutorState:
     async def _read(self) -> None:
         error = ExecutorGone("the executor closed its call stream")
         try:
-            async for response in self.stream:
-                waiter = self.pending.pop(response.call_id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(response)
+            async for batch in self.stream:
+                for response in batch.responses:
+                    waiter = self.pending.pop(response.call_id, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(response)
         except grpc.aio.AioRpcError as exc:
             error = ExecutorGone(exc.details() or exc.code().name)
         except asyncio.CancelledError:
             error = ExecutorGone("the executor was stopped")
         finally:
-            pending, self.pending = self.pending, {}
-            for waiter in pending.values():
-                if not waiter.done():
-                    waiter.set_exception(error)
+            self.gone = error
+            self._fail_pending(error)
+
+    def _fail_pending(self, error: ExecutorGone) -> None:
+        pending, self.pending = self.pending, {}
+        self.outbox = []
+        for waiter in pending.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def send(self, request: pb.RunRequest) -> asyncio.Future[pb.RunResponse]:
+        """Queue one call for the executor; the future is its response (or `ExecutorGone`)."""
+        waiter: asyncio.Future[pb.RunResponse] = asyncio.get_running_loop().create_future()
+        if self.gone is not None:
+            waiter.set_exception(self.gone)
+            return waiter
+        self.pending[request.call_id] = waiter
+        self.outbox.append(request)
+        if self.writer is None:
+            self.writer = asyncio.ensure_future(self._write())
+        return waiter
+
+    async def _write(self) -> None:
+        try:
+            while self.outbox:
+                batch, self.outbox = self.outbox, []
+                try:
+                    await self.stream.write(pb.RunRequests(requests=batch))
+                except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as exc:
+                    self.gone = ExecutorGone(f"could not send the call: {exc}")
+                    self._fail_pending(self.gone)
+                    return
+        finally:
+            self.writer = None
 
     async def call(self, request: pb.RunRequest, timeout: float) -> pb.RunResponse:
         """Send one call and wait for its response. Raises `ExecutorGone`, or the builtin
         `TimeoutError` after `timeout` seconds (the call may still be running)."""
-        waiter: asyncio.Future[pb.RunResponse] = asyncio.get_running_loop().create_future()
-        self.pending[request.call_id] = waiter
         try:
-            try:
-                async with self.write_lock:
-                    await self.stream.write(request)
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as exc:
-                raise ExecutorGone(f"could not send the call: {exc}") from None
-            return await asyncio.wait_for(waiter, timeout)
+            return await asyncio.wait_for(self.send(request), timeout)
         finally:
             self.pending.pop(request.call_id, None)
 

@@ -73,6 +73,7 @@ from engine.scheduler.state import (
     CANCELLED,
     FAILED,
     FINAL,
+    NO_LINKS,
     PENDING,
     QUEUED,
     RUNNING,
@@ -81,6 +82,7 @@ from engine.scheduler.state import (
     CallState,
     RunState,
     Waiter,
+    add_link,
 )
 from engine.scheduler.warm import WarmPool, warm_size
 from engine.sdk.runtime import child_id
@@ -101,6 +103,10 @@ MAX_STARTS_IN_FLIGHT = 16
 # What taking a blank executor from the warm pool and initialising it costs, about (`Pool.wanted`).
 WARM_START_COST = 0.02
 
+
+#: A tail call with at least this many futures starts their functions' executors before adding
+#: them (`Scheduler._prestart_tail`); below it, adding them takes less than a loop turn's notice.
+PRESTART_TAIL_MIN = 1000
 
 #: Calls that run a function's code in an executor (the others are expanded by the scheduler).
 RUNS_CODE = (pb.NODE_KIND_CALL, pb.NODE_KIND_APPLICATION)
@@ -582,6 +588,8 @@ class Scheduler:
     @staticmethod
     def _waits_for_signal(call: CallState) -> bool:
         """Whether `call` takes the value of a signal future that has none yet."""
+        if not call.has_refs:
+            return False  # (set by `_link_dependencies`, which runs first)
         for ref in wire.refs(call.spec.arguments):
             dep = call.run.calls.get(ref)
             if dep is not None and dep.kind == pb.NODE_KIND_SIGNAL and dep.status != SUCCEEDED:
@@ -601,7 +609,7 @@ class Scheduler:
             if dep.status in (FAILED, CANCELLED) and dep.failure is not None:
                 self._finish_call_failed(call, dep.failure, error_kind="dependency_failed")
                 return
-            dep.dependants.append(call)
+            dep.dependants = add_link(dep.dependants, call)
             call.deps_pending += 1
 
     def _link_tail(self, call: CallState, target: CallState) -> None:
@@ -611,7 +619,7 @@ class Scheduler:
         elif target.status in (FAILED, CANCELLED) and target.failure is not None:
             self._finish_call_failed(call, target.failure)
         else:
-            target.tail_parents.append(call)
+            target.tail_parents = add_link(target.tail_parents, call)
 
     def _on_ready(self, call: CallState) -> None:
         """All dependencies have values: queue a call, wait for a signal, or expand a map/reduce."""
@@ -653,7 +661,7 @@ class Scheduler:
                     self._finish_call_failed(call, child.failure, error_kind="dependency_failed")
                     return
                 if child.status != SUCCEEDED:
-                    child.collectors.append(call)
+                    child.collectors = add_link(child.collectors, call)
                     call.deps_pending += 1
             if call.deps_pending == 0:
                 self._collect(call)
@@ -718,24 +726,38 @@ class Scheduler:
                 arg.value.CopyFrom(encoder.data(arg.value.data))
 
     def _resolve_arguments(self, call: CallState) -> pb.Arguments:
-        run = call.run
-        encoder = wire.PayloadEncoder(self.store)
-
-        def resolve(arg: pb.Arg) -> pb.Arg:
-            which = arg.WhichOneof("kind")
-            if which == "ref":
-                return pb.Arg(value=self._result_payload(run.calls[arg.ref], encoder))
-            if which == "list":
-                return pb.Arg(list=pb.ArgList(items=[resolve(a) for a in arg.list.items],
-                                              is_tuple=arg.list.is_tuple))
-            return arg
-
         src = call.spec.arguments
         if not call.has_refs:
             return src
-        out = pb.Arguments(args=[resolve(a) for a in src.args])
+        calls = call.run.calls
+        encoder = wire.PayloadEncoder(self.store)
+        small = wire.SMALL_VALUE_BYTES
+
+        # Written into one new message in place: a fan-in has a hundred thousand arguments, and
+        # building each as its own message to be copied in costs several times more.
+        def fill(dst: pb.Arg, arg: pb.Arg) -> None:
+            which = arg.WhichOneof("kind")
+            if which == "ref":
+                dep = calls[arg.ref]
+                if dep.result and len(dep.result) <= small:
+                    dst.value.data = dep.result  # what `encoder.data` gives, without a copy
+                else:
+                    dst.value.CopyFrom(self._result_payload(dep, encoder))
+            elif which == "list":
+                dst.list.SetInParent()
+                dst.list.is_tuple = arg.list.is_tuple
+                add = dst.list.items.add
+                for item in arg.list.items:
+                    fill(add(), item)
+            else:
+                dst.CopyFrom(arg)
+
+        out = pb.Arguments()
+        add = out.args.add
+        for a in src.args:
+            fill(add(), a)
         for key, value in src.kwargs.items():
-            out.kwargs[key].CopyFrom(resolve(value))
+            fill(out.kwargs[key], value)
         return out
 
     # =========================================================================================
@@ -964,6 +986,7 @@ class Scheduler:
             self.access.call_ended(ex, call)
             ex.inflight -= 1
             call.executor = None
+            self._task_done(call)
             self.tracer.attempt_ended(call, None, None, dropped=True)
             raise
         except (TimeoutError, asyncio.TimeoutError):
@@ -978,6 +1001,14 @@ class Scheduler:
         call.executor = None
         if response is not None and call.started_at is not None:
             ex.pool.observe_call(time.time() - call.started_at)
+        if (response is not None and response.HasField("tail_call")
+                and self._prestart_tail(call, response.tail_call)):
+            try:
+                await asyncio.sleep(0)  # the starts begin now, while the graph is added
+            except asyncio.CancelledError:
+                self.access.call_ended(ex, call)
+                self._task_done(call)
+                raise
         dropped = call.status != RUNNING or call.run.done.is_set()
         if dropped:
             pass  # cancelled while running: drop the outcome
@@ -1005,6 +1036,40 @@ class Scheduler:
             self._after_call(ex, tail=response.HasField("tail_call"))
         self._pump_after_call(ex.pool)
         self._schedule_flush()
+        self._task_done(call)
+
+    @staticmethod
+    def _task_done(call: CallState) -> None:
+        """Forget the attempt's task once it has its outcome: a finished task (and its
+        coroutine) kept by each of a fan-out's calls would hold a few hundred bytes each."""
+        if call.task is asyncio.current_task():
+            call.task = None
+
+    def _prestart_tail(self, call: CallState, tail: pb.TailCall) -> bool:
+        """Start the executors that a large tail call's new calls need before they are added
+        (as `_add_call` would on the first of each function): adding a hundred thousand calls
+        holds the loop for seconds, and the executors start meanwhile. Nothing of the graph
+        exists yet, so the caller may yield once; none for a graph with a signal (a call waiting
+        for one holds nothing). Returns whether any start began."""
+        if self._closed or len(tail.futures) < PRESTART_TAIL_MIN:
+            return False
+        functions: set[str] = set()
+        for spec in tail.futures:
+            if spec.kind == pb.NODE_KIND_SIGNAL:
+                return False
+            if spec.kind == pb.NODE_KIND_CALL:
+                functions.add(spec.function)
+        started = False
+        for function in sorted(functions):
+            try:
+                pool = self._pool(call.app, function)
+            except SDKUsageError:
+                continue  # no such function: refused when the call is added
+            if pool.live() == 0:
+                pool.last_run_id = call.run.run_id
+                self._start_executor(pool)
+                started = True
+        return started
 
     async def _lost_failure(self, call: CallState, ex: ExecutorState, detail: str) -> pb.Failure:
         name, limit = call.function, call.settings.config
@@ -1043,12 +1108,32 @@ class Scheduler:
 
     def _reap(self, ex: ExecutorState) -> None:
         ex.reap = None
+        if ex.inflight != 0 or ex.stopping:
+            return
+        if self._loop is not None and self._expects_calls(ex.pool):
+            # The executor started for a fan-in's combiner (`_add_call`) stays warm while its
+            # call waits for its inputs, rather than being restarted when they are done.
+            ex.reap = self._loop.call_later(self.idle_timeout, self._reap, ex)
+            return
         # Judged again now, and out of the pool at once (`_retire` takes a loop step): executors
         # that went idle together each have a timer, and must not all go below the warm minimum.
         others = sum(1 for e in ex.pool.executors if not e.stopping and e is not ex)
-        if ex.inflight == 0 and not ex.stopping and others >= ex.pool.warm_minimum:
+        if others >= ex.pool.warm_minimum:
             ex.pool.executors.remove(ex)
             self._retire_soon(ex)
+
+    def _expects_calls(self, pool: Pool) -> bool:
+        """Whether a call of `pool` waits for its dependencies (not for a signal, which may take
+        days) in a run being driven. A scan of the runs' calls, once per idle timeout."""
+        for run in self.runs.values():
+            if run.done.is_set() or run.lost or not run.counts[PENDING]:
+                continue
+            for call in run.calls.values():
+                if (call.status == PENDING and call.function == pool.function and not call.dormant
+                        and call.kind in RUNS_CODE and call.app.code_digest == pool.app.code_digest
+                        and not self._waits_for_signal(call)):
+                    return True
+        return False
 
     def _retire_soon(self, ex: ExecutorState) -> None:
         """Retire `ex` from a synchronous step; `close` waits for what is still retiring, so
@@ -1361,16 +1446,16 @@ class Scheduler:
             if w.satisfied(run.calls):
                 w.event.set()
         if call.status == SUCCEEDED:
-            dependants, call.dependants = call.dependants, []
+            dependants, call.dependants = call.dependants, NO_LINKS
             for dep in dependants:
                 dep.deps_pending -= 1
                 if dep.deps_pending == 0 and dep.status == PENDING:
                     self._on_ready(dep)
-            parents, call.tail_parents = call.tail_parents, []
+            parents, call.tail_parents = call.tail_parents, NO_LINKS
             for parent in parents:
                 if parent.status == TAIL:
                     self._succeed(parent, call.result, call.result_digest)
-            collectors, call.collectors = call.collectors, []
+            collectors, call.collectors = call.collectors, NO_LINKS
             for collector in collectors:
                 collector.deps_pending -= 1
                 if collector.deps_pending == 0 and collector.status == TAIL:
@@ -1380,9 +1465,9 @@ class Scheduler:
         elif call.status == FAILED and call.failure is not None:
             for dep in call.dependants:
                 self._finish_call_failed(dep, call.failure, error_kind="dependency_failed")
-            for parent in call.tail_parents + call.collectors:
+            for parent in [*call.tail_parents, *call.collectors]:
                 self._finish_call_failed(parent, call.failure)
-            call.dependants, call.tail_parents, call.collectors = [], [], []
+            call.dependants, call.tail_parents, call.collectors = NO_LINKS, NO_LINKS, NO_LINKS
             if call.id == run.root_id:
                 self._run_failed(run, call.failure)
 
@@ -1480,7 +1565,8 @@ class Scheduler:
         timeout = request.timeout if request.HasField("timeout") else None
         if not waiter.satisfied(run.calls):
             for i in waiter.ids:
-                run.calls[i].waiters.append(waiter)
+                awaited = run.calls[i]
+                awaited.waiters = add_link(awaited.waiters, waiter)
             ex = self._executor_of(parent)
             if ex is not None:
                 ex.blocked += 1
@@ -1494,7 +1580,7 @@ class Scheduler:
                     ex.blocked -= 1
                 for i in waiter.ids:
                     c = run.calls.get(i)
-                    if c is not None and waiter in c.waiters:
+                    if c is not None and isinstance(c.waiters, list) and waiter in c.waiters:
                         c.waiters.remove(waiter)
         response = pb.AwaitResponse()
         encoder = wire.PayloadEncoder(self.store)

@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.statuses import CALL_FINAL, CallStatus, RunStatus
 from engine.wire.v1 import engine_pb2 as pb
@@ -38,6 +38,21 @@ FAILED = CallStatus.FAILED
 CANCELLED = CallStatus.CANCELLED
 
 FINAL = CALL_FINAL
+
+T = TypeVar("T")
+
+#: The links of a call that has none of a kind (most calls have none of most kinds): shared,
+#: replaced by a list on the first link (`add_link`), never appended to. An empty list per call
+#: and kind would cost 56 bytes, 28 MB over a 100,000-call fan-out's five kinds.
+NO_LINKS: tuple[()] = ()
+
+
+def add_link(links: list[T] | tuple[()], item: T) -> list[T]:
+    """`links` with `item` appended: the same list, or a new one in place of `NO_LINKS`."""
+    if isinstance(links, list):
+        links.append(item)
+        return links
+    return [item]
 
 
 class CallState:
@@ -68,18 +83,18 @@ class CallState:
         self.attempts = 0
         self.executions = 0
         self.deps_pending = 0
-        self.dependants: list[CallState] = []
+        self.dependants: list[CallState] | tuple[()] = NO_LINKS
         self.tail_id: str | None = None
         # Calls whose value is this call's value (they returned it as a tail call).
-        self.tail_parents: list[CallState] = []
+        self.tail_parents: list[CallState] | tuple[()] = NO_LINKS
         # Map calls collecting this call's value into their list.
-        self.collectors: list[CallState] = []
+        self.collectors: list[CallState] | tuple[()] = NO_LINKS
         # For map: the item calls, in order.
-        self.children: list[CallState] = []
+        self.children: list[CallState] | tuple[()] = NO_LINKS
         self.result: bytes | None = None
         self.result_digest: str | None = None
         self.failure: pb.Failure | None = None
-        self.waiters: list[Waiter] = []
+        self.waiters: list[Waiter] | tuple[()] = NO_LINKS
         self.created_at = time.time()
         self.started_at: float | None = None
         self.ended_at: float | None = None

@@ -16,9 +16,10 @@ message nears gRPC's size limits, and no node needs a filesystem shared with the
 from __future__ import annotations
 
 import hashlib
+import pickle
 import sys
 import traceback as tb
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import cloudpickle
@@ -123,7 +124,14 @@ def python_version() -> str:
     return ".".join(str(p) for p in sys.version_info[:3])
 
 
+# Builtin scalars pickle to the same bytes with the standard pickler, which skips building a
+# cloudpickle Pickler: five to ten times cheaper, on every argument and result of a fan-out.
+_PLAIN_TYPES = frozenset((int, float, str, bytes, bool, type(None)))
+
+
 def dumps(value: Any) -> bytes:
+    if type(value) in _PLAIN_TYPES:
+        return pickle.dumps(value, protocol=5)
     return cloudpickle.dumps(value, protocol=5)
 
 
@@ -301,20 +309,22 @@ def validate_spec(spec: pb.FutureSpec) -> None:
         raise InvalidMessage(f"future {spec.id}: signal options on a {KIND_NAMES[spec.kind]} future")
 
 
-def leaves(arguments: pb.Arguments) -> Iterator[pb.Arg]:
+def leaves(arguments: pb.Arguments) -> list[pb.Arg]:
     """Every value and reference in `arguments` (lists opened), in order."""
-
-    def visit(arg: pb.Arg) -> Iterator[pb.Arg]:
-        if arg.WhichOneof("kind") == "list":
-            for item in arg.list.items:
-                yield from visit(item)
-        else:
-            yield arg
-
-    for a in arguments.args:
-        yield from visit(a)
+    out: list[pb.Arg] = []
+    _leaves(arguments.args, out)
     for key in sorted(arguments.kwargs):
-        yield from visit(arguments.kwargs[key])
+        _leaves((arguments.kwargs[key],), out)
+    return out
+
+
+def _leaves(args: Iterable[pb.Arg], out: list[pb.Arg]) -> None:
+    # A plain loop, not generators: a fan-in's arguments are a hundred thousand leaves.
+    for arg in args:
+        if arg.WhichOneof("kind") == "list":
+            _leaves(arg.list.items, out)
+        else:
+            out.append(arg)
 
 
 def refs(arguments: pb.Arguments) -> list[str]:

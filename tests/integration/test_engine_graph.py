@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import APPS_DIR
 
 from engine import RequestError, run_local_application
 
@@ -220,6 +221,25 @@ def test_fanout_example_from_the_cli(cli, state_dir, examples_dir) -> None:
         "notes on 2008 (4 chars)", "notes on made (4 chars)", "notes on possible (8 chars)",
         "notes on what (4 chars)",
     ]
+
+
+def test_a_wide_fan_in_runs_every_call_once_and_keeps_its_combiner_warm(cli, state_dir, tmp_path,
+                                                                         show) -> None:
+    """1,500 calls and a 2-second one, joined by a tail call, with idle executors stopped after
+    0.5 s: the calls travel to executors in batches (RunRequests) and each runs once, and the
+    combiner's executor, started when its call was created, stays up while the call waits for
+    its inputs rather than being stopped and started again."""
+    config = tmp_path / "engine.yaml"
+    config.write_text("idle_timeout: 0.5\n")
+    code, out, err = cli("run", "app_graph.py:wide", "--input", "1500", "--json", "--config", str(config),
+                         cwd=APPS_DIR)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["result"] == 2 * sum(range(1500))
+    info = show(result["run_id"])
+    assert by_function(info) == {"wide": 1, "double": 1500, "nap": 1, "add_up": 1}
+    started = sorted(p.name.split("-")[0] for p in (state_dir / "executors").glob("*.log"))
+    assert started.count("add_up") == 1, started
 
 
 def test_tail_call_from_a_tail_call(apps, state_dir) -> None:

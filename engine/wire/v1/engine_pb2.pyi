@@ -195,6 +195,18 @@ class RunRequest(_message.Message):
     trace_context: _containers.ScalarMap[str, str]
     def __init__(self, run_id: _Optional[str] = ..., call_id: _Optional[str] = ..., attempt: _Optional[int] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class RunRequests(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RunRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RunRequest, _Mapping]]] = ...) -> None: ...
+
+class RunResponses(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[RunResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[RunResponse, _Mapping]]] = ...) -> None: ...
+
 class TailCall(_message.Message):
     __slots__ = ("root_id", "futures")
     ROOT_ID_FIELD_NUMBER: _ClassVar[int]

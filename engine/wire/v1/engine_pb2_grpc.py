@@ -41,8 +41,8 @@ class FunctionExecutorStub:
                 _registered_method=True)
         self.Calls = channel.stream_stream(
                 '/engine.v1.FunctionExecutor/Calls',
-                request_serializer=engine_dot_v1_dot_engine__pb2.RunRequest.SerializeToString,
-                response_deserializer=engine_dot_v1_dot_engine__pb2.RunResponse.FromString,
+                request_serializer=engine_dot_v1_dot_engine__pb2.RunRequests.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.RunResponses.FromString,
                 _registered_method=True)
         self.Health = channel.unary_unary(
                 '/engine.v1.FunctionExecutor/Health',
@@ -61,10 +61,12 @@ class FunctionExecutorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Calls(self, request_iterator, context):
-        """One long-lived stream per executor: the scheduler writes a RunRequest per call (never more
+        """One long-lived stream per executor: the scheduler writes the calls it dispatches (never more
         than `concurrency` unanswered), the executor answers each as it finishes. A stream rather
         than a unary call per call: it halves the per-call cost on both sides, which is the
-        engine's dispatch overhead.
+        engine's dispatch overhead. Each message carries every call ready at that moment (and every
+        answer ready at that moment): a gRPC message costs both sides far more than a call's few
+        bytes, so a fan-out pays one per batch, not one per call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,8 +88,8 @@ def add_FunctionExecutorServicer_to_server(servicer, server):
             ),
             'Calls': grpc.stream_stream_rpc_method_handler(
                     servicer.Calls,
-                    request_deserializer=engine_dot_v1_dot_engine__pb2.RunRequest.FromString,
-                    response_serializer=engine_dot_v1_dot_engine__pb2.RunResponse.SerializeToString,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.RunRequests.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.RunResponses.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
@@ -147,8 +149,8 @@ class FunctionExecutor:
             request_iterator,
             target,
             '/engine.v1.FunctionExecutor/Calls',
-            engine_dot_v1_dot_engine__pb2.RunRequest.SerializeToString,
-            engine_dot_v1_dot_engine__pb2.RunResponse.FromString,
+            engine_dot_v1_dot_engine__pb2.RunRequests.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.RunResponses.FromString,
             options,
             channel_credentials,
             insecure,

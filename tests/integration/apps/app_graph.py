@@ -178,3 +178,28 @@ def together(i: int, log: str) -> int:
 @function()
 def together_app(n: int, log: str) -> list[int]:
     return total.future(*[together.future(i, log) for i in range(n)])
+
+
+@function(concurrency=16)
+def double(i: int) -> int:
+    return i * 2
+
+
+@function()
+def nap(seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return 0
+
+
+@function()
+def add_up(*values: int) -> int:
+    return sum(values)
+
+
+@application()
+@function()
+def wide(n: int) -> int:
+    """A fan-out of n trivial calls and one that takes 2 s, joined by one tail call."""
+    return add_up.future(*[double.future(i) for i in range(n)], nap.future(2.0))
