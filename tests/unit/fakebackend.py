@@ -318,16 +318,22 @@ class FakeExecutor:
 
 
 class FakeStream:
-    """The `Calls` stream as `ExecutorState` uses it: `write` a request, iterate the answers."""
+    """The `Calls` stream as `ExecutorState` uses it: `write` a batch of requests (`RunRequests`),
+    iterate the answers (each in a `RunResponses` of its own)."""
 
     def __init__(self, executor: FakeExecutor) -> None:
         self.executor = executor
 
-    async def write(self, request: pb.RunRequest) -> None:
-        self.executor.receive(pb.RunRequest.FromString(request.SerializeToString()))
+    async def write(self, batch: pb.RunRequests) -> None:
+        for request in pb.RunRequests.FromString(batch.SerializeToString()).requests:
+            self.executor.receive(request)
 
-    def __aiter__(self) -> AsyncIterator[pb.RunResponse]:
-        return self.executor.responses()
+    async def _batches(self) -> AsyncIterator[pb.RunResponses]:
+        async for response in self.executor.responses():
+            yield pb.RunResponses(responses=[response])
+
+    def __aiter__(self) -> AsyncIterator[pb.RunResponses]:
+        return self._batches()
 
 
 class FakeChannel:
