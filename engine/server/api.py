@@ -311,8 +311,17 @@ class API:
         limit = max(1, min(query.limit, MAX_LIST))
         reader = self.control.reader
         rows = reader.list_runs(limit, application=query.application, status=query.status)
-        return m.RunList(runs=[m.RunSummary.model_validate(run_summary(r, r.version)) for r in rows],
+        return m.RunList(runs=self._summaries(rows),
                          total=reader.count_runs(application=query.application, status=query.status))
+
+    def _summaries(self, rows: list[Any]) -> list[m.RunSummary]:
+        """Runs' summaries, each with `waiting` (read from the calls of the few running runs that
+        have a signal future still waiting)."""
+        reader = self.control.reader
+        maybe = reader.runs_with_open_signals([r.run_id for r in rows if r.status == RunStatus.RUNNING])
+        return [m.RunSummary.model_validate({
+            **run_summary(r, r.version),
+            "waiting": r.run_id in maybe and waiting(r, reader.load_calls(r.run_id))}) for r in rows]
 
     def _runs_by_id(self, request: web.Request, ids: str) -> m.RunList:
         """`GET /v1/runs?ids=a,b,c`: many runs' summaries in one read."""
@@ -324,7 +333,7 @@ class API:
         if len(wanted) > MAX_IDS:
             raise HTTPError(400, f"bad query parameter ids: {len(wanted)} ids, at most {MAX_IDS} per call")
         found = {r.run_id: r for r in self.control.reader.get_runs(wanted)}
-        runs = [m.RunSummary.model_validate(run_summary(found[i], found[i].version)) for i in wanted if i in found]
+        runs = self._summaries([found[i] for i in wanted if i in found])
         return m.RunList(runs=runs, total=len(runs), unknown=[i for i in wanted if i not in found])
 
     async def get_run(self, request: web.Request) -> m.Run:

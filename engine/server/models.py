@@ -160,6 +160,8 @@ class RunSummary(View):
     rerun_of: str | None = Field(None, description="for a rerun (`POST …/rerun`, `engine rerun`): the run "
                                                    "it came from")
     rerun_from: str | None = Field(None, description="for a rerun: the function it reran from")
+    waiting: bool = Field(False, description="the run is running but only waits for signals: nothing of it "
+                                             "executes and no executor is held (`status` stays `running`)")
 
 
 class ResultFile(Body):
@@ -234,8 +236,6 @@ class Run(RunSummary):
                                               "checkpoints a rerun copied from the run it came from "
                                               "(not executed)")
     budget: Budget
-    waiting: bool = Field(False, description="the run is running but only waits for signals: nothing of it "
-                                             "executes and no executor is held (`status` stays `running`)")
     waits: list[SignalWait] = Field(default_factory=list, description="its signal futures still waiting")
     signals: list[SignalReceived] = Field(default_factory=list, description="signals sent to it")
 

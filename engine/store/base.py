@@ -711,6 +711,16 @@ class Store(ABC):
         self._write(run_id, "UPDATE signals SET call_id = ? WHERE run_id = ? AND name = ? AND seq = ?",
                     (call_id, run_id, name, seq))
 
+    def runs_with_open_signals(self, run_ids: list[str]) -> set[str]:
+        """Which of these runs have a signal future still waiting (the runs list's `waiting` is
+        then worked out from their calls; the others cannot be waiting)."""
+        if not run_ids:
+            return set()
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._read(f"SELECT DISTINCT run_id FROM calls WHERE kind = 'signal' AND status = 'pending' "
+                          f"AND run_id IN ({marks})", tuple(run_ids))
+        return {r[0] for r in rows}
+
     def signal_specs(self, run_id: str, name: str) -> list[bytes]:
         """The stored specs of the run's signal futures named `name` (whether one is repeatable)."""
         rows = self._read("SELECT spec FROM calls WHERE run_id = ? AND kind = 'signal' AND function = ?",

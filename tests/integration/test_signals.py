@@ -152,6 +152,10 @@ def test_approval_over_http_after_the_server_was_killed(state_dir, tmp_path, sid
             time.sleep(0.1)
         assert run["status"] == "running"
         assert [w["name"] for w in run["waits"]] == ["approval"]
+        # The runs list and the batch read say so too (the dashboard's list shows `waiting`).
+        listed = server.ok("GET", "/v1/runs")["runs"]
+        assert [r["waiting"] for r in listed if r["run_id"] == run_id] == [True], listed
+        assert server.ok("GET", f"/v1/runs?ids={run_id}")["runs"][0]["waiting"] is True
         server.kill9()
         server.start()
         status, sent = server.request("POST", f"/v1/runs/{run_id}/signals/approval", {"ok": True})
@@ -164,5 +168,6 @@ def test_approval_over_http_after_the_server_was_killed(state_dir, tmp_path, sid
         assert run["result"] == {"text": "draft about moths", "approval": {"ok": True}}
         assert side_effects.count("draft") == 1 and side_effects.count("publish") == 1
         assert run["signals"][0]["name"] == "approval" and run["waits"] == []
+        assert server.ok("GET", f"/v1/runs?ids={run_id}")["runs"][0]["waiting"] is False
     finally:
         server.stop()

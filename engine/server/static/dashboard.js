@@ -137,7 +137,7 @@ async function refreshRuns() {
     body.innerHTML = data.runs.map((r) => `<tr data-run="${esc(r.run_id)}">
       <td class="mono"><a href="#/runs/${encodeURIComponent(r.run_id)}">${esc(r.run_id)}</a></td>
       <td><a href="#/apps/${encodeURIComponent(r.application)}">${esc(r.application)}</a>${r.version != null ? ` <span class="muted">v${r.version}</span>` : ""}</td>
-      <td><span class="pill s-${esc(r.status)}">${esc(r.status)}</span></td>
+      <td><span class="pill s-${esc(r.waiting ? "waiting" : r.status)}">${esc(r.waiting ? "waiting" : r.status)}</span></td>
       <td>${esc(fmtTime(r.created_at))}</td>
       <td class="num">${esc(fmtDuration(r.queued_seconds))}</td>
       <td class="num">${esc(fmtDuration(r.duration))}</td></tr>`).join("");
