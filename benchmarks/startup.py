@@ -25,6 +25,7 @@ Prints one JSON object (every sample) and a markdown table on stderr.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -38,6 +39,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
+# Every command runs here: `python -c` puts its working directory first on sys.path, which would
+# shadow `--src` from inside a checkout.
+NEUTRAL = tempfile.mkdtemp(prefix="engine-startup-cwd-")
+atexit.register(os.rmdir, NEUTRAL)
 
 
 def env_for(src: str | None) -> dict[str, str]:
@@ -48,7 +53,7 @@ def env_for(src: str | None) -> dict[str, str]:
 
 
 def import_time(env: dict[str, str], module: str) -> float:
-    out = subprocess.run([PY, "-X", "importtime", "-c", f"import {module}"], env=env,
+    out = subprocess.run([PY, "-X", "importtime", "-c", f"import {module}"], env=env, cwd=NEUTRAL,
                          capture_output=True, text=True, check=True).stderr
     for line in out.splitlines():
         parts = line.split("|")
@@ -57,7 +62,7 @@ def import_time(env: dict[str, str], module: str) -> float:
     raise RuntimeError(f"no import time for {module}:\n{out[-2000:]}")
 
 
-def wall(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> float:
+def wall(cmd: list[str], env: dict[str, str], cwd: str = NEUTRAL) -> float:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     took = time.perf_counter() - t0
@@ -76,7 +81,7 @@ def executor_up(env: dict[str, str]) -> float:
         port_file = Path(tmp) / "port"
         t0 = time.perf_counter()
         proc = subprocess.Popen([PY, "-m", "engine.executor", "--listen", "127.0.0.1:0",
-                                 "--port-file", str(port_file), "--init-timeout", "30"], env=env,
+                                 "--port-file", str(port_file), "--init-timeout", "30"], env=env, cwd=NEUTRAL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             while not port_file.exists():
@@ -92,7 +97,7 @@ def executor_up(env: dict[str, str]) -> float:
 def runtime_tag(env: dict[str, str]) -> str:
     code = "from engine.images.runtime import build_runtime_image as e; print(e())"
     try:
-        return subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True,
+        return subprocess.run([PY, "-c", code], env=env, cwd=NEUTRAL, capture_output=True, text=True,
                               check=True).stdout.strip().splitlines()[-1]
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(exc.stderr[-2000:]) from None
