@@ -28,14 +28,12 @@ import argparse
 import atexit
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable

@@ -24,7 +24,6 @@ from typing import Any
 from engine.backends.base import Backend, blank_spec, warm_size
 from engine.errors import SDKUsageError
 
-
 # At most this long `begin` waits for the first start request to go out (a Docker engine that
 # does not answer must not hold `engine run` up; the usual path then reports it).
 HEAD_START_S = 1.0
