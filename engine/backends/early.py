@@ -7,7 +7,11 @@ starts the warm pool's first blank executors on a thread of its own, so the two 
 `engine.runner` then uses that backend, and the scheduler's warm pool takes the executors over
 (`engine.scheduler.warm.WarmPool.adopt`) and gives them functions as they need executors.
 
-This module imports nothing heavy itself: the thread imports the backend (the Docker SDK).
+`begin` returns once the first start request is out (the container being created, or the
+process spawned), not at once: on a small machine the thread's imports and the CLI's, run
+together, delayed the container's creation by about half a second; in sequence, the CLI
+imports while Docker works. This module imports nothing heavy itself (nor does what it imports:
+`tests/unit/test_startup_imports.py`): the thread imports the backend (the Docker SDK).
 """
 
 from __future__ import annotations
