@@ -14,11 +14,12 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import grpc
-
-from engine import wire
 from engine.errors import SDKUsageError
+
+if TYPE_CHECKING:  # gRPC is imported by `channel`: `engine run` reads this module before it (early.py)
+    import grpc
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,10 @@ class Backend(abc.ABC):
         """The channel the scheduler speaks to a started executor over: gRPC to its `address`.
         Only a backend whose executors are reached another way overrides it (the unit tests'
         in-process fake, `tests/unit/fakebackend.py`, answers on the scheduler's own loop)."""
+        import grpc
+
+        from engine import wire
+
         return grpc.aio.insecure_channel(handle.address, options=wire.GRPC_OPTIONS)
 
     async def logs(self, handle: ExecutorHandle) -> str:

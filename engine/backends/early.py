@@ -7,7 +7,11 @@ starts the warm pool's first blank executors on a thread of its own, so the two 
 `engine.runner` then uses that backend, and the scheduler's warm pool takes the executors over
 (`engine.scheduler.warm.WarmPool.adopt`) and gives them functions as they need executors.
 
-This module imports nothing heavy itself: the thread imports the backend (the Docker SDK).
+`begin` returns once the first start request is out (the container being created, or the
+process spawned), not at once: on a small machine the thread's imports and the CLI's, run
+together, delayed the container's creation by about half a second; in sequence, the CLI
+imports while Docker works. This module imports nothing heavy itself (nor does what it imports:
+`tests/unit/test_startup_imports.py`): the thread imports the backend (the Docker SDK).
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from typing import Any
 
 from engine.backends.base import Backend, blank_spec, warm_size
 from engine.errors import SDKUsageError
+
+# At most this long `begin` waits for the first start request to go out (a Docker engine that
+# does not answer must not hold `engine run` up; the usual path then reports it).
+HEAD_START_S = 1.0
 
 
 class EarlyStart:
@@ -44,6 +52,8 @@ class EarlyStart:
         self.spec = blank_spec({})
         self.runtime_tag = ""
         self._backend: concurrent.futures.Future[Backend | None] = concurrent.futures.Future()
+        # Set once the first executor's start is requested (or there is no early start).
+        self._requested: concurrent.futures.Future[None] = concurrent.futures.Future()
         # One per executor, each set as it is up (None: it could not start).
         self.handles: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(count)]
         # Every executor started here, whoever took it (what `discard` stops). A future above may
@@ -67,7 +77,16 @@ class EarlyStart:
         # One: the root call's. The application is not loaded yet, so how many of its functions
         # a blank executor fits is not known; the warm pool starts those (`start_warm_pool`),
         # and a one-call run waits for no second container at its end.
-        return cls(name, 1, state_dir) if name in ("docker", "process") and count > 0 else None
+        if name not in ("docker", "process") or count <= 0:
+            return None
+        early = cls(name, 1, state_dir)
+        # Let the thread import the backend and send its first start request before this
+        # thread imports the rest of `engine run`: on a small machine both importing at once
+        # delayed the container's creation by about half a second. Once the request is out, the
+        # thread waits on Docker (or the process) and this thread's imports run beside it.
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            early._requested.result(timeout=HEAD_START_S)
+        return early
 
     def _make(self) -> Backend:
         if self.name == "process":
@@ -95,6 +114,7 @@ class EarlyStart:
             backend = self._make()
         except Exception:  # noqa: BLE001 - no early start; the usual path says what is wrong
             self._backend.set_result(None)
+            self._requested.set_result(None)
             for future in self.handles:
                 _give(future, None)
             return
@@ -112,7 +132,10 @@ class EarlyStart:
         async def start_all() -> None:
             # The first alone: the root call needs it first, and on a small machine starting the
             # others beside it would slow it down; the rest once it is up.
-            await start(self.handles[0])
+            first = asyncio.ensure_future(start(self.handles[0]))
+            await asyncio.sleep(0)  # its start request is sent (the backend's thread pool has it)
+            self._requested.set_result(None)
+            await first
             await asyncio.gather(*(start(f) for f in self.handles[1:]))
 
         asyncio.run(start_all())

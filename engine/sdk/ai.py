@@ -33,7 +33,8 @@
   call and summed per run by `engine show`, the dashboard and the server's `/metrics`.
 
 Outside a call `ai` works too (a script, a test), with no run model and no metrics. This module
-is part of the SDK layer: it imports `openai` only when called.
+is part of the SDK layer: it imports `openai` only when called, and pydantic only when given a
+`schema` (every executor and `engine` command imports this module; neither is needed to start).
 """
 
 from __future__ import annotations
@@ -44,14 +45,15 @@ import os
 import random
 import re
 import time
-from typing import Any, TypeVar, overload
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from engine.errors import ModelOutputError, SDKUsageError
 from engine.sdk.context import RequestContext
 
-T = TypeVar("T", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic is imported when a schema is used: every executor imports this module
+    from pydantic import BaseModel
+
+T = TypeVar("T", bound="BaseModel")
 
 MODEL_KEY = "engine.model"
 MODEL_HEADER = "x-engine-model"
@@ -89,7 +91,7 @@ def ai(user: str, *, system: str | None = None, schema: type[T] | None = None,
         raise SDKUsageError(f"ai(): the user message must be a string, got {type(user).__name__}")
     if system is not None and not isinstance(system, str):
         raise SDKUsageError(f"ai(): system must be a string or None, got {type(system).__name__}")
-    if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+    if schema is not None and not _is_model(schema):
         raise SDKUsageError(f"ai(): schema must be a pydantic model class, got {schema!r}")
     try:
         import openai
@@ -206,10 +208,18 @@ def _record(ctx: RequestContext | None, reply: Any) -> None:
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
 
 
+def _is_model(schema: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(schema, type) and issubclass(schema, BaseModel)
+
+
 def parse(text: str, schema: type[T]) -> T:
     """Read `schema` out of a model's reply: JSON in code fences or among prose, a bare value for
     a schema with one field, or JSON cut off after its last complete value. Raises
     `ModelOutputError` when none of it validates."""
+    from pydantic import ValidationError
+
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:
         data = _first_json(candidate)
