@@ -106,7 +106,7 @@ def test_fan_out_and_in_across_containers(docker, env):
     assert result["status"] == "succeeded" and result["result"] == sum(i * 2 for i in range(20))
     info = show(env, result["run_id"])
     assert info["backend"] == "docker"
-    assert info["calls"] == {"total": 22, "succeeded": 22, "failed": 0, "reused": 0, "executions": 22}
+    assert info["calls"] == {"total": 22, "succeeded": 22, "failed": 0, "reused": 0, "executions": 22, "executed": 22}
 
 
 def test_limits_user_and_filesystem_are_enforced_inside_the_container(docker, env):
