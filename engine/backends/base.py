@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import SDKUsageError
@@ -149,3 +150,13 @@ class Backend(abc.ABC):
     async def cleanup_orphans(self) -> int:
         """Remove executors left by an engine process that died. Returns how many."""
         return 0
+
+
+def pid_alive(pid: int) -> bool:
+    """A live process on this machine that is not a zombie (for sweeps of what dead engines
+    left: directories named by their engine's pid)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")

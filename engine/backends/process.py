@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
+from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo, pid_alive
 from engine.errors import InfrastructureError
 from engine.executor.blobs import EXCHANGE_ENV
 from engine.executor.lifetime import executor_env
@@ -102,7 +102,7 @@ class ProcessBackend(Backend):
         removed = 0
         for tmp in self.log_dir.glob("*.tmp"):
             pid = tmp.name.rsplit("-", 2)[-2] if tmp.name.count("-") >= 2 else ""
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 await asyncio.to_thread(remove_tree, tmp)
                 removed += 1
         return removed
@@ -131,13 +131,6 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    """A live process that is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -47,6 +47,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.backends.base import pid_alive
+
 # Linux fcntl commands (not exported by Python's fcntl module).
 F_SETLEASE = 1024
 
@@ -181,7 +183,7 @@ class Exchanges:
             return 0
         for path in self.root.iterdir():
             pid = path.name.split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
@@ -223,11 +225,3 @@ def _remove(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
