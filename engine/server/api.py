@@ -152,6 +152,24 @@ class API:
             name = ".".join(str(part) for part in first["loc"]) or "query"
             raise HTTPError(400, f"bad query parameter {name}: {first['msg']}") from None
 
+    @staticmethod
+    def _json(body: bytes) -> Any:
+        """A request body as JSON; an empty one is null. 400 when it is not JSON."""
+        try:
+            return json_value(body) if body.strip() else None
+        except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError, too deep
+            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+
+    @staticmethod
+    def _validated(model: type[Q], data: Any, what: str, hint: str = "") -> Q:
+        """`data` as `model`; an InputError (422) naming the first thing wrong, then `hint`."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise InputError(f"{what} {where}: {first['msg']}{hint}") from None
+
     def _budget(self, request: web.Request) -> dict[str, int | float | None] | None:
         """`?budget=calls=1000,depth=3`: beside the input, whatever the body's shape. A malformed
         one raises SDKUsageError (422)."""
@@ -258,10 +276,7 @@ class API:
             data, present = parsed
         else:
             present = bool(body.strip())
-            try:
-                data = json_value(body) if present else None
-            except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError, too deep
-                raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+            data = self._json(body)
         status, accepted = self.control.submit(name, data, present,
                                                request.headers.get("Idempotency-Key") or None,
                                                [(str(k), v) for k, v in request.headers.items()],
@@ -276,16 +291,8 @@ class API:
     @staticmethod
     def _envelope(body: bytes) -> tuple[tuple[Any, bool], RunWebhook | None]:
         """`{"input": ..., "webhook": {...}}` (`SUBMISSION`) → ((input, present), webhook)."""
-        try:
-            envelope = json_value(body) if body.strip() else {}
-        except ValueError as exc:
-            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
-        try:
-            submission = m.Submission.model_validate(envelope)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise InputError(f"submission {where}: {first['msg']}") from None
+        envelope = API._json(body)
+        submission = API._validated(m.Submission, {} if envelope is None else envelope, "submission")
         hook = submission.webhook
         webhook = RunWebhook(hook.url, hook.secret, dict(hook.headers)) if hook is not None else None
         return (submission.input, "input" in submission.model_fields_set), webhook
@@ -452,25 +459,13 @@ class API:
         body = await self._body(request)
         if len(body) > MAX_INPUT_BYTES:
             raise HTTPError(413, f"signal payload over {MAX_INPUT_BYTES >> 20} MiB")
-        try:
-            value = json_value(body) if body.strip() else None
-        except ValueError as exc:
-            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+        value = self._json(body)
         return m.SignalSent.model_validate(self.control.signal(request.match_info["run_id"], name, value))
 
     async def rerun(self, request: web.Request) -> web.Response:
         run_id = request.match_info["run_id"]
         body = await self._body(request)
-        try:
-            data = json_value(body) if body.strip() else None
-        except ValueError as exc:
-            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
-        try:
-            asked = m.RerunRequest.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise InputError(f"rerun {where}: {first['msg']} (send {{\"from\": FUNCTION}})") from None
+        asked = self._validated(m.RerunRequest, self._json(body), "rerun", ' (send {"from": FUNCTION})')
         accepted = m.Accepted.model_validate(self.control.rerun(run_id, asked.from_, asked.version))
         return json_response(202, accepted.json_body(), {"Location": f"/v1/runs/{accepted.run_id}"})
 
