@@ -893,12 +893,13 @@ class Scheduler:
             return
         now = time.time()
         want = pool.wanted(now, self.start_cost)
-        if self._warm_fits(pool):  # the blank executors ready cost next to nothing to start
+        warm = self._warm_fits(pool)
+        if warm:  # the blank executors ready cost next to nothing to start
             want = max(want, min(len(self.warm.ready), pool.wanted(now, WARM_START_COST)))
         if calls_room < len(pool.queue):
             want = min(want, -(-int(calls_room) // pool.concurrency))
         room = self.max_executors - self._active_executors()
-        if self._warm_fits(pool):
+        if warm:
             room += len(self.warm.ready)  # taking a blank executor adds no executor
         elif want > room:
             room += self.warm.evict(want - room)  # blank executors make way for one that cannot use them
@@ -1124,11 +1125,12 @@ class Scheduler:
 
     def _expects_calls(self, pool: Pool) -> bool:
         """Whether a call of `pool` waits for its dependencies (not for a signal, which may take
-        days) in a run being driven. A scan of the runs' calls, once per idle timeout."""
+        days) in a run being driven. A scan of the runs' calls, once per idle timeout, newest
+        first: a fan-in's combiner is created after its hundred thousand inputs."""
         for run in self.runs.values():
             if run.done.is_set() or run.lost or not run.counts[PENDING]:
                 continue
-            for call in run.calls.values():
+            for call in reversed(run.calls.values()):
                 if (call.status == PENDING and call.function == pool.function and not call.dormant
                         and call.kind in RUNS_CODE and call.app.code_digest == pool.app.code_digest
                         and not self._waits_for_signal(call)):
