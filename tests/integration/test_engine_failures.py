@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverlib import executors_of, lease_of, wait_for_lease_to_run_out
+from serverlib import executors_of, lease_of, poll, wait_for_lease_to_run_out
 
 from engine import FunctionError, FunctionTimeout, RequestError, run_local_application
 
@@ -258,6 +258,23 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def kill9_engine(engine: subprocess.Popen[Any]) -> list[int]:
+    """kill -9 an `engine run`/`resume` process now, and every executor process it started
+    (each in a session of its own, they would outlive it for the orphan grace). The engine is
+    frozen first, so that it starts none while they are listed. Returns their pids, all dead."""
+    os.kill(engine.pid, signal.SIGSTOP)
+    executors = children_of(engine.pid)
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.wait()
+    for pid in executors:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    poll(lambda: not any(alive(p) for p in executors), 10, what="executors to die")
+    return executors
+
+
 def call_argument(spec: bytes) -> Any:
     from engine import wire
     from engine.wire.v1 import engine_pb2 as pb
@@ -367,23 +384,12 @@ def test_resume_after_the_engine_is_killed(apps, state_dir, side_effects, cli, w
     engine = start_crash_run(app_file, n, side_effects, tmp_path)
     try:
         wait_for_some_calls(engine, state_dir, wait_until, tmp_path)
-        # Freeze the engine so that it starts no executor while we collect them, then kill it
-        # and every executor it started (they are in sessions of their own).
-        os.kill(engine.pid, signal.SIGSTOP)
-        executors = children_of(engine.pid)
-        os.kill(engine.pid, signal.SIGKILL)
-        engine.wait()
+        executors = kill9_engine(engine)
     finally:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
     assert executors, "the engine had no executor processes"
-    for pid in executors:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not any(alive(p) for p in executors), timeout=10, what="executors to die")
     finished_at_kill = len(side_effects.tagged("end"))
     assert finished_at_kill < n, "every call finished before the kill: nothing was tested"
 

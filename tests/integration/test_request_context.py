@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from serverlib import ServerProcess, wait_for_lease_to_run_out
-from test_engine_failures import alive, checkpointed_count, children_of
+from test_engine_failures import checkpointed_count, kill9_engine
 from test_server import read_events
 
 from engine import run_local_application
@@ -79,20 +78,11 @@ def test_state_written_by_finished_calls_survives_kill_9_and_resume(apps, state_
         wait_until(lambda: checkpointed_count(state_dir, "slow_step") >= 3 or engine.poll() is not None,
                    timeout=60, what="3 steps to be checkpointed")
         assert engine.poll() is None, (tmp_path / "run.err").read_text()
-        os.kill(engine.pid, signal.SIGSTOP)  # no new executor while we collect them
-        executors = children_of(engine.pid)
-        os.kill(engine.pid, signal.SIGKILL)
-        engine.wait()
+        kill9_engine(engine)
     finally:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
-    for pid in executors:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not any(alive(p) for p in executors), timeout=10, what="executors to die")
 
     from engine.store import open_store, store_url
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -21,8 +20,8 @@ from typing import Any
 
 import pytest
 from conftest import APPS_DIR
-from serverlib import ServerProcess, executors_of, wait_for_lease_to_run_out
-from test_engine_failures import alive, checkpointed_count
+from serverlib import ServerProcess, wait_for_lease_to_run_out
+from test_engine_failures import checkpointed_count, kill9_engine
 
 QUESTION = "q"
 TOPICS = [f"{QUESTION}-{i}" for i in range(3)]
@@ -161,7 +160,6 @@ def test_rerun_of_a_running_run_is_refused_and_a_killed_rerun_resumes(
         engine = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "rerun", run_id, "--from", "research", str(v2), "--json"],
             stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-    executors: list[int] = []
     try:
         new_id = wait_until(lambda: newest_run(state_dir, other_than=run_id), timeout=60,
                             what="the rerun to start")
@@ -172,20 +170,11 @@ def test_rerun_of_a_running_run_is_refused_and_a_killed_rerun_resumes(
         wait_until(lambda: checkpointed_count(state_dir, "lookup") >= 6 + 2 or engine.poll() is not None,
                    timeout=60, what="the rerun's first lookups to be checkpointed")
         assert engine.poll() is None, (tmp_path / "rerun.err").read_text()
-        os.kill(engine.pid, signal.SIGSTOP)  # it starts nothing more while its executors are listed
-        executors = executors_of(engine.pid)
-        os.kill(engine.pid, signal.SIGKILL)
-        engine.wait()
+        kill9_engine(engine)
     finally:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
-        for pid in executors:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    wait_until(lambda: not any(alive(p) for p in executors), timeout=10, what="executors to die")
     done_at_kill = checkpointed(state_dir, new_id)
     assert 2 <= len(done_at_kill["lookup"]) < 6, done_at_kill
 

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 from serverlib import wait_for_lease_to_run_out
-from test_engine_failures import alive, checkpointed_count, children_of
+from test_engine_failures import checkpointed_count, kill9_engine
 
 from engine import wire
 from engine.app import app_spec_from_function
@@ -186,20 +185,11 @@ def test_kill_9_before_a_staged_result_is_adopted_then_resume_gets_the_right_val
         wait_until(lambda: _staged(state_dir) or engine.poll() is not None, timeout=120,
                    what="make's result to be staged")
         assert engine.poll() is None, (tmp_path / "run.err").read_text()
-        os.kill(engine.pid, signal.SIGSTOP)
-        executors = children_of(engine.pid)
-        os.kill(engine.pid, signal.SIGKILL)
-        engine.wait()
+        kill9_engine(engine)
     finally:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
-    for pid in executors:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not any(alive(p) for p in executors), timeout=10, what="executors to die")
 
     expected = app.blob(SIZE, 1)
     assert checkpointed_count(state_dir, "make") == 0  # never adopted, so never checkpointed
