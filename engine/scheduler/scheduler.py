@@ -515,9 +515,7 @@ class Scheduler:
             return existing
         if existing is not None:
             if existing.args_digest == digest or existing.status not in (SUCCEEDED, PENDING, QUEUED):
-                if existing.status == SUCCEEDED:
-                    run.reused += 1
-                return existing
+                return existing  # a checkpoint: counted in `run.reused` when it was loaded
             if existing.status in (PENDING, QUEUED):
                 # Not started yet: it runs with the arguments its parent gives it now.
                 existing.spec, existing.args_digest = spec, digest

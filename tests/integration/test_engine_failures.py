@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -535,6 +536,9 @@ def test_resume_reruns_a_blocking_parent_but_reuses_its_children(apps, state_dir
     info = show(request.id)
     assert executions(info)["healthy_square"] == 3
     assert info["calls"]["reused"] >= 6
+    # The progress line counts each checkpoint once (3 healthy, the map and its 3 squares),
+    # though the re-executed parent asked for each of them again, as `engine show` does.
+    assert re.findall(r"reused (\d+)", err)[-1] == "7" == str(info["calls"]["reused"]), err
 
 
 def test_large_values_travel_and_are_checkpointed_as_blobs(apps, state_dir, show) -> None:
