@@ -4,7 +4,8 @@ load (benchmarks/startup.py measures the time; this pins the reason it stays sma
 - `import engine` (every user module, every executor) loads no pydantic, openai, gRPC or Docker
   SDK: `engine.ai` imports pydantic for a schema only, openai when called.
 - `engine.cli` and `engine.backends.early` load no gRPC, Docker SDK or pydantic, so that
-  `EarlyStart` begins (and the first container starts) before the heavy imports of `engine run`.
+  `EarlyStart` begins (and the first container starts) before the heavy imports of `engine run`;
+  nor does what its thread uses on docker (`engine.backends.dockerapi`, the runtime tag).
 - The executor loads no server-side layer (scheduler, store, backends, HTTP server) and no pydantic.
 """
 
@@ -27,7 +28,8 @@ def loaded(imports: str, prefixes: tuple[str, ...]) -> list[str]:
     return [m for m in out.stdout.split() if m in prefixes or m.startswith(tuple(p + "." for p in prefixes))]
 
 
-@pytest.mark.parametrize("imports", ["engine", "engine.cli, engine.backends.early"])
+@pytest.mark.parametrize("imports", ["engine", "engine.cli, engine.backends.early",
+                                     "engine.backends.dockerapi, engine.images.tag, engine.images"])
 def test_starting_loads_nothing_heavy(imports: str) -> None:
     assert loaded(imports, HEAVY) == []
 
