@@ -25,15 +25,23 @@ How a container is run, and why:
 - Network: the default bridge. The scheduler dials the executor at its bridge IP on 50051 (no
   published ports to allocate or leak) and the executor calls back to the bridge gateway
   (`callback_host`, usually 172.17.0.1), which is also where the scheduler's callback server
-  binds, so it is reachable from containers and not from other machines.
+  binds, so it is reachable from containers and not from other machines. A network namespace
+  of its own is also most of what a container's start costs, and what makes concurrent starts
+  queue (`benchmarks/container_starts.py`; `none` costs the same, `host` or joining another
+  container's namespace far less, but those give up the isolation or the container's own
+  hostname).
 - Ownership: labels `engine.managed`, `engine.instance`, `engine.owner_pid`,
   `engine.owner_start`, `engine.owner_host`, `engine.run`, `engine.function`. `close()` removes
-  this instance's containers; `cleanup_orphans()` removes those whose owning engine process is
+  this instance's containers (with `close_without_waiting`, set by `engine run` as it ends, it
+  sends the removals and lets the Docker engine carry them out); `cleanup_orphans()` removes those whose owning engine process is
   gone (the pid is dead, a zombie, or now belongs to a process that started later: a pid alone
   is not an owner).
 - Orphans end by themselves too: an executor whose `Calls` stream stays closed longer than
   `ENGINE_EXECUTOR_ORPHAN_TIMEOUT` (put into the container's environment) exits, even mid-call
   (`engine.executor.lifetime`); its stopped container waits for the next sweep.
+
+The container itself is defined once, in `engine.backends.dockerapi.executor_container`, which
+`engine run`'s early start (`engine.backends.early`) sends over its own small client.
 
 Docker's SDK is blocking, so every call runs on this backend's own thread pool (not asyncio's
 default executor, which has only cpu+4 threads and is shared with the rest of the scheduler: a

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 # the Docker SDK, and `engine run`'s early start reads the runtime tag (`engine.images.tag`)
 # without waiting for it.
 _HOMES = {
+    "base_image_candidates": "engine.images.base",
+    "ensure_base_image": "engine.images.base",
     "BASE_REPOSITORY": "engine.images.common",
     "build_function_image": "engine.images.function",
     "build_images": "engine.images.function",
@@ -73,7 +75,12 @@ _HOMES = {
 }
 
 
+_SUBMODULES = ("base", "common", "function", "registry", "runtime", "tag")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"engine.images.{name}")
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'engine.images' has no attribute {name!r}")

@@ -34,6 +34,13 @@ def test_starting_loads_nothing_heavy(imports: str) -> None:
     assert loaded(imports, HEAVY) == []
 
 
+def test_every_public_name_of_images_resolves() -> None:
+    # engine.images imports its submodules on first use: each name it exports must be found.
+    code = ("import engine.images as m; missing = [n for n in m.__all__ if getattr(m, n, None) is None]; "
+            "assert not missing, missing; assert m.base.ensure_base_image is m.ensure_base_image")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_executor_loads_no_server_side_layer() -> None:
     assert loaded("engine.executor.server", SERVER_SIDE) == []
 
