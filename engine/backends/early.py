@@ -63,7 +63,7 @@ class EarlyStart:
         # docker: the instance id its containers are labelled with (the docker backend made for
         # the run takes it, and with it their ownership: its `close` removes them).
         self.instance_id = uuid.uuid4().hex[:12]
-        # docker: the runtime image the thread found (None until then, or when there is none).
+        # docker: the runtime image the first container was created from (None: there was none).
         self._image: concurrent.futures.Future[str | None] = concurrent.futures.Future()
         # The backend made here (None: none was).
         self._backend: concurrent.futures.Future[Backend | None] = concurrent.futures.Future()
@@ -110,22 +110,25 @@ class EarlyStart:
 
     def _start_docker(self) -> None:
         try:
-            docker, image = self._docker_image()
+            from engine.backends.dockerapi import LocalDocker
+            from engine.images.tag import runtime_image_tag
+
+            docker = LocalDocker.here()
+            # The tag names the Python version and covers it: an image of another Python is
+            # another tag. A missing image fails the container's creation (no early start).
+            image = runtime_image_tag() if docker is not None else None
         except Exception:  # noqa: BLE001 - no early start; the usual path says what is wrong
             docker, image = None, None
-        self._image.set_result(image)
-        if docker is None or image is None:
-            self._backend.set_result(None)
-            self._nothing()
-            return
         try:
-            for i, future in enumerate(self.handles):
-                try:
-                    handle = self._docker_executor(docker, image, first=i == 0)
-                except Exception:  # noqa: BLE001 - one fewer blank executor (a bad setting: the usual path says)
-                    handle = None
-                _give(future, handle)
+            if docker is not None and image is not None:
+                for i, future in enumerate(self.handles):
+                    try:
+                        handle = self._docker_executor(docker, image, first=i == 0)
+                    except Exception:  # noqa: BLE001 - one fewer blank executor (a bad setting: the usual path says)
+                        handle = None
+                    _give(future, handle)
         finally:  # whatever happened, nobody waits forever
+            _give(self._image, None)
             self._nothing()
             if not self._backend_started:
                 self._backend.set_result(None)
@@ -140,23 +143,6 @@ class EarlyStart:
         except Exception:  # noqa: BLE001 - the runner makes it the usual way, and says what is wrong
             backend = None
         self._backend.set_result(backend)
-
-    def _docker_image(self) -> tuple[LocalDocker | None, str | None]:
-        """The local engine's client and the runtime image, when both are there and the image's
-        Python is this one's (else the usual path builds it, or says what is wrong)."""
-        from engine.backends.dockerapi import LocalDocker
-        from engine.images.common import LABEL_PYTHON, host_python_version
-        from engine.images.tag import runtime_image_tag
-
-        docker = LocalDocker.here()
-        if docker is None:
-            return None, None
-        tag = runtime_image_tag()
-        attrs = docker.inspect_image(tag)
-        labels = ((attrs or {}).get("Config") or {}).get("Labels") or {}
-        if attrs is None or labels.get(LABEL_PYTHON, host_python_version()) != host_python_version():
-            return None, None
-        return docker, tag
 
     def _docker_executor(self, docker: LocalDocker, image: str, *, first: bool) -> ExecutorHandle | None:
         """Create and start one blank container and wait until it accepts connections (the
@@ -180,14 +166,15 @@ class EarlyStart:
             _give(self._requested, None)
         try:
             container_id = docker.create(body, container_name(self.spec.function))
-        except (DockerAPIError, SDKUsageError):
-            return None
-        finally:
-            if first:
-                self._backend_started = True
-                threading.Thread(target=self._make_docker_backend, args=(image,),
-                                 name="engine-early-backend", daemon=True).start()
+        except DockerAPIError:
+            return None  # no such image (the usual path builds it), or Docker refused: it says why
         self._started.append(container_id)
+        if first:
+            # The image is there: the run's docker backend is made now, beside the start.
+            _give(self._image, image)
+            self._backend_started = True
+            threading.Thread(target=self._make_docker_backend, args=(image,),
+                             name="engine-early-backend", daemon=True).start()
         try:
             docker.start(container_id)
             ip = bridge_ip(docker.inspect(container_id))
