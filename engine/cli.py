@@ -177,7 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         view = ProgressView()
         try:
             outcome = execute(app, kwargs=kwargs, state_dir=_state_dir(args), backend=args.backend,
-                              progress=view, note=view.note, budget=budget, model=model, early=early)
+                              progress=view, note=view.note, budget=budget, model=model, early=early,
+                              process_ends=args.process_ends)
         finally:
             view.close()
         return _report(outcome, args.json, args.output)
@@ -231,7 +232,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         outcome = execute(app, resume_id=args.run_id, state_dir=state_dir,
                           backend=args.backend or row.backend, progress=view, note=view.note,
-                          budget=budget)
+                          budget=budget, process_ends=args.process_ends)
     finally:
         view.close()
     return _report(outcome, args.json, args.output)
@@ -268,7 +269,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     try:
         outcome = execute(app, rerun=(args.run_id, args.function), state_dir=state_dir,
                           backend=args.backend or origin.backend, progress=view, note=view.note,
-                          budget=budget)
+                          budget=budget, process_ends=args.process_ends)
     finally:
         view.close()
     return _report(outcome, args.json, args.output)
@@ -783,9 +784,11 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "store", None):
             # One place every command (and every store it opens) reads it from.
             os.environ["ENGINE_STORE"] = args.store
+        # The program (not a caller in this process) ends right after a run.
+        args.process_ends = argv is None and args.command in ("run", "resume", "rerun")
         code = int(args.func(args))
-        if argv is None and args.command in ("run", "resume", "rerun"):
-            _exit_now(code)  # the program (not a caller in this process): skip the teardown
+        if args.process_ends:
+            _exit_now(code)  # skip the teardown
         return code
     except UsageExit as exc:
         print(str(exc), file=sys.stderr)

@@ -112,9 +112,11 @@ def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None,
     from engine import images
     from engine.backends.docker import DockerBackend
 
-    made = early.backend() if early is not None else None
-    if made is not None:
-        runtime_tag = early.runtime_tag  # type: ignore[union-attr] # it checked the image
+    # The early start's container runs the runtime image it found: the backend takes its
+    # instance id (and with it the container) and that image.
+    found = early.docker_image() if early is not None else None
+    if found is not None:
+        runtime_tag = found
     else:
         runtime_tag = images.runtime_image_tag()
         if not _image_exists(runtime_tag) and say:
@@ -122,12 +124,13 @@ def _docker_backend(app: AppSpec | None, say: Callable[[str], None] | None,
         runtime_tag = images.build_runtime_image(progress=None)
     if app is not None:
         app.resolve_images(lambda image: images.build_function_image(image, progress=say))
-    if made is not None:
-        return made
     # The tag of exactly what was built: the tag derives from the engine's source, and must not
     # be recomputed later.
-    backend = DockerBackend(instance_id=uuid.uuid4().hex[:12], image_for=lambda spec: runtime_tag)
-    return backend
+    made = early.backend() if found is not None else None  # type: ignore[union-attr]
+    if made is not None:
+        return made  # made beside the early container's start, with its instance id and image
+    instance_id = early.instance_id if found is not None else uuid.uuid4().hex[:12]  # type: ignore[union-attr]
+    return DockerBackend(instance_id=instance_id, image_for=lambda spec: runtime_tag)
 
 
 def _image_exists(tag: str) -> bool:
@@ -155,6 +158,7 @@ def execute(
     model: str | None = None,
     rerun: tuple[str, str] | None = None,
     early: EarlyStart | None = None,
+    process_ends: bool = False,
 ) -> RunOutcome:
     """Run (or resume) `app` to the end. Blocks. Safe to call from a thread with a running loop.
     `budget` (`budgets.parse_budget`'s form) replaces limits of the application's budget, or of
@@ -162,7 +166,8 @@ def execute(
     submission header `X-Engine-Model` is, so that a resume keeps it too. `rerun=(run_id,
     function)` makes a new run that reruns `run_id` from `function` with `app`'s code
     (`engine.scheduler.rerun`). `early`: blank executors started before `app` was loaded (the
-    caller discards it afterwards)."""
+    caller discards it afterwards). `process_ends`: the caller's process ends right after (the
+    CLI), so the executors' removal need not be waited for (`Backend.close_without_waiting`)."""
     state_dir = Path(state_dir or default_state_dir())
     backend_name, fallback = choose_backend(backend, app)
     if fallback and note:
@@ -171,7 +176,8 @@ def execute(
     coro = _drive(app, kwargs=kwargs, resume_id=resume_id, state_dir=state_dir,
                   backend_name=backend_name, progress=progress, note=note, started=started,
                   budget=budget, model=model, rerun=rerun,
-                  early=early if early is not None and early.name == backend_name else None)
+                  early=early if early is not None and early.name == backend_name else None,
+                  process_ends=process_ends)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -205,6 +211,7 @@ async def _drive(
     model: str | None = None,
     rerun: tuple[str, str] | None = None,
     early: EarlyStart | None = None,
+    process_ends: bool = False,
 ) -> RunOutcome:
     store = open_store(store_url(state_dir))
     try:
@@ -214,6 +221,7 @@ async def _drive(
                 return _outcome_from_store(store, resume_id)
             _refuse_if_driven(store, resume_id)
         backend = await asyncio.to_thread(make_backend, backend_name, state_dir, app, note, None, early)
+        backend.close_without_waiting = process_ends
         max_exec = app.config.max_executors or default_max_executors()
         idle = app.config.idle_timeout if app.config.idle_timeout is not None else 10.0
         # A run started here is a child of the caller's trace when TRACEPARENT names one.
@@ -221,7 +229,7 @@ async def _drive(
                               tracer=tracing.tracer(parent_from_env=True),
                               warm_executors=app.config.warm_executors)
         await scheduler.start()
-        if early is not None and early.backend() is backend:
+        if early is not None and early.made(backend):
             scheduler.warm.adopt([asyncio.wrap_future(f) for f in early.handles], early.spec)
         # One run: blank executors serve its functions' first calls; refilling them as they are
         # taken would start executors this run will not use (an `engine server` refills).

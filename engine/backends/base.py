@@ -114,6 +114,12 @@ class Backend(abc.ABC):
     #: Blank executors kept ready by default (`engine.scheduler.warm`).
     warm_executors: int = 2
 
+    #: Set when the process ends right after `close` (`engine run`): `close` may then ask for
+    #: each executor's removal and return without waiting for it, where the backend knows it is
+    #: carried out all the same (docker: by the Docker engine). Executors end in any case: an
+    #: executor without its scheduler ends itself (`engine.executor.lifetime`).
+    close_without_waiting: bool = False
+
     @abc.abstractmethod
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         """Start an executor and return once its gRPC server accepts connections.

@@ -25,15 +25,23 @@ How a container is run, and why:
 - Network: the default bridge. The scheduler dials the executor at its bridge IP on 50051 (no
   published ports to allocate or leak) and the executor calls back to the bridge gateway
   (`callback_host`, usually 172.17.0.1), which is also where the scheduler's callback server
-  binds, so it is reachable from containers and not from other machines.
+  binds, so it is reachable from containers and not from other machines. A network namespace
+  of its own is also most of what a container's start costs, and what makes concurrent starts
+  queue (`benchmarks/container_starts.py`; `none` costs the same, `host` or joining another
+  container's namespace far less, but those give up the isolation or the container's own
+  hostname).
 - Ownership: labels `engine.managed`, `engine.instance`, `engine.owner_pid`,
   `engine.owner_start`, `engine.owner_host`, `engine.run`, `engine.function`. `close()` removes
-  this instance's containers; `cleanup_orphans()` removes those whose owning engine process is
+  this instance's containers (with `close_without_waiting`, set by `engine run` as it ends, it
+  sends the removals and lets the Docker engine carry them out); `cleanup_orphans()` removes those whose owning engine process is
   gone (the pid is dead, a zombie, or now belongs to a process that started later: a pid alone
   is not an owner).
 - Orphans end by themselves too: an executor whose `Calls` stream stays closed longer than
   `ENGINE_EXECUTOR_ORPHAN_TIMEOUT` (put into the container's environment) exits, even mid-call
   (`engine.executor.lifetime`); its stopped container waits for the next sweep.
+
+The container itself is defined once, in `engine.backends.dockerapi.executor_container`, which
+`engine run`'s early start (`engine.backends.early`) sends over its own small client.
 
 Docker's SDK is blocking, so every call runs on this backend's own thread pool (not asyncio's
 default executor, which has only cpu+4 threads and is shared with the rest of the scheduler: a
@@ -50,8 +58,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
-import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -63,6 +69,20 @@ import docker.errors
 import docker.types
 
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
+from engine.backends.dockerapi import (
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_OWNER_HOST,
+    LABEL_OWNER_PID,
+    LABEL_OWNER_START,
+    START_TIMEOUT_S,
+    LocalDocker,
+    _process_stat,
+    bridge_ip,
+    container_name,
+    executor_container,
+    owner_labels,
+)
 from engine.errors import (
     DockerUnavailable,
     ImageMissing,
@@ -73,7 +93,6 @@ from engine.executor.blobs import EXCHANGE_ENV
 from engine.executor.lifetime import executor_env
 from engine.images import (
     EXECUTOR_PORT,
-    EXECUTOR_UID,
     FUNCTION_REPOSITORY_PREFIX,
     LABEL_PYTHON,
     docker_client,
@@ -86,41 +105,11 @@ log = logging.getLogger(__name__)
 # Where a container sees its exchange directory.
 EXCHANGE_MOUNT = "/exchange"
 
-LABEL_MANAGED = "engine.managed"
-LABEL_INSTANCE = "engine.instance"
-LABEL_OWNER_PID = "engine.owner_pid"
-LABEL_OWNER_START = "engine.owner_start"
-LABEL_OWNER_HOST = "engine.owner_host"
-LABEL_RUN = "engine.run"
-LABEL_FUNCTION = "engine.function"
-
-#: How long an executor may take from `docker start` to accepting TCP connections.
-START_TIMEOUT_S = 30.0
 _LOG_TAIL_LINES = 60
 #: Concurrent Docker API calls (the client's connection pool is 32).
 _DOCKER_THREADS = 16
 
 T = TypeVar("T")
-
-
-def _process_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) of a process from /proc/PID/stat; None
-    when there is no such entry."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses; fields after it are plain.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def _process_start_ticks(pid: int) -> str:
-    """Start time of a process (clock ticks since boot), to tell a live owner from a process
-    that reused its pid. Empty where /proc is not available."""
-    stat = _process_stat(pid)
-    return stat[1] if stat else ""
 
 
 def _owner_alive(pid: int, start: str) -> bool:
@@ -164,18 +153,12 @@ async def remove_each(remove: Callable[[str], Awaitable[bool]], ids: list[str], 
     return sum(1 for r in results if r is True)
 
 
-def _container_name(function: str) -> str:
-    cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", function).strip("-._")[:40] or "fn"
-    return f"engine-{cleaned}-{secrets.token_hex(4)}"
-
-
-def _gpu_requests(gpu: str | None) -> list[docker.types.DeviceRequest] | None:
+def _gpu_count(gpu: str | None) -> int:
     if not gpu:
-        return None
+        return 0
     # "A100:2" / "2" / "A100": the model is the scheduler's business; Docker only counts.
     count_text = gpu.rsplit(":", 1)[-1] if ":" in gpu else gpu
-    count = int(count_text) if count_text.isdigit() else 1
-    return [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+    return int(count_text) if count_text.isdigit() else 1
 
 
 class DockerBackend(Backend):
@@ -205,11 +188,10 @@ class DockerBackend(Backend):
         self._command = list(command) if command else None
         self._read_only = code_read_only
         self._client = docker_client()
-        self._owner_pid = os.getpid()
-        self._owner_start = _process_start_ticks(self._owner_pid)
         self._owner_host = socket.gethostname()
         self._executor_env = executor_env()
         self._verified_images: set[str] = set()
+        self._removals: list[socket.socket] = []  # `close_without_waiting`'s requests
         self._runtime_tag: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=_DOCKER_THREADS, thread_name_prefix="docker")
         gateway = self._bridge_gateway()
@@ -296,53 +278,27 @@ class DockerBackend(Backend):
     def _create_and_start(self, spec: ExecutorSpec, image: str) -> tuple[str, str]:
         """Create and start the container; return (id, bridge IP). Blocking."""
         self._verify_image(image)
-        memory = max(int(spec.memory_gb * 1024**3), 8 * 1024**2)
-        disk_mb = max(int(spec.ephemeral_disk_gb * 1024), 1)
-        tmpfs = {
-            "/tmp": f"rw,nosuid,nodev,size={disk_mb}m",
-            "/home/engine": (f"rw,exec,nosuid,nodev,size={disk_mb}m,uid={EXECUTOR_UID},gid={EXECUTOR_UID}"),
-        }
-        api = self._client.api
         binds, environment = {}, {**spec.env, **self._executor_env}
         environment.pop(EXCHANGE_ENV, None)
         if spec.exchange_dir and self.shares_filesystem:
             binds = {os.path.join(spec.exchange_dir, "in"): {"bind": f"{EXCHANGE_MOUNT}/in", "mode": "ro"},
                      os.path.join(spec.exchange_dir, "out"): {"bind": f"{EXCHANGE_MOUNT}/out", "mode": "rw"}}
             environment[EXCHANGE_ENV] = EXCHANGE_MOUNT
-        host_config = api.create_host_config(
-            binds=binds or None,
-            nano_cpus=int(spec.cpu * 1e9),
-            mem_limit=memory,
-            memswap_limit=memory,
+        config = executor_container(
+            image,
+            labels=owner_labels(self.instance_id, spec.run_id, spec.function),
+            environment=environment,
+            cpu=spec.cpu,
+            memory_gb=spec.memory_gb,
+            ephemeral_disk_gb=spec.ephemeral_disk_gb,
             read_only=self._read_only,
-            tmpfs=tmpfs,
-            network_mode="bridge",
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            init=True,  # a real PID 1: reaps the user's subprocesses, forwards signals
-            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "10m", "max-file": "1"}),
-            device_requests=_gpu_requests(spec.gpu),
+            entrypoint=self._command,
+            binds=binds,
+            gpus=_gpu_count(spec.gpu),
         )
-        labels = {
-            LABEL_MANAGED: "1",
-            LABEL_INSTANCE: self.instance_id,
-            LABEL_OWNER_PID: str(self._owner_pid),
-            LABEL_OWNER_START: self._owner_start,
-            LABEL_OWNER_HOST: self._owner_host,
-            LABEL_RUN: spec.run_id,
-            LABEL_FUNCTION: spec.function,
-        }
+        api = self._client.api
         try:
-            created = api.create_container(
-                image,
-                name=_container_name(spec.function),
-                entrypoint=self._command,
-                environment=environment,
-                user=str(EXECUTOR_UID),
-                labels=labels,
-                host_config=host_config,
-                detach=True,
-            )
+            created = api.create_container_from_config(config, container_name(spec.function))
         except docker.errors.ImageNotFound:
             self._verified_images.discard(image)
             raise ImageMissing(f"Image {image} is not built: run `engine image build`") from None
@@ -359,7 +315,7 @@ class DockerBackend(Backend):
             raise InfrastructureError(
                 f"Could not start the container for {spec.function} from {image}: {exc}"
             ) from exc
-        ip = _bridge_ip(attrs)
+        ip = bridge_ip(attrs)
         if not ip:
             detail = _describe_state(attrs.get("State") or {})
             logs = self._logs_tail(container_id)
@@ -496,7 +452,16 @@ class DockerBackend(Backend):
         except docker.errors.DockerException as exc:
             log.warning("could not list executor containers to remove them: %s", exc)
             return
-        await remove_each(self._remove_async, [c["Id"] for c in containers], "container")
+        ids = [c["Id"] for c in containers]
+        local = LocalDocker.here() if self.close_without_waiting and self.shares_filesystem else None
+        if local is not None:
+            # `engine run` ends now: each removal is sent, and Docker carries it out after this
+            # process is gone (0.15-0.4 s each, not waited for). Their connections stay open
+            # until then. One that could not be sent is removed the usual way.
+            sent = {cid: local.send_removal(cid) for cid in ids}
+            self._removals += [sock for sock in sent.values() if sock is not None]
+            ids = [cid for cid, sock in sent.items() if sock is None]
+        await remove_each(self._remove_async, ids, "container")
 
     async def cleanup_orphans(self) -> int:
         containers = await self._call(self._list, f"{LABEL_MANAGED}=1")
@@ -518,12 +483,6 @@ def _interface_ipv4(name: str) -> str:
         except OSError:
             return ""
     return socket.inet_ntoa(answer[20:24])
-
-
-def _bridge_ip(attrs: dict) -> str:
-    settings = attrs.get("NetworkSettings") or {}
-    bridge = (settings.get("Networks") or {}).get("bridge") or {}
-    return bridge.get("IPAddress") or settings.get("IPAddress") or ""
 
 
 def _describe_state(state: dict | None) -> str:

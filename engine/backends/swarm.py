@@ -68,7 +68,8 @@ import docker.errors
 import docker.types
 
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
-from engine.backends.docker import (
+from engine.backends.docker import _interface_ipv4, orphaned, remove_each
+from engine.backends.dockerapi import (
     LABEL_FUNCTION,
     LABEL_INSTANCE,
     LABEL_MANAGED,
@@ -76,10 +77,7 @@ from engine.backends.docker import (
     LABEL_OWNER_PID,
     LABEL_OWNER_START,
     LABEL_RUN,
-    _interface_ipv4,
     _process_start_ticks,
-    orphaned,
-    remove_each,
 )
 from engine.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from engine.executor.lifetime import executor_env

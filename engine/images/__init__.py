@@ -31,47 +31,102 @@ Builds hold a per-user file lock, so parallel builds of one tag run once.
 
 from __future__ import annotations
 
-from engine.images.base import base_image_candidates, ensure_base_image
-from engine.images.common import (
-    BASE_REPOSITORY,
-    DEBIAN_SUITE,
-    DEBOOTSTRAP_PACKAGES,
-    EXECUTOR_PORT,
-    EXECUTOR_UID,
-    FUNCTION_REPOSITORY_PREFIX,
-    LABEL_BASE,
-    LABEL_CONTENT,
-    LABEL_KIND,
-    LABEL_PYTHON,
-    LABEL_USER_TAG,
-    RUNTIME_DEPENDENCIES,
-    RUNTIME_REPOSITORY,
-    Progress,
-    cache_dir,
-    docker_client,
-    host_python_version,
-    image_python_version,
-    run_once,
-    wheel_cache_dir,
-)
-from engine.images.function import (
-    build_function_image,
-    build_images,
-    function_image_tag,
-    pip_download_args,
-)
-from engine.images.registry import (
-    list_engine_images,
-    prune_images,
-    push_images,
-    registry_image,
-)
-from engine.images.runtime import (
-    build_runtime_image,
-    pinned_requirements,
-    runtime_image_tag,
-    runtime_wheels,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. Imported on first use (PEP 562), not here: the builders import
+# the Docker SDK, and `engine run`'s early start reads the runtime tag (`engine.images.tag`)
+# without waiting for it.
+_HOMES = {
+    "base_image_candidates": "engine.images.base",
+    "ensure_base_image": "engine.images.base",
+    "BASE_REPOSITORY": "engine.images.common",
+    "build_function_image": "engine.images.function",
+    "build_images": "engine.images.function",
+    "build_runtime_image": "engine.images.runtime",
+    "cache_dir": "engine.images.common",
+    "DEBIAN_SUITE": "engine.images.common",
+    "DEBOOTSTRAP_PACKAGES": "engine.images.common",
+    "docker_client": "engine.images.common",
+    "EXECUTOR_PORT": "engine.images.common",
+    "EXECUTOR_UID": "engine.images.common",
+    "function_image_tag": "engine.images.function",
+    "FUNCTION_REPOSITORY_PREFIX": "engine.images.common",
+    "host_python_version": "engine.images.common",
+    "image_python_version": "engine.images.common",
+    "LABEL_BASE": "engine.images.common",
+    "LABEL_CONTENT": "engine.images.common",
+    "LABEL_KIND": "engine.images.common",
+    "LABEL_PYTHON": "engine.images.common",
+    "LABEL_USER_TAG": "engine.images.common",
+    "list_engine_images": "engine.images.registry",
+    "pinned_requirements": "engine.images.tag",
+    "pip_download_args": "engine.images.function",
+    "Progress": "engine.images.common",
+    "prune_images": "engine.images.registry",
+    "push_images": "engine.images.registry",
+    "registry_image": "engine.images.registry",
+    "run_once": "engine.images.common",
+    "RUNTIME_DEPENDENCIES": "engine.images.common",
+    "runtime_image_tag": "engine.images.tag",
+    "RUNTIME_REPOSITORY": "engine.images.common",
+    "runtime_wheels": "engine.images.runtime",
+    "wheel_cache_dir": "engine.images.common",
+}
+
+
+_SUBMODULES = ("base", "common", "function", "registry", "runtime", "tag")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"engine.images.{name}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'engine.images' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from engine.images.base import base_image_candidates, ensure_base_image
+    from engine.images.common import (
+        BASE_REPOSITORY,
+        DEBIAN_SUITE,
+        DEBOOTSTRAP_PACKAGES,
+        EXECUTOR_PORT,
+        EXECUTOR_UID,
+        FUNCTION_REPOSITORY_PREFIX,
+        LABEL_BASE,
+        LABEL_CONTENT,
+        LABEL_KIND,
+        LABEL_PYTHON,
+        LABEL_USER_TAG,
+        RUNTIME_DEPENDENCIES,
+        RUNTIME_REPOSITORY,
+        Progress,
+        cache_dir,
+        docker_client,
+        host_python_version,
+        image_python_version,
+        run_once,
+        wheel_cache_dir,
+    )
+    from engine.images.function import (
+        build_function_image,
+        build_images,
+        function_image_tag,
+        pip_download_args,
+    )
+    from engine.images.registry import (
+        list_engine_images,
+        prune_images,
+        push_images,
+        registry_image,
+    )
+    from engine.images.runtime import build_runtime_image, runtime_wheels
+    from engine.images.tag import pinned_requirements, runtime_image_tag
 
 __all__ = [
     "BASE_REPOSITORY",

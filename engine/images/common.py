@@ -1,5 +1,9 @@
 """Constants, small helpers, the build lock and the Docker client that the image builders share,
-and the check that an image's Python minor version equals the host's."""
+and the check that an image's Python minor version equals the host's.
+
+The Docker SDK is imported where a client is made or its errors caught, not at the top: the
+runtime image's tag (`engine.images.tag`) is read from here by `engine run`'s early start, which
+must not wait for the SDK's import (`tests/unit/test_startup_imports.py`)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING
 
 from engine.errors import (
     DockerUnavailable,
@@ -25,6 +27,9 @@ from engine.errors import (
     ImageMissing,
     PythonVersionMismatch,
 )
+
+if TYPE_CHECKING:
+    import docker
 
 Progress = Callable[[str], None] | None
 
@@ -194,6 +199,8 @@ def docker_client() -> docker.DockerClient:
 
     Raises `DockerUnavailable` when no engine answers a ping.
     """
+    import docker  # here, not above: reading a tag (`engine.images.tag`) needs no Docker SDK
+
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         # A bigger pool than the default 10: the docker backend calls from many threads at once.
@@ -208,6 +215,8 @@ def docker_client() -> docker.DockerClient:
 
 
 def _inspect_image(client: docker.DockerClient, ref: str) -> dict | None:
+    import docker.errors
+
     try:
         return client.api.inspect_image(ref)
     except docker.errors.ImageNotFound:
@@ -231,6 +240,8 @@ def _python_of(client: docker.DockerClient, ref: str, attrs: dict) -> str:
             match = re.match(r"(\d+)\.(\d+)", item.split("=", 1)[1])
             if match:
                 return f"{match.group(1)}.{match.group(2)}"
+    import docker.errors
+
     code = "import sys; print('%d.%d' % sys.version_info[:2])"
     try:
         exit_code, out = run_once(client, ref, ["python3", "-c", code], network_disabled=True)
@@ -250,6 +261,8 @@ def run_once(client: docker.DockerClient, ref: str, argv: list[str], **create: o
     Not `containers.run(remove=True)`: for a container that exits at once its logs can be read
     before the logging driver has them, and come back empty.
     """
+    import docker.errors
+
     container = client.api.create_container(
         ref, entrypoint=argv, command=[], labels={"engine.probe": "1"}, **create
     )

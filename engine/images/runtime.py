@@ -15,10 +15,7 @@ Also here: the `docker build` driver and build-context helpers that function ima
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.metadata
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -34,14 +31,11 @@ from engine.errors import ImageBuildError
 from engine.images.base import ensure_base_image
 from engine.images.common import (
     _ANSI,
-    _DOCKERFILE,
     _ENGINE_DIR,
     _STEP_TAIL_LINES,
     LABEL_BASE,
     LABEL_KIND,
     LABEL_PYTHON,
-    RUNTIME_DEPENDENCIES,
-    RUNTIME_REPOSITORY,
     Progress,
     _arch,
     _build_lock,
@@ -49,7 +43,6 @@ from engine.images.common import (
     _normalize,
     _run_logged,
     _say,
-    _sha256,
     _shorten,
     _tail,
     cache_dir,
@@ -57,121 +50,15 @@ from engine.images.common import (
     host_python_version,
     wheel_cache_dir,
 )
+from engine.images.tag import (
+    _dockerfile_text,
+    _engine_source_files,
+    _runtime_tag_of,
+    pinned_requirements,
+    runtime_image_tag,
+)
 
 _BUILD_HTTP_TIMEOUT = 3600  # a silent `run` step (a compile) must not time the stream out
-
-
-def _marker_applies(marker: str) -> bool:
-    if not marker.strip():
-        return True
-    if "extra" in marker:  # optional extras of a dependency are never needed here
-        return False
-    try:
-        from packaging.markers import Marker
-    except ImportError:  # pip vendors it
-        try:
-            from pip._vendor.packaging.markers import (  # type: ignore[assignment,no-redef]
-                Marker,
-            )
-        except ImportError:
-            return True  # keep it; pinning only what is installed bounds the damage
-    try:
-        return bool(Marker(marker).evaluate())
-    except ValueError:  # invalid or unevaluable marker: keep the requirement
-        return True
-
-
-def pinned_requirements() -> list[str]:
-    """`name==version` for the runtime dependencies and everything they require, at the
-    versions installed on the host (the host and the executors must agree on them)."""
-    return list(_pinned_requirements())
-
-
-@functools.lru_cache(maxsize=1)
-def _pinned_requirements() -> tuple[str, ...]:
-    pins: dict[str, str] = {}
-    todo = list(RUNTIME_DEPENDENCIES)
-    while todo:
-        name = todo.pop()
-        key = _normalize(name)
-        if key in pins:
-            continue
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            if name in RUNTIME_DEPENDENCIES:
-                raise ImageBuildError(
-                    f"{name} is not installed on this machine; the runtime image pins its "
-                    f"dependencies to the host's versions: `pip install -e .` in the engine "
-                    f"checkout first"
-                ) from None
-            continue  # a requirement whose marker applies but is not installed: pip resolves it
-        pins[key] = f"{dist.metadata['Name']}=={dist.version}"
-        for requirement in dist.requires or []:
-            spec, _, marker = requirement.partition(";")
-            if not _marker_applies(marker):
-                continue
-            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
-            if match:
-                todo.append(match.group(1))
-    return tuple(sorted(pins.values(), key=str.lower))
-
-
-def _engine_source_files(root: Path = _ENGINE_DIR) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
-        for filename in sorted(filenames):
-            if filename.endswith((".pyc", ".pyo")) or filename.startswith("."):
-                continue
-            files.append(Path(dirpath) / filename)
-    return files
-
-
-def _dockerfile_text() -> str:
-    try:
-        return _DOCKERFILE.read_text()
-    except OSError as exc:
-        raise ImageBuildError(
-            f"{_DOCKERFILE} is missing ({exc.strerror}): image builds need the engine's source "
-            f"checkout (the runtime_image/ directory next to the engine package)"
-        ) from None
-
-
-_runtime_tag_cache: dict[tuple, str] = {}
-
-
-def _stat_key(path: Path) -> tuple[str, int, int]:
-    try:
-        st = path.stat()
-    except OSError:
-        return (str(path), -1, -1)
-    return (str(path), st.st_size, st.st_mtime_ns)
-
-
-def runtime_image_tag() -> str:
-    """`engine-runtime:py3.X-<12 hex>`, derived from the engine's source files, the pinned
-    dependency versions and the Dockerfile. Needs no Docker engine."""
-    files = _engine_source_files()
-    # Cheap fingerprint (names, sizes, mtimes) so that repeated calls skip re-hashing.
-    stamp = tuple(_stat_key(p) for p in [*files, _DOCKERFILE])
-    cached = _runtime_tag_cache.get(stamp)
-    if cached:
-        return cached
-    tag = _runtime_tag_of(_ENGINE_DIR, _dockerfile_text())
-    _runtime_tag_cache.clear()
-    _runtime_tag_cache[stamp] = tag
-    return tag
-
-
-def _runtime_tag_of(engine_root: Path, dockerfile: str) -> str:
-    parts = [b"engine-runtime/1", host_python_version().encode(), _arch().encode()]
-    parts += [pin.encode() for pin in pinned_requirements()]
-    parts.append(dockerfile.encode())
-    for path in _engine_source_files(engine_root):
-        parts.append(path.relative_to(engine_root).as_posix().encode())
-        parts.append(path.read_bytes())
-    return f"{RUNTIME_REPOSITORY}:py{host_python_version()}-{_sha256(parts)[:12]}"
 
 
 def _pip_platform_args() -> list[str]:

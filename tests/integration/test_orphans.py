@@ -194,7 +194,8 @@ def test_the_sweep_knows_a_dead_owner_by_more_than_its_pid() -> None:
     and a reused pid are not the engine that labelled an executor."""
     import socket
 
-    from engine.backends.docker import _process_start_ticks, orphaned
+    from engine.backends.docker import orphaned
+    from engine.backends.dockerapi import _process_start_ticks
 
     host = socket.gethostname()
 

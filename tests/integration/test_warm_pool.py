@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +183,11 @@ def test_blank_containers_of_a_killed_server_end_and_are_swept(
 @pytest.mark.docker
 def test_docker_engine_run_starts_blank_containers_early_and_leaves_none(docker_client: Any, tmp_path: Path) -> None:
     """`engine run` starts its blank containers before it loads the application; a one-call
-    run uses one and ends before the other is taken, and neither is left behind."""
+    run uses one and ends before the other is taken, and neither is left behind (nor any other
+    container of the run: the runner's docker backend took the early one's instance id)."""
     env = server_env(2) | {"ENGINE_STATE_DIR": str(tmp_path / "state")}
     env.pop("ENGINE_BACKEND", None)
+    began = int(time.time()) - 1
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", f"{APP}:first", "--input", "4",
                              "--backend", "docker", "--json"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -194,7 +197,16 @@ def test_docker_engine_run_starts_blank_containers_early_and_leaves_none(docker_
         assert "Traceback" not in err, err
         result = json.loads(out.strip().splitlines()[-1])
         assert result["status"] == "succeeded" and result["result"]["child"]["x"] == 4
-        assert containers_of(docker_client, proc.pid) == {}
+        # The root ran in the first container the run created: the blank one started before the
+        # application was loaded (Docker sets a container's hostname to the start of its id).
+        created = [e for e in docker_client.events(since=began, until=int(time.time()) + 1, decode=True, filters={
+            "type": "container", "event": "create", "label": f"engine.owner_pid={proc.pid}"})]
+        assert created and created[0]["Actor"]["Attributes"]["engine.function"] == "(blank)", created
+        assert result["result"]["root"]["host"] == created[0]["id"][:12]
+        # It sent each removal as it ended, without waiting: Docker carries them out shortly
+        # after (test_docker_exit.py), long before an executor's orphan timeout would stop one.
+        poll(lambda: containers_of(docker_client, proc.pid) == {}, timeout=10,
+             what="the run's containers, running or stopped, to be removed after it exited")
     finally:
         for cid in containers_of(docker_client, proc.pid):
             docker_client.api.remove_container(cid, force=True)

@@ -4,7 +4,8 @@ load (benchmarks/startup.py measures the time; this pins the reason it stays sma
 - `import engine` (every user module, every executor) loads no pydantic, openai, gRPC or Docker
   SDK: `engine.ai` imports pydantic for a schema only, openai when called.
 - `engine.cli` and `engine.backends.early` load no gRPC, Docker SDK or pydantic, so that
-  `EarlyStart` begins (and the first container starts) before the heavy imports of `engine run`.
+  `EarlyStart` begins (and the first container starts) before the heavy imports of `engine run`;
+  nor does what its thread uses on docker (`engine.backends.dockerapi`, the runtime tag).
 - The executor loads no server-side layer (scheduler, store, backends, HTTP server) and no pydantic.
 """
 
@@ -27,9 +28,17 @@ def loaded(imports: str, prefixes: tuple[str, ...]) -> list[str]:
     return [m for m in out.stdout.split() if m in prefixes or m.startswith(tuple(p + "." for p in prefixes))]
 
 
-@pytest.mark.parametrize("imports", ["engine", "engine.cli, engine.backends.early"])
+@pytest.mark.parametrize("imports", ["engine", "engine.cli, engine.backends.early",
+                                     "engine.backends.dockerapi, engine.images.tag, engine.images"])
 def test_starting_loads_nothing_heavy(imports: str) -> None:
     assert loaded(imports, HEAVY) == []
+
+
+def test_every_public_name_of_images_resolves() -> None:
+    # engine.images imports its submodules on first use: each name it exports must be found.
+    code = ("import engine.images as m; missing = [n for n in m.__all__ if getattr(m, n, None) is None]; "
+            "assert not missing, missing; assert m.base.ensure_base_image is m.ensure_base_image")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_executor_loads_no_server_side_layer() -> None:
