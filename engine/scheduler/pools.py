@@ -122,13 +122,13 @@ class ExecutorState:
         finally:
             self.writer = None
 
-    async def call(self, request: pb.RunRequest, timeout: float) -> pb.RunResponse:
-        """Send one call and wait for its response. Raises `ExecutorGone`, or the builtin
-        `TimeoutError` after `timeout` seconds (the call may still be running)."""
-        try:
-            return await asyncio.wait_for(self.send(request), timeout)
-        finally:
-            self.pending.pop(request.call_id, None)
+    def expire(self, call_id: str, waiter: asyncio.Future[pb.RunResponse]) -> None:
+        """The call's time is up: its future fails with the builtin `TimeoutError` (the call
+        may still be running there; the scheduler replaces the executor)."""
+        if self.pending.get(call_id) is waiter:
+            del self.pending[call_id]
+        if not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     @property
     def active(self) -> bool:

@@ -963,51 +963,115 @@ class Scheduler:
         self._set_status(call, RUNNING)
         self.context.clear_progress(call)
         self.store.count_execution(call.run.run_id, call.id, call.attempts, call.started_at)
-        call.task = asyncio.ensure_future(self._execute(call, ex))
+        self._send_call(call, ex)
 
-    async def _execute(self, call: CallState, ex: ExecutorState) -> None:
+    def _send_call(self, call: CallState, ex: ExecutorState) -> None:
+        """Send the attempt on `ex`'s stream. Its answer, or its timeout, comes back as a
+        callback on the response's future (`_answered`): no task per call, since a fan-out
+        dispatches thousands of calls in one loop turn. Only an attempt that ends badly (its
+        executor gone or to be retired) continues in a task (`_conclude_slow`)."""
         settings = call.settings
-        request = pb.RunRequest(run_id=call.run.run_id, call_id=call.id, attempt=call.attempts,
-                                arguments=self._resolve_arguments(call),
-                                trace_context=self.tracer.attempt_started(call, ex))
-        response: pb.RunResponse | None = None
-        failure: pb.Failure | None = None
+        try:
+            request = pb.RunRequest(run_id=call.run.run_id, call_id=call.id, attempt=call.attempts,
+                                    arguments=self._resolve_arguments(call),
+                                    trace_context=self.tracer.attempt_started(call, ex))
+        except Exception as exc:  # noqa: BLE001 - an argument that cannot be given fails the call
+            ex.inflight -= 1
+            call.executor = None
+            self._attempt_failed(call, wire.failure_from_exception(
+                exc, function=call.function, call_id=call.id, kind=pb.FAILURE_KIND_INTERNAL))
+            self._schedule_flush()
+            return
         timeout = settings.config.timeout
         if not ex.served and settings.config.init_timeout:
             # A @cls() method: its executor runs the class's constructor before its first call,
             # within init_timeout (the executor keeps that limit and answers if it is passed).
             timeout += settings.config.init_timeout
         self.access.call_started(ex, call, request.arguments)
-        try:
-            response = await ex.call(request, timeout)
-            ex.served = True
-        except asyncio.CancelledError:
+        waiter = ex.send(request)
+        call.task = waiter
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, ex.expire, call.id, waiter)
+        waiter.add_done_callback(lambda done: self._answered(call, ex, timer, done))
+
+    def _answered(self, call: CallState, ex: ExecutorState, timer: asyncio.TimerHandle,
+                  waiter: asyncio.Future[pb.RunResponse]) -> None:
+        """The attempt's response arrived, its executor's stream ended, its timeout passed, or
+        the attempt was cancelled (`call.task.cancel()`: the outcome is dropped)."""
+        timer.cancel()
+        if ex.pending.get(call.id) is waiter:
+            del ex.pending[call.id]
+        if waiter.cancelled():
             self.access.call_ended(ex, call)
             ex.inflight -= 1
             call.executor = None
-            self._task_done(call)
+            self._task_done(call, waiter)
             self.tracer.attempt_ended(call, None, None, dropped=True)
-            raise
-        except (TimeoutError, asyncio.TimeoutError):
+            return
+        error = waiter.exception()
+        response = waiter.result() if error is None else None
+        if response is None or wire.retires_executor(response):
+            # Timed out, gone, or without the instance its @cls() method needs: the executor
+            # is stopped (awaited) before anything else goes to its pool.
+            call.task = asyncio.ensure_future(self._conclude_slow(call, ex, response, error))
+            return
+        ex.served = True
+        ex.inflight -= 1
+        call.executor = None
+        if call.started_at is not None:
+            ex.pool.observe_call(time.time() - call.started_at)
+        if response.HasField("tail_call") and self._prestart_tail(call, response.tail_call):
+            # One loop turn first: the executors' starts begin while the graph is added.
+            asyncio.get_running_loop().call_soon(self._conclude, call, ex, response, waiter)
+        else:
+            self._conclude(call, ex, response, waiter)
+
+    def _conclude(self, call: CallState, ex: ExecutorState, response: pb.RunResponse,
+                  waiter: asyncio.Future[pb.RunResponse]) -> None:
+        self._take_outcome(call, ex, response, None)
+        self._after_call(ex, tail=response.HasField("tail_call"))
+        self._pump_after_call(ex.pool)
+        self._schedule_flush()
+        self._task_done(call, waiter)
+
+    async def _conclude_slow(self, call: CallState, ex: ExecutorState, response: pb.RunResponse | None,
+                             error: BaseException | None) -> None:
+        """An attempt without a usable answer: its failure (asking the backend why an executor
+        died takes a moment), then the executor retired before its pool is pumped again."""
+        failure: pb.Failure | None = None
+        if isinstance(error, TimeoutError):
             failure = wire.make_failure(
                 pb.FAILURE_KIND_TIMEOUT,
-                f"{call.function} timed out after {settings.config.timeout:g} s "
+                f"{call.function} timed out after {call.settings.config.timeout:g} s "
                 f"(attempt {call.attempts}); its executor was replaced",
                 function=call.function, call_id=call.id, type_name="FunctionTimeout")
-        except ExecutorGone as gone:
-            failure = await self._lost_failure(call, ex, str(gone))
+        elif isinstance(error, ExecutorGone):
+            try:
+                failure = await self._lost_failure(call, ex, str(error))
+            except asyncio.CancelledError:
+                self.access.call_ended(ex, call)
+                ex.inflight -= 1
+                call.executor = None
+                self._task_done(call, asyncio.current_task())
+                self.tracer.attempt_ended(call, None, None, dropped=True)
+                raise
+        elif error is not None:
+            raise error
+        else:
+            ex.served = True
         ex.inflight -= 1
         call.executor = None
         if response is not None and call.started_at is not None:
             ex.pool.observe_call(time.time() - call.started_at)
-        if (response is not None and response.HasField("tail_call")
-                and self._prestart_tail(call, response.tail_call)):
-            try:
-                await asyncio.sleep(0)  # the starts begin now, while the graph is added
-            except asyncio.CancelledError:
-                self.access.call_ended(ex, call)
-                self._task_done(call)
-                raise
+        self._take_outcome(call, ex, response, failure)
+        await self._retire(ex)
+        self._pump_after_call(ex.pool)
+        self._schedule_flush()
+        self._task_done(call, asyncio.current_task())
+
+    def _take_outcome(self, call: CallState, ex: ExecutorState, response: pb.RunResponse | None,
+                      failure: pb.Failure | None) -> None:
+        """Act on an attempt's response (or failure), unless the call was cancelled meanwhile."""
         dropped = call.status != RUNNING or call.run.done.is_set()
         if dropped:
             pass  # cancelled while running: drop the outcome
@@ -1028,20 +1092,12 @@ class Scheduler:
             self._attempt_failed(call, failure)
         self.access.call_ended(ex, call)
         self.tracer.attempt_ended(call, response, failure, dropped)
-        if response is None or wire.retires_executor(response):
-            # Timed out, gone, or without the instance its @cls() method needs: never reuse it.
-            await self._retire(ex)
-        else:
-            self._after_call(ex, tail=response.HasField("tail_call"))
-        self._pump_after_call(ex.pool)
-        self._schedule_flush()
-        self._task_done(call)
 
     @staticmethod
-    def _task_done(call: CallState) -> None:
-        """Forget the attempt's task once it has its outcome: a finished task (and its
-        coroutine) kept by each of a fan-out's calls would hold a few hundred bytes each."""
-        if call.task is asyncio.current_task():
+    def _task_done(call: CallState, task: asyncio.Future[Any] | None) -> None:
+        """Forget the attempt's future (or task) once it has its outcome: one kept by each of
+        a fan-out's calls would hold a few hundred bytes each."""
+        if call.task is task:
             call.task = None
 
     def _prestart_tail(self, call: CallState, tail: pb.TailCall) -> bool:

@@ -98,7 +98,8 @@ class CallState:
         self.created_at = time.time()
         self.started_at: float | None = None
         self.ended_at: float | None = None
-        self.task: asyncio.Task[Any] | None = None
+        # The running attempt's response future (or, when it ended badly, the task concluding it).
+        self.task: asyncio.Future[Any] | None = None
         self.retry_handle: asyncio.TimerHandle | None = None
         self.executor: Any = None  # the ExecutorState running it, while running
         # Resumed under a parent that will execute again: not scheduled until re-created.

@@ -250,6 +250,9 @@ class Store(ABC):
         self._tx_open = False
         # Writes not yet sent: (run_id or None, sql, params). Sent in order, grouped.
         self._pending: list[tuple[str | None, str, Sequence[Any]]] = []
+        # Call rows inserted into `_pending` (that very list) and not yet sent, by id: a call
+        # dispatched before its row is sent is written as running by its INSERT (`count_execution`).
+        self._unsent_inserts: tuple[list[Any], dict[str, list[Any]]] = ([], {})
         # Every write of the open transaction (sent or not), for replay without a lost run's.
         self._written: list[tuple[str | None, str, Sequence[Any]]] = []
         # Runs this store holds: run_id -> (owner, epoch). A run whose lease was lost maps to
@@ -589,13 +592,31 @@ class Store(ABC):
         if call.seq is None:
             self._seq = max(self._seq + 1, time.time_ns())
             call.seq = self._seq
-        self._write(call.run_id, _INSERT_CALL, [getattr(call, f) for f in CALL_FIELDS])
+        params = [getattr(call, f) for f in CALL_FIELDS]
+        self._write(call.run_id, _INSERT_CALL, params)
+        unsent = self._unsent_inserts
+        if unsent[0] is not self._pending:
+            unsent = self._unsent_inserts = (self._pending, {})
+        unsent[1][call.call_id] = params
 
     def update_call(self, run_id: str, call_id: str, **fields: Any) -> None:
+        if self._unsent_inserts[1]:
+            self._unsent_inserts[1].pop(call_id, None)  # written after its INSERT: keep the order
         sets = ", ".join(f"{k} = ?" for k in fields)
         self._write(run_id, f"UPDATE calls SET {sets} WHERE call_id = ?", [*fields.values(), call_id])
 
     def count_execution(self, run_id: str, call_id: str, attempts: int, started_at: float) -> None:
+        """A call's attempt was dispatched. When the call's INSERT is still unsent (a fan-out's
+        calls are created and dispatched in one loop turn), the INSERT writes it as running: one
+        statement per call fewer, and the same row once committed."""
+        unsent = self._unsent_inserts
+        params = unsent[1].pop(call_id, None) if unsent[0] is self._pending else None
+        if params is not None:
+            params[_STATUS] = "running"
+            params[_ATTEMPTS] = attempts
+            params[_EXECUTIONS] += 1
+            params[_STARTED_AT] = started_at
+            return
         self._write(run_id,
                     "UPDATE calls SET status = 'running', attempts = ?, executions = executions + 1, "
                     "started_at = ? WHERE call_id = ?", (attempts, started_at, call_id))
@@ -857,6 +878,8 @@ class Store(ABC):
 
 
 _DELIVERY_FIELDS = "delivery_id, run_id, status, state, created_at, next_at, attempts, ended_at, last_error"
+_STATUS, _ATTEMPTS, _EXECUTIONS, _STARTED_AT = (
+    CALL_FIELDS.index(f) for f in ("status", "attempts", "executions", "started_at"))
 _INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})"
 
 

@@ -463,3 +463,26 @@ def test_postgres_column_types_match_the_schema(postgres_url: str) -> None:
             assert {c: actual[c] for c in types} == types, table
     finally:
         store.close()
+
+
+def test_a_call_dispatched_before_its_row_is_sent_is_inserted_as_running(opener: Callable[[], Store]) -> None:
+    """`count_execution` folds into the call's INSERT while that is unsent (one statement per
+    call fewer on a fan-out); the committed rows are what the separate UPDATE would give."""
+    store, reader = opener(), opener()
+    store.create_run(a_run("run-1"))
+    store.insert_call(a_call("a"))
+    store.count_execution("run-1", "a", 1, 5.0)  # dispatched in the INSERT's batch
+    assert not [w for w in store._pending if w[1].startswith("UPDATE calls")]  # noqa: SLF001
+    store.insert_call(a_call("b"))
+    store.update_call("run-1", "b", args_digest="e")  # changed after its INSERT: order kept
+    store.count_execution("run-1", "b", 1, 6.0)
+    store.commit()
+    store.insert_call(a_call("c"))
+    store.commit()
+    store.count_execution("run-1", "c", 1, 7.0)  # its INSERT already committed: an UPDATE
+    store.count_execution("run-1", "c", 2, 8.0)
+    store.commit()
+    rows = {r.call_id: r for r in reader.load_calls("run-1")}
+    assert [(rows[c].status, rows[c].attempts, rows[c].executions, rows[c].started_at) for c in "abc"] == [
+        ("running", 1, 1, 5.0), ("running", 1, 1, 6.0), ("running", 2, 2, 8.0)]
+    assert rows["b"].args_digest == "e"
