@@ -143,7 +143,9 @@ class Access:
 
     def screen_response(self, executor: object, call: CallState, response: pb.RunResponse) -> None:
         """Turn a response that references blobs its executor may not read into a failure of
-        the call (in place): a result must not hand on a value its function was never given."""
+        the call (in place): a result must not hand on a value its function was never given.
+        A tail call's futures are checked by the scheduler as it adds them (`frozen`,
+        `screen_futures`): a hundred thousand of them take longer than one loop turn should."""
         grant = self._of.get(executor)
         if grant is None:
             return
@@ -151,8 +153,6 @@ class Access:
         try:
             if outcome == "value":
                 self.check_payload(grant, response.value, "returning")
-            elif outcome == "tail_call":
-                self.check_specs(grant, call.run, call.id, response.tail_call.futures)
             elif outcome == "failure" and response.failure.HasField("exception"):
                 self.check_payload(grant, response.failure.exception, "failing with")
         except Denied as exc:
@@ -161,6 +161,33 @@ class Access:
             response.failure.CopyFrom(wire.make_failure(
                 pb.FAILURE_KIND_INTERNAL, f"the engine refused {call.function}'s outcome: {what}",
                 function=call.function, call_id=call.id, type_name="AccessDenied"))
+
+    def frozen(self, executor: object) -> Grant | None:
+        """A copy of `executor`'s grant as it is now (None when it has none): what a tail call's
+        futures may reference is what their caller could read when it returned them, also
+        once the caller's call has ended and the grant moved on (`Scheduler._add_tail`)."""
+        grant = self._of.get(executor)
+        if grant is None:
+            return None
+        copy = Grant(grant.id, grant.secret, grant.function)
+        copy.calls, copy.blobs, copy.put = dict(grant.calls), Counter(grant.blobs), set(grant.put)
+        return copy
+
+    def screen_futures(self, grant: Grant | None, call: CallState,
+                       specs: Iterable[pb.FutureSpec]) -> pb.Failure | None:
+        """Futures of `call`'s tail call, against `grant` (from `frozen`): None when they may be
+        added, else the failure of `call` (logged), as `screen_response` makes one."""
+        if grant is None:
+            return None
+        try:
+            self.check_specs(grant, call.run, call.id, specs)
+        except Denied as exc:
+            what = str(exc)
+            self._log(grant, call.run.run_id, call.id, what)
+            return wire.make_failure(
+                pb.FAILURE_KIND_INTERNAL, f"the engine refused {call.function}'s outcome: {what}",
+                function=call.function, call_id=call.id, type_name="AccessDenied")
+        return None
 
     # --- the services' side ----------------------------------------------------------------
 

@@ -52,7 +52,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -61,7 +61,7 @@ from engine import tracing, wire
 from engine.backends.base import Backend, ExecutorSpec
 from engine.errors import InfrastructureError, PythonVersionMismatch, SDKUsageError
 from engine.scheduler import rerun
-from engine.scheduler.access import Access
+from engine.scheduler.access import Access, Grant
 from engine.scheduler.blobs import BlobService
 from engine.scheduler.budgets import Budget, BudgetRefused, RunBudget, dump_budget, load_budget
 from engine.scheduler.callback import CallbackService
@@ -104,9 +104,11 @@ MAX_STARTS_IN_FLIGHT = 16
 WARM_START_COST = 0.02
 
 
-#: A tail call with at least this many futures starts their functions' executors before adding
-#: them (`Scheduler._prestart_tail`); below it, adding them takes less than a loop turn's notice.
-PRESTART_TAIL_MIN = 1000
+#: A tail call of more futures than this is added in slices of this many (`Scheduler._add_tail`),
+#: with the loop served between two slices: adding a hundred thousand calls at once held it for
+#: seconds, long enough for executors' streams, lease renewals and HTTP requests to stall. Its
+#: functions' executors start before the first slice (`Scheduler._prestart_tail`).
+TAIL_SLICE = 500
 
 #: Calls that run a function's code in an executor (the others are expanded by the scheduler).
 RUNS_CODE = (pb.NODE_KIND_CALL, pb.NODE_KIND_APPLICATION)
@@ -321,6 +323,8 @@ class Scheduler:
             call_app = self._app_of(run, spec, r.parent_id)
             call = CallState(run, spec, r.parent_id, r.args_digest, self._settings_of(call_app, spec))
             call.app = call_app
+            if call.kind == pb.NODE_KIND_SIGNAL:
+                run.has_signals = True
             call.executions = r.executions
             call.created_at = r.created_at
             call.progress = json.loads(r.progress) if r.progress else None
@@ -541,6 +545,8 @@ class Scheduler:
         app = self._app_of(run, spec, parent_id)
         call = CallState(run, spec, parent_id, digest, self._settings_of(app, spec))
         call.app = app
+        if call.kind == pb.NODE_KIND_SIGNAL:
+            run.has_signals = True
         run.calls[call.id] = call
         run.counts[PENDING] += 1
         self.tracer.call_added(call)
@@ -586,8 +592,8 @@ class Scheduler:
     @staticmethod
     def _waits_for_signal(call: CallState) -> bool:
         """Whether `call` takes the value of a signal future that has none yet."""
-        if not call.has_refs:
-            return False  # (set by `_link_dependencies`, which runs first)
+        if not call.has_refs or not call.run.has_signals:
+            return False  # (has_refs is set by `_link_dependencies`, which runs first)
         for ref in wire.refs(call.spec.arguments):
             dep = call.run.calls.get(ref)
             if dep is not None and dep.kind == pb.NODE_KIND_SIGNAL and dep.status != SUCCEEDED:
@@ -1020,11 +1026,7 @@ class Scheduler:
         call.executor = None
         if call.started_at is not None:
             ex.pool.observe_call(time.time() - call.started_at)
-        if response.HasField("tail_call") and self._prestart_tail(call, response.tail_call):
-            # One loop turn first: the executors' starts begin while the graph is added.
-            asyncio.get_running_loop().call_soon(self._conclude, call, ex, response, waiter)
-        else:
-            self._conclude(call, ex, response, waiter)
+        self._conclude(call, ex, response, waiter)
 
     def _conclude(self, call: CallState, ex: ExecutorState, response: pb.RunResponse,
                   waiter: asyncio.Future[pb.RunResponse]) -> None:
@@ -1085,7 +1087,7 @@ class Scheduler:
             if outcome == "value":
                 self._finish_with_payload(call, response.value)
             elif outcome == "tail_call":
-                self._tail_call(call, response.tail_call)
+                self._tail_call(call, response.tail_call, self.access.frozen(ex))
             else:
                 self._attempt_failed(call, response.failure)
         elif failure is not None:
@@ -1100,21 +1102,17 @@ class Scheduler:
         if call.task is task:
             call.task = None
 
-    def _prestart_tail(self, call: CallState, tail: pb.TailCall) -> bool:
+    def _prestart_tail(self, call: CallState, tail: pb.TailCall) -> None:
         """Start the executors that a large tail call's new calls need before they are added
-        (as `_add_call` would on the first of each function): adding a hundred thousand calls
-        holds the loop for seconds, and the executors start meanwhile. Nothing of the graph
-        exists yet, so the caller may yield once; none for a graph with a signal (a call waiting
-        for one holds nothing). Returns whether any start began."""
-        if self._closed or len(tail.futures) < PRESTART_TAIL_MIN:
-            return False
+        (as `_add_call` would on the first of each function), so that they start while the
+        graph is added slice by slice; none for a graph with a signal (a call waiting for one
+        holds nothing)."""
         functions: set[str] = set()
         for spec in tail.futures:
             if spec.kind == pb.NODE_KIND_SIGNAL:
-                return False
+                return
             if spec.kind == pb.NODE_KIND_CALL:
                 functions.add(spec.function)
-        started = False
         for function in sorted(functions):
             try:
                 pool = self._pool(call.app, function)
@@ -1123,8 +1121,6 @@ class Scheduler:
             if pool.live() == 0:
                 pool.last_run_id = call.run.run_id
                 self._start_executor(pool)
-                started = True
-        return started
 
     async def _lost_failure(self, call: CallState, ex: ExecutorState, detail: str) -> pb.Failure:
         name, limit = call.function, call.settings.config
@@ -1332,27 +1328,95 @@ class Scheduler:
     # =========================================================================================
     # outcomes
 
-    def _tail_call(self, call: CallState, tail: pb.TailCall) -> None:
+    def _tail_call(self, call: CallState, tail: pb.TailCall, grant: Grant | None = None) -> None:
+        """`call` returned a tail call: add its graph, then hand the caller's value over to it.
+        `grant`: what the caller's executor could read when it returned (`Access.frozen`),
+        which the futures may pass on. A graph of up to `TAIL_SLICE` futures is added now; a
+        larger one by `_add_tail`, in slices, on a task of its own (the call's `task`:
+        cancelling the call stops it)."""
+        if len(tail.futures) > TAIL_SLICE and self._loop is not None:
+            call.task = asyncio.ensure_future(self._add_tail(call, tail, grant))
+            return
+        if self._screen_futures(call, tail.futures, grant) and self._add_futures(call, tail.futures):
+            self._tail_added(call, tail)
+
+    async def _add_tail(self, call: CallState, tail: pb.TailCall, grant: Grant | None) -> None:
+        """Check a large tail call's futures, then add them, `TAIL_SLICE` at a time, serving
+        the loop (and committing) between two slices; the calls of a slice that are ready are
+        dispatched while the next ones are added.
+
+        Every future is checked before any is added, so a refused graph adds nothing. Adding is
+        not atomic, and need not be: until the caller's `tail` state commits — with the last
+        slice — the caller is `running` in the store, so a crash midway leaves it to run again
+        on resume, while the calls committed so far wait (dormant) for it to create them again
+        under the same deterministic ids; those that finished are reused, never run twice.
+        Futures come in the SDK's order, dependencies first, so a slice references only calls
+        that exist. It stops when the caller stops being `running` (cancelled, its run finished
+        or lost) or the scheduler closes."""
         run = call.run
         try:
-            for spec in tail.futures:
+            self._prestart_tail(call, tail)
+            futures = tail.futures
+            slices = [futures[i:i + TAIL_SLICE] for i in range(0, len(futures), TAIL_SLICE)]
+            for adding in (False, True):
+                for part in slices:
+                    await asyncio.sleep(0)  # serve the loop: starts, streams, commits, dispatch
+                    if call.status != RUNNING or run.done.is_set() or self._closed:
+                        return
+                    done = self._add_futures(call, part) if adding else self._screen_futures(call, part, grant)
+                    self._schedule_flush()
+                    if not done:
+                        return
+            self._tail_added(call, tail)
+            self._schedule_flush()
+        finally:
+            self._task_done(call, asyncio.current_task())
+
+    def _screen_futures(self, call: CallState, specs: Iterable[pb.FutureSpec], grant: Grant | None) -> bool:
+        """Whether futures of `call`'s tail call may be added: well formed, and passing only
+        values its executor could read (`Access.screen_futures`). If not, `call` failed."""
+        try:
+            for spec in specs:
                 wire.validate_spec(spec)
+        except wire.InvalidMessage as exc:
+            self._bad_tail(call, exc)
+            return False
+        refused = self.access.screen_futures(grant, call, specs)
+        if refused is not None:
+            self._attempt_failed(call, refused)
+            return False
+        return True
+
+    def _add_futures(self, call: CallState, specs: Iterable[pb.FutureSpec]) -> bool:
+        """Add futures of `call`'s tail call; False when one is refused (then `call` failed)."""
+        run = call.run
+        try:
+            for spec in specs:
                 self._add_call(run, spec, parent_id=call.id)
-            target = run.calls.get(tail.root_id)
-            if target is None:
-                raise wire.InvalidMessage(f"tail call to unknown future {tail.root_id}")
         except (wire.InvalidMessage, KeyError) as exc:
-            self._finish_call_failed(call, wire.make_failure(
-                pb.FAILURE_KIND_INTERNAL, f"bad tail call from {call.function}: {exc}",
-                function=call.function, call_id=call.id))
-            return
+            self._bad_tail(call, exc)
+            return False
         except BudgetRefused as refused:
             self._budget_exceeded(call, refused.failure)
+            return False
+        return True
+
+    def _tail_added(self, call: CallState, tail: pb.TailCall) -> None:
+        """Every future of the tail call exists: the caller is finished (`tail`), with its
+        target's value once that has one."""
+        target = call.run.calls.get(tail.root_id)
+        if target is None:
+            self._bad_tail(call, wire.InvalidMessage(f"tail call to unknown future {tail.root_id}"))
             return
         call.ended_at = time.time()
         self._set_status(call, TAIL)
         self.store.update_call(call.run.run_id, call.id, status=TAIL, tail_id=target.id, ended_at=call.ended_at)
         self._link_tail(call, target)
+
+    def _bad_tail(self, call: CallState, exc: Exception) -> None:
+        self._finish_call_failed(call, wire.make_failure(
+            pb.FAILURE_KIND_INTERNAL, f"bad tail call from {call.function}: {exc}",
+            function=call.function, call_id=call.id))
 
     def _attempt_failed(self, call: CallState, failure: pb.Failure) -> None:
         # For the reader (the dashboard's timeline): the calls row keeps only the latest attempt.

@@ -148,6 +148,9 @@ class RunState:
     # Its signal futures waiting for a signal, in the order they began to wait
     # (`Scheduler._wait_for_signal`).
     waiting: dict[str, CallState] = field(default_factory=dict)
+    # Whether it has any signal future: without one, no call waits for a signal, and the
+    # check (`Scheduler._waits_for_signal`) need not scan a fan-in's hundred thousand arguments.
+    has_signals: bool = False
 
     def progress(self) -> dict[str, int]:
         c = self.counts
