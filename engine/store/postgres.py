@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from engine.errors import SDKUsageError
 from engine.store import base
-from engine.store.base import StoreUnavailable, grouped
+from engine.store.base import StoreUnavailable
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION, for_postgres, statements
 
 CHUNK = 1 << 20
@@ -64,7 +64,6 @@ class PostgresStore(base.Store):
         self.db = _connect(url)
         self._psycopg = _psycopg()
         self._relax_commit()
-        self._client = self._psycopg.ClientCursor(self.db)
         self._sql: dict[str, str] = {}
         self._blob_connections: list[Any] = []
         self._blob_lock = threading.Lock()
@@ -115,11 +114,12 @@ class PostgresStore(base.Store):
 
     def _finish(self, expected: dict[str, tuple[str, int]]) -> bool:
         """BEGIN (unless a read opened the transaction), the writes, the fence check and COMMIT
-        as one message: one round trip, one parse. The values are bound here, client-side, by
-        psycopg's own quoting (`ClientCursor.mogrify`). The check divides by zero — an error
-        that skips the rest of the message, COMMIT included, so the transaction rolls back —
-        unless every held run's row still names this owner and epoch; the rows it finds stay
-        locked until COMMIT, so no claim slips in between."""
+        in one pipeline: one round trip. The writes go as few statements as `batched` and
+        `as_one_statement` make them, their arrays bound in binary (no quoting or escaping of
+        a fan-out's thousands of values on either side). The check divides by zero — an error
+        that makes the server skip the rest of the pipeline, COMMIT included, so the
+        transaction rolls back — unless every held run's row still names this owner and epoch;
+        the rows it finds stay locked until COMMIT, so no claim slips in between."""
         pending, self._pending = self._pending, []
         self._written.extend(pending)
         fence = None
@@ -130,18 +130,19 @@ class PostgresStore(base.Store):
                      f"(SELECT run_id FROM runs WHERE {matches} FOR UPDATE) AS held",
                      [len(ids), *(v for r in ids for v in (r, *expected[r]))])
         try:
-            bind = self._client.mogrify
-            parts = [] if self._tx_open else ["BEGIN"]
-            for sql, rows in grouped(pending):
-                one = as_one_statement(sql, rows) if len(rows) > 1 else None
-                if one is not None:
-                    parts.append(bind(*one))
-                else:
-                    parts.extend(bind(self._q(sql), row) for row in rows)
-            if fence is not None:
-                parts.append(bind(*fence))
-            parts.append("COMMIT")
-            self.db.execute(";\n".join(parts), prepare=False)
+            with self.db.pipeline():
+                cur = self.db.cursor()
+                if not self._tx_open:
+                    cur.execute("BEGIN")
+                for sql, rows in batched(pending):
+                    one = as_one_statement(sql, rows) if len(rows) > 1 else None
+                    if one is not None:
+                        cur.execute(one[0], one[1])
+                    else:
+                        cur.executemany(self._q(sql), rows)
+                if fence is not None:
+                    cur.execute(*fence)
+                cur.execute("COMMIT")
         except self._psycopg.errors.DivisionByZero:
             self._execute("ROLLBACK")
             self._tx_open = False
@@ -166,7 +167,6 @@ class PostgresStore(base.Store):
             self.db.close()
         self.db = _connect(self.url)
         self._relax_commit()
-        self._client = self._psycopg.ClientCursor(self.db)
 
     def _relax_commit(self) -> None:
         """`synchronous_commit = off` for this connection, unless the URL says otherwise: a
@@ -379,6 +379,52 @@ _UPDATE_CALLS = re.compile(r"^UPDATE calls SET (.+) WHERE call_id = \?$")
 _ASSIGN = re.compile(r"^(\w+) = \?$")
 
 
+def _call_key(sql: str, row: Sequence[Any]) -> str | None:
+    """The call a write of the calls table touches: an INSERT of a row (its first column is
+    `call_id`) or an UPDATE by id (its last parameter); None for any other write."""
+    if sql.startswith("INSERT INTO calls (call_id,"):
+        return str(row[0])
+    if sql.startswith("UPDATE calls SET ") and sql.endswith(" WHERE call_id = ?"):
+        return str(row[-1])
+    return None
+
+
+def batched(writes: list[tuple[str | None, str, Sequence[Any]]]) -> list[tuple[str, list[Sequence[Any]]]]:
+    """The writes of one transaction as (sql, rows) groups, each to become one statement
+    (`as_one_statement`). A fan-out's turn interleaves its calls' writes — one call dispatched,
+    another's result, the next dispatched — so grouping only neighbours left one statement per
+    row. Within a stretch of writes to the calls table by call id, the writes are put in layers
+    instead: a write goes one layer after the last one touching the same call, so each call's
+    writes keep their order, and within a layer no two touch the same call, so its groups may
+    run in any order. Any other write ends the stretch and keeps its place."""
+    out: list[tuple[str, list[Sequence[Any]]]] = []
+    layers: list[dict[str, list[Sequence[Any]]]] = []
+    depth: dict[str, int] = {}
+
+    def close() -> None:
+        for layer in layers:
+            out.extend(layer.items())
+        layers.clear()
+        depth.clear()
+
+    for _, sql, params in writes:
+        key = _call_key(sql, params)
+        if key is None:
+            close()
+            if out and out[-1][0] == sql:
+                out[-1][1].append(params)
+            else:
+                out.append((sql, [params]))
+            continue
+        level = depth.get(key, -1) + 1
+        depth[key] = level
+        if level == len(layers):
+            layers.append({})
+        layers[level].setdefault(sql, []).append(params)
+    close()
+    return out
+
+
 def as_one_statement(sql: str, rows: list[Sequence[Any]]) -> tuple[str, list[Any]] | None:
     """Many rows of one INSERT into calls or logs, or of one UPDATE of calls by id, as a single
     statement over `unnest` of one array per column: one statement to parse, plan and execute
@@ -391,9 +437,9 @@ def as_one_statement(sql: str, rows: list[Sequence[Any]]) -> tuple[str, list[Any
         types = COLUMN_TYPES.get(table)
         if types is None or any(c not in types for c in columns):
             return None
-        arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+        arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
         return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})",
-                [list(col) for col in zip(*rows, strict=True)])
+                [_array(types[c], col) for c, col in zip(columns, zip(*rows, strict=True), strict=True)])
     update = _UPDATE_CALLS.match(sql)
     if update is None:
         return None
@@ -415,12 +461,26 @@ def as_one_statement(sql: str, rows: list[Sequence[Any]]) -> tuple[str, list[Any
         if name not in types:
             return None
         sets.append(f"{name} = v.p{len(names)}")
-        casts.append(f"%s::{types[name]}[]")
+        casts.append(f"%b::{types[name]}[]")
         names.append(f"p{len(names)}")
-    casts.append("%s::text[]")
-    columns = [list(col) for col in zip(*rows, strict=True)]
+    casts.append("%b::text[]")
+    kinds = [types[_ASSIGN.match(a).group(1)] for a in update.group(1).split(", ")  # type: ignore[union-attr]
+             if _ASSIGN.match(a)] + ["text"]
+    columns = [_array(kind, col) for kind, col in zip(kinds, zip(*rows, strict=True), strict=True)]
     return (f"UPDATE calls SET {', '.join(sets)} FROM unnest({', '.join(casts)}) "
             f"AS v({', '.join(names + ['id'])}) WHERE calls.call_id = v.id", columns)
+
+
+def _array(kind: str, values: Sequence[Any]) -> list[Any]:
+    """One column's values as a list psycopg binds as one binary array of `kind`: of one
+    Python type throughout (a timestamp may be an int or a float; binary arrays are of one)."""
+    if kind == "double precision":
+        return [None if v is None else float(v) for v in values]
+    if kind in ("integer", "bigint"):
+        return [None if v is None else int(v) for v in values]
+    if kind == "bytea":
+        return [None if v is None else bytes(v) for v in values]
+    return list(values)
 
 
 def _check_digest(digest: str) -> None:
