@@ -449,6 +449,29 @@ def test_many_rows_in_one_commit_are_written_as_given(opener: Callable[[], Store
     assert store.logs("run-1") == [(f"c{i}", "f", 1, f"line {i}\n") for i in range(3)]
 
 
+def test_interleaved_writes_of_many_calls_commit_as_given(opener: Callable[[], Store]) -> None:
+    """A fan-out's turn as the scheduler writes it: each call inserted, dispatched and finished,
+    interleaved with the others' (PostgreSQL regroups them into one statement per kind,
+    `postgres.batched`); every call ends in its last state."""
+    store = opener()
+    store.create_run(a_run("run-1"))
+    for i in range(200):
+        store.insert_call(a_call(f"c{i}"))
+        store.count_execution("run-1", f"c{i}", attempts=1, started_at=float(i))
+        if i:
+            store.update_call("run-1", f"c{i - 1}", status="succeeded", result=bytes([i % 256]), ended_at=i)
+    store.update_run("run-1", status="running")
+    store.count_execution("run-1", "c199", attempts=2, started_at=500.0)
+    store.commit()
+    calls = {c.call_id: c for c in opener().load_calls("run-1")}
+    assert len(calls) == 200
+    for i in range(199):
+        c = calls[f"c{i}"]
+        assert (c.status, c.attempts, c.started_at, c.result, c.ended_at) == (
+            "succeeded", 1, float(i), bytes([(i + 1) % 256]), float(i + 1))
+    assert (calls["c199"].status, calls["c199"].attempts, calls["c199"].executions) == ("running", 2, 2)
+
+
 @pytest.mark.postgres
 def test_postgres_column_types_match_the_schema(postgres_url: str) -> None:
     from engine.store.postgres import COLUMN_TYPES
