@@ -2,8 +2,10 @@
 
 It runs on one asyncio event loop, which also serves the `SchedulerCallback` gRPC service that
 running functions use to submit futures and wait for them, and the `Blobs` service through which
-values too large to travel inline move (`engine.scheduler.blobs`). Nothing here blocks the loop:
-the store's writes are local SQLite statements, and backends push their blocking work to threads.
+values too large to travel inline move (`engine.scheduler.blobs`). Nothing here blocks the loop
+for long: the store's writes are grouped into one commit per loop turn, backends push their
+blocking work to threads, and a tail call too large to add in one turn is added in slices
+(`_add_tail`), the loop served between them.
 
 Invariants, and where they are enforced:
 
@@ -18,7 +20,9 @@ Invariants, and where they are enforced:
 - **One runner per call.** A call is dispatched only from `queued`, and only `_dispatch` moves it
   to `running`; its executor slot is held until its response arrives or the stream breaks.
 - **A tail call ends its caller.** Once the `tail` state is committed, the caller is finished:
-  resume never re-executes it; its value is its tail call's.
+  resume never re-executes it; its value is its tail call's. A large tail call's graph commits
+  in slices before it (`_add_tail`); a crash midway re-runs the caller, which re-creates the
+  same ids.
 - **Large values move by reference.** A result stored as a blob is handed on as its digest
   (`wire.PayloadEncoder.reference`), never read into the scheduler to be copied into a message.
 - **One driver per run.** A run is driven only while this process holds its lease

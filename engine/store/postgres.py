@@ -7,8 +7,9 @@ and named by digest in `blobs` only once every chunk is in — written and commi
 connection of their own *before* the row naming them commits, as the SQLite store fsyncs its
 blob files first.
 
-Group commit costs one round trip: the buffered writes go out in one pipeline, then the fence
-check and COMMIT. A lost connection (the database restarted, or this server was cut off from
+Group commit costs one round trip: BEGIN, the buffered writes, the fence check and COMMIT go out
+in one pipeline, the writes as one statement per kind over binary arrays (`batched`,
+`as_one_statement`). A lost connection (the database restarted, or this server was cut off from
 it) raises `StoreUnavailable`; the driver then stops driving its runs, and takes them again,
 from their checkpoints, once the database answers (if no other server took them meanwhile).
 """
