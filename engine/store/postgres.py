@@ -8,8 +8,7 @@ connection of their own *before* the row naming them commits, as the SQLite stor
 blob files first.
 
 Group commit costs one round trip: BEGIN, the buffered writes, the fence check and COMMIT go out
-in one pipeline, the writes as one statement per kind over binary arrays (`batched`,
-`as_one_statement`). A lost connection (the database restarted, or this server was cut off from
+as one message, the writes as one statement per kind over arrays (`batched`, `as_one_statement`). A lost connection (the database restarted, or this server was cut off from
 it) raises `StoreUnavailable`; the driver then stops driving its runs, and takes them again,
 from their checkpoints, once the database answers (if no other server took them meanwhile).
 """
@@ -65,6 +64,7 @@ class PostgresStore(base.Store):
         self.db = _connect(url)
         self._psycopg = _psycopg()
         self._relax_commit()
+        self._client = self._psycopg.ClientCursor(self.db)
         self._sql: dict[str, str] = {}
         self._blob_connections: list[Any] = []
         self._blob_lock = threading.Lock()
@@ -114,13 +114,13 @@ class PostgresStore(base.Store):
             self._lost_connection(exc)
 
     def _finish(self, expected: dict[str, tuple[str, int]]) -> bool:
-        """BEGIN (unless a read opened the transaction), the writes, the fence check and COMMIT
-        in one pipeline: one round trip. The writes go as few statements as `batched` and
-        `as_one_statement` make them, their arrays bound in binary (no quoting or escaping of
-        a fan-out's thousands of values on either side). The check divides by zero — an error
-        that makes the server skip the rest of the pipeline, COMMIT included, so the
-        transaction rolls back — unless every held run's row still names this owner and epoch;
-        the rows it finds stay locked until COMMIT, so no claim slips in between."""
+        """BEGIN (unless a read opened the transaction), the writes — as few statements as
+        `batched` and `as_one_statement` make them — the fence check and COMMIT as one message:
+        one round trip, one parse. The values are bound here, client-side, by
+        psycopg's own quoting (`ClientCursor.mogrify`). The check divides by zero — an error
+        that skips the rest of the message, COMMIT included, so the transaction rolls back —
+        unless every held run's row still names this owner and epoch; the rows it finds stay
+        locked until COMMIT, so no claim slips in between."""
         pending, self._pending = self._pending, []
         self._written.extend(pending)
         fence = None
@@ -131,19 +131,18 @@ class PostgresStore(base.Store):
                      f"(SELECT run_id FROM runs WHERE {matches} FOR UPDATE) AS held",
                      [len(ids), *(v for r in ids for v in (r, *expected[r]))])
         try:
-            with self.db.pipeline():
-                cur = self.db.cursor()
-                if not self._tx_open:
-                    cur.execute("BEGIN")
-                for sql, rows in batched(pending):
-                    one = as_one_statement(sql, rows) if len(rows) > 1 else None
-                    if one is not None:
-                        cur.execute(one[0], one[1])
-                    else:
-                        cur.executemany(self._q(sql), rows)
-                if fence is not None:
-                    cur.execute(*fence)
-                cur.execute("COMMIT")
+            bind = self._client.mogrify
+            parts = [] if self._tx_open else ["BEGIN"]
+            for sql, rows in batched(pending):
+                one = as_one_statement(sql, rows) if len(rows) > 1 else None
+                if one is not None:
+                    parts.append(bind(*one))
+                else:
+                    parts.extend(bind(self._q(sql), row) for row in rows)
+            if fence is not None:
+                parts.append(bind(*fence))
+            parts.append("COMMIT")
+            self.db.execute(";\n".join(parts), prepare=False)
         except self._psycopg.errors.DivisionByZero:
             self._execute("ROLLBACK")
             self._tx_open = False
@@ -168,6 +167,7 @@ class PostgresStore(base.Store):
             self.db.close()
         self.db = _connect(self.url)
         self._relax_commit()
+        self._client = self._psycopg.ClientCursor(self.db)
 
     def _relax_commit(self) -> None:
         """`synchronous_commit = off` for this connection, unless the URL says otherwise: a
@@ -438,9 +438,9 @@ def as_one_statement(sql: str, rows: list[Sequence[Any]]) -> tuple[str, list[Any
         types = COLUMN_TYPES.get(table)
         if types is None or any(c not in types for c in columns):
             return None
-        arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
+        arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
         return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})",
-                [_array(types[c], col) for c, col in zip(columns, zip(*rows, strict=True), strict=True)])
+                [list(col) for col in zip(*rows, strict=True)])
     update = _UPDATE_CALLS.match(sql)
     if update is None:
         return None
@@ -462,26 +462,12 @@ def as_one_statement(sql: str, rows: list[Sequence[Any]]) -> tuple[str, list[Any
         if name not in types:
             return None
         sets.append(f"{name} = v.p{len(names)}")
-        casts.append(f"%b::{types[name]}[]")
+        casts.append(f"%s::{types[name]}[]")
         names.append(f"p{len(names)}")
-    casts.append("%b::text[]")
-    kinds = [types[_ASSIGN.match(a).group(1)] for a in update.group(1).split(", ")  # type: ignore[union-attr]
-             if _ASSIGN.match(a)] + ["text"]
-    columns = [_array(kind, col) for kind, col in zip(kinds, zip(*rows, strict=True), strict=True)]
+    casts.append("%s::text[]")
+    columns = [list(col) for col in zip(*rows, strict=True)]
     return (f"UPDATE calls SET {', '.join(sets)} FROM unnest({', '.join(casts)}) "
             f"AS v({', '.join(names + ['id'])}) WHERE calls.call_id = v.id", columns)
-
-
-def _array(kind: str, values: Sequence[Any]) -> list[Any]:
-    """One column's values as a list psycopg binds as one binary array of `kind`: of one
-    Python type throughout (a timestamp may be an int or a float; binary arrays are of one)."""
-    if kind == "double precision":
-        return [None if v is None else float(v) for v in values]
-    if kind in ("integer", "bigint"):
-        return [None if v is None else int(v) for v in values]
-    if kind == "bytea":
-        return [None if v is None else bytes(v) for v in values]
-    return list(values)
 
 
 def _check_digest(digest: str) -> None:
