@@ -164,6 +164,9 @@ def main() -> int:
             row = one_run(n, args.backend, args.store)
             print(json.dumps(row), flush=True)
             rows.append(row)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"backend": args.backend, "store": bool(args.store), "runs": rows},
+                                         indent=1))
     print("| N | max stall s | stalls > 100 ms | stalls > 1 s | end to end s | in-run s |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in sorted({r["n"] for r in rows}):
@@ -172,9 +175,6 @@ def main() -> int:
                ("max_stall_s", "stalls_over_100ms", "stalls_over_1s", "wall_s", "duration_s")}
         print(f"| {n:,} | {med['max_stall_s']:.2f} | {med['stalls_over_100ms']:g} | {med['stalls_over_1s']:g} "
               f"| {med['wall_s']:.2f} | {med['duration_s']:.2f} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"backend": args.backend, "store": bool(args.store), "runs": rows},
-                                         indent=1))
     return 0
 
 
