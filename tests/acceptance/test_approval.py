@@ -51,13 +51,22 @@ def env(llm: LLM, tmp_path: Path) -> dict[str, str]:
 def containers_of(run_id: str, *, running: bool = True) -> list[Any]:
     from engine import images
 
-    return images.docker_client().containers.list(
-        all=not running, filters={"label": ["engine.managed=1", f"engine.run={run_id}"]})
+    return images.docker_client().containers.list(  # an ended engine's are being removed
+        all=not running, filters={"label": ["engine.managed=1", f"engine.run={run_id}"]},
+        ignore_removed=True)
 
 
 def remove_containers_of(run_id: str) -> None:
+    import docker.errors
+
     for container in containers_of(run_id, running=False):
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # removed meanwhile: the ended engine sent its removal
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: its removal is already in progress
+                raise
 
 
 def calls_by_function(state_dir: Path, run_id: str) -> dict[str, Any]:
