@@ -14,7 +14,10 @@ On the scheduler's own machine an executor may have an exchange directory instea
 named in `Blobs.Adopt`, and the scheduler moves that file into the store. Whatever the exchange
 directory cannot do (a blob not linked there, an adoption refused) falls back to streaming.
 A mapped blob's digest is not checked again: the scheduler hashed it when it stored it, and the
-file is read-only (docker mounts `in/` read-only).
+file is read-only (docker mounts `in/` read-only). A call's own large result is adopted as
+*deferred* (`AdoptBlobRequest.result`): the scheduler answers with a token as soon as the file is
+out of reach, and the call returns that token; the next call may map it by that name while the
+scheduler still hashes it. No digest computed here ever names a blob: user code runs here.
 """
 
 from __future__ import annotations
@@ -77,11 +80,12 @@ class BlobClient:
         return spill.finish()
 
     def adopt(self, staged: Staged) -> pb.Payload:
-        """The reference to `staged` once the scheduler has taken it into its store (streamed
-        instead when it refuses)."""
+        """The reference to `staged`, the value the running call returns, once the scheduler has
+        taken it out of reach (streamed instead when it refuses). The reference may be a token
+        (`wire.DEFERRED_PREFIX`): the scheduler hashes and stores the file after answering."""
         path = self.exchange / "out" / staged.name if self.exchange is not None else None
         assert path is not None
-        digest = self._adopt_file(staged.name, staged.size)
+        digest = self._adopt_file(staged.name, staged.size, result=True)
         if digest is None:
             data = path.read_bytes()
             path.unlink(missing_ok=True)
@@ -124,13 +128,13 @@ class BlobClient:
         self._remember(digest, data)
         return digest
 
-    def _adopt_file(self, name: str, size: int) -> str | None:
+    def _adopt_file(self, name: str, size: int, result: bool = False) -> str | None:
         """Have the scheduler take `out/<name>` into its store; None when it refused (the file
         is then still there, or gone)."""
         assert self.exchange is not None
         path = self.exchange / "out" / name
         try:
-            reply = self.stub.Adopt(pb.AdoptBlobRequest(name=name), metadata=self.metadata)
+            reply = self.stub.Adopt(pb.AdoptBlobRequest(name=name, result=result), metadata=self.metadata)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 path.unlink(missing_ok=True)
@@ -147,7 +151,8 @@ class BlobClient:
 
     def _mapped(self, digest: str) -> memoryview | None:
         """Blob `digest` from the exchange directory, mapped read-only; None when not there."""
-        if self.exchange is None or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        name = digest.removeprefix(wire.DEFERRED_PREFIX)
+        if self.exchange is None or len(name) != (64 if name == digest else 32) or name.strip("0123456789abcdef"):
             return None
         try:
             with open(self.exchange / "in" / digest, "rb") as fh:
@@ -181,7 +186,8 @@ class BlobClient:
             raise InfrastructureError(f"could not fetch value {digest[:12]} from the scheduler: "
                                       f"{exc.details()}") from None
         data = b"".join(parts)
-        if hasher.hexdigest() != digest:
+        # (A deferred value's token is no digest: the scheduler streamed it once it had one.)
+        if hasher.hexdigest() != digest and not digest.startswith(wire.DEFERRED_PREFIX):
             raise InfrastructureError(f"value {digest[:12]} arrived corrupted ({len(data)} bytes)")
         self._remember(digest, data)
         return data
