@@ -70,7 +70,7 @@ from engine.errors import (
     PythonVersionMismatch,
 )
 from engine.executor.blobs import EXCHANGE_ENV
-from engine.executor.lifetime import executor_env
+from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
 from engine.images import (
     EXECUTOR_PORT,
     EXECUTOR_UID,
@@ -303,7 +303,7 @@ class DockerBackend(Backend):
             "/home/engine": (f"rw,exec,nosuid,nodev,size={disk_mb}m,uid={EXECUTOR_UID},gid={EXECUTOR_UID}"),
         }
         api = self._client.api
-        binds, environment = {}, {**spec.env, **self._executor_env}
+        binds, environment = {}, {**EXECUTOR_ENV_DEFAULTS, **spec.env, **self._executor_env}
         environment.pop(EXCHANGE_ENV, None)
         if spec.exchange_dir and self.shares_filesystem:
             binds = {os.path.join(spec.exchange_dir, "in"): {"bind": f"{EXCHANGE_MOUNT}/in", "mode": "ro"},
