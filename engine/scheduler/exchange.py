@@ -23,7 +23,8 @@ after it was verified, or point `name` elsewhere. So, in this order:
 3. it is made read-only (and the scheduler's, when the scheduler runs as root), hashed while it
    is fsynced, and renamed to its digest — or dropped when that blob already exists.
 A file that fails 2 is deleted and Adopt answers FAILED_PRECONDITION; the executor then streams
-the value. A crash at any step leaves at most a `.tmp-*` file, which the store sweeps; a blob's
+the value. For a call's own result, Adopt answers after 2 (`claim`) and step 3 (`settle`) runs on a
+thread while the value is handed on by a token (`Deferred`: what waits for what). A crash at any step leaves at most a `.tmp-*` file, which the store sweeps; a blob's
 name never points at bytes that were not fsynced and hashed.
 
 Not used (values stream as before) for the PostgreSQL store, whose blobs are rows, and for the
