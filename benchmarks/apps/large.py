@@ -4,9 +4,10 @@
 which returns `bytes(mb * 1024 * 1024)` (zeros: cheap to create, so the time is the transfer),
 and `measure`, which receives it and returns its length. A value above 1 MiB never travels
 inside a gRPC message: on one machine `make`'s executor pickles it into its exchange directory and
-the scheduler adopts the file (`Blobs.Adopt`: hashed, fsynced, renamed to its digest in the state
-directory — every result is checkpointed), and `measure`'s executor maps it from its own exchange
-directory (engine/scheduler/exchange.py); across machines both stream. `run.py` runs sizes
+the scheduler adopts the file (`Blobs.Adopt`), `measure`'s executor maps it from its own exchange
+directory at once, and meanwhile the scheduler hashes and fsyncs it, renames it to its digest in the
+state directory and checkpoints `make` before it acts on `measure`'s outcome — every result is
+checkpointed (engine/scheduler/exchange.py); across machines both stream. `run.py` runs sizes
 1, 16 and 128 and also 0, the fixed cost of the same three calls (executor start-ups included),
 so that mb / (duration(mb) - duration(0)) is the transfer's throughput.
 """

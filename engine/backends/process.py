@@ -24,7 +24,7 @@ from pathlib import Path
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo, pid_alive
 from engine.errors import InfrastructureError
 from engine.executor.blobs import EXCHANGE_ENV
-from engine.executor.lifetime import executor_env
+from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
 
 
 class ProcessBackend(Backend):
@@ -50,7 +50,7 @@ class ProcessBackend(Backend):
         # there), removed when it stops: a killed executor cleans nothing up itself.
         tmp = self.log_dir / f"{ident}.tmp"
         tmp.mkdir()
-        env = {**os.environ, **spec.env, **self._executor_env, "PYTHONUNBUFFERED": "1",
+        env = {**EXECUTOR_ENV_DEFAULTS, **os.environ, **spec.env, **self._executor_env, "PYTHONUNBUFFERED": "1",
                "TMPDIR": str(tmp)}
         env.pop(EXCHANGE_ENV, None)
         if spec.exchange_dir:

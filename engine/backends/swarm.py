@@ -80,7 +80,7 @@ from engine.backends.dockerapi import (
     _process_start_ticks,
 )
 from engine.errors import DockerUnavailable, ImageMissing, InfrastructureError
-from engine.executor.lifetime import executor_env
+from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
 from engine.images import EXECUTOR_PORT, EXECUTOR_UID, docker_client, registry_image, runtime_image_tag
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ class SwarmBackend(Backend):
         memory = max(int(spec.memory_gb * 1024**3), 8 * 1024**2)
         nano_cpus = int(spec.cpu * 1e9)
         disk = max(int(spec.ephemeral_disk_gb * 1024**3), 1024**2)
-        env = [f"{k}={v}" for k, v in {**spec.env, **self._executor_env}.items()]
+        env = [f"{k}={v}" for k, v in {**EXECUTOR_ENV_DEFAULTS, **spec.env, **self._executor_env}.items()]
         env.append(f"{ENV_NODE}={{{{.Node.Hostname}}}}")
         mounts = [
             # Swarm's tmpfs takes a size and a mode, no owner: sticky and world-writable, as /tmp.

@@ -14,11 +14,15 @@ On the scheduler's own machine an executor may have an exchange directory instea
 named in `Blobs.Adopt`, and the scheduler moves that file into the store. Whatever the exchange
 directory cannot do (a blob not linked there, an adoption refused) falls back to streaming.
 A mapped blob's digest is not checked again: the scheduler hashed it when it stored it, and the
-file is read-only (docker mounts `in/` read-only).
+file is read-only (docker mounts `in/` read-only). A call's own large result is adopted as
+*deferred* (`AdoptBlobRequest.result`): the scheduler answers with a token as soon as the file is
+out of reach, and the call returns that token; the next call may map it by that name while the
+scheduler still hashes it. No digest computed here ever names a blob: user code runs here.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import mmap
 import os
@@ -40,6 +44,8 @@ from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 # Bytes of fetched blobs kept for reuse.
 CACHE_BYTES = 256 * 1024 * 1024
+# A large value goes into the exchange directory in pieces of this size (`_write_through`).
+WRITEBACK_CHUNK = 8 * 1024 * 1024
 # Where the backend mounted this executor's exchange directory, when it has one.
 EXCHANGE_ENV = "ENGINE_EXCHANGE_DIR"
 
@@ -77,11 +83,12 @@ class BlobClient:
         return spill.finish()
 
     def adopt(self, staged: Staged) -> pb.Payload:
-        """The reference to `staged` once the scheduler has taken it into its store (streamed
-        instead when it refuses)."""
+        """The reference to `staged`, the value the running call returns, once the scheduler has
+        taken it out of reach (streamed instead when it refuses). The reference may be a token
+        (`wire.DEFERRED_PREFIX`): the scheduler hashes and stores the file after answering."""
         path = self.exchange / "out" / staged.name if self.exchange is not None else None
         assert path is not None
-        digest = self._adopt_file(staged.name, staged.size)
+        digest = self._adopt_file(staged.name, staged.size, result=True)
         if digest is None:
             data = path.read_bytes()
             path.unlink(missing_ok=True)
@@ -124,13 +131,13 @@ class BlobClient:
         self._remember(digest, data)
         return digest
 
-    def _adopt_file(self, name: str, size: int) -> str | None:
+    def _adopt_file(self, name: str, size: int, result: bool = False) -> str | None:
         """Have the scheduler take `out/<name>` into its store; None when it refused (the file
         is then still there, or gone)."""
         assert self.exchange is not None
         path = self.exchange / "out" / name
         try:
-            reply = self.stub.Adopt(pb.AdoptBlobRequest(name=name), metadata=self.metadata)
+            reply = self.stub.Adopt(pb.AdoptBlobRequest(name=name, result=result), metadata=self.metadata)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 path.unlink(missing_ok=True)
@@ -147,7 +154,8 @@ class BlobClient:
 
     def _mapped(self, digest: str) -> memoryview | None:
         """Blob `digest` from the exchange directory, mapped read-only; None when not there."""
-        if self.exchange is None or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        name = digest.removeprefix(wire.DEFERRED_PREFIX)
+        if self.exchange is None or len(name) != (64 if name == digest else 32) or name.strip("0123456789abcdef"):
             return None
         try:
             with open(self.exchange / "in" / digest, "rb") as fh:
@@ -181,7 +189,8 @@ class BlobClient:
             raise InfrastructureError(f"could not fetch value {digest[:12]} from the scheduler: "
                                       f"{exc.details()}") from None
         data = b"".join(parts)
-        if hasher.hexdigest() != digest:
+        # (A deferred value's token is no digest: the scheduler streamed it once it had one.)
+        if hasher.hexdigest() != digest and not digest.startswith(wire.DEFERRED_PREFIX):
             raise InfrastructureError(f"value {digest[:12]} arrived corrupted ({len(data)} bytes)")
         self._remember(digest, data)
         return data
@@ -199,6 +208,35 @@ class BlobClient:
                 self._cached -= len(old)
 
 
+def _write_through(fd: int, view: memoryview, offset: int) -> None:
+    """Write `view` at `offset` (the file's position) in WRITEBACK_CHUNK pieces, starting the
+    write-back of each to the disk (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait)."""
+    start_writeback = _writeback()
+    for start in range(0, len(view), WRITEBACK_CHUNK):
+        piece = view[start:start + WRITEBACK_CHUNK]
+        done = 0
+        while done < len(piece):
+            done += os.write(fd, piece[done:])
+        if start_writeback is not None:
+            start_writeback(fd, offset + start, len(piece), _SYNC_FILE_RANGE_WRITE)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: list[Any] = []
+
+
+def _writeback() -> Any:
+    """libc's sync_file_range, or None where there is none (not Linux): the fsync then does all."""
+    if not _sync_file_range:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        except (OSError, AttributeError):
+            fn = None
+        _sync_file_range.append(fn)
+    return _sync_file_range[0]
+
+
 @dataclass(frozen=True)
 class Staged:
     """A pickled value in the exchange directory's `out/<name>`, not yet the scheduler's."""
@@ -210,7 +248,9 @@ class Staged:
 class _Spill:
     """A file object for the pickler: bytes in memory up to `limit`, then a file in `directory`
     from the start. The pickler hands a large bytes-like object straight to `write`, so a large
-    value goes from the function's memory into the file with no copy of it in between."""
+    value goes from the function's memory into the file with no copy of it in between; it is
+    written in pieces, each sent on its way to the disk as soon as it is written
+    (`_write_through`), so that the scheduler's fsync has little left to wait for."""
 
     def __init__(self, directory: Path, limit: int) -> None:
         self.directory = directory
@@ -231,7 +271,12 @@ class _Spill:
             self.fh = open(self.directory / self.name, "xb")  # noqa: SIM115 - closed in finish/discard
             self.fh.write(self.buffer)
             self.buffer = bytearray()
-        self.fh.write(data)
+        view = memoryview(data)
+        if n >= WRITEBACK_CHUNK and view.contiguous:
+            self.fh.flush()
+            _write_through(self.fh.fileno(), view.cast("B"), self.size - n)
+        else:
+            self.fh.write(data)
         return n
 
     def finish(self) -> bytes | Staged:

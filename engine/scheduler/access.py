@@ -21,6 +21,12 @@ the ids a request names are never trusted on their own:
   its results, failures and state writes may reference only blobs it may read: otherwise a
   digest learnt elsewhere would be laundered into a value that the next call is given.
 
+- **Nothing of a value not yet stored.** A call's result adopted as *deferred*
+  (`engine.scheduler.exchange.Deferred`) is named by a token until its call is checkpointed. Its
+  executor may return the token as that call's value and nothing else (`Grant.deferred`); a call
+  given the token is served no request (`caller`), and its outcome is not acted on
+  (`Scheduler._execute`), before that checkpoint is committed (`settled`).
+
 Anything else is PERMISSION_DENIED, and one log line says which executor asked for what (its
 function, the run and call named, and what was refused). The SDK raises `AccessDenied`.
 
@@ -44,7 +50,7 @@ from engine import wire
 from engine.wire.v1 import engine_pb2 as pb
 
 if TYPE_CHECKING:
-    from engine.scheduler.exchange import Exchange
+    from engine.scheduler.exchange import Deferred, Exchange
     from engine.scheduler.state import CallState, RunState
 
 log = logging.getLogger("engine.scheduler.access")
@@ -56,7 +62,7 @@ class Denied(Exception):
 class Grant:
     """What one executor may do: the calls it runs now and the blobs it may read."""
 
-    __slots__ = ("id", "secret", "function", "calls", "blobs", "put", "exchange")
+    __slots__ = ("id", "secret", "function", "calls", "blobs", "put", "exchange", "deferred")
 
     def __init__(self, grant_id: str, secret: str, function: str, exchange: Exchange | None = None) -> None:
         self.id = grant_id
@@ -71,6 +77,8 @@ class Grant:
         # Its exchange directory (engine.scheduler.exchange), when it has one: the blobs it may
         # read are linked there while it may read them.
         self.exchange = exchange
+        # Tokens of its deferred adoptions that no call has returned yet.
+        self.deferred: set[str] = set()
 
     def runs(self, run_id: str, call_id: str) -> bool:
         return (run_id, call_id) in self.calls
@@ -102,6 +110,9 @@ class Access:
         # The scheduler's handle on each executor (its ExecutorState) -> its grant.
         self._of: dict[object, Grant] = {}
         self.refused = 0
+        # Calls' results adopted but not yet checkpointed, by token (the scheduler's
+        # `Exchanges.deferred` when it has exchange directories).
+        self.deferred: dict[str, Deferred] = {}
 
     # --- the scheduler's side --------------------------------------------------------------
 
@@ -116,6 +127,8 @@ class Access:
         grant = self._of.pop(executor, None)
         if grant is not None:
             self._grants.pop(grant.id, None)
+            for token in grant.deferred:  # adopted, never returned: a blob nobody references
+                self.deferred.pop(token, None)
             if grant.exchange is not None:
                 grant.exchange.remove()
 
@@ -152,7 +165,8 @@ class Access:
         outcome = response.WhichOneof("outcome")
         try:
             if outcome == "value":
-                self.check_payload(grant, response.value, "returning")
+                if response.value.blob not in grant.deferred:  # its own deferred value: a token
+                    self.check_payload(grant, response.value, "returning")
             elif outcome == "failure" and response.failure.HasField("exception"):
                 self.check_payload(grant, response.failure.exception, "failing with")
         except Denied as exc:
@@ -212,7 +226,26 @@ class Access:
         if not grant.runs(run_id, call_id):
             await self.refuse(context, grant, run_id, call_id,
                               f"{what}: this executor is not running call {call_id} of run {run_id}")
+        await self._settled(grant, run_id, call_id)
         return grant
+
+    def unsettled(self, executor: object, call: CallState) -> bool:
+        """Whether `call` (running on `executor`) was given a deferred value not yet committed."""
+        grant = self._of.get(executor)
+        given = grant.calls.get((call.run.run_id, call.id)) if grant is not None else None
+        return bool(given) and any(d in self.deferred for d in given)  # type: ignore[union-attr]
+
+    async def settled(self, executor: object, call: CallState) -> None:
+        """Return once every deferred value `call` was given is committed (or never will be)."""
+        grant = self._of.get(executor)
+        if grant is not None:
+            await self._settled(grant, call.run.run_id, call.id)
+
+    async def _settled(self, grant: Grant, run_id: str, call_id: str) -> None:
+        for digest in grant.calls.get((run_id, call_id)) or ():
+            deferred = self.deferred.get(digest) if digest.startswith(wire.DEFERRED_PREFIX) else None
+            if deferred is not None:
+                await deferred.committed.wait()
 
     async def refuse(self, context: grpc.aio.ServicerContext, grant: Grant | None, run_id: str,
                      call_id: str, what: str) -> NoReturn:
@@ -243,6 +276,10 @@ class Access:
     @staticmethod
     def check_payload(grant: Grant, payload: pb.Payload, what: str) -> None:
         """`payload` must be inline or a blob `grant` may read. Raises `Denied`."""
+        if payload.blob.startswith(wire.DEFERRED_PREFIX):
+            # Only a call's own result may be a token (`screen_response`): anywhere else it
+            # would be written to the store, where no token may be.
+            raise Denied(f"{what} {payload.blob[:20]}, a value that is not stored yet")
         if payload.blob and not grant.may_read(payload.blob):
             raise Denied(f"{what} blob {payload.blob[:12]}, which this executor was never given")
 

@@ -10,7 +10,11 @@ File work runs on threads: the event loop keeps dispatching calls while a large 
 
 An executor on the scheduler's machine writes a large value into its exchange directory and
 names it in `Adopt` instead of streaming it (`engine.scheduler.exchange`): the file is moved into
-the store, hashed and fsynced before `Adopt` answers, with the same promise as `Put`.
+the store, hashed and fsynced before `Adopt` answers, with the same promise as `Put`. Except
+for a call's own result (`AdoptBlobRequest.result`): `Adopt` answers as soon as the file is out of
+the executor's reach, with a token, and hashes and fsyncs it meanwhile; the scheduler checkpoints
+the call once that is done, and holds back what the calls handed the value do until then
+(`engine.scheduler.exchange.Deferred`).
 
 Only executors use it, each with its own credential (`engine.scheduler.access`): `Put` is open
 to any of them (and the blob becomes readable by its putter), `Get` only of a blob that one of
@@ -28,7 +32,7 @@ import grpc
 
 from engine import wire
 from engine.scheduler.access import Access
-from engine.scheduler.exchange import NotAdopted
+from engine.scheduler.exchange import Deferred, NotAdopted
 from engine.store import Store
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
@@ -57,8 +61,19 @@ class BlobService(pb_grpc.BlobsServicer):
         if grant is None or not grant.may_read(request.digest):
             why = "no valid executor credential" if grant is None else "which this executor was never given"
             await self.access.refuse(context, grant, "", "", f"reading blob {request.digest[:12]}, {why}")
+        digest = request.digest
+        if digest.startswith(wire.DEFERRED_PREFIX):
+            # Given before it was stored (its executor could not link it): once it is.
+            deferred = self.access.deferred.get(digest)
+            try:
+                digest = await asyncio.shield(deferred.digest) if deferred and deferred.digest else ""
+            except OSError:
+                digest = ""
+            if not digest:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no blob {request.digest}")
+                return
         try:
-            fh = await asyncio.to_thread(self.store.open_blob, request.digest)
+            fh = await asyncio.to_thread(self.store.open_blob, digest)
         except KeyError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc.args[0]))
             return
@@ -99,6 +114,20 @@ class BlobService(pb_grpc.BlobsServicer):
         if exchange is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this executor has no exchange directory")
             return pb.PutBlobResponse()  # (abort raises)
+        if request.result:
+            try:
+                claimed = await asyncio.to_thread(exchange.claim, request.name)
+            except NotAdopted as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            deferred = Deferred(claimed, grant)
+            deferred.digest = asyncio.ensure_future(asyncio.to_thread(exchange.settle, claimed))
+            deferred.digest.add_done_callback(_retrieve)  # (awaited, or not, by the scheduler)
+            self.access.deferred[deferred.token] = deferred
+            grant.deferred.add(deferred.token)
+            self.stats.puts += 1
+            self.stats.adopted += 1
+            self.stats.put_bytes += claimed.size
+            return pb.PutBlobResponse(digest=deferred.token, size=claimed.size)
         try:
             digest, size = await asyncio.to_thread(exchange.adopt, request.name)
         except NotAdopted as exc:
@@ -108,3 +137,8 @@ class BlobService(pb_grpc.BlobsServicer):
         self.stats.adopted += 1
         self.stats.put_bytes += size
         return pb.PutBlobResponse(digest=digest, size=size)
+
+
+def _retrieve(task: asyncio.Future[str]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -23,7 +23,8 @@ after it was verified, or point `name` elsewhere. So, in this order:
 3. it is made read-only (and the scheduler's, when the scheduler runs as root), hashed while it
    is fsynced, and renamed to its digest — or dropped when that blob already exists.
 A file that fails 2 is deleted and Adopt answers FAILED_PRECONDITION; the executor then streams
-the value. A crash at any step leaves at most a `.tmp-*` file, which the store sweeps; a blob's
+the value. For a call's own result, Adopt answers after 2 (`claim`) and step 3 (`settle`) runs on a
+thread while the value is handed on by a token (`Deferred`: what waits for what). A crash at any step leaves at most a `.tmp-*` file, which the store sweeps; a blob's
 name never points at bytes that were not fsynced and hashed.
 
 Not used (values stream as before) for the PostgreSQL store, whose blobs are rows, and for the
@@ -34,6 +35,7 @@ scheduler's user and could read the state directory anyway.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import itertools
@@ -44,13 +46,20 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.backends.base import pid_alive
+from engine.wire import DEFERRED_PREFIX
 
 # Linux fcntl commands (not exported by Python's fcntl module).
 F_SETLEASE = 1024
+
+# A test's hook, never set in use: while the file it names exists, `settle` waits before
+# hashing, so that a test can kill the engine between a deferred hand-off and its checkpoint.
+TEST_HOLD_ENV = "ENGINE_TEST_HOLD_ADOPTION"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _counter = itertools.count(1)
@@ -63,10 +72,13 @@ class NotAdopted(Exception):
 class Exchange:
     """One executor's exchange directory (see the module doc)."""
 
-    def __init__(self, root: Path, blob_dir: Path, on_remove: Callable[[Exchange], None] | None = None) -> None:
+    def __init__(self, root: Path, blob_dir: Path, on_remove: Callable[[Exchange], None] | None = None,
+                 deferred: dict[str, Deferred] | None = None) -> None:
         self.root = root
         self.on_remove = on_remove
         self.blob_dir = blob_dir
+        # The scheduler's deferred adoptions (`Exchanges.deferred`), by token.
+        self.deferred = deferred if deferred is not None else {}
         self.in_dir = root / "in"
         self.out_dir = root / "out"
 
@@ -79,7 +91,16 @@ class Exchange:
         os.chmod(self.out_dir, 0o777)
 
     def link(self, digest: str) -> None:
-        """Let the executor read blob `digest` (it exists in the store)."""
+        """Let the executor read blob `digest` (it exists in the store), or the deferred
+        adoption named by that token."""
+        deferred = self.deferred.get(digest) if digest.startswith(DEFERRED_PREFIX) else None
+        if deferred is not None:
+            with deferred.claimed.lock:  # not renamed to its digest meanwhile
+                try:
+                    os.link(deferred.claimed.path, self.in_dir / digest)
+                except OSError:
+                    pass  # (FileExistsError, or gone: the executor asks Blobs.Get)
+            return
         blob = self.blob_dir / digest[:2] / digest
         target = self.in_dir / digest
         try:
@@ -99,6 +120,12 @@ class Exchange:
 
     def adopt(self, name: str) -> tuple[str, int]:
         """Take `out/<name>` into the store; returns (digest, size). Raises `NotAdopted`."""
+        claimed = self.claim(name)
+        return self.settle(claimed), claimed.size
+
+    def claim(self, name: str) -> Claimed:
+        """Steps 1 and 2 of adoption: `out/<name>` moved out of the executor's reach, its bytes
+        final (see the module doc). Raises `NotAdopted`."""
         if not _NAME.fullmatch(name):
             raise NotAdopted(f"not a plain file name: {name[:80]!r}")
         blob_dir = self.blob_dir
@@ -128,19 +155,34 @@ class Exchange:
             os.fchmod(fd, 0o444)
             if os.geteuid() == 0:
                 os.fchown(fd, 0, 0)
-            digest = _hash_and_sync(fd, st.st_size)
         except BaseException:
             os.close(fd)
             _remove(tmp)
             raise
-        os.close(fd)
-        target = blob_dir / digest[:2] / digest
-        if target.exists():
-            _remove(tmp)  # the same value was stored before
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-        return digest, st.st_size
+        return Claimed(tmp, fd, st.st_size)
+
+    def settle(self, claimed: Claimed) -> str:
+        """Step 3: hash and fsync a claimed file and name it by its digest; returns the digest.
+        Closes the file; on failure removes it and raises OSError."""
+        hold = os.environ.get(TEST_HOLD_ENV)
+        while hold and os.path.exists(hold):
+            time.sleep(0.05)
+        try:
+            digest = _hash_and_sync(claimed.fd, claimed.size)
+        except BaseException:
+            _remove(claimed.path)
+            raise
+        finally:
+            os.close(claimed.fd)
+        target = self.blob_dir / digest[:2] / digest
+        with claimed.lock:
+            if target.exists():
+                _remove(claimed.path)  # the same value was stored before
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(claimed.path, target)
+            claimed.path = target
+        return digest
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -155,6 +197,8 @@ class Exchanges:
         self.blob_dir = blob_dir
         self.root = blob_dir / ".exchange"
         self.live: set[Exchange] = set()
+        # Calls' results adopted but not yet checkpointed, by token (see `Deferred`).
+        self.deferred: dict[str, Deferred] = {}
         # Blobs linked into an exchange directory are readable by any uid (the container's):
         # their directory, and so the store's blobs, stay the scheduler's user's alone.
         blob_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +210,7 @@ class Exchanges:
     def new(self) -> Exchange:
         """A fresh, empty exchange directory (`<pid>-<n>`: a later engine sweeps it by its pid)."""
         exchange = Exchange(self.root / f"{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}",
-                            self.blob_dir, self.live.discard)
+                            self.blob_dir, self.live.discard, self.deferred)
         exchange.create()
         self.live.add(exchange)
         return exchange
@@ -187,6 +231,40 @@ class Exchanges:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
+
+
+@dataclass(eq=False)
+class Claimed:
+    """An adopted file whose bytes are final (`Exchange.claim`), not yet named by its digest."""
+
+    path: Path  # the temporary name; the blob's once `settle` renamed it (under `lock`)
+    fd: int
+    size: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Deferred:
+    """A call's result adopted before it was hashed (`Blobs.Adopt` with `result`).
+
+    Its executor gets `token` in place of the digest and returns it as the call's value. The
+    scheduler hands the value on by that token at once — the next call's executor gets a hard
+    link to the claimed file in its `in/` (`Exchange.link`) — while a thread hashes, fsyncs and
+    names it (`digest`), and the producing call is checkpointed with the digest (`committed`).
+    Invariant: the token is never written to the store, and nothing a call given the token
+    does is acted on or written before `committed` is set (`Access.settled`): a crash in
+    between leaves the producing call unfinished in the store, so resume runs it, and the calls
+    given its value, again.
+    """
+
+    def __init__(self, claimed: Claimed, owner: object) -> None:
+        self.token = DEFERRED_PREFIX + secrets.token_hex(16)
+        self.claimed = claimed
+        self.size = claimed.size
+        self.owner = owner  # the grant (`engine.scheduler.access`) whose executor adopted it
+        self.digest: asyncio.Future[str] | None = None  # set by `Blobs.Adopt`
+        # Set when the producing call's checkpoint is committed, or when it never will be (its
+        # run stopped, the value could not be stored): whoever waits then looks at the call.
+        self.committed = asyncio.Event()
 
 
 def local_blob_dir(store: object) -> Path | None:

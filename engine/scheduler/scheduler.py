@@ -70,7 +70,7 @@ from engine.scheduler.blobs import BlobService
 from engine.scheduler.budgets import Budget, BudgetRefused, RunBudget, dump_budget, load_budget
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.context import RequestContexts
-from engine.scheduler.exchange import Exchanges, local_blob_dir
+from engine.scheduler.exchange import Deferred, Exchanges, local_blob_dir
 from engine.scheduler.leases import Leases
 from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
 from engine.scheduler.state import (
@@ -166,6 +166,8 @@ class Scheduler:
         # Executors on this machine exchange large values through a directory beside the blobs.
         blob_dir = local_blob_dir(store)
         self.exchanges = Exchanges(blob_dir) if blob_dir is not None and backend.shares_filesystem else None
+        if self.exchanges is not None:
+            self.access.deferred = self.exchanges.deferred
         self.callback_address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -724,6 +726,8 @@ class Scheduler:
         digest = call.result_digest
         if digest is None:
             raise KeyError(f"call {call.id} has no result")
+        if digest.startswith(wire.DEFERRED_PREFIX):  # handed on before it is stored
+            return pb.Payload(blob=digest, size=self.access.deferred[digest].size)
         return encoder.reference(digest, self.store.blob_size(digest), lambda: self.store.get_blob(digest))
 
     def _spill_large_values(self, arguments: pb.Arguments) -> None:
@@ -1012,17 +1016,14 @@ class Scheduler:
         if ex.pending.get(call.id) is waiter:
             del ex.pending[call.id]
         if waiter.cancelled():
-            self.access.call_ended(ex, call)
-            ex.inflight -= 1
-            call.executor = None
-            self._task_done(call, waiter)
-            self.tracer.attempt_ended(call, None, None, dropped=True)
+            self._attempt_dropped(call, ex, waiter)
             return
         error = waiter.exception()
         response = waiter.result() if error is None else None
-        if response is None or wire.retires_executor(response):
-            # Timed out, gone, or without the instance its @cls() method needs: the executor
-            # is stopped (awaited) before anything else goes to its pool.
+        if response is None or wire.retires_executor(response) or self.access.unsettled(ex, call):
+            # Timed out, gone, or without the instance its @cls() method needs (the executor
+            # is stopped, awaited, before anything else goes to its pool); or it was handed a
+            # value not yet checkpointed (`exchange.Deferred`): the rest goes on in a task.
             call.task = asyncio.ensure_future(self._conclude_slow(call, ex, response, error))
             return
         ex.served = True
@@ -1042,8 +1043,10 @@ class Scheduler:
 
     async def _conclude_slow(self, call: CallState, ex: ExecutorState, response: pb.RunResponse | None,
                              error: BaseException | None) -> None:
-        """An attempt without a usable answer: its failure (asking the backend why an executor
-        died takes a moment), then the executor retired before its pool is pumped again."""
+        """An attempt without a usable answer — its failure (asking the backend why an executor
+        died takes a moment), then the executor retired before its pool is pumped again — or
+        one whose call was handed a value not yet checkpointed: nothing of it (outcome, retry,
+        failure) is acted on or written before that value's call is (`exchange.Deferred`)."""
         failure: pb.Failure | None = None
         if isinstance(error, TimeoutError):
             failure = wire.make_failure(
@@ -1055,22 +1058,27 @@ class Scheduler:
             try:
                 failure = await self._lost_failure(call, ex, str(error))
             except asyncio.CancelledError:
-                self.access.call_ended(ex, call)
-                ex.inflight -= 1
-                call.executor = None
-                self._task_done(call, asyncio.current_task())
-                self.tracer.attempt_ended(call, None, None, dropped=True)
+                self._attempt_dropped(call, ex, asyncio.current_task())
                 raise
         elif error is not None:
             raise error
         else:
             ex.served = True
+        if self.access.unsettled(ex, call):
+            try:
+                await self.access.settled(ex, call)
+            except asyncio.CancelledError:
+                self._attempt_dropped(call, ex, asyncio.current_task())
+                raise
         ex.inflight -= 1
         call.executor = None
         if response is not None and call.started_at is not None:
             ex.pool.observe_call(time.time() - call.started_at)
         self._take_outcome(call, ex, response, failure)
-        await self._retire(ex)
+        if response is None or wire.retires_executor(response):
+            await self._retire(ex)
+        else:
+            self._after_call(ex, tail=response.HasField("tail_call"))
         self._pump_after_call(ex.pool)
         self._schedule_flush()
         self._task_done(call, asyncio.current_task())
@@ -1098,6 +1106,15 @@ class Scheduler:
             self._attempt_failed(call, failure)
         self.access.call_ended(ex, call)
         self.tracer.attempt_ended(call, response, failure, dropped)
+
+    def _attempt_dropped(self, call: CallState, ex: ExecutorState, task: asyncio.Future[Any] | None) -> None:
+        """The attempt (its response future, or the task that went on with it) was cancelled
+        before its outcome was handled."""
+        self.access.call_ended(ex, call)
+        ex.inflight -= 1
+        call.executor = None
+        self._task_done(call, task)
+        self.tracer.attempt_ended(call, None, None, dropped=True)
 
     @staticmethod
     def _task_done(call: CallState, task: asyncio.Future[Any] | None) -> None:
@@ -1466,12 +1483,62 @@ class Scheduler:
     def _finish_with_payload(self, call: CallState, payload: pb.Payload) -> None:
         if not payload.blob:
             self._finish_call_ok(call, payload.data)
+        elif payload.blob.startswith(wire.DEFERRED_PREFIX) and payload.blob in self.access.deferred:
+            self._succeed_deferred(call, self.access.deferred[payload.blob])
         elif self.store.has_blob(payload.blob):
             self._succeed(call, None, payload.blob)  # put by the executor through Blobs
         else:
             self._attempt_failed(call, wire.make_failure(
                 pb.FAILURE_KIND_EXECUTOR_LOST, f"{call.function} returned blob {payload.blob[:12]}, "
                 "which never reached the scheduler", function=call.function, call_id=call.id))
+
+    def _succeed_deferred(self, call: CallState, deferred: Deferred) -> None:
+        """`call` returned a value adopted before it was hashed (`exchange.Deferred`). The calls
+        that wait only for it are queued now and given it by its token; `call` stays running —
+        in the store too — until `_commit_deferred` checkpoints it with the value's digest.
+        Everything else that waits for `call` (awaiting parents, tail callers, the run's end)
+        waits for that checkpoint, as for any call."""
+        deferred.owner.deferred.discard(deferred.token)  # type: ignore[attr-defined]
+        call.result_digest = deferred.token  # in memory only, for `_resolve_arguments`
+        early = [dep for dep in call.dependants
+                 if dep.deps_pending == 1 and dep.status == PENDING and dep.kind in RUNS_CODE]
+        if early:
+            handed = {id(dep) for dep in early}
+            call.dependants = [dep for dep in call.dependants if id(dep) not in handed] or NO_LINKS
+            for dep in early:
+                dep.deps_pending = 0
+                self._on_ready(dep)
+        call.task = asyncio.ensure_future(self._commit_deferred(call, deferred, early))
+
+    async def _commit_deferred(self, call: CallState, deferred: Deferred, early: list[CallState]) -> None:
+        """Checkpoint `call` once its deferred value is hashed, fsynced and named, then let the
+        calls given it early go on (`deferred.committed`). If the value cannot be stored, `call`
+        fails and so do they (their attempts are dropped); if the run stopped meanwhile (cancelled,
+        lease lost), nothing is written."""
+        try:
+            try:
+                assert deferred.digest is not None
+                digest = await asyncio.shield(deferred.digest)
+            except OSError as exc:
+                call.result_digest = None
+                if call.status == RUNNING and not call.run.done.is_set():
+                    failure = wire.make_failure(
+                        pb.FAILURE_KIND_INTERNAL, f"the value {call.function} returned could not be stored: {exc}",
+                        function=call.function, call_id=call.id)
+                    self._finish_call_failed(call, failure)
+                    for dep in early:
+                        self._finish_call_failed(dep, failure, error_kind="dependency_failed")
+                    self._flush()
+                return
+            if call.status == RUNNING and not call.run.done.is_set():
+                self._succeed(call, None, digest)
+                self._flush()  # committed now, not at the end of this loop turn
+        finally:
+            if call.result_digest == deferred.token:
+                call.result_digest = None
+            self.access.deferred.pop(deferred.token, None)
+            deferred.committed.set()
+            self._task_done(call, asyncio.current_task())
 
     def _succeed(self, call: CallState, result: bytes | None, digest: str | None) -> None:
         """Record the call's value: `result` inline or the blob `digest` (one of the two)."""

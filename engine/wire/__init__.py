@@ -42,6 +42,10 @@ MESSAGE_INLINE_BUDGET = 8 * 1024 * 1024
 # Values this small always travel inline: spilling one would cost a file and an fsync to save a
 # few bytes (the store keeps them in their rows, engine.store.sqlite.INLINE_LIMIT).
 SMALL_VALUE_BYTES = 64 * 1024
+# A call's result adopted from an exchange directory before it was hashed is named by a token
+# with this prefix until its call is checkpointed (`engine.scheduler.exchange`, deferred adoption):
+# never a digest, never in the store.
+DEFERRED_PREFIX = "adopting-"
 # Blobs stream in chunks of this size.
 BLOB_CHUNK_BYTES = 1024 * 1024
 # No large value rides in a message (above), but a very wide one — Future.wait on 100,000

@@ -95,3 +95,23 @@ def test_what_a_dead_writer_left_is_swept_once_stale(tmp_path: Path) -> None:
     store.close()
     open_store(store_url(tmp_path)).close()  # as the next engine starts
     assert not Path(stale.tmp).exists() and Path(fresh.tmp).exists()
+
+
+@pytest.mark.parametrize("value", [
+    b"b" * (20 * MB + 3),  # one buffer, written in WRITEBACK_CHUNK pieces
+    [b"a" * (3 * MB), bytearray(b"c" * (17 * MB)), "s" * (2 * MB), 7],  # several, between small writes
+])
+def test_a_large_value_pickled_into_the_exchange_directory_is_the_pickle_of_the_value(
+        tmp_path: Path, value: object) -> None:
+    import grpc
+
+    from engine.executor.blobs import WRITEBACK_CHUNK, BlobClient, Staged
+
+    (tmp_path / "out").mkdir()
+    channel = grpc.insecure_channel("localhost:1")  # never used: nothing is sent
+    staged = BlobClient(channel, exchange=str(tmp_path)).dumps(value)
+    channel.close()
+    assert isinstance(staged, Staged) and staged.size > WRITEBACK_CHUNK
+    data = (tmp_path / "out" / staged.name).read_bytes()
+    assert len(data) == staged.size
+    assert data == wire.dumps(value) and wire.loads(data) == value

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.scheduler.exchange import Exchanges, NotAdopted
+from engine.scheduler.exchange import Deferred, Exchanges, NotAdopted
+from engine.wire import DEFERRED_PREFIX
+from engine.wire.v1 import engine_pb2 as pb
 
 
 @pytest.fixture
@@ -107,3 +109,44 @@ def test_directories_of_dead_engines_are_swept_and_live_ones_kept(exchanges) -> 
     assert not gone.exists() and mine.root.exists()
     exchanges.close()
     assert not mine.root.exists()
+
+
+@pytest.mark.parametrize("stored_before", [False, True])
+def test_a_deferred_value_is_linked_by_its_token_before_it_is_hashed_and_stays_readable(
+        exchanges, stored_before) -> None:
+    """Deferred adoption: claimed (out of the producer's reach), linked into the consumer's
+    `in/` by its token, then hashed and named; the consumer's link reads the same bytes
+    throughout, also when the value was in the store already (the claimed file is dropped)."""
+    producer, consumer = exchanges.new(), exchanges.new()
+    data = os.urandom(200_000)
+    if stored_before:
+        (producer.out_dir / "first").write_bytes(data)
+        producer.adopt("first")
+    (producer.out_dir / "v").write_bytes(data)
+    claimed = producer.claim("v")
+    assert not (producer.out_dir / "v").exists() and claimed.size == len(data)
+    deferred = Deferred(claimed, owner=None)
+    assert deferred.token.startswith(DEFERRED_PREFIX)
+    exchanges.deferred[deferred.token] = deferred
+    consumer.link(deferred.token)
+    linked = consumer.in_dir / deferred.token
+    assert linked.read_bytes() == data
+    assert not list(exchanges.blob_dir.glob("[0-9a-f][0-9a-f]/*")) or stored_before  # not named yet
+
+    digest = producer.settle(claimed)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert _blob(exchanges, digest).read_bytes() == data
+    assert linked.read_bytes() == data
+    assert not list(exchanges.blob_dir.glob(".tmp-*"))
+    consumer.unlink(deferred.token)
+    assert list(consumer.in_dir.iterdir()) == []
+
+
+def test_a_token_is_refused_anywhere_but_as_its_producers_own_result() -> None:
+    from engine.scheduler.access import Access, Denied, Grant
+
+    grant = Grant("g", "s", "make")
+    token = DEFERRED_PREFIX + "0" * 32
+    grant.put.add(token)  # even "put" by it: a token is never a value to pass on
+    with pytest.raises(Denied, match="not stored yet"):
+        Access.check_payload(grant, pb.Payload(blob=token, size=1), "passing")

@@ -423,7 +423,9 @@ class PutBlobResponse(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class AdoptBlobRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "result")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    result: bool
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[bool] = ...) -> None: ...
