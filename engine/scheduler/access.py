@@ -231,6 +231,8 @@ class Access:
 
     def unsettled(self, executor: object, call: CallState) -> bool:
         """Whether `call` (running on `executor`) was given a deferred value not yet committed."""
+        if not self.deferred:  # every answer asks: most runs never defer a value
+            return False
         grant = self._of.get(executor)
         given = grant.calls.get((call.run.run_id, call.id)) if grant is not None else None
         return bool(given) and any(d in self.deferred for d in given)  # type: ignore[union-attr]
