@@ -23,6 +23,7 @@ scheduler still hashes it. No digest computed here ever names a blob: user code 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import mmap
 import os
@@ -222,19 +223,17 @@ def _write_through(fd: int, view: memoryview, offset: int) -> None:
 
 
 _SYNC_FILE_RANGE_WRITE = 2
-_sync_file_range: list[Any] = []
 
 
+@functools.cache
 def _writeback() -> Any:
     """libc's sync_file_range, or None where there is none (not Linux): the fsync then does all."""
-    if not _sync_file_range:
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        except (OSError, AttributeError):
-            fn = None
-        _sync_file_range.append(fn)
-    return _sync_file_range[0]
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
 
 
 @dataclass(frozen=True)
