@@ -12,15 +12,18 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from serverlib import wait_for_lease_to_run_out
-from test_engine_failures import checkpointed_count, kill9_engine
+from test_engine_failures import (
+    checkpointed_count,
+    engine_in_background,
+    kill9_engine,
+    wait_until_engine,
+)
 from test_value_exchange import SIZE, _run_id, assert_every_blob_is_what_its_name_says, blobs_on_disk
 
 from engine import wire
@@ -72,16 +75,12 @@ def test_kill_9_after_the_hand_off_before_makes_checkpoint_runs_both_again(
     log = str(side_effects) if backend == "process" else None
     hold = tmp_path / "hold-adoption"
     hold.touch()
-    with open(tmp_path / "run.out", "w") as out, open(tmp_path / "run.err", "w") as err:
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", f"{Path(app.__file__)}:pass_on", "--json",
-             "--backend", backend, "--input", json.dumps({"size": SIZE, "log": log})],
-            stdout=out, stderr=err, env=dict(os.environ, **{TEST_HOLD_ENV: str(hold)}))
-    try:
+    with engine_in_background(["run", f"{Path(app.__file__)}:pass_on", "--json", "--backend", backend,
+                               "--input", json.dumps({"size": SIZE, "log": log})],
+                              tmp_path, env=dict(os.environ, **{TEST_HOLD_ENV: str(hold)})) as engine:
         # measure was given make's value by its token: make's file is adopted, not yet hashed.
-        wait_until(lambda: _handed_on(state_dir) or engine.poll() is not None, timeout=120,
-                   what="make's value to be handed to measure")
-        assert engine.poll() is None, (tmp_path / "run.err").read_text()
+        wait_until_engine(engine, lambda: _handed_on(state_dir),
+                          "make's value to be handed to measure", tmp_path)
         if log:
             wait_until(lambda: side_effects.count("measure") == 1, timeout=60, what="measure to run")
         # measure returns at once; its outcome reaches the engine and waits there. (Were it
@@ -90,10 +89,6 @@ def test_kill_9_after_the_hand_off_before_makes_checkpoint_runs_both_again(
         assert engine.poll() is None, (tmp_path / "run.err").read_text()
         assert _handed_on(state_dir), "measure's attempt ended before make was checkpointed"
         kill9_engine(engine)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
 
     # Nothing after the hand-off reached the store: neither call finished, no token anywhere.
     assert checkpointed_count(state_dir, "make") == 0

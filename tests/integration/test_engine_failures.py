@@ -3,6 +3,7 @@ branch with healthy siblings and `engine resume`, and resume after the engine is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
 from serverlib import executors_of, lease_of, poll, wait_for_lease_to_run_out
@@ -274,6 +275,37 @@ def kill9_engine(engine: subprocess.Popen[Any]) -> list[int]:
             pass
     poll(lambda: not any(alive(p) for p in executors), 10, what="executors to die")
     return executors
+
+
+@contextlib.contextmanager
+def engine_in_background(args: list[str], tmp_path: Path,
+                         env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[Any]]:
+    """`engine ARGS` in a subprocess, its stdout and stderr in tmp_path's run.out and run.err (no
+    pipe to fill); killed on the way out if it is still running."""
+    with open(tmp_path / "run.out", "w") as out, open(tmp_path / "run.err", "w") as err:
+        engine = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], stdout=out, stderr=err,
+                                  env=dict(os.environ) if env is None else env)
+    try:
+        yield engine
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+
+
+def kill9_when(engine: subprocess.Popen[Any], ready: Callable[[], bool], what: str, tmp_path: Path,
+               timeout: float = 120) -> None:
+    """Wait until `ready()` holds while the engine still runs (its run.err is the failure's message
+    if it ended first), then kill -9 it and its executors."""
+    wait_until_engine(engine, ready, what, tmp_path, timeout)
+    kill9_engine(engine)
+
+
+def wait_until_engine(engine: subprocess.Popen[Any], ready: Callable[[], bool], what: str,
+                      tmp_path: Path, timeout: float = 120) -> None:
+    """Wait until `ready()` holds; fail with the engine's stderr if it ended first."""
+    poll(lambda: ready() or engine.poll() is not None, timeout, what=what)
+    assert engine.poll() is None, f"the engine ended before {what}: " + (tmp_path / "run.err").read_text()
 
 
 def call_argument(spec: bytes) -> Any:

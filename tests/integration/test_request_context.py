@@ -7,16 +7,17 @@ credentials) with progress on the run's events and metrics in `/metrics`, and al
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from serverlib import ServerProcess, wait_for_lease_to_run_out
-from test_engine_failures import checkpointed_count, kill9_engine
+from test_engine_failures import (
+    checkpointed_count,
+    engine_in_background,
+    kill9_when,
+)
 from test_server import read_events
 
 from engine import run_local_application
@@ -69,20 +70,11 @@ def test_state_written_by_finished_calls_survives_kill_9_and_resume(apps, state_
     again, yet the run's last call reads every key — theirs were durable with their results."""
     app_file = APPS / "app_context.py"
     n, pause = 16, 0.3
-    with open(tmp_path / "run.out", "w") as out, open(tmp_path / "run.err", "w") as err:
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", f"{app_file}:context_crash", "--json",
-             "--input", json.dumps({"n": n, "log": str(side_effects), "pause": pause})],
-            stdout=out, stderr=err, env=dict(os.environ))
-    try:
-        wait_until(lambda: checkpointed_count(state_dir, "slow_step") >= 3 or engine.poll() is not None,
-                   timeout=60, what="3 steps to be checkpointed")
-        assert engine.poll() is None, (tmp_path / "run.err").read_text()
-        kill9_engine(engine)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
+    with engine_in_background(["run", f"{app_file}:context_crash", "--json", "--input",
+                               json.dumps({"n": n, "log": str(side_effects), "pause": pause})],
+                              tmp_path) as engine:
+        kill9_when(engine, lambda: checkpointed_count(state_dir, "slow_step") >= 3,
+                   "3 steps to be checkpointed", tmp_path, timeout=60)
 
     from engine.store import open_store, store_url
 

@@ -6,16 +6,18 @@ the result is right and no finished call ran twice."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from serverlib import wait_for_lease_to_run_out
-from test_engine_failures import call_argument, checkpointed_count, kill9_engine
+from test_engine_failures import (
+    call_argument,
+    checkpointed_count,
+    engine_in_background,
+    kill9_when,
+)
 
 from engine.scheduler.scheduler import TAIL_SLICE
 
@@ -42,22 +44,13 @@ def test_kill_9_while_a_large_tail_call_is_added_then_resume(apps, state_dir, si
                                                              wait_until, tmp_path) -> None:
     assert N > 10 * TAIL_SLICE
     app_file = Path(apps("app_big_tail").__file__)
-    with open(tmp_path / "run.err", "w") as err:
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", f"{app_file}:big_tail", "--json",
-             "--input", json.dumps({"n": N, "log": str(side_effects)})],
-            stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-    try:
+    with engine_in_background(["run", f"{app_file}:big_tail", "--json",
+                               "--input", json.dumps({"n": N, "log": str(side_effects)})],
+                              tmp_path) as engine:
         # Kill once some `work` calls have finished and been checkpointed: the graph is being
         # added (the assertions below check that it was not complete).
-        wait_until(lambda: checkpointed_count(state_dir) >= 1 or engine.poll() is not None,
-                   timeout=120, what="a first work call to be checkpointed")
-        assert engine.poll() is None, (tmp_path / "run.err").read_text()
-        kill9_engine(engine)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
+        kill9_when(engine, lambda: checkpointed_count(state_dir) >= 1,
+                   "a first work call to be checkpointed", tmp_path)
 
     at_kill = committed(state_dir)
     work_rows = sum(at_kill["work"].values())

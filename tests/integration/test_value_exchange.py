@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from serverlib import wait_for_lease_to_run_out
-from test_engine_failures import checkpointed_count, kill9_engine
+from test_engine_failures import (
+    checkpointed_count,
+    engine_in_background,
+    kill9_when,
+)
 
 from engine import wire
 from engine.app import app_spec_from_function
@@ -178,20 +179,10 @@ def test_kill_9_before_a_staged_result_is_adopted_then_resume_gets_the_right_val
     log = str(side_effects) if backend == "process" else None
     marker = str(tmp_path / "stalled") if backend == "process" else "/tmp/stalled"
     args = {"size": SIZE, "log": log, "marker": marker, "stall": 6.0}
-    with open(tmp_path / "run.out", "w") as out, open(tmp_path / "run.err", "w") as err:
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", f"{app_file}:pass_on", "--json", "--backend", backend,
-             "--input", json.dumps(args)], stdout=out, stderr=err, env=dict(os.environ))
-    try:
+    with engine_in_background(["run", f"{app_file}:pass_on", "--json", "--backend", backend,
+                               "--input", json.dumps(args)], tmp_path) as engine:
         # make's result is in its exchange directory, being written, not adopted: kill now.
-        wait_until(lambda: _staged(state_dir) or engine.poll() is not None, timeout=120,
-                   what="make's result to be staged")
-        assert engine.poll() is None, (tmp_path / "run.err").read_text()
-        kill9_engine(engine)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
+        kill9_when(engine, lambda: _staged(state_dir), "make's result to be staged", tmp_path)
 
     expected = app.blob(SIZE, 1)
     assert checkpointed_count(state_dir, "make") == 0  # never adopted, so never checkpointed
