@@ -176,11 +176,15 @@ class Exchange:
             os.close(claimed.fd)
         target = self.blob_dir / digest[:2] / digest
         with claimed.lock:
-            if target.exists():
-                _remove(claimed.path)  # the same value was stored before
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(claimed.path, target)
+            try:
+                if target.exists():
+                    _remove(claimed.path)  # the same value was stored before
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(claimed.path, target)
+            except BaseException:
+                _remove(claimed.path)  # never named: nothing refers to it
+                raise
             claimed.path = target
         return digest
 

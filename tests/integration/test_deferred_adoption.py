@@ -179,3 +179,61 @@ def test_measures_outcome_is_held_until_makes_checkpoint_commits(apps, state_dir
     assert side_effects.count("make", "1") == 1 and side_effects.count("measure") == 1
     assert _token_references(state_dir) == 0
     assert_every_blob_is_what_its_name_says(state_dir)
+
+
+def test_a_value_that_cannot_be_stored_fails_both_calls_and_leaves_nothing(apps, state_dir, side_effects,
+                                                                           tmp_path, monkeypatch) -> None:
+    """`measure` has run on the handed-on value when storing `make`'s value fails for real (the
+    directory its digest names is taken by a file): `make` fails saying so, `measure` fails as its
+    dependant — its held outcome is never acted on — and the store holds no token, no result of
+    either call and no trace of the value."""
+    app = apps("app_exchange")
+    hold = tmp_path / "hold-adoption"
+    hold.touch()
+    monkeypatch.setenv(TEST_HOLD_ENV, str(hold))
+    digest = wire.digest(wire.dumps(app.blob(SIZE, 1)))
+    blocker = state_dir / "blobs" / digest[:2]  # where `settle` names the value: now a file
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"not a directory")
+
+    async def scenario() -> Any:
+        store = open_store(store_url(state_dir))
+        spec = app_spec_from_function(app.pass_on)
+        scheduler = Scheduler(store, make_backend("process", state_dir, spec), max_executors=4)
+        await scheduler.start()
+        try:
+            args = pb.Arguments()
+            args.kwargs["size"].value.data = wire.dumps(SIZE)
+            args.kwargs["log"].value.data = wire.dumps(str(side_effects))
+            run = scheduler.submit_run(spec, wire.dumps({"size": SIZE}), args)
+
+            def measure_answered() -> bool:
+                ms = {c.function: c for c in run.calls.values()}.get("measure")
+                return ms is not None and ms.executor is not None and ms.id not in ms.executor.pending
+
+            await _until(measure_answered, 120, "measure's outcome to arrive")
+            hold.unlink()
+            await asyncio.wait_for(run.done.wait(), 120)
+            return run
+        finally:
+            hold.unlink(missing_ok=True)
+            await scheduler.close()
+            store.close()
+
+    run = asyncio.run(scenario())
+    outcome = read_outcome(state_dir, run.run_id)
+    assert outcome.status == "failed"
+    assert "the value make returned could not be stored" in str(outcome.error()), outcome.error()
+    assert side_effects.count("make", "1") == 1 and side_effects.count("measure") == 1
+    assert checkpointed_count(state_dir, "make") == 0 and checkpointed_count(state_dir, "measure") == 0
+    store = open_store(store_url(state_dir))
+    try:
+        kinds = {c.function: (c.status, c.error_kind) for c in store.load_calls(run.run_id)}
+    finally:
+        store.close()
+    assert kinds["make"][0] == "failed" and kinds["measure"] == ("failed", "dependency_failed"), kinds
+    assert _token_references(state_dir) == 0
+    assert wire.DEFERRED_PREFIX.encode() not in _store_bytes(state_dir)
+    # Neither the claimed file nor a link to it is left anywhere under the store's blobs.
+    assert not [p for p in (state_dir / "blobs").rglob("*") if p.is_file() and p.stat().st_size >= SIZE]
+    assert blocker.read_bytes() == b"not a directory"
