@@ -23,7 +23,9 @@ Invariants, and where they are enforced:
 - **Refused before created.** `Scheduler._add_call` asks `admit` before a new call exists: a
   future that would cross `max_calls` or `max_depth` is never written, queued or run; the call
   that created it fails with `BudgetExceeded`, and so does the run (`Scheduler._budget_exceeded`),
-  whose other calls stop as a cancel stops them. Nothing of the run starts after that.
+  whose other calls stop as a cancel stops them. Nothing of the run starts after that. A tail
+  call large enough to be added in slices is checked whole first (`admit_all`), so none of
+  its calls starts before a later slice would be refused.
 - **Use is the checkpointed graph.** Calls and depths are counted from the run's calls, which
   resume reloads: a call re-created by its re-executed parent maps onto its existing row and is
   not counted twice, and a resumed run continues from the use it had. A refused future has no
@@ -213,17 +215,44 @@ class RunBudget:
         """Whether a new call `spec` may be created under `parent_id`: None if so (its depth is
         recorded), else the failure naming the limit it would cross and the call creating it."""
         parent = run.calls.get(parent_id) if parent_id is not None else None
+        depth = self._depth_under(parent)
+        refused = self._refusal(run, spec, parent, depth, len(run.calls) + 1)
+        if refused is None:
+            self.depths[spec.id] = depth
+        return refused
+
+    def admit_all(self, run: RunState, specs: Iterable[pb.FutureSpec], parent_id: str) -> pb.Failure | None:
+        """`admit` for a whole graph of futures that `parent_id` creates at once (a tail call
+        added in slices), before any of them is: None if every new one may be created, else the
+        failure `admit` would give the first refused. Records nothing. Futures that already
+        exist (a re-executed caller's) are not new calls."""
+        parent = run.calls[parent_id]
+        depth = self._depth_under(parent)
+        created = len(run.calls)
+        for spec in specs:
+            if spec.id in run.calls:
+                continue
+            created += 1
+            refused = self._refusal(run, spec, parent, depth, created)
+            if refused is not None:
+                return refused
+        return None
+
+    def _depth_under(self, parent: CallState | None) -> int:
         if parent is None:
-            depth = 0
-        else:
-            depth = self.depths.get(parent.id, 0) + (0 if parent.kind in _COLLECTIONS else 1)
+            return 0
+        return self.depths.get(parent.id, 0) + (0 if parent.kind in _COLLECTIONS else 1)
+
+    def _refusal(self, run: RunState, spec: pb.FutureSpec, parent: CallState | None, depth: int,
+                 number: int) -> pb.Failure | None:
+        """The failure for creating `spec` as the run's call `number` at `depth`, if a limit is crossed."""
         limits = self.budget
         creator = parent.function if parent is not None else spec.function
         creator_id = parent.id if parent is not None else spec.id
-        if limits.max_calls is not None and len(run.calls) + 1 > limits.max_calls:
+        if limits.max_calls is not None and number > limits.max_calls:
             return exceeded("max_calls", limits.max_calls,
                             f"budget max_calls={limits.max_calls} reached: {creator} ({creator_id}) tried to "
-                            f"create call {len(run.calls) + 1} of the run, {spec.function} ({spec.id}); "
+                            f"create call {number} of the run, {spec.function} ({spec.id}); "
                             f"raise it with `engine resume {run.run_id} --budget calls=N`",
                             creator, creator_id)
         if limits.max_depth is not None and depth > limits.max_depth:
@@ -232,7 +261,6 @@ class RunBudget:
                             f"create {spec.function} ({spec.id}) at depth {depth}; "
                             f"raise it with `engine resume {run.run_id} --budget depth=N`",
                             creator, creator_id)
-        self.depths[spec.id] = depth
         return None
 
     def arm(self, loop: asyncio.AbstractEventLoop, run: RunState,

@@ -1366,11 +1366,12 @@ class Scheduler:
         the loop (and committing) between two slices; the calls of a slice that are ready are
         dispatched while the next ones are added.
 
-        Every future is checked before any is added, so a refused graph adds nothing. Adding is
-        not atomic, and need not be: until the caller's `tail` state commits — with the last
-        slice — the caller is `running` in the store, so a crash midway leaves it to run again
-        on resume, while the calls committed so far wait (dormant) for it to create them again
-        under the same deterministic ids; those that finished are reused, never run twice.
+        Every future is checked, and the run's budget for all of them, before any is added, so
+        a refused graph adds nothing. Adding is not atomic, and need not be: until the caller's
+        `tail` state commits — with the last slice — the caller is `running` in the store, so a
+        crash midway leaves it to run again on resume, while the calls committed so far wait
+        (dormant) for it to create them again under the same deterministic ids; those that
+        finished are reused, never run twice.
         Futures come in the SDK's order, dependencies first, so a slice references only calls
         that exist. It stops when the caller stops being `running` (cancelled, its run finished
         or lost) or the scheduler closes."""
@@ -1387,6 +1388,12 @@ class Scheduler:
                     done = self._add_futures(call, part) if adding else self._screen_futures(call, part, grant)
                     self._schedule_flush()
                     if not done:
+                        return
+                if not adding and run.budget is not None:
+                    # Refused whole, before its first slice starts (`RunBudget.admit_all`).
+                    refused = run.budget.admit_all(run, futures, call.id)
+                    if refused is not None:
+                        self._budget_exceeded(call, refused)
                         return
             self._tail_added(call, tail)
             self._schedule_flush()

@@ -11,6 +11,7 @@ from typing import Any
 
 from fakebackend import FakeEngine, call, drive
 
+from engine.scheduler.budgets import Budget
 from engine.scheduler.scheduler import TAIL_SLICE
 from engine.scheduler.state import RUNNING, TAIL
 
@@ -99,6 +100,24 @@ def test_a_malformed_future_refuses_the_whole_large_tail_call(tmp_path: Path) ->
             assert "no function" in (row.error_message or "")
             # Checked before anything was added: no call of it exists, none ran.
             assert list(run.calls) == [run.root_id]
+            assert not eng.backend.calls_of("work")
+
+    drive(scenario)
+
+
+def test_a_large_tail_call_over_the_budget_is_refused_before_any_of_it_starts(tmp_path: Path) -> None:
+    """Its last slice would cross `max_calls`: the whole graph is refused before the first slice is
+    added, so no `work` call exists or runs (sliced, the first slices' calls would have started)."""
+    graph = fan_out(N)
+
+    async def scenario() -> None:
+        async with FakeEngine(tmp_path, {"main": lambda _: graph, "work": None, "total": None}) as eng:
+            run = eng.submit(budget=Budget(max_calls=N))  # the root, N works and total: N + 2
+            row = await eng.finished(run, 60)
+            assert row.status == "failed"
+            assert f"budget max_calls={N} reached: main" in (row.error_message or ""), row.error_message
+            assert list(run.calls) == [run.root_id]
+            assert committed_work(eng, run) == 0
             assert not eng.backend.calls_of("work")
 
     drive(scenario)
