@@ -355,7 +355,7 @@ class _OtelTracer(Tracer):
             outcome = "cancelled"
         elif returned == "value" and call.status in (status.SUCCEEDED, status.TAIL):
             outcome = "succeeded"
-        elif returned == "tail_call":
+        elif returned == "tail_call" and call.status != status.FAILED:  # (refused: failed)
             outcome = "tail"
             span.set_attribute("engine.tail_call", response.tail_call.root_id)  # type: ignore[union-attr]
         else:

@@ -321,6 +321,26 @@ def test_a_failed_run(receiver, state_dir, tmp_path) -> None:
     assert rerun in (["call refuse"], ["call refuse", "call slow"]), rerun
 
 
+def test_a_refused_tail_call_is_a_failed_attempt(receiver, state_dir, tmp_path) -> None:
+    """The root's tail call crosses the run's budget (`--budget depth=0`): the root fails with
+    BudgetExceeded, and its attempt's span says so — not that it handed off by tail call."""
+    traceparent, trace_id, _ = new_traceparent()
+    env = otel_env(receiver, TRACEPARENT=traceparent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", f"{APPS / 'app_tracing.py'}:trace_fails", "--json",
+         "--budget", "depth=0"], env=env, capture_output=True, text=True, timeout=120)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"] == "failed", out
+    spans = poll(lambda: len(receiver.of_trace(trace_id)) >= 2 and receiver.of_trace(trace_id),
+                 timeout=10, what="the run's spans")
+    by_name = {s.name: s for s in spans}
+    assert sorted(by_name) == ["call trace_fails", "run trace_fails"], sorted(by_name)
+    root = by_name["call trace_fails"]
+    assert root.error and root.attributes["engine.outcome"] == "failed", root.attributes
+    assert root.attributes["engine.failure_kind"] == "budget_exceeded", root.attributes
+    assert "engine.tail_call" not in root.attributes
+
+
 @pytest.mark.docker
 def test_docker_run_traces_the_scheduler_side(receiver, docker_client, state_dir, tmp_path) -> None:
     """In containers: the same tree but for the user's span. The runtime image has no
