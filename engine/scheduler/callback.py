@@ -43,7 +43,7 @@ class CallbackService(pb_grpc.SchedulerCallbackServicer):
             await self.access.refuse(context, grant, request.run_id, request.parent_call_id,
                                      f"submitting futures: {exc}")
         try:
-            self.scheduler.submit_children(request.run_id, request.parent_call_id, list(request.futures))
+            await self.scheduler.submit_children(request.run_id, request.parent_call_id, list(request.futures))
         except BudgetRefused as exc:
             # The run has failed with BudgetExceeded; the creating call raises it (executor runtime).
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

@@ -111,7 +111,8 @@ WARM_START_COST = 0.02
 #: A tail call of more futures than this is added in slices of this many (`Scheduler._add_tail`),
 #: with the loop served between two slices: adding a hundred thousand calls at once held it for
 #: seconds, long enough for executors' streams, lease renewals and HTTP requests to stall. Its
-#: functions' executors start before the first slice (`Scheduler._prestart_tail`).
+#: functions' executors start before the first slice (`Scheduler._prestart_tail`). A call's
+#: `Submit` of as many futures is added the same way (`Scheduler.submit_children`).
 TAIL_SLICE = 500
 
 #: Calls that run a function's code in an executor (the others are expanded by the scheduler).
@@ -1733,7 +1734,15 @@ class Scheduler:
     # =========================================================================================
     # the callback service's side
 
-    def submit_children(self, run_id: str, parent_id: str, specs: list[pb.FutureSpec]) -> None:
+    async def submit_children(self, run_id: str, parent_id: str, specs: list[pb.FutureSpec]) -> None:
+        """Add the futures a running call started (`Submit`); returns once all of them exist.
+        Every one is checked first — well formed, naming functions of the app and, for more
+        than `TAIL_SLICE`, the run's budget for all of them — so a refused batch adds nothing
+        (raises InvalidMessage, SDKUsageError or BudgetRefused). A batch of more than
+        `TAIL_SLICE` is added as a large tail call is, that many at a time with the loop served
+        between slices; a crash midway leaves the parent running in the store, so resume runs
+        it again and it creates the same ids. Raises InvalidMessage if the parent stops running
+        meanwhile."""
         run = self._live_run(run_id)
         parent = run.calls.get(parent_id)
         if parent is None or parent.status != RUNNING:
@@ -1745,8 +1754,18 @@ class Scheduler:
             elif spec.kind != pb.NODE_KIND_SIGNAL and spec.function not in parent.app.functions:
                 parent.app.settings(spec.function)  # raises with a clear message
         try:
-            for spec in specs:
-                self._add_call(run, spec, parent_id=parent_id)
+            if len(specs) > TAIL_SLICE and run.budget is not None:
+                refused = run.budget.admit_all(run, specs, parent_id)
+                if refused is not None:
+                    raise BudgetRefused(refused)
+            for start in range(0, len(specs), TAIL_SLICE):
+                if start:
+                    self._schedule_flush()
+                    await asyncio.sleep(0)  # serve the loop: starts, streams, commits, dispatch
+                    if parent.status != RUNNING or run.done.is_set() or self._closed:
+                        raise wire.InvalidMessage(f"call {parent_id} stopped while its futures were added")
+                for spec in specs[start:start + TAIL_SLICE]:
+                    self._add_call(run, spec, parent_id=parent_id)
         except BudgetRefused as refused:
             self._budget_exceeded(parent, refused.failure)
             raise  # the callback service answers the creating call with it

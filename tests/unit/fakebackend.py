@@ -194,10 +194,10 @@ class FakeCall:
         """Return the future `node`: a tail call."""
         self._respond(pb.RunResponse(tail_call=pb.TailCall(root_id=node.id, futures=graph(node))))
 
-    def submit(self, *nodes: Node) -> None:
+    async def submit(self, *nodes: Node) -> None:
         """Start `nodes` (`fut.run()`); raises `BudgetRefused` as the callback service would
         answer RESOURCE_EXHAUSTED."""
-        self.executor.backend.engine.scheduler.submit_children(self.run_id, self.call_id, graph(*nodes))
+        await self.executor.backend.engine.scheduler.submit_children(self.run_id, self.call_id, graph(*nodes))
 
     async def wait(self, *nodes: Node, return_when: int = pb.RETURN_WHEN_ALL_COMPLETED) -> dict[str, Any]:
         """Block until `nodes` are done (`Future.wait`): each finished node's id → its value, or

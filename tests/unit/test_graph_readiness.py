@@ -97,7 +97,7 @@ def test_a_tail_call_gives_its_caller_the_target_value(tmp_path: Path) -> None:
 def test_a_tail_call_to_a_future_that_already_finished_ends_the_caller_at_once(tmp_path: Path) -> None:
     async def main(c: FakeCall) -> object:
         done = call("work", 5, id="done")
-        c.submit(done)
+        await c.submit(done)
         assert (await c.wait(done)) == {"done": 50}
         return done  # already has its value
 
@@ -149,7 +149,7 @@ def test_a_dependant_waiting_on_a_failure_it_does_not_see_yet_fails_when_it_does
 
     async def main(c: FakeCall) -> object:
         failing = call("bad", id="bad")
-        c.submit(failing)
+        await c.submit(failing)
         outcome = await c.wait(failing)
         assert isinstance(outcome["bad"], FunctionError)
         return call("join", failing, id="join")
@@ -236,7 +236,7 @@ def test_cancelling_a_run_stops_what_runs_and_starts_nothing_more(tmp_path: Path
 def test_a_call_that_would_cross_max_calls_is_refused_before_it_exists(tmp_path: Path) -> None:
     async def main(c: FakeCall) -> None:
         for i in range(5):
-            c.submit(call("work", i, id=f"w{i}"))
+            await c.submit(call("work", i, id=f"w{i}"))
 
     async def scenario() -> None:
         async with FakeEngine(tmp_path, {"main": main, "work": None}) as eng:
@@ -260,7 +260,7 @@ def test_the_creating_call_is_told_its_future_was_refused(tmp_path: Path) -> Non
 
     async def main(c: FakeCall) -> None:
         try:
-            c.submit(call("work", 1, id="w1"), call("work", 2, id="w2"))
+            await c.submit(call("work", 1, id="w1"), call("work", 2, id="w2"))
         except BudgetRefused as exc:
             refused.append(exc)
             raise
@@ -336,7 +336,7 @@ def test_the_first_completed_wait_returns_before_the_rest(tmp_path: Path) -> Non
 
         async def main(c: FakeCall) -> list[str]:
             fast, late = call("fast", id="fast"), call("slow", id="slow")
-            c.submit(fast, late)
+            await c.submit(fast, late)
             first = await c.wait(fast, late, return_when=pb.RETURN_WHEN_FIRST_COMPLETED)
             assert first == {"fast": "f"}
             release.set()

@@ -1,7 +1,8 @@
 """A tail call of more than `TAIL_SLICE` futures, on the fake backend (`tests/unit/fakebackend.py`):
 it is added in slices with the loop served between them (`Scheduler._add_tail`), each slice is
 committed, its calls start while the rest is added, a cancel stops the adding, and a malformed
-future refuses the whole graph before any of it exists."""
+future or the run's budget refuses the whole graph before any of it exists. The same for a call
+that starts that many futures in one `Submit` (`Scheduler.submit_children`)."""
 
 from __future__ import annotations
 
@@ -119,5 +120,65 @@ def test_a_large_tail_call_over_the_budget_is_refused_before_any_of_it_starts(tm
             assert list(run.calls) == [run.root_id]
             assert committed_work(eng, run) == 0
             assert not eng.backend.calls_of("work")
+
+    drive(scenario)
+
+
+def _starter(n: int, seen: dict[str, Any]) -> Any:
+    """A function that starts `n` futures in one `Submit` (as `wait` on a list of unstarted futures
+    does), then waits for them and returns the sum of their values."""
+
+    async def main(c: Any) -> int:
+        works = [call("work", i, id=f"w{i}") for i in range(n)]
+        try:
+            await c.submit(*works)
+        except Exception as exc:  # noqa: BLE001 - what the creating call is told
+            seen["raised"] = repr(exc)
+            raise
+        return sum((await c.wait(*works)).values())
+
+    return main
+
+
+def test_a_large_submit_is_added_in_slices_and_answered_once_all_exist(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with FakeEngine(tmp_path, {"main": _starter(N, seen), "work": lambda c: c.arg}) as eng:
+            run = eng.submit()
+
+            async def watch() -> None:
+                while not run.done.is_set():
+                    await asyncio.sleep(0)
+                    added = len(run.calls) - 1
+                    if 0 < added < N:
+                        seen.setdefault("partial", added)
+                        if eng.backend.calls_of("work"):
+                            seen.setdefault("dispatched", added)
+
+            watcher = asyncio.ensure_future(watch())
+            await eng.finished(run, 60)
+            watcher.cancel()
+            assert eng.result(run) == sum(range(N))
+            # The loop ran between slices, and `work` calls were sent before the last was added.
+            assert 0 < seen["partial"] < N and 0 < seen["dispatched"] < N, seen
+            assert committed_work(eng, run) == N
+            assert len(eng.backend.calls_of("work")) == N
+
+    drive(scenario)
+
+
+def test_a_large_submit_over_the_budget_is_refused_before_any_of_it_exists(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with FakeEngine(tmp_path, {"main": _starter(N, seen), "work": None}) as eng:
+            run = eng.submit(budget=Budget(max_calls=N))  # the root and N works: N + 1
+            row = await eng.finished(run, 60)
+            assert row.status == "failed"
+            assert f"budget max_calls={N} reached: main" in (row.error_message or ""), row.error_message
+            assert "BudgetRefused" in seen.get("raised", ""), seen
+            assert list(run.calls) == [run.root_id]
+            assert committed_work(eng, run) == 0 and not eng.backend.calls_of("work")
 
     drive(scenario)

@@ -83,7 +83,7 @@ def test_max_executors_caps_every_function_together(tmp_path: Path) -> None:
 
     async def main(c: FakeCall) -> list[object]:
         children = [call("a", i) for i in range(6)] + [call("b", i) for i in range(6)]
-        c.submit(*children)
+        await c.submit(*children)
         values = await c.wait(*children)
         return [values[n.id] for n in children]
 
@@ -103,7 +103,7 @@ def test_max_executors_caps_every_function_together(tmp_path: Path) -> None:
 def test_every_function_with_calls_gets_its_first_executor_whatever_max_executors(tmp_path: Path) -> None:
     async def main(c: FakeCall) -> list[object]:
         children = [call("a", 1), call("a", 2), call("b", 1)]
-        c.submit(*children)
+        await c.submit(*children)
         values = await c.wait(*children)
         return [values[n.id] for n in children]
 
@@ -126,13 +126,13 @@ def test_parents_blocked_on_their_children_leave_room_for_them(tmp_path: Path) -
 
     async def main(c: FakeCall) -> list[object]:
         parents = [call("parent", 1), call("parent", 2)]
-        c.submit(*parents)
+        await c.submit(*parents)
         values = await c.wait(*parents)
         return [values[p.id] for p in parents]
 
     async def parent(c: FakeCall) -> int:
         children = [call("leaf", c.arg * 10 + i) for i in range(3)]
-        c.submit(*children)
+        await c.submit(*children)
         values = await c.wait(*children)
         return sum(values.values())
 
