@@ -190,6 +190,11 @@ class ForkServer:
                 waiting[0].set()
         for child in children:
             _kill_group(child.pid)
+        # No longer our grandchildren (adopted by init), so not waited for: watched until gone.
+        deadline = time.monotonic() + 5
+        for child in children:
+            while _running(child.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
             child._end(-signal.SIGKILL)
         self._proc.wait()
 
@@ -207,6 +212,15 @@ class ForkServer:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _kill_group(pid: int) -> None:
