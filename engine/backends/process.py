@@ -101,20 +101,27 @@ class ProcessBackend(Backend):
         port_file.unlink(missing_ok=True)
         return ExecutorHandle(id=ident, address=f"127.0.0.1:{port}", function=spec.function, ref=proc)
 
+    def start_template(self) -> ForkServer | None:
+        """The running template, started now if there is none (it imports in a process of its
+        own: `engine run`'s early start calls this first). None when it cannot be started."""
+        with self._template_lock:
+            if self._template is None or not self._template.alive:
+                template_env = {**EXECUTOR_ENV_DEFAULTS, **os.environ, **self._executor_env,
+                                "PYTHONUNBUFFERED": "1"}
+                try:
+                    self._template = ForkServer(template_env, self.log_dir / f"template-{os.getpid()}.stderr")
+                except OSError:
+                    return None
+            return self._template
+
     async def _fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> Forked | None:
         """The executor forked from the template (made now if there is none), or None when it
         must be spawned: its environment differs from the template's where a fork cannot
         apply it, or the template is gone or cannot start."""
         def fork() -> Forked | None:
-            with self._template_lock:
-                if self._template is None or not self._template.alive:
-                    template_env = {**EXECUTOR_ENV_DEFAULTS, **os.environ, **self._executor_env,
-                                    "PYTHONUNBUFFERED": "1"}
-                    try:
-                        self._template = ForkServer(template_env, self.log_dir / f"template-{os.getpid()}.stderr")
-                    except OSError:
-                        return None
-                template = self._template
+            template = self.start_template()
+            if template is None:
+                return None
             if not template.can_fork(env):
                 return None
             try:

@@ -289,17 +289,10 @@ def _child(request: dict[str, Any], control: list[int], name: str) -> None:
         os._exit(code)
 
 
-def _serve_template(parent_pid: int) -> None:
+def _serve_template(parent_pid: int, name: str) -> None:
     """The template's loop: fork on each request, report exits, end with the engine (its
     executors end by themselves then: their `Lifetime` sees the template gone)."""
     import select
-
-    try:
-        with open("/proc/self/comm") as f:
-            name = f.read().strip()
-    except OSError:
-        name = "python3"
-    _set_name(TEMPLATE_NAME)
     read_fd, reply_fd = 0, 1
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -368,6 +361,12 @@ def _serve_template(parent_pid: int) -> None:
 
 
 def main() -> None:
+    try:
+        with open("/proc/self/comm") as f:
+            name = f.read().strip()  # the interpreter's, which each executor takes back
+    except OSError:
+        name = "python3"
+    _set_name(TEMPLATE_NAME)
     # As `engine.executor` does, before grpc is imported: a call may fork (engine.executor.server).
     os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
     import argparse
@@ -377,7 +376,7 @@ def main() -> None:
     args = parser.parse_args()
     import engine.executor.__main__  # noqa: F401 - what every executor imports, once, here
 
-    _serve_template(args.parent_pid)
+    _serve_template(args.parent_pid, name)
 
 
 if __name__ == "__main__":
