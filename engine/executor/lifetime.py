@@ -132,11 +132,10 @@ class Lifetime:
     def check(self) -> str | None:
         """Why the executor should end now, or None."""
         if self.parent_pid:
-            if self.template_pid is None:
-                engine = os.getppid()
-            elif os.getppid() != self.template_pid:
-                return f"its template process {self.template_pid} is gone"
-            else:
+            engine: int | None = os.getppid()
+            if self.template_pid is not None:
+                if engine != self.template_pid:
+                    return f"its template process {self.template_pid} is gone"
                 engine = parent_of(self.template_pid)
             if engine != self.parent_pid:
                 return f"its engine process {self.parent_pid} is gone"

@@ -19,7 +19,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import APPS_DIR, poll
+from conftest import APPS_DIR
 from serverlib import template_of
 
 from engine.backends.base import ExecutorSpec
