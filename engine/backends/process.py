@@ -179,7 +179,8 @@ class ProcessBackend(Backend):
         with self._template_lock:
             template, self._template = self._template, None
         if template is not None:
-            await asyncio.to_thread(template.close)
+            # `engine run` ending: its executors are stopped; the template ends on its own.
+            await asyncio.to_thread(template.close, not self.close_without_waiting)
 
 
 def _kill_when_forked(forking: asyncio.Future[Forked | None]) -> None:

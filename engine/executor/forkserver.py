@@ -198,8 +198,8 @@ class ForkServer:
             child._end(-signal.SIGKILL)
         self._proc.wait()
 
-    def close(self) -> None:
-        """End the template (it kills what it still runs) and wait for it."""
+    def close(self, wait: bool = True) -> None:
+        """End the template (it kills what it still runs) and, with `wait`, wait for it."""
         with self._lock:
             self.alive = False
             if self._proc.stdin is not None:
@@ -208,6 +208,8 @@ class ForkServer:
                     self._proc.stdin.flush()
                 with contextlib.suppress(OSError):
                     self._proc.stdin.close()
+        if not wait:
+            return
         self._reader.join(timeout=10)
         if self._proc.poll() is None:
             self._proc.kill()
