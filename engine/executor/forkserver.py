@@ -33,9 +33,8 @@ says so in its log (`engine.executor.lifetime`). The template ends when its engi
 stdin reaches end of file (the engine's end of the pipe closed, by `close` or by the kernel
 when the engine died, `kill -9` included) or its parent is no longer the engine, and then
 outlives its executors by up to `GRACE_S` (killing any still there after it), so that they see
-the engine gone rather than the template. A template
-that dies while its engine lives has its executors killed by `ForkServer` (their process
-groups), and the next start makes a new template.
+the engine gone rather than the template. A template that dies while its engine lives has its
+executors killed by `ForkServer` (their process groups), and the next start makes a new one.
 
 In `ps` the template is named `engine-template` (`/proc/PID/comm`; its command line, which
 every executor forked from it shares, is `python -m engine.executor.forkserver --parent-pid
@@ -243,7 +242,7 @@ def _set_name(name: str) -> None:
         pass
 
 
-def _child(request: dict[str, Any], control: list[int], name: str) -> None:
+def _child(request: dict[str, Any], name: str) -> None:
     """In the forked child: become the executor the request describes. Never returns."""
     code = 1
     try:
@@ -257,9 +256,7 @@ def _child(request: dict[str, Any], control: list[int], name: str) -> None:
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        for fd in {null, log, *control}:
-            if fd > 2:
-                os.close(fd)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # as `Popen(close_fds=True)`: the pipes too
         os.environ.clear()
         os.environ.update(request["env"])
         # `engine.executor` set it before grpc was imported (here, in the template); processes
@@ -344,7 +341,7 @@ def _serve_template(parent_pid: int, name: str) -> None:
                     reply({"id": request["id"], "error": f"fork failed: {exc}"})
                     continue
                 if pid == 0:
-                    _child(request, [read_fd, reply_fd, wake_r, wake_w], name)
+                    _child(request, name)
                 children.add(pid)
                 reply({"id": request["id"], "pid": pid})
             if closing:
