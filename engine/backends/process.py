@@ -127,7 +127,7 @@ class ProcessBackend(Backend):
             try:
                 return template.fork([*argv, "--template-pid", str(template.pid)], env, os.getcwd(),
                                      str(log_path))
-            except ForkServerGone:
+            except (ForkServerGone, FileNotFoundError):  # no template; or no working directory
                 return None
 
         return await asyncio.to_thread(fork)
