@@ -43,7 +43,9 @@ ENGINE`); an executor takes the interpreter's name back.
 What a fork cannot change: whatever Python reads as the interpreter starts. An executor whose
 environment differs from the template's in a variable the interpreter or the C library reads
 at start (`PYTHON*`, `LD_*`, `GLIBC_*`, `MALLOC_*`) is spawned as before
-(`ForkServer.can_fork`).
+(`ForkServer.can_fork`). What every executor forked from one template shares is what the
+interpreter chose as it started: its string hash seed, for one (spawned executors each drew
+their own); `random` is reseeded in each child by Python itself.
 """
 
 from __future__ import annotations
