@@ -1,6 +1,6 @@
 """Start-up costs of the engine itself, before and after a change, alternated in one session.
 
-    python benchmarks/startup.py [--repeats 7] [--src NAME=DIR ...] [--parts import,help,executor,run]
+    python benchmarks/startup.py [--repeats 7] [--src NAME=DIR ...] [--parts import,help,executor,backend,run]
 
 Each `--src NAME=DIR` is a source tree of the engine (a checkout, or `git archive REV | tar -x`);
 it is put first on `PYTHONPATH`, so the same interpreter and dependencies run both. Without
@@ -16,6 +16,9 @@ average before and after.
   port file written (listening), on the host.
 - `executor in docker` — `docker run` of the source's runtime image, timing `import
   engine.executor.server` inside it (the container start itself is not in this figure).
+- `process backend: first up` / `…: 10 more at once` — in a fresh process, `ProcessBackend`
+  starts one executor (from nothing: on a tree with the executor template, the template's start
+  is in it), then ten at once; the time until each `start_executor` returned (listening).
 - `engine run, process` / `engine run, docker` — `engine run apps/one_call.py:one --input 1` in a
   fresh state directory, with the warm pool as configured (on by default), spawn to exit.
 
@@ -92,6 +95,36 @@ def executor_up(env: dict[str, str]) -> float:
             proc.wait()
 
 
+BACKEND_CODE = """
+import asyncio, json, shutil, tempfile, time
+from engine.backends.base import blank_spec
+from engine.backends.process import ProcessBackend
+
+async def main():
+    logs = tempfile.mkdtemp(prefix="engine-startup-")
+    backend = ProcessBackend(log_dir=logs)
+    try:
+        t0 = time.perf_counter()
+        await backend.start_executor(blank_spec({}))
+        t1 = time.perf_counter()
+        await asyncio.gather(*(backend.start_executor(blank_spec({})) for _ in range(10)))
+        t2 = time.perf_counter()
+    finally:
+        await backend.close()
+        shutil.rmtree(logs, ignore_errors=True)
+    print(json.dumps([t1 - t0, t2 - t1]))
+
+asyncio.run(main())
+"""
+
+
+def process_backend(env: dict[str, str]) -> tuple[float, float]:
+    out = subprocess.run([PY, "-c", BACKEND_CODE], env=env, cwd=NEUTRAL, capture_output=True, text=True,
+                         check=True).stdout
+    first, ten = json.loads(out.strip().splitlines()[-1])
+    return first, ten
+
+
 def runtime_tag(env: dict[str, str]) -> str:
     code = "from engine.images.runtime import build_runtime_image as e; print(e())"
     try:
@@ -149,6 +182,10 @@ def main() -> int:
             if "executor" in parts:
                 s.setdefault("executor up", []).append(executor_up(env))
                 s.setdefault("executor in docker", []).append(executor_in_docker(tags[name]))
+            if "backend" in parts:
+                first, ten = process_backend(env)
+                s.setdefault("process backend: first up", []).append(first)
+                s.setdefault("process backend: 10 more at once, all up", []).append(ten)
             if "run" in parts:
                 s.setdefault("engine run, process", []).append(engine_run(env, "process"))
                 s.setdefault("engine run, docker", []).append(engine_run(env, "docker"))

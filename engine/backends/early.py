@@ -207,7 +207,9 @@ class EarlyStart:
         try:
             from engine.backends.process import ProcessBackend
 
-            backend: Backend = ProcessBackend(log_dir=self.state_dir() / "executors")
+            backend: ProcessBackend = ProcessBackend(log_dir=self.state_dir() / "executors")
+            # Its executors' template imports them in a process of its own, beside this thread.
+            backend.start_template()
         except Exception:  # noqa: BLE001 - no early start; the usual path says what is wrong
             self._backend.set_result(None)
             self._nothing()
@@ -259,9 +261,11 @@ class EarlyStart:
         """Stop every executor started here that no backend took over (after the run; one that
         was taken is stopped by its backend's `close`, which has run by now)."""
         self._thread.join()
-        if self._taken or not self._started:
+        if self._taken:
             return
         if self.name == "docker":
+            if not self._started:
+                return
             from engine.backends.dockerapi import DockerAPIError, LocalDocker
 
             docker = LocalDocker.here()
@@ -272,11 +276,8 @@ class EarlyStart:
         backend = self._backend.result()
         if backend is None:
             return
-
-        async def stop_all() -> None:
-            await asyncio.gather(*(backend.stop_executor(h) for h in self._started), return_exceptions=True)
-
-        asyncio.run(stop_all())
+        # Nobody took it: it has started nothing else (its executors' template included).
+        asyncio.run(backend.close())
 
 
 def _give(future: concurrent.futures.Future[Any], value: Any) -> None:

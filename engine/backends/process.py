@@ -7,23 +7,34 @@ docker backend enforces them), and every executor shares this machine's Python e
 
 An executor is told its engine's pid (`--parent-pid`) and ends, with every process of its group,
 within about a second of that process dying, even mid-call (`engine.executor.lifetime`).
+
+Executors are forked from a template process that has already imported them
+(`engine.executor.forkserver`, made at the first start and ended by `close`): a start costs
+milliseconds of CPU instead of an interpreter's start and 0.2-0.3 s of imports. Each is still
+its own session and process group with its own environment, working directory and log. An
+executor whose environment changes what an interpreter reads as it starts (`PYTHON*`, `LD_*`,
+...) is spawned as `python -m engine.executor`, as is every executor when the template cannot
+be used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo, pid_alive
 from engine.errors import InfrastructureError
 from engine.executor.blobs import EXCHANGE_ENV
+from engine.executor.forkserver import Forked, ForkServer, ForkServerGone
 from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
 
 
@@ -36,10 +47,12 @@ class ProcessBackend(Backend):
     def __init__(self, log_dir: Path | None = None) -> None:
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="engine-executors-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, subprocess.Popen[bytes] | Forked] = {}
         self._tmp: dict[int, Path] = {}
         self._counter = 0
         self._executor_env = executor_env()
+        self._template: ForkServer | None = None
+        self._template_lock = threading.Lock()
 
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         self._counter += 1
@@ -55,13 +68,21 @@ class ProcessBackend(Backend):
         env.pop(EXCHANGE_ENV, None)
         if spec.exchange_dir:
             env[EXCHANGE_ENV] = spec.exchange_dir
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.executor", "--listen", "127.0.0.1:0",
-                 "--port-file", str(port_file), "--parent-pid", str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,  # Ctrl-C in the terminal reaches the engine, not each executor
-            )
+        argv = ["--listen", "127.0.0.1:0", "--port-file", str(port_file), "--parent-pid", str(os.getpid())]
+        forking = asyncio.ensure_future(self._fork(argv, env, log_path))
+        try:
+            proc: subprocess.Popen[bytes] | Forked | None = await asyncio.shield(forking)
+        except asyncio.CancelledError:
+            # The template forks it all the same: stop it once it has.
+            forking.add_done_callback(_kill_when_forked)
+            raise
+        if proc is None:
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "engine.executor", *argv],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True,  # Ctrl-C in the terminal reaches the engine, not each executor
+                )
         self._procs[ident] = proc
         self._tmp[proc.pid] = tmp
         deadline = time.monotonic() + 60
@@ -80,17 +101,50 @@ class ProcessBackend(Backend):
         port_file.unlink(missing_ok=True)
         return ExecutorHandle(id=ident, address=f"127.0.0.1:{port}", function=spec.function, ref=proc)
 
+    def start_template(self) -> ForkServer | None:
+        """The running template, started now if there is none (it imports in a process of its
+        own: `engine run`'s early start calls this first). None when it cannot be started."""
+        with self._template_lock:
+            if self._template is None or not self._template.alive:
+                template_env = {**EXECUTOR_ENV_DEFAULTS, **os.environ, **self._executor_env,
+                                "PYTHONUNBUFFERED": "1"}
+                try:
+                    self._template = ForkServer(template_env, self.log_dir / f"template-{os.getpid()}.stderr")
+                except OSError:
+                    return None
+            return self._template
+
+    async def _fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> Forked | None:
+        """The executor forked from the template (made now if there is none), or None when it
+        must be spawned: its environment differs from the template's where a fork cannot
+        apply it, or the template is gone or cannot start."""
+        def fork() -> Forked | None:
+            template = self.start_template()
+            if template is None:
+                return None
+            if not template.can_fork(env):
+                return None
+            try:
+                return template.fork([*argv, "--template-pid", str(template.pid)], env, os.getcwd(),
+                                     str(log_path))
+            except (ForkServerGone, FileNotFoundError):  # no template; or no working directory
+                return None
+
+        return await asyncio.to_thread(fork)
+
     async def stop_executor(self, handle: ExecutorHandle) -> None:
         proc = self._procs.pop(handle.id, None)
         if proc is not None:
             await self._stop(proc)
 
-    async def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+    async def _stop(self, proc: subprocess.Popen[bytes] | Forked) -> None:
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
-                pass
+                # A forked executor stopped before its `setsid`: no group of its own yet.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait)
         tmp = self._tmp.pop(proc.pid, None)
         if tmp is not None:
@@ -108,7 +162,7 @@ class ProcessBackend(Backend):
         return removed
 
     async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
-        proc: subprocess.Popen[bytes] = handle.ref  # type: ignore[assignment]
+        proc: subprocess.Popen[bytes] | Forked = handle.ref  # type: ignore[assignment]
         try:
             code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 2.0)
         except asyncio.TimeoutError:
@@ -122,6 +176,18 @@ class ProcessBackend(Backend):
     async def close(self) -> None:
         procs, self._procs = list(self._procs.values()), {}
         await asyncio.gather(*(self._stop(p) for p in procs))
+        with self._template_lock:
+            template, self._template = self._template, None
+        if template is not None:
+            # `engine run` ending: its executors are stopped; the template ends on its own.
+            await asyncio.to_thread(template.close, not self.close_without_waiting)
+
+
+def _kill_when_forked(forking: asyncio.Future[Forked | None]) -> None:
+    forked = None if forking.cancelled() or forking.exception() else forking.result()
+    if forked is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(forked.pid, signal.SIGKILL)
 
 
 def remove_tree(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`python -m engine.executor --listen HOST:PORT [--port-file PATH] [--parent-pid PID]`."""
+"""`python -m engine.executor --listen HOST:PORT [--port-file PATH] [--parent-pid PID [--template-pid PID]]`."""
 
 from __future__ import annotations
 
@@ -21,10 +21,13 @@ def main() -> None:
     parser.add_argument("--max-workers", type=int, default=256)
     parser.add_argument("--parent-pid", type=int,
                         help="exit (even mid-call) when this process is no longer the parent")
+    parser.add_argument("--template-pid", type=int,
+                        help="forked from this template (engine.executor.forkserver), whose parent is --parent-pid")
     parser.add_argument("--init-timeout", type=float, default=INIT_TIMEOUT_S,
                         help="exit when not initialised within this many seconds")
     args = parser.parse_args()
-    serve(args.listen, args.port_file, args.max_workers, args.parent_pid, args.init_timeout)
+    serve(args.listen, args.port_file, args.max_workers, args.parent_pid, args.init_timeout,
+          args.template_pid)
 
 
 if __name__ == "__main__":

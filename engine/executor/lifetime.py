@@ -5,7 +5,9 @@ or whose machine is lost, stops nothing. An executor then ends on its own, wheth
 running or not — a call that never returns must not keep it alive:
 
 - **Parent gone** (the process backend passes `--parent-pid`): within about a second of the
-  engine process dying.
+  engine process dying. An executor forked from the process backend's template
+  (`engine.executor.forkserver`, `--template-pid`) is the engine's grandchild: it checks that
+  its parent is still the template and the template's parent still the engine.
 - **Orphaned**: once initialised, no open `Calls` stream for longer than the grace period,
   `ENGINE_EXECUTOR_ORPHAN_TIMEOUT` seconds (default 10; each backend puts the engine's value into
   the executor's environment). The scheduler opens one `Calls` stream right after `Initialize`
@@ -74,15 +76,29 @@ def executor_env() -> dict[str, str]:
     return {ORPHAN_TIMEOUT_ENV: f"{value:g}"}
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent pid of process `pid` (from /proc/PID/stat), or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; the fields after it are plain.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
 class Lifetime:
     """Tracks what keeps an executor alive; `watch` ends it (sets `stop`, with a `reason`) when
     nothing does. Thread-safe: gRPC handler threads report streams, one thread watches."""
 
     def __init__(self, *, orphan_timeout: float, init_timeout: float = INIT_TIMEOUT_S,
-                 parent_pid: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 parent_pid: int | None = None, template_pid: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.orphan_timeout = orphan_timeout
         self.init_timeout = init_timeout
         self.parent_pid = parent_pid
+        self.template_pid = template_pid
         self._clock = clock
         self._lock = threading.Lock()
         self._initialized = False
@@ -115,8 +131,14 @@ class Lifetime:
 
     def check(self) -> str | None:
         """Why the executor should end now, or None."""
-        if self.parent_pid and os.getppid() != self.parent_pid:
-            return f"its engine process {self.parent_pid} is gone"
+        if self.parent_pid:
+            engine: int | None = os.getppid()
+            if self.template_pid is not None:
+                if engine != self.template_pid:
+                    return f"its template process {self.template_pid} is gone"
+                engine = parent_of(self.template_pid)
+            if engine != self.parent_pid:
+                return f"its engine process {self.parent_pid} is gone"
         with self._lock:
             idle = self._clock() - self._since
             if not self._initialized and idle > self.init_timeout:

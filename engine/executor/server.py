@@ -566,9 +566,11 @@ def _clip_logs(text: str) -> str:
 
 
 def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
-          parent_pid: int | None = None, init_timeout: float = INIT_TIMEOUT_S) -> NoReturn:
+          parent_pid: int | None = None, init_timeout: float = INIT_TIMEOUT_S,
+          template_pid: int | None = None) -> NoReturn:
     """Serve until SIGTERM/SIGINT, or until the executor is left alone (`Lifetime`: with
-    `parent_pid`, that parent process is gone; or its scheduler's stream stays closed past
+    `parent_pid`, that parent process is gone (or, with `template_pid`, the template this
+    process was forked from, or its parent); or its scheduler's stream stays closed past
     $ENGINE_EXECUTOR_ORPHAN_TIMEOUT; or nobody initialises it within `init_timeout` seconds).
     Writes the bound port to `port_file` once listening. Never returns: the process ends with
     `os._exit`, whatever calls are still running."""
@@ -581,7 +583,8 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     sys.stdout = _ThreadStream(sys.stdout)  # type: ignore[assignment]
     sys.stderr = _ThreadStream(sys.stderr)  # type: ignore[assignment]
     os.register_at_fork(after_in_child=lambda: _after_fork_in_child(original_stdout, original_stderr))
-    lifetime = Lifetime(orphan_timeout=orphan_timeout, init_timeout=init_timeout, parent_pid=parent_pid)
+    lifetime = Lifetime(orphan_timeout=orphan_timeout, init_timeout=init_timeout, parent_pid=parent_pid,
+                        template_pid=template_pid)
     executor = Executor(lifetime)
     server = grpc.server(cf.ThreadPoolExecutor(max_workers=max_workers), options=wire.GRPC_OPTIONS)
     pb_grpc.add_FunctionExecutorServicer_to_server(executor, server)

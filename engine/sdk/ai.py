@@ -39,7 +39,6 @@ is part of the SDK layer: it imports `openai` only when called, and pydantic onl
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import random
@@ -185,6 +184,8 @@ def retry_after(headers: Any) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # here: 10-30 ms of imports that `import engine` (every executor) need not pay
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

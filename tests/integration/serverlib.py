@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.executor.forkserver import TEMPLATE_NAME
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER_APPS = Path(__file__).resolve().parent / "server_apps"
 
@@ -265,7 +267,9 @@ def wait_for_lease_to_run_out(state_dir: Path, run_id: str, timeout: float = 30.
 
 def executors_of(engine_pid: int) -> list[int]:
     """Live executor processes that the engine `engine_pid` started, found by the exact
-    `--parent-pid` it gave them (a zombie is not listed: it has exited)."""
+    `--parent-pid` it gave them (a zombie is not listed: it has exited). Executors forked from
+    the engine's template (`engine.executor.forkserver`) share its command line; the template
+    itself, named `engine-template`, is not listed."""
     mark = f"--parent-pid\x00{engine_pid}\x00"
     found = []
     for pid, cmd in _processes():
@@ -273,11 +277,25 @@ def executors_of(engine_pid: int) -> list[int]:
             continue
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        if state not in ("Z", "X"):
+        if state not in ("Z", "X") and name != TEMPLATE_NAME:
             found.append(pid)
     return found
+
+
+def template_of(engine_pid: int) -> int | None:
+    """The live executor template (`engine.executor.forkserver`) of the engine `engine_pid`."""
+    mark = f"--parent-pid\x00{engine_pid}\x00"
+    for pid, cmd in _processes():
+        if "engine.executor.forkserver" in cmd and mark in cmd:
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == TEMPLATE_NAME:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 def _processes() -> list[tuple[int, str]]:

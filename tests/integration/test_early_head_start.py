@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serverlib import template_of
 
 from engine.backends.early import EarlyStart
 
@@ -20,13 +21,15 @@ def test_first_executor_is_requested_before_begin_returns(tmp_path: Path,
     early = EarlyStart.begin("process", lambda: tmp_path)
     assert early is not None
     try:
-        # The process backend writes its executor's log file as it spawns it.
-        assert list((tmp_path / "executors").glob("*.log")), "begin returned before the start request"
+        # The process backend's first start request is its executors' template, a process of its
+        # own (engine.executor.forkserver), whose log file it opens as it spawns it.
+        assert list((tmp_path / "executors").glob("template-*.stderr")), "begin returned before the start request"
         handle = early.handles[0].result(timeout=60)
         assert handle is not None
     finally:
         early.discard()
-    assert handle.ref.poll() is not None  # the executor process (a Popen) has exited
+    assert handle.ref.poll() is not None  # the executor process has exited
+    assert template_of(os.getpid()) is None  # and the template has ended
 
 
 def test_no_early_start_when_the_warm_pool_is_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import APPS_DIR, SideEffects, poll, run_cli
-from serverlib import executors_of
+from serverlib import executors_of, template_of
 
 APP = APPS_DIR / "app_hang.py"
 GRACE_ENV = "ENGINE_EXECUTOR_ORPHAN_TIMEOUT"
@@ -103,13 +103,17 @@ def test_process_executors_end_with_their_killed_engine_even_mid_call(
     executors = executors_of(engine.pid)
     # hang_app's (waiting on hang), quick's (idle) and hang's (in a call that never returns).
     assert hanging in executors and len(executors) == 3, executors
+    # Forked from the engine's template (engine.executor.forkserver), which must end too.
+    template = template_of(engine.pid)
+    assert template is not None
 
     engine.send_signal(signal.SIGKILL)
     engine.wait(10)
     killed = time.monotonic()
     try:
-        poll(lambda: not any(alive(pid) for pid in [*executors, child]), timeout=5,
-             what=f"executors {executors} and the call's process {child} to end after the kill")
+        poll(lambda: not any(alive(pid) for pid in [*executors, child, template]), timeout=5,
+             what=f"executors {executors}, the call's process {child} and the template {template} "
+                  "to end after the kill")
     finally:
         with_signal(child, signal.SIGKILL)
     took = time.monotonic() - killed

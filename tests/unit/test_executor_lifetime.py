@@ -9,11 +9,13 @@ import os
 import pytest
 
 from engine.errors import SDKUsageError
+from engine.executor.forkserver import startup_env
 from engine.executor.lifetime import (
     DEFAULT_ORPHAN_TIMEOUT_S,
     ORPHAN_TIMEOUT_ENV,
     Lifetime,
     executor_env,
+    parent_of,
     parse_orphan_timeout,
 )
 
@@ -91,3 +93,21 @@ def test_backends_pass_the_engines_grace_or_the_default(monkeypatch: pytest.Monk
     assert executor_env() == {ORPHAN_TIMEOUT_ENV: f"{DEFAULT_ORPHAN_TIMEOUT_S:g}"}
     monkeypatch.setenv(ORPHAN_TIMEOUT_ENV, "2.5")
     assert executor_env() == {ORPHAN_TIMEOUT_ENV: "2.5"}
+
+
+def test_a_forked_executor_checks_its_template_and_the_templates_parent() -> None:
+    # This process plays the executor, its parent the template, and that one's parent the engine.
+    template, engine = os.getppid(), parent_of(os.getppid())
+    assert engine is not None
+    assert Lifetime(orphan_timeout=10, parent_pid=engine, template_pid=template).check() is None
+    reason = Lifetime(orphan_timeout=10, parent_pid=engine + 100000, template_pid=template).check()
+    assert reason == f"its engine process {engine + 100000} is gone"
+    reason = Lifetime(orphan_timeout=10, parent_pid=engine, template_pid=os.getpid()).check()
+    assert reason == f"its template process {os.getpid()} is gone"
+
+
+def test_what_a_fork_cannot_change_is_what_the_interpreter_reads_at_start() -> None:
+    env = {"PYTHONPATH": "/x", "LD_PRELOAD": "l.so", "GLIBC_TUNABLES": "t", "MALLOC_ARENA_MAX": "2",
+           "TMPDIR": "/tmp/a", "ENGINE_EXCHANGE_DIR": "/e", "SECRET": "s"}
+    assert startup_env(env) == {"PYTHONPATH": "/x", "LD_PRELOAD": "l.so", "GLIBC_TUNABLES": "t",
+                                "MALLOC_ARENA_MAX": "2"}

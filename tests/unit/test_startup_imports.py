@@ -2,7 +2,7 @@
 load (benchmarks/startup.py measures the time; this pins the reason it stays small).
 
 - `import engine` (every user module, every executor) loads no pydantic, openai, gRPC or Docker
-  SDK: `engine.ai` imports pydantic for a schema only, openai when called.
+  SDK: `engine.ai` imports pydantic for a schema only, openai when called; nor uuid or email.
 - `engine.cli` and `engine.backends.early` load no gRPC, Docker SDK or pydantic, so that
   `EarlyStart` begins (and the first container starts) before the heavy imports of `engine run`;
   nor does what its thread uses on docker (`engine.backends.dockerapi`, the runtime tag).
@@ -17,6 +17,8 @@ import sys
 import pytest
 
 HEAVY = ("pydantic", "openai", "grpc", "docker", "aiohttp", "rich", "google.protobuf")
+# Not heavy, but 10-30 ms that nothing in `import engine` needs (a future's id, a Retry-After date).
+NEEDLESS = ("uuid", "platform", "email")
 SERVER_SIDE = ("engine.scheduler", "engine.store", "engine.backends", "engine.server", "engine.runner",
                "engine.config", "aiohttp", "docker", "pydantic", "openai")
 
@@ -32,6 +34,10 @@ def loaded(imports: str, prefixes: tuple[str, ...]) -> list[str]:
                                      "engine.backends.dockerapi, engine.images.tag, engine.images"])
 def test_starting_loads_nothing_heavy(imports: str) -> None:
     assert loaded(imports, HEAVY) == []
+
+
+def test_import_engine_loads_nothing_needless() -> None:
+    assert loaded("engine", NEEDLESS) == []
 
 
 def test_every_public_name_of_images_resolves() -> None:
