@@ -63,6 +63,7 @@ call). Turning the handlers off costs nothing per call.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import inspect
@@ -77,7 +78,7 @@ import tempfile
 import threading
 import traceback
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures as cf
 from concurrent.futures import thread as cf_thread
 from pathlib import Path
@@ -254,17 +255,17 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             for batch in request_iterator:
                 yield pb.RunResponses(responses=[self._answer(fn, r) for r in batch.requests])
             return
+        # Calls side by side, each on a thread of its own (`_CallThreads`): see
+        # CALLS_SWITCH_INTERVAL_S for why the GIL changes hands less often here.
+        sys.setswitchinterval(CALLS_SWITCH_INTERVAL_S)
         done: queue.SimpleQueue[pb.RunResponse | None] = queue.SimpleQueue()
-        workers = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
-
-        def work(request: pb.RunRequest) -> None:
-            done.put(self._answer(fn, request))
+        workers = _CallThreads(self.concurrency, lambda request: done.put(self._answer(fn, request)))
 
         def read() -> None:
             try:
                 for batch in request_iterator:
                     for request in batch.requests:
-                        workers.submit(work, request)
+                        workers.submit(request)
             except Exception:  # noqa: BLE001 - the scheduler went away: stop answering
                 pass
             finally:
@@ -289,7 +290,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                     answers.append(more)
                 yield pb.RunResponses(responses=answers)
         finally:
-            workers.shutdown(wait=False)
+            workers.close()
 
     def _answer(self, fn: Function[..., Any], request: pb.RunRequest) -> pb.RunResponse:
         try:
@@ -389,6 +390,64 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             for dirpath, _dirnames, _ in os.walk(self.code_dir):
                 os.chmod(dirpath, 0o755)
             shutil.rmtree(self.code_dir, ignore_errors=True)
+
+
+# The GIL's switch interval in an executor that runs calls side by side (Python's default is
+# 5 ms). Every thread waiting for the GIL wakes up once per interval to ask for it: when a
+# thousand calls of 200 ms end within a few milliseconds (the leaves of a tree), a thousand
+# threads wait, and at 5 ms their wake-ups alone took more CPU than the calls (2 s of CPU for
+# 1,000 calls in 1.3 s, against 0.3 s in 0.35 s at 50 ms: `benchmarks/README.md`, "Research
+# tree, round two"). Threads that block (on I/O, a sleep, a queue) still hand the GIL on at once;
+# only a call that computes keeps it up to 50 ms before another thread gets a turn.
+CALLS_SWITCH_INTERVAL_S = 0.05
+
+
+class _CallThreads:
+    """The threads that run one stream's calls: one per call running, started as calls arrive
+    (up to `limit`, the function's concurrency) and kept for the next ones.
+
+    `submit` never waits for a thread. `concurrent.futures.ThreadPoolExecutor` starts each
+    thread with `threading.Thread.start`, which blocks until the new thread has run: a batch of
+    500 calls arriving at once (the leaves of a tree) then waits for 500 hand-offs of the GIL
+    one after another, each an OS wake-up of the reading thread on a loaded machine, before
+    the last call of the batch starts. Here a new thread is started with `_thread`, which
+    returns at once; the calls start as the GIL lets them. `threading` sees these threads as
+    "dummy" threads, as it does any thread it did not start (`threading.current_thread()`
+    works in them; they are not joined at exit, and need not be: the executor ends with
+    `os._exit`)."""
+
+    def __init__(self, limit: int, run: Callable[[pb.RunRequest], None]) -> None:
+        self.limit = limit
+        self.run = run
+        self.jobs: queue.SimpleQueue[pb.RunRequest | None] = queue.SimpleQueue()
+        # One token per thread that finished a call and waits for the next: taken by `submit`.
+        # Queues rather than a lock and a count: a thousand calls that end together would all
+        # contend for one lock.
+        self.idle: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self.threads = 0  # only the thread that submits reads and changes it
+
+    def submit(self, request: pb.RunRequest) -> None:
+        """Run `request` on an idle thread, or on a new one. Called from one thread only."""
+        self.jobs.put(request)
+        try:
+            self.idle.get_nowait()  # that thread will take it
+        except queue.Empty:
+            if self.threads < self.limit:  # the scheduler sends at most `limit` calls at once
+                self.threads += 1
+                _thread.start_new_thread(self._work, ())
+
+    def _work(self) -> None:
+        while True:
+            request = self.jobs.get()
+            if request is None:
+                return
+            self.run(request)
+            self.idle.put(None)
+
+    def close(self) -> None:
+        """End the idle threads (and each busy one once its call is done)."""
+        for _ in range(self.threads):
+            self.jobs.put(None)
 
 
 class _Instance:
