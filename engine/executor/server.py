@@ -63,7 +63,6 @@ call). Turning the handlers off costs nothing per call.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import contextlib
 import inspect
@@ -407,14 +406,14 @@ class _CallThreads:
     (up to `limit`, the function's concurrency) and kept for the next ones.
 
     `submit` never waits for a thread. `concurrent.futures.ThreadPoolExecutor` starts each
-    thread with `threading.Thread.start`, which blocks until the new thread has run: a batch of
-    500 calls arriving at once (the leaves of a tree) then waits for 500 hand-offs of the GIL
-    one after another, each an OS wake-up of the reading thread on a loaded machine, before
-    the last call of the batch starts. Here a new thread is started with `_thread`, which
-    returns at once; the calls start as the GIL lets them. `threading` sees these threads as
-    "dummy" threads, as it does any thread it did not start (`threading.current_thread()`
-    works in them; they are not joined at exit, and need not be: the executor ends with
-    `os._exit`)."""
+    thread in `submit`, with `threading.Thread.start`, which blocks until the new thread has
+    run: a batch of 500 calls arriving at once (the leaves of a tree) kept the thread reading
+    the stream for 500 hand-offs of the GIL one after another, each an OS wake-up on a loaded
+    machine, before the last call of the batch was even queued. Here `submit` queues the call
+    and, when no thread is idle, asks a thread of the pool's own (`spawner`) for one more; the
+    reader goes on at once. They are `threading.Thread`s, not bare `_thread` ones: a process a
+    call forks from a thread that `threading` did not start ends with exit code 1 instead of 0
+    (`multiprocessing.Process`, Python 3.11). They end when the stream does (`close`)."""
 
     def __init__(self, limit: int, run: Callable[[pb.RunRequest], None]) -> None:
         self.limit = limit
@@ -424,7 +423,10 @@ class _CallThreads:
         # Queues rather than a lock and a count: a thousand calls that end together would all
         # contend for one lock.
         self.idle: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self.threads = 0  # only the thread that submits reads and changes it
+        self.threads = 0  # threads asked for; only the thread that submits reads and changes it
+        self.wanted: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: one more; False: stop
+        self.spawner = threading.Thread(target=self._spawn, name="calls-spawner", daemon=True)
+        self.spawner.start()
 
     def submit(self, request: pb.RunRequest) -> None:
         """Run `request` on an idle thread, or on a new one. Called from one thread only."""
@@ -434,7 +436,13 @@ class _CallThreads:
         except queue.Empty:
             if self.threads < self.limit:  # the scheduler sends at most `limit` calls at once
                 self.threads += 1
-                _thread.start_new_thread(self._work, ())
+                self.wanted.put(True)
+
+    def _spawn(self) -> None:
+        started = 0
+        while self.wanted.get():
+            started += 1
+            threading.Thread(target=self._work, name=f"call-{started}", daemon=True).start()
 
     def _work(self) -> None:
         while True:
@@ -445,7 +453,8 @@ class _CallThreads:
             self.idle.put(None)
 
     def close(self) -> None:
-        """End the idle threads (and each busy one once its call is done)."""
+        """End the idle threads (and each busy one once its call is done), and the spawner."""
+        self.wanted.put(False)
         for _ in range(self.threads):
             self.jobs.put(None)
 
@@ -581,9 +590,10 @@ def _after_fork_in_child(stdout: Any, stderr: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdout, sys.stderr = stdout, stderr
-    # The executor's worker threads are not in the child, but `concurrent.futures` still lists
-    # them and joins each at exit; the forking thread is one of them, and joining itself raises,
-    # so a `multiprocessing` child that ended well would exit with code 1.
+    # The gRPC server's threads are not in the child, but `concurrent.futures` still lists them
+    # and joins each at exit; the forking thread may be one of them (a call of a function with
+    # concurrency 1 runs on one; others run on `_CallThreads`, which nothing joins), and joining
+    # itself raises, so a `multiprocessing` child that ended well would exit with code 1.
     cf_thread._threads_queues.clear()  # type: ignore[attr-defined]  # a WeakKeyDictionary
 
 

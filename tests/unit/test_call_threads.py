@@ -1,9 +1,10 @@
 """The threads an executor runs side-by-side calls on (`engine.executor.server._CallThreads`):
-one per call running, none waited for when started, kept for the next calls. The calls of a real
+one per call running, started without holding up the caller, kept for the next calls. The calls of a real
 executor are in tests/integration/test_engine_graph.py."""
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
 
@@ -71,3 +72,25 @@ def test_close_ends_the_threads() -> None:
         threading.Event().wait(0.05)
     assert threads.jobs.qsize() == 0
     assert threading.active_count() <= before + 1  # (a dummy thread is listed until collected)
+
+
+def _child() -> None:
+    pass
+
+
+def test_a_process_forked_by_a_call_ends_as_it_would_from_any_thread() -> None:
+    # From a thread that `threading` did not start, a `multiprocessing` child that ends well
+    # exits with 1 (Python 3.11): the calls' threads are `threading.Thread`s.
+    codes: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+
+    def run(request: int) -> None:
+        assert threading.current_thread().name.startswith("call-")
+        child = multiprocessing.get_context("fork").Process(target=_child)
+        child.start()
+        child.join(10)
+        codes.put(child.exitcode)
+
+    threads = _CallThreads(2, run)  # type: ignore[arg-type]
+    threads.submit(1)  # type: ignore[arg-type]
+    assert codes.get(timeout=20) == 0
+    threads.close()
