@@ -77,7 +77,7 @@ import tempfile
 import threading
 import traceback
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures as cf
 from concurrent.futures import thread as cf_thread
 from pathlib import Path
@@ -254,17 +254,17 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             for batch in request_iterator:
                 yield pb.RunResponses(responses=[self._answer(fn, r) for r in batch.requests])
             return
+        # Calls side by side, each on a thread of its own (`_CallThreads`): see
+        # CALLS_SWITCH_INTERVAL_S for why the GIL changes hands less often here.
+        sys.setswitchinterval(CALLS_SWITCH_INTERVAL_S)
         done: queue.SimpleQueue[pb.RunResponse | None] = queue.SimpleQueue()
-        workers = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
-
-        def work(request: pb.RunRequest) -> None:
-            done.put(self._answer(fn, request))
+        workers = _CallThreads(self.concurrency, lambda request: done.put(self._answer(fn, request)))
 
         def read() -> None:
             try:
                 for batch in request_iterator:
                     for request in batch.requests:
-                        workers.submit(work, request)
+                        workers.submit(request)
             except Exception:  # noqa: BLE001 - the scheduler went away: stop answering
                 pass
             finally:
@@ -289,7 +289,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
                     answers.append(more)
                 yield pb.RunResponses(responses=answers)
         finally:
-            workers.shutdown(wait=False)
+            workers.close()
 
     def _answer(self, fn: Function[..., Any], request: pb.RunRequest) -> pb.RunResponse:
         try:
@@ -389,6 +389,74 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             for dirpath, _dirnames, _ in os.walk(self.code_dir):
                 os.chmod(dirpath, 0o755)
             shutil.rmtree(self.code_dir, ignore_errors=True)
+
+
+# The GIL's switch interval in an executor that runs calls side by side (Python's default is
+# 5 ms). Every thread waiting for the GIL wakes up once per interval to ask for it: when a
+# thousand calls of 200 ms end within a few milliseconds (the leaves of a tree), a thousand
+# threads wait, and at 5 ms their wake-ups alone took more CPU than the calls (2 s of CPU for
+# 1,000 calls in 1.3 s, against 0.3 s in 0.35 s at 50 ms: `benchmarks/README.md`, "Research
+# tree, round two"). Threads that block (on I/O, a sleep, a queue) still hand the GIL on at once;
+# only a call that computes keeps it up to 50 ms before another thread gets a turn.
+CALLS_SWITCH_INTERVAL_S = 0.05
+
+
+class _CallThreads:
+    """The threads that run one stream's calls: one per call running, started as calls arrive
+    (up to `limit`, the function's concurrency) and kept for the next ones.
+
+    `submit` never waits for a thread. `concurrent.futures.ThreadPoolExecutor` starts each
+    thread in `submit`, with `threading.Thread.start`, which blocks until the new thread has
+    run: a batch of 500 calls arriving at once (the leaves of a tree) kept the thread reading
+    the stream for 500 hand-offs of the GIL one after another, each an OS wake-up on a loaded
+    machine, before the last call of the batch was even queued. Here `submit` queues the call
+    and, when no thread is idle, asks a thread of the pool's own (`spawner`) for one more; the
+    reader goes on at once. They are `threading.Thread`s, not bare `_thread` ones: a process a
+    call forks from a thread that `threading` did not start ends with exit code 1 instead of 0
+    (`multiprocessing.Process`, Python 3.11). They end when the stream does (`close`)."""
+
+    def __init__(self, limit: int, run: Callable[[pb.RunRequest], None]) -> None:
+        self.limit = limit
+        self.run = run
+        self.jobs: queue.SimpleQueue[pb.RunRequest | None] = queue.SimpleQueue()
+        # One token per thread that finished a call and waits for the next: taken by `submit`.
+        # Queues rather than a lock and a count: a thousand calls that end together would all
+        # contend for one lock.
+        self.idle: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self.threads = 0  # threads asked for; only the thread that submits reads and changes it
+        self.wanted: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: one more; False: stop
+        self.spawner = threading.Thread(target=self._spawn, name="calls-spawner", daemon=True)
+        self.spawner.start()
+
+    def submit(self, request: pb.RunRequest) -> None:
+        """Run `request` on an idle thread, or on a new one. Called from one thread only."""
+        self.jobs.put(request)
+        try:
+            self.idle.get_nowait()  # that thread will take it
+        except queue.Empty:
+            if self.threads < self.limit:  # the scheduler sends at most `limit` calls at once
+                self.threads += 1
+                self.wanted.put(True)
+
+    def _spawn(self) -> None:
+        started = 0
+        while self.wanted.get():
+            started += 1
+            threading.Thread(target=self._work, name=f"call-{started}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            request = self.jobs.get()
+            if request is None:
+                return
+            self.run(request)
+            self.idle.put(None)
+
+    def close(self) -> None:
+        """End the idle threads (and each busy one once its call is done), and the spawner."""
+        self.wanted.put(False)
+        for _ in range(self.threads):
+            self.jobs.put(None)
 
 
 class _Instance:
@@ -522,9 +590,10 @@ def _after_fork_in_child(stdout: Any, stderr: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdout, sys.stderr = stdout, stderr
-    # The executor's worker threads are not in the child, but `concurrent.futures` still lists
-    # them and joins each at exit; the forking thread is one of them, and joining itself raises,
-    # so a `multiprocessing` child that ended well would exit with code 1.
+    # The gRPC server's threads are not in the child, but `concurrent.futures` still lists them
+    # and joins each at exit; the forking thread may be one of them (a call of a function with
+    # concurrency 1 runs on one; others run on `_CallThreads`, which nothing joins), and joining
+    # itself raises, so a `multiprocessing` child that ended well would exit with code 1.
     cf_thread._threads_queues.clear()  # type: ignore[attr-defined]  # a WeakKeyDictionary
 
 

@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import gc
 import json
 import logging
 import os
@@ -134,6 +136,16 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
+@functools.cache
+def _freeze_start_up_objects() -> None:
+    """Once per process, as its first scheduler starts: what exists then (imported modules,
+    the application, the store) lives as long as the process, and out of the collector's sight
+    a full collection during a run has none of it to walk (one took 30-140 ms of the research
+    tree's run, 0 since: benchmarks/README.md, "Research tree, round two"). These objects are
+    still freed by reference counting; only a cycle among them is never collected."""
+    gc.freeze()
+
+
 class Scheduler:
     """Drives runs of applications on a backend, checkpointing into a store."""
 
@@ -202,6 +214,7 @@ class Scheduler:
     # lifecycle
 
     async def start(self) -> None:
+        _freeze_start_up_objects()
         self._loop = asyncio.get_running_loop()
         self._server = grpc.aio.server(options=wire.GRPC_OPTIONS)
         pb_grpc.add_SchedulerCallbackServicer_to_server(CallbackService(self, self.access), self._server)
