@@ -31,20 +31,19 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 LABEL = {"engine.bench": "container_starts"}
 
 
-def start_many(api: Any, image: str, n: int, network_mode: str) -> dict[str, float]:
+def start_together(api: Any, n: int, create: Callable[[], str]) -> dict[str, float]:
+    """`create` (returns a container id) and start N containers from N threads at once; remove
+    them. Times from the first `create`."""
     ids: list[str] = []
 
     def one(_: int) -> tuple[float, float]:
         t0 = time.perf_counter()
-        host_config = api.create_host_config(network_mode=network_mode, init=True, read_only=True,
-                                             cap_drop=["ALL"], tmpfs={"/tmp": "rw,size=64m"})
-        cid = api.create_container(image, entrypoint=["sleep", "60"], host_config=host_config,
-                                   labels=LABEL, detach=True)["Id"]
+        cid = create()
         ids.append(cid)
         t1 = time.perf_counter()
         api.start(cid)
@@ -59,7 +58,16 @@ def start_many(api: Any, image: str, n: int, network_mode: str) -> dict[str, flo
             api.remove_container(cid, force=True)
     ends = sorted(end - began for _, end in results)
     return {"first_started_s": ends[0], "all_started_s": ends[-1],
-            "create_median_s": statistics.median(c for c, _ in results)}
+            "create_median_s": statistics.median(c for c, _ in results),
+            "start_median_s": statistics.median(end - began - c for c, end in results)}
+
+
+def start_many(api: Any, image: str, n: int, network_mode: str) -> dict[str, float]:
+    """N sleeping containers with the executor's non-network settings, in `network_mode`."""
+    host_config = api.create_host_config(network_mode=network_mode, init=True, read_only=True,
+                                         cap_drop=["ALL"], tmpfs={"/tmp": "rw,size=64m"})
+    return start_together(api, n, lambda: api.create_container(
+        image, entrypoint=["sleep", "60"], host_config=host_config, labels=LABEL, detach=True)["Id"])
 
 
 def flag_variants(image: str, exchange: str) -> dict[str, dict[str, Any]]:
@@ -96,28 +104,8 @@ def flag_variants(image: str, exchange: str) -> dict[str, dict[str, Any]]:
 
 
 def start_configs(api: Any, config: dict[str, Any], n: int) -> dict[str, float]:
-    """`start_many` for a full create body."""
-    ids: list[str] = []
-
-    def one(_: int) -> tuple[float, float]:
-        t0 = time.perf_counter()
-        cid = api.create_container_from_config(config, None)["Id"]
-        ids.append(cid)
-        t1 = time.perf_counter()
-        api.start(cid)
-        return t1 - t0, time.perf_counter()
-
-    began = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(n) as pool:
-            results = list(pool.map(one, range(n)))
-    finally:
-        for cid in ids:
-            api.remove_container(cid, force=True)
-    ends = sorted(end - began for _, end in results)
-    return {"first_started_s": ends[0], "all_started_s": ends[-1],
-            "create_median_s": statistics.median(c for c, _ in results),
-            "start_median_s": statistics.median(end - began - c for c, end in results)}
+    """N containers of a full create body."""
+    return start_together(api, n, lambda: api.create_container_from_config(config, None)["Id"])
 
 
 def main_flags(args: argparse.Namespace) -> int:
