@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -41,7 +43,8 @@ from engine.wire.v1 import engine_pb2 as pb  # noqa: E402
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 
 
-async def _pass_on(scheduler: Scheduler, app: Any, mb: int) -> dict[str, float]:
+async def run_pass_on(scheduler: Scheduler, app: Any, mb: int) -> tuple[Any, Any]:
+    """Run `large.pass_on` for `mb` MiB to its end: its `make` and `measure` calls."""
     args = pb.Arguments()
     args.args.add().value.data = wire.dumps(mb)
     run = scheduler.submit_run(app, wire.dumps([mb]), args)
@@ -49,6 +52,29 @@ async def _pass_on(scheduler: Scheduler, app: Any, mb: int) -> dict[str, float]:
     calls = {c.function: c for c in run.calls.values()}
     make, measure = calls["make"], calls["measure"]
     assert make.ended_at and make.started_at and measure.ended_at and measure.started_at
+    return make, measure
+
+
+@contextlib.asynccontextmanager
+async def warm_scheduler(backend: str) -> AsyncIterator[tuple[Scheduler, Any]]:
+    """A scheduler of `large.pass_on` on `backend` in a fresh state directory (removed after),
+    with both functions' executors up and kept."""
+    state_dir = Path(tempfile.mkdtemp(prefix="engine-large-"))
+    store = open_store(store_url(state_dir))
+    app = app_spec_from_function(large.pass_on)
+    scheduler = Scheduler(store, make_backend(backend, state_dir, app), idle_timeout=600)
+    await scheduler.start()
+    try:
+        await run_pass_on(scheduler, app, 0)  # both executors up
+        yield scheduler, app
+    finally:
+        await scheduler.close()
+        store.close()
+        subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+
+
+async def _pass_on(scheduler: Scheduler, app: Any, mb: int) -> dict[str, float]:
+    make, measure = await run_pass_on(scheduler, app, mb)
     return {"from_dispatch_s": measure.ended_at - make.started_at, "make_s": make.ended_at - make.started_at,
             "measure_s": measure.ended_at - measure.started_at}
 
@@ -67,14 +93,8 @@ def _ray(mb: int) -> dict[str, float]:
 
 
 async def _backend(backend: str, pairs: int, mb: int) -> list[dict[str, Any]]:
-    state_dir = Path(tempfile.mkdtemp(prefix="engine-large-paired-"))
-    store = open_store(store_url(state_dir))
-    app = app_spec_from_function(large.pass_on)
-    scheduler = Scheduler(store, make_backend(backend, state_dir, app), idle_timeout=600)
-    await scheduler.start()
     rows = []
-    try:
-        await _pass_on(scheduler, app, 0)  # both executors up
+    async with warm_scheduler(backend) as (scheduler, app):
         for i in range(pairs):
             zero, big = await _pass_on(scheduler, app, 0), await _pass_on(scheduler, app, mb)
             ray = await asyncio.to_thread(_ray, mb)
@@ -85,10 +105,6 @@ async def _backend(backend: str, pairs: int, mb: int) -> list[dict[str, Any]]:
             print(f"{backend} pair {i + 1}: engine {row['engine_mib_per_s']:.0f} MiB/s (make {big['make_s']:.2f} s, "
                   f"measure {big['measure_s']:.2f} s), Ray {row['ray_mib_per_s']:.0f} MiB/s, "
                   f"load {row['loadavg_1m']:.1f}", flush=True)
-    finally:
-        await scheduler.close()
-        store.close()
-        subprocess.run(["rm", "-rf", str(state_dir)], check=False)
     return rows
 
 

@@ -26,9 +26,7 @@ import asyncio
 import functools
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from statistics import median
@@ -37,16 +35,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "apps"))
 
-import large  # noqa: E402
+from large_paired import run_pass_on, warm_scheduler  # noqa: E402  (this directory)
 
-from engine import wire  # noqa: E402
-from engine.app import app_spec_from_function  # noqa: E402
-from engine.runner import make_backend  # noqa: E402
 from engine.scheduler import Scheduler  # noqa: E402
 from engine.scheduler import exchange as exchange_module  # noqa: E402
 from engine.scheduler import scheduler as scheduler_module  # noqa: E402
-from engine.store import open_store, store_url  # noqa: E402
-from engine.wire.v1 import engine_pb2 as pb  # noqa: E402
 
 STEPS = ("claimed", "measure_dispatched", "measure_answered", "settled", "measure_ended")
 _stamps: dict[str, float] = {}
@@ -79,36 +72,20 @@ def _instrument() -> None:
 
 async def _pass_on(scheduler: Scheduler, app: Any, mb: int) -> dict[str, float]:
     _stamps.clear()
-    args = pb.Arguments()
-    args.args.add().value.data = wire.dumps(mb)
-    run = scheduler.submit_run(app, wire.dumps([mb]), args)
-    await run.done.wait()
-    calls = {c.function: c for c in run.calls.values()}
-    make, measure = calls["make"], calls["measure"]
-    assert make.started_at and measure.started_at and measure.ended_at
+    make, measure = await run_pass_on(scheduler, app, mb)
     stamps = {**_stamps, "measure_dispatched": measure.started_at, "measure_ended": measure.ended_at}
     return {step: round(stamps[step] - make.started_at, 3) for step in STEPS if step in stamps}
 
 
 async def _backend(backend: str, runs: int, mb: int, gap: float) -> list[dict[str, Any]]:
-    state_dir = Path(tempfile.mkdtemp(prefix="engine-large-trace-"))
-    store = open_store(store_url(state_dir))
-    app = app_spec_from_function(large.pass_on)
-    scheduler = Scheduler(store, make_backend(backend, state_dir, app), idle_timeout=600)
-    await scheduler.start()
     rows = []
-    try:
-        await _pass_on(scheduler, app, 0)  # both executors up
+    async with warm_scheduler(backend) as (scheduler, app):
         for _ in range(runs):
             await asyncio.sleep(gap)
             zero, big = await _pass_on(scheduler, app, 0), await _pass_on(scheduler, app, mb)
             row = {**big, "zero_measure_ended": zero["measure_ended"], "loadavg_1m": os.getloadavg()[0]}
             rows.append(row)
             print(f"{backend}: " + " ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
-    finally:
-        await scheduler.close()
-        store.close()
-        subprocess.run(["rm", "-rf", str(state_dir)], check=False)
     return rows
 
 
