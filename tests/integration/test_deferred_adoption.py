@@ -121,17 +121,13 @@ def test_kill_9_after_the_hand_off_before_makes_checkpoint_runs_both_again(
     assert executions["make"] == 2 and executions["measure"] == 2, executions
 
 
-def test_measures_outcome_is_held_until_makes_checkpoint_commits(apps, state_dir, side_effects, tmp_path,
-                                                                  monkeypatch) -> None:
-    """In one process, with the hash held back: `measure` runs on the handed-on value and its
-    response arrives, yet nothing of it is acted on — neither call is checkpointed — until the
-    hash is let go; then `make` is checkpointed first, and the run succeeds with the value."""
-    app = apps("app_exchange")
-    hold = tmp_path / "hold-adoption"
-    hold.touch()
-    monkeypatch.setenv(TEST_HOLD_ENV, str(hold))
+def _run_with_measure_held(app: Any, state_dir: Path, side_effects: Any, hold: Path,
+                           observe: Any = lambda run: None) -> tuple[Any, Any]:
+    """`pass_on` in one process, the hash of `make`'s value held back while `hold` exists: once
+    `measure`'s response has arrived and is held, `observe(run)` (what the test sees in that
+    window), then the hash is let go and the run goes to its end. Returns (run, observed)."""
 
-    async def scenario() -> tuple[Any, dict[str, Any]]:
+    async def scenario() -> tuple[Any, Any]:
         store = open_store(store_url(state_dir))
         spec = app_spec_from_function(app.pass_on)
         scheduler = Scheduler(store, make_backend("process", state_dir, spec), max_executors=4)
@@ -143,28 +139,43 @@ def test_measures_outcome_is_held_until_makes_checkpoint_commits(apps, state_dir
             run = scheduler.submit_run(spec, wire.dumps({"size": SIZE}), args)
 
             def measure_answered_and_held() -> bool:
-                calls = {c.function: c for c in run.calls.values()}
-                ms = calls.get("measure")
+                ms = {c.function: c for c in run.calls.values()}.get("measure")
                 # Its executor answered (the response is no longer awaited) but the attempt
                 # still holds the call: the outcome waits for make's checkpoint.
                 return (ms is not None and ms.status == RUNNING and ms.executor is not None
                         and ms.id not in ms.executor.pending)
 
             await _until(measure_answered_and_held, 120, "measure's outcome to arrive")
-            calls = {c.function: c for c in run.calls.values()}
-            held = {"make": calls["make"].status, "measure": calls["measure"].status,
-                    "make_stored": checkpointed_count(state_dir, "make"),
-                    "measure_stored": checkpointed_count(state_dir, "measure"),
-                    "measured": side_effects.count("measure"), "done": run.done.is_set()}
+            observed = observe(run)
             hold.unlink()
             await asyncio.wait_for(run.done.wait(), 120)
-            return run, held
+            return run, observed
         finally:
             hold.unlink(missing_ok=True)  # (a held hash would keep the scheduler's thread)
             await scheduler.close()
             store.close()
 
-    run, held = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_measures_outcome_is_held_until_makes_checkpoint_commits(apps, state_dir, side_effects, tmp_path,
+                                                                  monkeypatch) -> None:
+    """In one process, with the hash held back: `measure` runs on the handed-on value and its
+    response arrives, yet nothing of it is acted on — neither call is checkpointed — until the
+    hash is let go; then `make` is checkpointed first, and the run succeeds with the value."""
+    app = apps("app_exchange")
+    hold = tmp_path / "hold-adoption"
+    hold.touch()
+    monkeypatch.setenv(TEST_HOLD_ENV, str(hold))
+
+    def held_state(run: Any) -> dict[str, Any]:
+        calls = {c.function: c for c in run.calls.values()}
+        return {"make": calls["make"].status, "measure": calls["measure"].status,
+                "make_stored": checkpointed_count(state_dir, "make"),
+                "measure_stored": checkpointed_count(state_dir, "measure"),
+                "measured": side_effects.count("measure"), "done": run.done.is_set()}
+
+    run, held = _run_with_measure_held(app, state_dir, side_effects, hold, held_state)
     assert held == {"make": RUNNING, "measure": RUNNING, "make_stored": 0, "measure_stored": 0,
                     "measured": 1, "done": False}, held
     outcome = read_outcome(state_dir, run.run_id)
@@ -196,31 +207,7 @@ def test_a_value_that_cannot_be_stored_fails_both_calls_and_leaves_nothing(apps,
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_bytes(b"not a directory")
 
-    async def scenario() -> Any:
-        store = open_store(store_url(state_dir))
-        spec = app_spec_from_function(app.pass_on)
-        scheduler = Scheduler(store, make_backend("process", state_dir, spec), max_executors=4)
-        await scheduler.start()
-        try:
-            args = pb.Arguments()
-            args.kwargs["size"].value.data = wire.dumps(SIZE)
-            args.kwargs["log"].value.data = wire.dumps(str(side_effects))
-            run = scheduler.submit_run(spec, wire.dumps({"size": SIZE}), args)
-
-            def measure_answered() -> bool:
-                ms = {c.function: c for c in run.calls.values()}.get("measure")
-                return ms is not None and ms.executor is not None and ms.id not in ms.executor.pending
-
-            await _until(measure_answered, 120, "measure's outcome to arrive")
-            hold.unlink()
-            await asyncio.wait_for(run.done.wait(), 120)
-            return run
-        finally:
-            hold.unlink(missing_ok=True)
-            await scheduler.close()
-            store.close()
-
-    run = asyncio.run(scenario())
+    run, _ = _run_with_measure_held(app, state_dir, side_effects, hold)
     outcome = read_outcome(state_dir, run.run_id)
     assert outcome.status == "failed"
     assert "the value make returned could not be stored" in str(outcome.error()), outcome.error()
