@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import SDKUsageError
@@ -158,11 +157,3 @@ class Backend(abc.ABC):
         return 0
 
 
-def pid_alive(pid: int) -> bool:
-    """A live process on this machine that is not a zombie (for sweeps of what dead engines
-    left: directories named by their engine's pid)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")

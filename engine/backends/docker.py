@@ -77,7 +77,6 @@ from engine.backends.dockerapi import (
     LABEL_OWNER_START,
     START_TIMEOUT_S,
     LocalDocker,
-    _process_stat,
     bridge_ip,
     container_name,
     executor_container,
@@ -99,6 +98,7 @@ from engine.images import (
     host_python_version,
     runtime_image_tag,
 )
+from engine.procstat import stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,11 @@ def _owner_alive(pid: int, start: str) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    stat = _process_stat(pid)
+    stat = stat_fields(pid)
     if stat is None:
         # Gone since the kill(0); or no /proc here, where only the pid can tell.
         return not (start or os.path.exists("/proc/self/stat"))
-    state, now = stat
+    state, now = stat[0], stat[19]
     if state in ("Z", "X"):
         return False  # exited; only its exit status is left for its parent to collect
     return not (start and now != start)  # else: the pid was reused

@@ -28,6 +28,7 @@ import urllib.parse
 from typing import Any
 
 from engine.images.common import EXECUTOR_UID
+from engine.procstat import start_ticks
 
 LABEL_MANAGED = "engine.managed"
 LABEL_INSTANCE = "engine.instance"
@@ -43,26 +44,6 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 START_TIMEOUT_S = 30.0
 
 
-def _process_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) of a process from /proc/PID/stat; None
-    when there is no such entry."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses; fields after it are plain.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def _process_start_ticks(pid: int) -> str:
-    """Start time of a process (clock ticks since boot), to tell a live owner from a process
-    that reused its pid. Empty where /proc is not available."""
-    stat = _process_stat(pid)
-    return stat[1] if stat else ""
-
-
 def owner_labels(instance_id: str, run_id: str, function: str) -> dict[str, str]:
     """The labels of an executor container of the engine instance `instance_id` in this process."""
     pid = os.getpid()
@@ -70,7 +51,7 @@ def owner_labels(instance_id: str, run_id: str, function: str) -> dict[str, str]
         LABEL_MANAGED: "1",
         LABEL_INSTANCE: instance_id,
         LABEL_OWNER_PID: str(pid),
-        LABEL_OWNER_START: _process_start_ticks(pid),
+        LABEL_OWNER_START: start_ticks(pid),
         LABEL_OWNER_HOST: socket.gethostname(),
         LABEL_RUN: run_id,
         LABEL_FUNCTION: function,

@@ -31,11 +31,12 @@ import threading
 import time
 from pathlib import Path
 
-from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo, pid_alive
+from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InfrastructureError
 from engine.executor.blobs import EXCHANGE_ENV
 from engine.executor.forkserver import Forked, ForkServer, ForkServerGone
 from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
+from engine.procstat import alive
 
 
 class ProcessBackend(Backend):
@@ -156,7 +157,7 @@ class ProcessBackend(Backend):
         removed = 0
         for tmp in self.log_dir.glob("*.tmp"):
             pid = tmp.name.rsplit("-", 2)[-2] if tmp.name.count("-") >= 2 else ""
-            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
                 await asyncio.to_thread(remove_tree, tmp)
                 removed += 1
         return removed

@@ -77,11 +77,11 @@ from engine.backends.dockerapi import (
     LABEL_OWNER_PID,
     LABEL_OWNER_START,
     LABEL_RUN,
-    _process_start_ticks,
 )
 from engine.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
 from engine.images import EXECUTOR_PORT, EXECUTOR_UID, docker_client, registry_image, runtime_image_tag
+from engine.procstat import start_ticks
 
 if TYPE_CHECKING:
     from engine.app import AppSpec
@@ -240,7 +240,7 @@ class SwarmBackend(Backend):
         self._read_only = code_read_only
         self._client = docker_client()
         self._owner_pid = os.getpid()
-        self._owner_start = _process_start_ticks(self._owner_pid)
+        self._owner_start = start_ticks(self._owner_pid)
         self._owner_host = socket.gethostname()
         self._executor_env = executor_env()
         self._runtime_tag: str | None = None

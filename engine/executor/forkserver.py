@@ -62,6 +62,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.procstat import alive
+
 #: Prefixes of environment variables read as a process starts, which a fork would not apply.
 STARTUP_PREFIXES = ("PYTHON", "LD_", "GLIBC_", "MALLOC_")
 
@@ -194,7 +196,7 @@ class ForkServer:
         # No longer our grandchildren (adopted by init), so not waited for: watched until gone.
         deadline = time.monotonic() + 5
         for child in children:
-            while _running(child.pid) and time.monotonic() < deadline:
+            while alive(child.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
             child._end(-signal.SIGKILL)
         self._proc.wait()
@@ -215,15 +217,6 @@ class ForkServer:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-
-
-def _running(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def _kill_group(pid: int) -> None:

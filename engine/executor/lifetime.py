@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 
 from engine.errors import SDKUsageError
+from engine.procstat import parent_of
 
 ORPHAN_TIMEOUT_ENV = "ENGINE_EXECUTOR_ORPHAN_TIMEOUT"
 DEFAULT_ORPHAN_TIMEOUT_S = 10.0
@@ -74,18 +75,6 @@ def executor_env() -> dict[str, str]:
     except ValueError as exc:
         raise SDKUsageError(str(exc)) from None
     return {ORPHAN_TIMEOUT_ENV: f"{value:g}"}
-
-
-def parent_of(pid: int) -> int | None:
-    """The parent pid of process `pid` (from /proc/PID/stat), or None when there is none."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses; the fields after it are plain.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return int(fields[1]) if len(fields) > 1 else None
 
 
 class Lifetime:

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.backends.base import pid_alive
+from engine.procstat import alive
 from engine.wire import DEFERRED_PREFIX
 
 # Linux fcntl commands (not exported by Python's fcntl module).
@@ -231,7 +231,7 @@ class Exchanges:
             return 0
         for path in self.root.iterdir():
             pid = path.name.split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed

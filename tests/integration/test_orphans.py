@@ -199,7 +199,7 @@ def test_the_sweep_knows_a_dead_owner_by_more_than_its_pid() -> None:
     import socket
 
     from engine.backends.docker import orphaned
-    from engine.backends.dockerapi import _process_start_ticks
+    from engine.procstat import start_ticks
 
     host = socket.gethostname()
 
@@ -209,7 +209,7 @@ def test_the_sweep_knows_a_dead_owner_by_more_than_its_pid() -> None:
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        start = _process_start_ticks(proc.pid)
+        start = start_ticks(proc.pid)
         assert start
         assert not orphaned(labels(proc.pid, start), "ours", host)  # alive
         assert orphaned(labels(proc.pid, str(int(start) - 1)), "ours", host)  # pid reused

@@ -15,9 +15,9 @@ from engine.executor.lifetime import (
     ORPHAN_TIMEOUT_ENV,
     Lifetime,
     executor_env,
-    parent_of,
     parse_orphan_timeout,
 )
+from engine.procstat import parent_of
 
 
 class Clock:
