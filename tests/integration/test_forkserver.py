@@ -21,18 +21,11 @@ from pathlib import Path
 
 from conftest import APPS_DIR
 from serverlib import template_of
+from test_engine_failures import alive
 
 from engine.backends.base import ExecutorSpec
 from engine.backends.process import ProcessBackend
 from engine.executor.forkserver import TEMPLATE_NAME, Forked
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def test_a_forked_executor_is_a_process_of_its_own(cli, tmp_path: Path) -> None:
