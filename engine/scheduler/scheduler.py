@@ -1749,9 +1749,9 @@ class Scheduler:
 
     async def submit_children(self, run_id: str, parent_id: str, specs: list[pb.FutureSpec]) -> None:
         """Add the futures a running call started (`Submit`); returns once all of them exist.
-        Every one is checked first — well formed, naming functions of the app and, for more
-        than `TAIL_SLICE`, the run's budget for all of them — so a refused batch adds nothing
-        (raises InvalidMessage, SDKUsageError or BudgetRefused). A batch of more than
+        Every one is checked first — well formed, naming functions of the app, and the run's
+        budget for all of them — so a refused batch adds nothing (raises InvalidMessage,
+        SDKUsageError or BudgetRefused). A batch of more than
         `TAIL_SLICE` is added as a large tail call is, that many at a time with the loop served
         between slices; a crash midway leaves the parent running in the store, so resume runs
         it again and it creates the same ids. Raises InvalidMessage if the parent stops running
@@ -1767,7 +1767,7 @@ class Scheduler:
             elif spec.kind != pb.NODE_KIND_SIGNAL and spec.function not in parent.app.functions:
                 parent.app.settings(spec.function)  # raises with a clear message
         try:
-            if len(specs) > TAIL_SLICE and run.budget is not None:
+            if run.budget is not None:
                 refused = run.budget.admit_all(run, specs, parent_id)
                 if refused is not None:
                     raise BudgetRefused(refused)
