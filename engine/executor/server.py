@@ -239,6 +239,9 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self.lifetime.stream_opened()
         if not context.add_callback(self.lifetime.stream_closed):
             self.lifetime.stream_closed()
+        # Tells the scheduler that this executor holds the stream (a blank one counts as ready
+        # for its warm pool only from here: `WarmPool._held`).
+        context.send_initial_metadata(())
         requests = iter(request_iterator)
         first = next(requests, None)
         if first is None:

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 
 from engine.backends.base import BLANK, WARM_ENV, Backend, ExecutorHandle, ExecutorSpec, blank_spec, warm_size
 from engine.scheduler.exchange import Exchanges
-from engine.scheduler.pools import ExecutorState
+from engine.scheduler.pools import ExecutorGone, ExecutorState
 
 log = logging.getLogger("engine.scheduler")
 
@@ -206,23 +206,30 @@ class WarmPool:
                 handle = await self.backend.start_executor(spec)
             ex = ExecutorState(handle, self.backend.channel(handle), None)  # type: ignore[arg-type] # its pool is the taker's
             ex.exchange = exchange
-            ex.open()  # held from now on: it ends with this engine
+            ex.open()
+            await self._held(ex)  # held from now on: it ends with this engine
         except asyncio.CancelledError:
             self.starting -= 1
-            if exchange is not None:
-                exchange.remove()
-            if handle is not None:  # started, not yet anyone's: nothing else would stop it
-                await asyncio.shield(self.backend.stop_executor(handle))
+            if ex is not None:
+                await asyncio.shield(self._stop(ex))
+            else:
+                if exchange is not None:
+                    exchange.remove()
+                if handle is not None:  # started, not yet anyone's: nothing else would stop it
+                    await asyncio.shield(self.backend.stop_executor(handle))
             raise
         except Exception as exc:  # noqa: BLE001 - a blank executor is an optimisation: log, go on
             self.starting -= 1
             self._paused_until = time.monotonic() + RETRY_AFTER_S
             log.warning("could not start a blank executor for the warm pool (again in %.0f s): %s",
                         RETRY_AFTER_S, exc)
-            if exchange is not None:
-                exchange.remove()
-            if handle is not None:
-                await self.backend.stop_executor(handle)
+            if ex is not None:
+                await self._stop(ex)
+            else:
+                if exchange is not None:
+                    exchange.remove()
+                if handle is not None:
+                    await self.backend.stop_executor(handle)
             self._release_waiters()
             return
         self.starting -= 1
@@ -235,6 +242,17 @@ class WarmPool:
                 waiter.set_result(ex)
                 return
         self.ready.append(ex)
+
+    @staticmethod
+    async def _held(ex: ExecutorState) -> None:
+        """Wait until the executor has its end of the `Calls` stream: it answers the stream's
+        opening with its (empty) initial metadata once it counts the stream as its hold
+        (`engine.executor.lifetime`). Until then an engine killed would leave it waiting for
+        `INIT_TIMEOUT_S` (or the next engine's sweep), so only then is it ready. Raises
+        `ExecutorGone` when the stream ends first."""
+        await ex.stream.initial_metadata()
+        if ex.gone is not None or ex.stream.done():
+            raise ex.gone or ExecutorGone("the executor closed its call stream")
 
     def _release_waiters(self) -> None:
         """A start failed: functions waiting beyond what is still on its way start their own."""

@@ -324,6 +324,13 @@ class FakeStream:
     def __init__(self, executor: FakeExecutor) -> None:
         self.executor = executor
 
+    async def initial_metadata(self) -> tuple[()]:
+        """The executor's answer to the stream's opening: it holds the stream from now on."""
+        return ()
+
+    def done(self) -> bool:
+        return self.executor.gone
+
     async def write(self, batch: pb.RunRequests) -> None:
         for request in pb.RunRequests.FromString(batch.SerializeToString()).requests:
             self.executor.receive(request)

@@ -16,8 +16,56 @@ from engine.scheduler import warm
 from engine.scheduler.warm import WarmPool, warm_size
 
 
+class IdleStream:
+    """A `Calls` stream to an executor that waits for calls: it answers the opening (with its
+    initial metadata) once the test lets it (`FakeBackend.holds`), then never ends by itself."""
+
+    def __init__(self, holds: asyncio.Event) -> None:
+        self.holds = holds
+        self.ended = asyncio.Event()
+
+    async def initial_metadata(self) -> tuple[()]:
+        await self.holds.wait()
+        return ()
+
+    def done(self) -> bool:
+        return self.ended.is_set()
+
+    async def write(self, batch: Any) -> None:
+        pass
+
+    async def _batches(self) -> Any:
+        await self.ended.wait()
+        return
+        yield
+
+    def __aiter__(self) -> Any:
+        return self._batches()
+
+
+class IdleChannel:
+    def __init__(self, backend: FakeBackend) -> None:
+        self.backend = backend
+
+    def unary_unary(self, *_: Any, **__: Any) -> Any:
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError("the warm pool only opens the stream")
+        return refuse
+
+    def stream_stream(self, *_: Any, **__: Any) -> Any:
+        def open_stream(*args: Any, **kwargs: Any) -> IdleStream:
+            stream = IdleStream(self.backend.holds)
+            self.backend.streams.append(stream)
+            return stream
+        return open_stream
+
+    async def close(self) -> None:
+        pass
+
+
 class FakeBackend(Backend):
-    """Starts nothing: a start waits until the test releases it (or fails, if told to)."""
+    """Starts nothing: a start waits until the test releases it (or fails, if told to); its
+    executors hold their stream once `holds` is set (at once, unless the test clears it)."""
 
     name = "fake"
 
@@ -27,13 +75,18 @@ class FakeBackend(Backend):
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail = False
+        self.holds = asyncio.Event()
+        self.holds.set()
+        self.streams: list[IdleStream] = []
+
+    def channel(self, handle: ExecutorHandle) -> Any:
+        return IdleChannel(self)
 
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         self.started.append(spec)
         await self.gate.wait()
         if self.fail:
             raise RuntimeError("no image")
-        # Nothing listens there: the stream the pool opens stays pending, as an idle one does.
         return ExecutorHandle(id=f"x{len(self.started)}", address="127.0.0.1:1", function=spec.function)
 
     async def stop_executor(self, handle: ExecutorHandle) -> None:
@@ -68,6 +121,44 @@ def test_fill_starts_up_to_size_within_room() -> None:
         assert len(backend.started) == 3  # full
         await pool.close()
         assert sorted(backend.stopped) == ["x1", "x2", "x3"]
+
+    asyncio.run(scenario())
+
+
+def test_a_blank_executor_is_ready_only_once_it_holds_its_stream() -> None:
+    """Until the executor answers the stream's opening it does not yet count the stream as its
+    hold: an engine killed then would leave it waiting to be initialised, so it is not ready."""
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.holds.clear()
+        pool = WarmPool(backend, 1, {}, room=lambda: 5)
+        pool.fill()
+        await settle()
+        assert len(backend.started) == 1 and pool.live() == 1 and not pool.ready
+        backend.holds.set()
+        await settle()
+        assert len(pool.ready) == 1
+        await pool.close()
+        assert backend.stopped == ["x1"]
+
+    asyncio.run(scenario())
+
+
+def test_a_blank_executor_whose_stream_ends_before_it_holds_it_is_stopped() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.holds.clear()
+        pool = WarmPool(backend, 1, {}, room=lambda: 5)
+        pool.fill()
+        await settle()
+        (stream,) = backend.streams
+        # The executor dies before it holds the stream: the stream ends, then the (empty)
+        # initial metadata of an ended call arrives.
+        stream.ended.set()
+        backend.holds.set()
+        await settle()
+        assert not pool.ready and backend.stopped == ["x1"] and pool.live() == 0
+        await pool.close()
 
     asyncio.run(scenario())
 
