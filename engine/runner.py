@@ -178,21 +178,30 @@ def execute(
                   budget=budget, model=model, rerun=rerun,
                   early=early if early is not None and early.name == backend_name else None,
                   process_ends=process_ends)
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        # The outcome is handed back in `box`, not as the task's result: on the main thread,
+        # Python 3.11's `asyncio.run` ends by formatting a repr of its SIGINT handler, which
+        # holds the task, result and all (the whole research tree's value: 15 ms; a large
+        # value's repr takes seconds and gigabytes).
+        box["value"] = await coro
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         try:
-            return asyncio.run(coro)
+            asyncio.run(main())
+            return box["value"]  # type: ignore[no-any-return]
         except KeyboardInterrupt:
             if "run_id" in started:
                 raise RunInterrupted(started["run_id"]) from None
             raise
     # Called from inside an event loop (a notebook, an async test): run in a thread of its own.
-    box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            asyncio.run(main())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
 

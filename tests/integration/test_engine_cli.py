@@ -31,6 +31,16 @@ def test_run_json_success(cli) -> None:
     assert result["result"] == "HELLO ADA!"
 
 
+def test_run_never_formats_the_result_it_returns(cli, tmp_path) -> None:
+    """`engine run` hands the outcome back without a repr of it: Python 3.11's `asyncio.run`
+    formats its task, result and all, as it ends (seconds and gigabytes for a large value)."""
+    reprs = tmp_path / "reprs"
+    code, out, err = cli("run", f"{APP}:tally", "--input", "5", "--json", env={"APP_CLI_REPRS": str(reprs)})
+    assert code == 0, err
+    assert json.loads(out)["result"] == {"items": [0, 1, 2, 3, 4]}
+    assert not reprs.exists(), reprs.read_text()
+
+
 def test_run_plain_output(cli) -> None:
     code, out, err = cli("run", f"{APP}:greet", "--input", '{"name": "bo", "times": 2}')
     assert code == 0, err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import BaseModel
 
 from engine import application, function
@@ -10,6 +12,23 @@ from engine import application, function
 class Person(BaseModel):
     name: str
     age: int
+
+
+class Tally(BaseModel):
+    """A result that notes each repr taken of it in a file named by $APP_CLI_REPRS."""
+    items: list[int]
+
+    def __repr__(self) -> str:
+        if path := os.environ.get("APP_CLI_REPRS"):
+            with open(path, "a") as f:
+                f.write(f"{os.getpid()}\n")
+        return super().__repr__()
+
+
+@application()
+@function()
+def tally(n: int) -> Tally:
+    return Tally(items=list(range(n)))
 
 
 @function()
