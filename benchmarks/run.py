@@ -25,7 +25,8 @@ tensorlake, and `--max-minutes` skips what is left once the budget is spent — 
   0.5 s and 1 s after the first one started.
 - `first_call` — `warm.py`: an `engine server` per backend with its warm pool of blank
   executors, and one without: creation → dispatch of the first call of a function with no
-  executor yet (store timestamps), and POST → result.
+  executor yet (store timestamps), and POST → result; with the warm pool also for
+  `apps/one_call_models.py` (a pydantic model in and out, as most applications have).
 - `chain` — `apps/chain.py:hop` (K + 1 sequential tail calls) with K and with 1, per backend,
   beside Ray's sequential round trips: the warm per-hop latency.
 - `tree` — `apps/research_tree/app.py`: example 8's recursive research tree (depth 3 ×
@@ -785,12 +786,12 @@ def part_first_call(args: argparse.Namespace, results: dict[str, Any], backends:
     results["first_call"] = {"runs": rows}
     for i in range(args.repeats):
         for backend in backends:
-            for size in (2, 0):
-                if not budget.allows(f"first call on {backend} (warm {size}) repeat {i + 1}"):
+            for app, size in (("plain", 2), ("models", 2), ("plain", 0)):
+                if not budget.allows(f"first call of {app} on {backend} (warm {size}) repeat {i + 1}"):
                     return
-                row = warm.first_call(backend, size, args.timeout)
+                row = warm.first_call(backend, size, args.timeout, app=app)
                 rows.append(row)
-                log(f"served first call on {backend}, warm pool {size}: created → dispatched "
+                log(f"served first call of {app} on {backend}, warm pool {size}: created → dispatched "
                     f"{row['created_to_dispatch_ms']:.1f} ms, POST → result {row['post_to_result_s']:.3f} s")
         write_results(args.out, results)
 

@@ -8,9 +8,10 @@ Run by `run.py --parts ramp,first_call` (or alone: `python benchmarks/warm.py ra
   `slow` calls had started (each on an executor of its own) 0.5 s and 1 s after the first one
   did, and when the last one started.
 - **first_call** — an `engine server` with its warm pool (`ENGINE_WARM_EXECUTORS`, default 2)
-  and one without (0), each given `apps/one_call.py` once its blank executors are up: the time
-  from the call's creation to its dispatch (the store's `created_at` → `started_at`) for a
-  function with no executor yet, and POST → result for the whole request.
+  and one without (0), each given `apps/one_call.py` (or `--app models`: `apps/one_call_models.py`,
+  the same call with a pydantic model in and out) once its blank executors are up: the time from
+  the call's creation to its dispatch (the store's `created_at` → `started_at`) for a function
+  with no executor yet, and POST → result for the whole request.
 """
 
 from __future__ import annotations
@@ -103,9 +104,14 @@ def _warm_ready(port: int) -> int:
                if line.startswith("engine_executors_warm{"))
 
 
-def first_call(backend: str, warm: int, timeout: float = 180) -> dict[str, Any]:
-    """An `engine server` with `warm` blank executors; once they are up, one request of
-    `apps/one_call.py`, whose function has no executor yet."""
+#: The applications `first_call` serves: file, application, request body.
+FIRST_CALL_APPS = {"plain": ("one_call.py", "one", 1), "models": ("one_call_models.py", "one_model", {"x": 1})}
+
+
+def first_call(backend: str, warm: int, timeout: float = 180, app: str = "plain") -> dict[str, Any]:
+    """An `engine server` with `warm` blank executors; once they are up, one request of the
+    application `app` (`FIRST_CALL_APPS`), whose function has no executor yet."""
+    app_file, app_name, body = FIRST_CALL_APPS[app]
     state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-first-"))
     port = _free_port()
     env = {**os.environ, "ENGINE_WARM_EXECUTORS": str(warm), "ENGINE_STATE_DIR": str(state_dir)}
@@ -127,13 +133,13 @@ def first_call(backend: str, warm: int, timeout: float = 180) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise SystemExit(f"bench: the {backend} server's warm pool did not fill")
             time.sleep(0.05)
-        deploy = subprocess.run([*ENGINE_CLI, "deploy", str(HERE / "apps" / "one_call.py"), "--json"],
+        deploy = subprocess.run([*ENGINE_CLI, "deploy", str(HERE / "apps" / app_file), "--json"],
                                 env={**env, "ENGINE_SERVER": f"http://127.0.0.1:{port}"}, cwd=REPO,
                                 capture_output=True, text=True, timeout=timeout)
         if deploy.returncode != 0:
             raise SystemExit(f"bench: deploy failed: {deploy.stderr[-2000:]}")
         start = time.perf_counter()
-        status, answer = _request(port, "POST", "/v1/applications/one/runs?wait=120", 1)
+        status, answer = _request(port, "POST", f"/v1/applications/{app_name}/runs?wait=120", body)
         request_s = time.perf_counter() - start
         if status != 200 or answer.get("status") != "succeeded":
             raise SystemExit(f"bench: the served run gave {status} {answer}")
@@ -147,7 +153,7 @@ def first_call(backend: str, warm: int, timeout: float = 180) -> dict[str, Any]:
             server.wait()
         shutil.rmtree(state_dir, ignore_errors=True)
     root = next(c for c in calls if c.call_id == run.root_call_id)
-    return {"backend": backend, "warm_executors": warm, "run_id": run.run_id,
+    return {"backend": backend, "app": app, "warm_executors": warm, "run_id": run.run_id,
             "created_to_dispatch_ms": (root.started_at - root.created_at) * 1000,
             "run_duration_s": run.ended_at - run.started_at, "post_to_result_s": request_s,
             "loadavg_1m": os.getloadavg()[0]}
@@ -157,12 +163,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("ramp", "first_call"))
     parser.add_argument("--backend", default="docker")
+    parser.add_argument("--app", choices=sorted(FIRST_CALL_APPS), default="plain", help="first_call's application")
     args = parser.parse_args()
     if args.what == "ramp":
         out = [ramp(args.backend, 10, 2.0, RAMP_APP.parent / "engine.yaml"),
                ramp(args.backend, 6, 2.0, RAMP_APP.parent / "max6.yaml")]
     else:
-        out = [first_call(args.backend, 2), first_call(args.backend, 0)]
+        out = [first_call(args.backend, 2, app=args.app), first_call(args.backend, 0, app=args.app)]
     print(json.dumps(out, indent=2))
 
 

@@ -3,7 +3,7 @@
 One executor serves one function of one application (code bundle). The scheduler starts it (as
 a process or a container), sends `Initialize` once with the zipped project, then opens one `Calls`
 stream (a blank executor of the warm pool, `engine.scheduler.warm`, has it opened first, and is
-given its function by `Initialize` later) and writes a `RunRequest` on it for every call routed
+given its function by `Initialize` later: meanwhile it imports pydantic, `_warm_imports`) and writes a `RunRequest` on it for every call routed
 here, up to the function's `concurrency` at once (the calls dispatched together travel in one
 `RunRequests`); each `RunResponse` goes back on the stream as its call finishes, batched with
 whatever other answers are ready then. The executor keeps no state
@@ -148,6 +148,28 @@ def _unpack_code(code_zip: bytes, digest: str) -> Path:
     return root
 
 
+#: A blank executor held by a warm pool waits for a function this long before it uses the wait to
+#: import what applications commonly import (`_warm_imports`): one taken at once (`engine run`'s
+#: first call) is never kept waiting for an import its function may not need.
+WARM_IMPORTS_AFTER_S = 0.05
+
+
+def _warm_imports() -> None:
+    """What a blank executor imports while it waits for a function: pydantic's models, which
+    most applications define (and the engine itself depends on). Importing pydantic and making
+    the first model class take ~130 ms on this machine (benchmarks/README.md, issue 16), which a
+    function's `Initialize` would otherwise spend before its first call; every later model class
+    costs about a millisecond. Nothing else is imported: a blank executor pays for it in memory
+    (about 8 MB), whatever its function turns out to be."""
+    try:
+        from pydantic import BaseModel
+    except ImportError:  # an image without it: nothing to warm
+        return
+
+    class _Warm(BaseModel):  # the first model class imports the rest of pydantic
+        x: int
+
+
 class Executor(pb_grpc.FunctionExecutorServicer):
     def __init__(self, lifetime: Lifetime) -> None:
         self.lifetime = lifetime
@@ -163,10 +185,23 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self.concurrency = 1
         self._lock = threading.Lock()
         self.instance: _Instance | None = None
+        # Set as `Initialize` begins: a blank executor's warm imports (`_warm_up`) start only
+        # before it, and `Initialize` waits for any under way (no two threads import at once).
+        self._given = threading.Event()
+        self._warming: threading.Thread | None = None
 
     # --- Initialize ------------------------------------------------------------------------
 
+    def _warm_up(self) -> None:
+        """Thread body of a blank executor: the warm imports, unless given a function first."""
+        if not self._given.wait(WARM_IMPORTS_AFTER_S):
+            _warm_imports()
+
     def Initialize(self, request: pb.InitializeRequest, context: grpc.ServicerContext) -> pb.InitializeResponse:  # noqa: N802
+        self._given.set()
+        warming = self._warming
+        if warming is not None:
+            warming.join()
         try:
             return self._initialize(request, context)
         finally:
@@ -242,6 +277,10 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         # Tells the scheduler that this executor holds the stream (a blank one counts as ready
         # for its warm pool only from here: `WarmPool._held`).
         context.send_initial_metadata(())
+        if self._warming is None and not self._given.is_set():
+            # Held before it has a function: a blank executor of a warm pool, with time to spare.
+            self._warming = threading.Thread(target=self._warm_up, name="warm-imports", daemon=True)
+            self._warming.start()
         requests = iter(request_iterator)
         first = next(requests, None)
         if first is None:

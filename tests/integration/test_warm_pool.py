@@ -79,6 +79,33 @@ def test_a_served_runs_first_calls_go_to_blank_executors_started_before_it(
     assert sorted(r["pid"] for r in served_by(again["result"])) == sorted(blank)
 
 
+def maps_pydantic(pid: int) -> bool:
+    """Whether the process has pydantic's compiled core loaded."""
+    try:
+        return "pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_blank_executors_import_pydantic_while_they_wait_and_executors_given_a_function_do_not(
+        tmp_path: Path, servers: list[ServerProcess]) -> None:
+    """A blank executor uses its wait for the import most applications begin with; one started
+    for a function is initialised at once and imports only what the function's module does."""
+    server = ServerProcess(tmp_path / "state", env=server_env(2)).start()
+    servers.append(server)
+    poll(lambda: warm_ready(server) == 2, timeout=60, what="two blank executors, up and held")
+    blank = executors_of(server.proc.pid)
+    poll(lambda: all(maps_pydantic(pid) for pid in blank), timeout=30,
+         what="the blank executors to import pydantic while they wait")
+    cold = ServerProcess(tmp_path / "cold", env=server_env(0)).start()
+    servers.append(cold)
+    cold.deploy(APP)  # warm_app.py imports no pydantic
+    run = cold.wait(cold.submit("first", 3))
+    assert run["status"] == "succeeded", run
+    started = executors_of(cold.proc.pid)
+    assert len(started) == 2 and not any(maps_pydantic(pid) for pid in started), started
+
+
 def test_blank_executors_count_within_max_executors(tmp_path: Path, servers: list[ServerProcess]) -> None:
     config = tmp_path / "engine.yaml"
     config.write_text("max_executors: 3\nwarm_executors: 5\n")
