@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    from engine.runner import default_state_dir
+    from engine.paths import default_state_dir
 
     return Path(args.state_dir) if getattr(args, "state_dir", None) else default_state_dir()
 

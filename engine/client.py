@@ -111,7 +111,7 @@ def _echo_call_output(run_id: str) -> None:
     copied from there once the request has ended (it is not streamed while calls run). Never
     raises: the output is a convenience, the run's result is what the caller asked for.
     """
-    from engine.runner import default_state_dir
+    from engine.paths import default_state_dir
     from engine.store import open_store, store_url
 
     try:

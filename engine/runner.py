@@ -30,6 +30,7 @@ from engine.backends.base import Backend
 from engine.backends.early import EarlyStart
 from engine.config import EngineConfig
 from engine.errors import InfrastructureError, SDKUsageError
+from engine.paths import default_state_dir
 from engine.scheduler import Scheduler
 from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import default_max_executors
@@ -59,10 +60,6 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, run_id: str) -> None:
         super().__init__(run_id)
         self.run_id = run_id
-
-
-def default_state_dir() -> Path:
-    return Path(os.environ.get("ENGINE_STATE_DIR") or ".engine")
 
 
 def choose_backend(requested: str | None, app: AppSpec | None) -> tuple[str, str | None]:
