@@ -89,7 +89,7 @@ from engine.errors import (
     PythonVersionMismatch,
 )
 from engine.executor.blobs import EXCHANGE_ENV
-from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
+from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, blank_env, executor_env
 from engine.images import (
     EXECUTOR_PORT,
     FUNCTION_REPOSITORY_PREFIX,
@@ -278,7 +278,7 @@ class DockerBackend(Backend):
     def _create_and_start(self, spec: ExecutorSpec, image: str) -> tuple[str, str]:
         """Create and start the container; return (id, bridge IP). Blocking."""
         self._verify_image(image)
-        binds, environment = {}, {**EXECUTOR_ENV_DEFAULTS, **spec.env, **self._executor_env}
+        binds, environment = {}, {**EXECUTOR_ENV_DEFAULTS, **spec.env, **self._executor_env, **blank_env(spec.function)}
         environment.pop(EXCHANGE_ENV, None)
         if spec.exchange_dir and self.shares_filesystem:
             binds = {os.path.join(spec.exchange_dir, "in"): {"bind": f"{EXCHANGE_MOUNT}/in", "mode": "ro"},

@@ -155,12 +155,13 @@ class EarlyStart:
             executor_container,
             owner_labels,
         )
-        from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
+        from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, blank_env, executor_env
         from engine.images.common import EXECUTOR_PORT
 
         body = executor_container(
             image, labels=owner_labels(self.instance_id, self.spec.run_id, self.spec.function),
-            environment={**EXECUTOR_ENV_DEFAULTS, **self.spec.env, **executor_env()}, cpu=self.spec.cpu,
+            environment={**EXECUTOR_ENV_DEFAULTS, **self.spec.env, **executor_env(), **blank_env(self.spec.function)},
+            cpu=self.spec.cpu,
             memory_gb=self.spec.memory_gb, ephemeral_disk_gb=self.spec.ephemeral_disk_gb, read_only=True)
         if first:
             _give(self._requested, None)

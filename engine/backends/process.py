@@ -35,7 +35,7 @@ from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec, ExitInfo
 from engine.errors import InfrastructureError
 from engine.executor.blobs import EXCHANGE_ENV
 from engine.executor.forkserver import Forked, ForkServer, ForkServerGone
-from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
+from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, blank_env, executor_env
 from engine.procstat import alive
 
 
@@ -64,8 +64,8 @@ class ProcessBackend(Backend):
         # there), removed when it stops: a killed executor cleans nothing up itself.
         tmp = self.log_dir / f"{ident}.tmp"
         tmp.mkdir()
-        env = {**EXECUTOR_ENV_DEFAULTS, **os.environ, **spec.env, **self._executor_env, "PYTHONUNBUFFERED": "1",
-               "TMPDIR": str(tmp)}
+        env = {**EXECUTOR_ENV_DEFAULTS, **os.environ, **spec.env, **self._executor_env, **blank_env(spec.function),
+               "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)}
         env.pop(EXCHANGE_ENV, None)
         if spec.exchange_dir:
             env[EXCHANGE_ENV] = spec.exchange_dir

@@ -79,7 +79,7 @@ from engine.backends.dockerapi import (
     LABEL_RUN,
 )
 from engine.errors import DockerUnavailable, ImageMissing, InfrastructureError
-from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
+from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, blank_env, executor_env
 from engine.images import EXECUTOR_PORT, EXECUTOR_UID, docker_client, registry_image, runtime_image_tag
 from engine.procstat import start_ticks
 
@@ -378,7 +378,7 @@ class SwarmBackend(Backend):
         memory = max(int(spec.memory_gb * 1024**3), 8 * 1024**2)
         nano_cpus = int(spec.cpu * 1e9)
         disk = max(int(spec.ephemeral_disk_gb * 1024**3), 1024**2)
-        env = [f"{k}={v}" for k, v in {**EXECUTOR_ENV_DEFAULTS, **spec.env, **self._executor_env}.items()]
+        env = [f"{k}={v}" for k, v in {**EXECUTOR_ENV_DEFAULTS, **spec.env, **self._executor_env, **blank_env(spec.function)}.items()]
         env.append(f"{ENV_NODE}={{{{.Node.Hostname}}}}")
         mounts = [
             # Swarm's tmpfs takes a size and a mode, no owner: sticky and world-writable, as /tmp.

@@ -65,6 +65,18 @@ def parse_orphan_timeout(text: str | None) -> float:
 # Measured on a 128 MiB value: unpickling 0.2 s -> 0.05 s (benchmarks/README.md, issue 16).
 EXECUTOR_ENV_DEFAULTS = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
+#: Set to 1 in a blank executor's environment (a warm pool's, `engine.backends.base.BLANK`) by
+#: every backend: it will wait for a function, and uses the wait (`engine.executor.server.
+#: _warm_imports`). The executor takes it out of its environment at start.
+BLANK_ENV = "ENGINE_EXECUTOR_BLANK"
+
+
+def blank_env(function: str) -> dict[str, str]:
+    """What a backend adds to the environment of an executor started for `function`."""
+    from engine.backends.base import BLANK  # (the executor itself loads no backend)
+
+    return {BLANK_ENV: "1"} if function == BLANK else {}
+
 
 def executor_env() -> dict[str, str]:
     """What every backend adds to an executor's environment: this engine's orphan grace period

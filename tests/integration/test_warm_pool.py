@@ -70,6 +70,7 @@ def test_a_served_runs_first_calls_go_to_blank_executors_started_before_it(
     # Both functions had no executor: each got one of the two started before the run.
     assert sorted(r["pid"] for r in served_by(result)) == sorted(blank), (result, blank)
     assert result["child"]["x"] == 7
+    assert [r["blank"] for r in served_by(result)] == [None, None]
     # Refilled: two more blank executors, beside the two now serving `first` and `child`.
     now = poll(lambda: (found := executors_of(server.proc.pid)) and len(found) == 4 and found,
                timeout=60, what="the warm pool to refill")

@@ -59,6 +59,38 @@ def test_never_more_threads_than_the_limit_and_a_queued_call_waits_for_one() -> 
     threads.close()
 
 
+def test_threads_started_ahead_wait_for_the_calls_and_take_them() -> None:
+    together = threading.Barrier(6, timeout=10)  # broken unless six calls run at once
+    ran: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def run(request: int) -> None:
+        together.wait()
+        ran.put(threading.get_ident())
+
+    before = set(threading.enumerate())
+
+    def new_call_threads() -> set[threading.Thread]:
+        return {t for t in set(threading.enumerate()) - before if t.name.startswith("call-")}
+
+    threads = _CallThreads(8, run, ahead=6)  # type: ignore[arg-type]
+    for _ in range(200):  # started with no call asking: each hands in its idle token
+        if threads.idle.qsize() == 6:
+            break
+        threading.Event().wait(0.05)
+    assert threads.idle.qsize() == 6
+    ahead = new_call_threads()
+    assert len(ahead) == 6
+    for i in range(6):
+        threads.submit(i)  # type: ignore[arg-type]
+    idents = {ran.get(timeout=10) for _ in range(6)}
+    assert idents == {t.ident for t in ahead}  # the six started ahead took them
+    assert threads.threads == 0 and new_call_threads() == ahead  # and none was asked for
+    threads.close()
+    for t in ahead:
+        t.join(10)
+        assert not t.is_alive()
+
+
 def test_close_ends_the_threads() -> None:
     started = threading.Event()
     threads = _CallThreads(4, lambda request: started.set())  # type: ignore[arg-type,misc]

@@ -11,7 +11,8 @@ from engine import application, function
 
 
 def here() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    # (and that the executor's own marker of a blank start is not the function's to see)
+    return {"host": socket.gethostname(), "pid": os.getpid(), "blank": os.environ.get("ENGINE_EXECUTOR_BLANK")}
 
 
 @function()
