@@ -67,6 +67,13 @@ GRPC_OPTIONS = [
     # Server side: accept those pings on long, quiet calls rather than closing the connection.
     ("grpc.http2.min_ping_interval_without_data_ms", 4_000),
     ("grpc.http2.max_ping_strikes", 0),
+    # Each stream's initial HTTP/2 flow-control window (a gRPC maintainer on grpc-io, 2017:
+    # GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES "tunes the initial window size"; the default is
+    # 64 KiB, which the transport's BDP estimate only grows after some round trips). A thousand
+    # calls dispatched to one executor at once (the research tree's leaves, ~300 bytes each)
+    # waited for window updates: dispatch to the executor's read took a median 421 ms, 4-7 ms
+    # with 4 MiB (benchmarks/README.md, "Research tree, round three").
+    ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
 ]
 
 KIND_NAMES = {
