@@ -35,10 +35,11 @@ Invariants, and where they are enforced:
   answered that it must go (`wire.retires_executor`) is retired — awaited — before its pool is
   pumped again.
 - **Backends report; the scheduler decides.** An executor that died is asked why
-  (`Backend.exit_info`), which becomes a typed failure (`_lost_failure`: out of memory,
-  executor lost, timeout); the scheduler applies the call's retry policy to it.
-- **Nothing is written here.** The dispatcher writes nothing to the store: every change of a
-  call's state goes through the scheduler's side below, which checkpoints it.
+  (`Backend.exit_info`), which becomes a typed failure (`_lost_failure`: out of memory or
+  executor lost; a timeout in `_conclude_slow`); the scheduler applies the call's retry policy
+  to it.
+- **Nothing is written here.** The dispatcher holds no store: every change of a call's status,
+  and every write, goes through the scheduler's side below, which checkpoints it.
 - **Every executor started is stopped.** A start cancelled midway stops what it started; an
   executor retired from a synchronous step is awaited by `stop` (`retire_soon`).
 
