@@ -6,11 +6,12 @@ tests' fake backend (`tests/unit/fakebackend.py`): its executors answer on the s
 event loop, every message still serialised both ways. What is measured is this process's CPU
 time (`time.process_time`) from the run's submission to its end, divided by the calls: the
 scheduler's per-call cost plus the fake executors' (the same for any two source trees), with no
-executor start-up and far less sensitivity to the machine's load than wall times. The fan-out
-stays under 1,000 calls (`PRESTART_TAIL_MIN`): the fake backend does not serve the executors
-that `Scheduler._prestart_tail` starts for a larger tail call (its calls are never answered).
+executor start-up and far less sensitivity to the machine's load than wall times. The fan-out's
+tail call stays within `TAIL_SLICE` (500) futures, `--calls` and its `total`: the fake backend
+does not serve the executors that `Dispatcher.prestart_tail` starts for a larger tail call (its
+calls are never answered, and the run never ends).
 
-    python benchmarks/dispatch_cpu.py --calls 900 --repeats 9
+    python benchmarks/dispatch_cpu.py --calls 450 --repeats 9
     PYTHONPATH=/path/to/other/checkout python benchmarks/dispatch_cpu.py   # that code instead
 
 Prints one JSON object: the CPU seconds of each repeat, their median, and µs per call.
@@ -51,10 +52,15 @@ async def one_run(n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=900)
+    parser.add_argument("--calls", type=int, default=450)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     import engine
+    from engine.scheduler.scheduler import TAIL_SLICE
+
+    if args.calls + 1 > TAIL_SLICE:
+        parser.error(f"--calls {args.calls}: the tail call would have more than TAIL_SLICE ({TAIL_SLICE}) "
+                     "futures, whose prestarted executors the fake backend never serves")
 
     cpus = [asyncio.run(one_run(args.calls)) for _ in range(args.repeats)]
     median = statistics.median(cpus)

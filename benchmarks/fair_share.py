@@ -16,7 +16,7 @@ is n `work` calls (2 executors × 16 slots) and a `total`, n + 2 calls. Per back
   run's duration, and the large run's throughput beside them.
 
 The root function `fanout` hands off by tail call, which releases its executor at once (by
-design: `Scheduler._after_call`), so without more every small run would wait for a new `fanout`
+design: `Dispatcher._after_call`), so without more every small run would wait for a new `fanout`
 executor — a process or container start, slow on a machine the large run saturates — whatever
 the dispatch order. The app is therefore deployed from a copy with an engine.yaml that keeps one
 `fanout` executor warm (`functions: {fanout: {warm_containers: 1}}`, what a user who cares about

@@ -38,8 +38,8 @@ sys.path.insert(0, str(HERE / "apps"))
 from large_paired import run_pass_on, warm_scheduler  # noqa: E402  (this directory)
 
 from engine.scheduler import Scheduler  # noqa: E402
+from engine.scheduler import dispatch as dispatch_module  # noqa: E402
 from engine.scheduler import exchange as exchange_module  # noqa: E402
-from engine.scheduler import scheduler as scheduler_module  # noqa: E402
 
 STEPS = ("claimed", "measure_dispatched", "measure_answered", "settled", "measure_ended")
 _stamps: dict[str, float] = {}
@@ -61,13 +61,13 @@ def _stamp_after(cls: Any, name: str, key: str) -> None:
 def _instrument() -> None:
     _stamp_after(exchange_module.Exchange, "claim", "claimed")
     _stamp_after(exchange_module.Exchange, "settle", "settled")
-    answered = scheduler_module.Scheduler._answered
+    answered = dispatch_module.Dispatcher._answered
 
     def on_answer(self: Any, call: Any, *args: Any) -> None:
         _stamps[f"{call.function}_answered"] = time.time()
         answered(self, call, *args)
 
-    scheduler_module.Scheduler._answered = on_answer  # type: ignore[method-assign]
+    dispatch_module.Dispatcher._answered = on_answer  # type: ignore[method-assign]
 
 
 async def _pass_on(scheduler: Scheduler, app: Any, mb: int) -> dict[str, float]:

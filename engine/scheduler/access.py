@@ -25,7 +25,7 @@ the ids a request names are never trusted on their own:
   (`engine.scheduler.exchange.Deferred`) is named by a token until its call is checkpointed. Its
   executor may return the token as that call's value and nothing else (`Grant.deferred`); a call
   given the token is served no request (`caller`), and its outcome is not acted on
-  (`Scheduler._answered`, `_conclude_slow`), before that checkpoint is committed (`settled`).
+  (`Dispatcher._answered`, `_conclude_slow`), before that checkpoint is committed (`settled`).
 
 Anything else is PERMISSION_DENIED, and one log line says which executor asked for what (its
 function, the run and call named, and what was refused). The SDK raises `AccessDenied`.

@@ -7,7 +7,19 @@ for long: the store's writes are grouped into one commit per loop turn, backends
 blocking work to threads, and a tail call too large to add in one turn is added in slices
 (`_add_tail`), the loop served between them.
 
-Invariants, and where they are enforced:
+The scheduler keeps the call graph, the runs, their checkpoints and what each outcome means
+(retries, tail calls, failures, the run's end). Two layers beside it do the rest:
+
+- the dispatcher (`engine.scheduler.dispatch`) is handed each call once it is `queued`, runs it
+  on an executor of its function's pool, and manages those executors (start, warm pool, reaping,
+  retiring); it tells the scheduler what happened through a few methods (`_attempt_started`,
+  `_take_outcome`, `_attempt_failed`, `_finish_call_failed`, `_schedule_flush`,
+  `_expects_calls`: its docstring lists them), and writes nothing itself;
+- values (`engine.scheduler.values`) reads argument and result values and passes them on,
+  inline or by reference.
+
+Invariants, and where they are enforced (the dispatcher's and values' are in their modules:
+one runner per call, large values move by reference):
 
 - **Checkpoint before use.** Every state change is written to the store as it happens, but acted
   on (dependants released, waiters woken, the run finished) only in `_flush`, after the
@@ -17,14 +29,10 @@ Invariants, and where they are enforced:
 - **Deterministic call IDs** (made by the SDK, `engine.sdk.runtime.child_id`). `_add_call` maps a
   re-submitted ID onto the existing call: a finished call is reused from its checkpoint and never
   runs again, unless its arguments changed (then it runs with the new ones).
-- **One runner per call.** A call is dispatched only from `queued`, and only `_dispatch` moves it
-  to `running`; its executor slot is held until its response arrives or the stream breaks.
 - **A tail call ends its caller.** Once the `tail` state is committed, the caller is finished:
   resume never re-executes it; its value is its tail call's. A large tail call's graph commits
   in slices before it (`_add_tail`); a crash midway re-runs the caller, which re-creates the
   same ids.
-- **Large values move by reference.** A result stored as a blob is handed on as its digest
-  (`wire.PayloadEncoder.reference`), never read into the scheduler to be copied into a message.
 - **One driver per run.** A run is driven only while this process holds its lease
   (`engine.scheduler.leases`); every write of it is fenced by the lease's epoch. A run whose
   lease is lost is abandoned at once (`_lost`): its calls stop, nothing more of it is written.
@@ -40,8 +48,10 @@ Invariants, and where they are enforced:
 - **A rerun is a resume of a copied graph.** `rerun_run` commits a new run whose checkpoints are
   copied from the old run's under the new run's ids (`engine.scheduler.rerun`), then starts it
   with `resume_run`: reuse and re-execution follow resume's rules, not a second copy of them.
-- **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`);
-  the scheduler turns that into a typed failure and applies the call's retry policy.
+- **Backends report, the scheduler decides.** An executor that died is asked why (`exit_info`,
+  by the dispatcher, which makes that a typed failure); the scheduler applies the call's retry
+  policy to it (`_attempt_failed`): a retry is queued again only after its backoff
+  (`Dispatcher.requeue`).
 
 `self.tracer` (`engine.tracing`) only observes: its hooks are told of runs, calls and attempts
 and never change what happens; with tracing off they are empty methods.
@@ -64,17 +74,18 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from engine import tracing, wire
-from engine.backends.base import Backend, ExecutorSpec
-from engine.errors import InfrastructureError, PythonVersionMismatch, SDKUsageError
+from engine.backends.base import Backend
+from engine.errors import InfrastructureError, SDKUsageError
 from engine.scheduler import rerun
 from engine.scheduler.access import Access, Grant
 from engine.scheduler.blobs import BlobService
 from engine.scheduler.budgets import Budget, BudgetRefused, RunBudget, dump_budget, load_budget
 from engine.scheduler.callback import CallbackService
 from engine.scheduler.context import RequestContexts
+from engine.scheduler.dispatch import Dispatcher
 from engine.scheduler.exchange import Deferred, Exchanges, local_blob_dir
 from engine.scheduler.leases import Leases
-from engine.scheduler.pools import ExecutorGone, ExecutorState, Pool
+from engine.scheduler.pools import ExecutorState, Pool
 from engine.scheduler.state import (
     CANCELLED,
     FAILED,
@@ -89,8 +100,9 @@ from engine.scheduler.state import (
     RunState,
     Waiter,
     add_link,
+    task_done,
 )
-from engine.scheduler.warm import WarmPool, warm_size
+from engine.scheduler.values import Values
 from engine.sdk.runtime import child_id
 from engine.statuses import RunStatus
 from engine.store import CallRow, RunRow, SignalRow, Store, StoreUnavailable
@@ -103,17 +115,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.scheduler")
 
 
-# Executors of one function being started at once (see `_pump`): a ramp starts them together
-# (as many as the docker backend's API threads).
-MAX_STARTS_IN_FLIGHT = 16
-# What taking a blank executor from the warm pool and initialising it costs, about (`Pool.wanted`).
-WARM_START_COST = 0.02
-
-
 #: A tail call of more futures than this is added in slices of this many (`Scheduler._add_tail`),
 #: with the loop served between two slices: adding a hundred thousand calls at once held it for
 #: seconds, long enough for executors' streams, lease renewals and HTTP requests to stall. Its
-#: functions' executors start before the first slice (`Scheduler._prestart_tail`). A call's
+#: functions' executors start before the first slice (`Dispatcher.prestart_tail`). A call's
 #: `Submit` of as many futures is added the same way (`Scheduler.submit_children`).
 TAIL_SLICE = 500
 
@@ -165,11 +170,8 @@ class Scheduler:
         `start_warm_pool`."""
         self.store = store
         self.backend = backend
-        self.max_executors = max_executors
-        self.idle_timeout = idle_timeout
         self.on_event = on_event
         self.runs: dict[str, RunState] = {}
-        self.pools: dict[tuple[str, str], Pool] = {}
         self._to_notify: list[CallState] = []
         self._flush_scheduled = False
         self._server: grpc.aio.Server | None = None
@@ -181,19 +183,13 @@ class Scheduler:
         self.exchanges = Exchanges(blob_dir) if blob_dir is not None and backend.shares_filesystem else None
         if self.exchanges is not None:
             self.access.deferred = self.exchanges.deferred
+        # Reads argument and result values, and passes them on (inline or by reference).
+        self.values = Values(store, self.access)
         self.callback_address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        # Seconds an executor takes to start and initialise (moving average; see Pool.wanted).
-        self.start_cost = 0.5
-        self._pools_to_pump: set[Pool] = set()
-        # Executor starts in flight (cancelled, and each stops its executor, on close).
-        self._starts: set[asyncio.Task[None]] = set()
-        # Executors being stopped (`_retire_soon`), awaited by `close`.
-        self._retiring: set[asyncio.Task[None]] = set()
         # Runs whose root failed, finishing what can still progress (`_run_failed`).
         self._failing: dict[str, RunState] = {}
-        self._pump_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
         self.leases = Leases(store)
         # Set when the store stopped answering; the driver reconnects and clears it.
@@ -207,8 +203,15 @@ class Scheduler:
         self.applications: Callable[[str], AppSpec] = local_application
         # OpenTelemetry spans of runs and call attempts; does nothing unless OTEL_* ask for it.
         self.tracer = tracer if tracer is not None else tracing.tracer()
-        self.warm = WarmPool(backend, warm_size(warm_executors, backend.warm_executors), self.tracer.executor_env(),
-                             room=self._warm_room, exchanges=self.exchanges)
+        # Runs the calls that are ready on executors, and manages those (engine.scheduler.dispatch);
+        # these are all it is told of the scheduler.
+        self.dispatcher = Dispatcher(
+            backend, self.access, self.values, self.tracer, exchanges=self.exchanges,
+            max_executors=max_executors, idle_timeout=idle_timeout, warm_executors=warm_executors,
+            attempt_started=self._attempt_started, take_outcome=self._take_outcome,
+            attempt_failed=self._attempt_failed, finish_call_failed=self._finish_call_failed,
+            schedule_flush=self._schedule_flush, expects_calls=self._expects_calls,
+        )
 
     # =========================================================================================
     # lifecycle
@@ -222,6 +225,7 @@ class Scheduler:
         port = self._server.add_insecure_port(f"{self.backend.callback_bind_host}:0")
         await self._server.start()
         self.callback_address = f"{self.backend.callback_host}:{port}"
+        self.dispatcher.start(self.callback_address)
         self._ticker = asyncio.ensure_future(self._tick())
         if self.exchanges is not None:
             await asyncio.to_thread(self.exchanges.sweep)
@@ -230,16 +234,27 @@ class Scheduler:
         if removed:
             log.warning("removed %d executor(s) left behind by an engine that died", removed)
 
+    async def _tick(self) -> None:
+        """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event), and
+        look for signals other processes stored, every lease-renewal interval."""
+        next_poll = time.monotonic()
+        while True:
+            await asyncio.sleep(0.2)
+            self.dispatcher.tick()
+            if time.monotonic() >= next_poll and not self.store_failed:
+                next_poll = time.monotonic() + self.leases.renew_every
+                try:
+                    self._poll_signals()
+                except StoreUnavailable as exc:
+                    self.store_down(exc)
+                except Exception:  # noqa: BLE001 - the next poll tries again; pumping goes on
+                    log.exception("looking for signals failed")
+
     def start_warm_pool(self, *, refill: bool = True, app: AppSpec | None = None) -> None:
         """Start the warm pool's blank executors (after `start`; in the background). With
         `refill=False` and `app` (the one run of `engine run`) the pool is not refilled as they
         are taken, and holds no more than `app` has functions a blank executor fits."""
-        self.warm.refill = refill
-        if app is not None:
-            fitting = sum(1 for s in app.functions.values()
-                          if self.warm.fits(self._executor_spec(self._pool(app, s.name))))
-            self.warm.size = min(self.warm.size, fitting)
-        self.warm.fill()
+        self.dispatcher.start_warm_pool(refill=refill, app=app)
 
     async def close(self) -> None:
         """Stop every executor and the callback server. Runs in flight stay resumable."""
@@ -248,13 +263,7 @@ class Scheduler:
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
-        # Executors still starting: each stops the one it started (`_start_executor_async`).
-        starts = list(self._starts)
-        for task in starts:
-            task.cancel()
-        await asyncio.gather(*starts, return_exceptions=True)
-        # Blank executors go with every other executor in `backend.close`, at once.
-        await asyncio.gather(self.warm.close(stop=False), *list(self._retiring), return_exceptions=True)
+        await self.dispatcher.stop()
         for run in self.runs.values():
             for call in run.calls.values():
                 if call.task is not None and not call.task.done():
@@ -263,10 +272,7 @@ class Scheduler:
                     call.retry_handle.cancel()
         self.store.commit()
         await self.leases.stop()
-        for pool in self.pools.values():
-            for ex in pool.executors:
-                await ex.channel.close()
-        await self.backend.close()
+        await self.dispatcher.close()
         if self.exchanges is not None:
             await asyncio.to_thread(self.exchanges.close)
         if self._server is not None:
@@ -316,12 +322,12 @@ class Scheduler:
             self.store.commit()
             if not self.leases.claim(run_id):
                 raise InfrastructureError(f"run {run_id} was taken by another process as it was created")
-        self._spill_large_values(root.arguments)
+        self.values.spill_large_values(root.arguments)
         run = RunState(run_id=run_id, app=app, root_id=root.id, priority=priority)
         run.budget = RunBudget(budget)
         self.runs[run_id] = run
         self.tracer.run_started(run, self.context.headers_of)
-        self._prestart(app)
+        self.dispatcher.prestart(app)
         self._add_call(run, root, parent_id=None)
         self._arm_budget(run)
         self._schedule_flush()
@@ -376,7 +382,7 @@ class Scheduler:
             **started,
         )
         self.store.reset_unfinished(run_id)
-        self._prestart(app)
+        self.dispatcher.prestart(app)
         # Relink the graph. Calls are in creation order, so dependencies come first.
         for call in run.calls.values():
             if call.status == TAIL:
@@ -403,10 +409,7 @@ class Scheduler:
             # As for new calls: a function's first executor starts while its calls still wait.
             if (call.status == PENDING and not call.dormant and call.kind in RUNS_CODE
                     and not self._waits_for_signal(call)):
-                pool = self._pool(call.app, call.function)
-                if pool.live() == 0:
-                    pool.last_run_id = run_id
-                    self._start_executor(pool)
+                self.dispatcher.start_first(call.app, call.function, run_id)
         for call in list(run.calls.values()):
             if call.status == SUCCEEDED and (call.tail_parents or call.collectors):
                 self._notify(call)
@@ -462,7 +465,7 @@ class Scheduler:
         if run.done.is_set():
             return
         if call.status == RUNNING and call.executor is not None:
-            self._retire_soon(call.executor)
+            self.dispatcher.retire_soon(call.executor)
             if call.task is not None and not call.task.done():
                 call.task.cancel()
         log.info("run %s: %s", run.run_id, failure.message)
@@ -502,7 +505,7 @@ class Scheduler:
                     call.retry_handle.cancel()
                     call.retry_handle = None
                 if call.status == RUNNING and call.executor is not None:
-                    self._retire_soon(call.executor)
+                    self.dispatcher.retire_soon(call.executor)
                 if call.task is not None and not call.task.done():
                     call.task.cancel()
                 if call.status not in FINAL:
@@ -513,12 +516,6 @@ class Scheduler:
             self.tracer.run_ended(run)
             if self.on_event is not None:
                 self.on_event(run, run.calls[run.root_id])
-
-    def _prestart(self, app: AppSpec) -> None:
-        for settings in app.functions.values():
-            pool = self._pool(app, settings.name)
-            for _ in range(max(0, pool.warm_minimum - pool.live())):
-                self._start_executor(pool)
 
     # =========================================================================================
     # the graph
@@ -581,10 +578,7 @@ class Scheduler:
             # Start the function's first executor now, while the call waits for its
             # dependencies: a fan-in's combiner is then warm when its inputs are done. Not for
             # a call that waits for a signal: that may take days, and nothing is held meanwhile.
-            pool = self._pool(call.app, call.function)
-            if pool.live() == 0:
-                pool.last_run_id = run.run_id
-                self._start_executor(pool)
+            self.dispatcher.start_first(call.app, call.function, run.run_id)
         if call.status == PENDING and call.deps_pending == 0:
             self._on_ready(call)
         return call
@@ -652,10 +646,7 @@ class Scheduler:
             return
         if call.kind in RUNS_CODE:
             self._set_status(call, QUEUED)
-            pool = self._pool(call.app, call.function)
-            pool.last_run_id = call.run.run_id
-            pool.queue.append(call)
-            self._want_pump(pool)
+            self.dispatcher.queue(call)
             return
         try:
             self._expand(call)
@@ -668,7 +659,7 @@ class Scheduler:
     def _expand(self, call: CallState) -> None:
         run = call.run
         args = call.spec.arguments.args
-        items = self._items(run, args[0])
+        items = self.values.items(run, args[0])
         fn = call.function
         if call.kind == pb.NODE_KIND_MAP:
             self._set_status(call, TAIL)
@@ -707,84 +698,9 @@ class Scheduler:
         else:
             self._finish_with_payload(call, acc.value)
 
-    def _items(self, run: RunState, arg: pb.Arg) -> list[pb.Arg]:
-        which = arg.WhichOneof("kind")
-        if which == "list":
-            return list(arg.list.items)
-        data: bytes | memoryview
-        if which == "ref":
-            data = self._result_bytes(run.calls[arg.ref])
-        else:
-            data = wire.payload_bytes(arg.value, self.store)
-        value = wire.loads(data)
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"map/reduce input must be a list, got {type(value).__name__}")
-        # Each item becomes one call's argument: a large item is stored once, as a blob.
-        return [pb.Arg(value=wire.PayloadEncoder(self.store).value(v)) for v in value]
-
     def _collect(self, call: CallState) -> None:
-        values = [wire.loads(self._result_bytes(c)) for c in call.children]
+        values = [wire.loads(self.values.result_bytes(c)) for c in call.children]
         self._finish_call_ok(call, wire.dumps(values))
-
-    def _result_bytes(self, call: CallState) -> bytes:
-        if call.result is not None:
-            return call.result
-        if call.result_digest is not None:
-            return self.store.get_blob(call.result_digest)
-        raise KeyError(f"call {call.id} has no result")
-
-    def _result_payload(self, call: CallState, encoder: wire.PayloadEncoder) -> pb.Payload:
-        """A finished call's value for a message: inline, or its blob by reference."""
-        if call.result is not None:
-            return encoder.data(call.result)
-        digest = call.result_digest
-        if digest is None:
-            raise KeyError(f"call {call.id} has no result")
-        if digest.startswith(wire.DEFERRED_PREFIX):  # handed on before it is stored
-            return pb.Payload(blob=digest, size=self.access.deferred[digest].size)
-        return encoder.reference(digest, self.store.blob_size(digest), lambda: self.store.get_blob(digest))
-
-    def _spill_large_values(self, arguments: pb.Arguments) -> None:
-        """Put the large inline values of `arguments` (a run's input) in the blob store."""
-        encoder = wire.PayloadEncoder(self.store)
-        for arg in wire.leaves(arguments):
-            if arg.WhichOneof("kind") == "value" and not arg.value.blob:
-                arg.value.CopyFrom(encoder.data(arg.value.data))
-
-    def _resolve_arguments(self, call: CallState) -> pb.Arguments:
-        src = call.spec.arguments
-        if not call.has_refs:
-            return src
-        calls = call.run.calls
-        encoder = wire.PayloadEncoder(self.store)
-        small = wire.SMALL_VALUE_BYTES
-
-        # Written into one new message in place: a fan-in has a hundred thousand arguments, and
-        # building each as its own message to be copied in costs several times more.
-        def fill(dst: pb.Arg, arg: pb.Arg) -> None:
-            which = arg.WhichOneof("kind")
-            if which == "ref":
-                dep = calls[arg.ref]
-                if dep.result and len(dep.result) <= small:
-                    dst.value.data = dep.result  # what `encoder.data` gives, without a copy
-                else:
-                    dst.value.CopyFrom(self._result_payload(dep, encoder))
-            elif which == "list":
-                dst.list.SetInParent()
-                dst.list.is_tuple = arg.list.is_tuple
-                add = dst.list.items.add
-                for item in arg.list.items:
-                    fill(add(), item)
-            else:
-                dst.CopyFrom(arg)
-
-        out = pb.Arguments()
-        add = out.args.add
-        for a in src.args:
-            fill(add(), a)
-        for key, value in src.kwargs.items():
-            fill(out.kwargs[key], value)
-        return out
 
     # =========================================================================================
     # signals (engine.scheduler.signals)
@@ -873,229 +789,19 @@ class Scheduler:
         self._schedule_flush()
 
     # =========================================================================================
-    # dispatch
+    # the dispatcher's side (engine.scheduler.dispatch): what it tells the scheduler. With
+    # `_attempt_failed`, `_finish_call_failed` (outcomes) and `_schedule_flush`, all it calls here.
 
-    def _pool(self, app: AppSpec, function: str) -> Pool:
-        key = (app.code_digest, function)
-        pool = self.pools.get(key)
-        if pool is None:
-            pool = self.pools[key] = Pool(app, app.settings(function))
-        return pool
-
-    def _active_executors(self) -> int:
-        return self.warm.live() + sum(
-            sum(1 for ex in p.executors if ex.active) + p.starting for p in self.pools.values()
-        )
-
-    def _want_pump(self, pool: Pool) -> None:
-        """Pump `pool` once this loop turn is done: a fan-out queues thousands of calls in one
-        turn, and they are handed out together."""
-        self._pools_to_pump.add(pool)
-        if not self._pump_scheduled and self._loop is not None:
-            self._pump_scheduled = True
-            self._loop.call_soon(self._pump_marked)
-
-    def _pump_marked(self) -> None:
-        self._pump_scheduled = False
-        pools, self._pools_to_pump = self._pools_to_pump, set()
-        for pool in pools:
-            self._pump(pool)
-
-    def _pump(self, pool: Pool) -> None:
-        """Hand queued calls to free executor slots, the runs sharing the pool taking turns
-        (`pools.FairQueue`); start executors when there are none. An application with
-        `max_concurrent_calls` gets no more slots, nor executors, than it has room for."""
-        calls_room = self._call_room(pool.app)
-        while pool.queue and calls_room > 0:
-            ex = pool.free_executor()
-            if ex is None:
-                break
-            call = pool.queue.popleft()
-            if call.status != QUEUED:
-                continue  # cancelled or failed while queued
-            self._dispatch(call, ex)
-            calls_room -= 1
-        if not pool.queue or calls_room <= 0:
-            return
-        now = time.time()
-        want = pool.wanted(now, self.start_cost)
-        warm = self._warm_fits(pool)
-        if warm:  # the blank executors ready cost next to nothing to start
-            want = max(want, min(len(self.warm.ready), pool.wanted(now, WARM_START_COST)))
-        if calls_room < len(pool.queue):
-            want = min(want, -(-int(calls_room) // pool.concurrency))
-        room = self.max_executors - self._active_executors()
-        if warm:
-            room += len(self.warm.ready)  # taking a blank executor adds no executor
-        elif want > room:
-            room += self.warm.evict(want - room)  # blank executors make way for one that cannot use them
-        if pool.live() == 0 and want > 0:
-            room = max(room, 1)  # every function with work gets at least one executor
-        in_flight = max(0, MAX_STARTS_IN_FLIGHT - pool.starting)
-        for _ in range(min(want, room, in_flight)):
-            self._start_executor(pool)
-
-    def _call_room(self, app: AppSpec) -> int | float:
-        """How many more calls of `app`'s runs may start now under its `max_concurrent_calls`
-        (infinite without one). Calls blocked awaiting their children do not count, as for
-        `max_executors`: a call tree deeper than the cap must not deadlock itself."""
-        cap = app.max_concurrent_calls
-        if cap is None:
-            return float("inf")
-        executing = sum(ex.inflight - ex.blocked for p in self.pools.values() if p.app.name == app.name
-                        for ex in p.executors if not ex.stopping)
-        return cap - executing
-
-    def _pump_after_call(self, pool: Pool) -> None:
-        """A call of `pool` ended: its slot is free, and under `max_concurrent_calls` so is
-        room for any function of its application."""
-        self._pump(pool)
-        if pool.app.max_concurrent_calls is not None:
-            for other in list(self.pools.values()):
-                if other is not pool and other.queue and other.app.name == pool.app.name:
-                    self._pump(other)
-
-    async def _tick(self) -> None:
-        """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event), and
-        look for signals other processes stored, every lease-renewal interval."""
-        next_poll = time.monotonic()
-        while True:
-            await asyncio.sleep(0.2)
-            self._pump_all()
-            self.warm.fill()
-            if time.monotonic() >= next_poll and not self.store_failed:
-                next_poll = time.monotonic() + self.leases.renew_every
-                try:
-                    self._poll_signals()
-                except StoreUnavailable as exc:
-                    self.store_down(exc)
-                except Exception:  # noqa: BLE001 - the next poll tries again; pumping goes on
-                    log.exception("looking for signals failed")
-
-    def _pump_all(self) -> None:
-        for pool in list(self.pools.values()):
-            if pool.queue:
-                self._pump(pool)
-
-    def _dispatch(self, call: CallState, ex: ExecutorState) -> None:
-        ex.inflight += 1
-        call.executor = ex
-        if ex.reap is not None:
-            ex.reap.cancel()
-            ex.reap = None
+    def _attempt_started(self, call: CallState) -> float:
+        """The dispatcher gave `call` an executor slot: a new attempt begins, counted in the store
+        too, and `call` is running. Returns when it started."""
         call.attempts += 1
         call.executions += 1
-        call.started_at = time.time()
-        if ex.pool.first_dispatch is None:
-            ex.pool.first_dispatch = call.started_at
+        call.started_at = started_at = time.time()
         self._set_status(call, RUNNING)
         self.context.clear_progress(call)
-        self.store.count_execution(call.run.run_id, call.id, call.attempts, call.started_at)
-        self._send_call(call, ex)
-
-    def _send_call(self, call: CallState, ex: ExecutorState) -> None:
-        """Send the attempt on `ex`'s stream. Its answer, or its timeout, comes back as a
-        callback on the response's future (`_answered`): no task per call, since a fan-out
-        dispatches thousands of calls in one loop turn. Only an attempt that ends badly (its
-        executor gone or to be retired) continues in a task (`_conclude_slow`)."""
-        settings = call.settings
-        try:
-            request = pb.RunRequest(run_id=call.run.run_id, call_id=call.id, attempt=call.attempts,
-                                    arguments=self._resolve_arguments(call),
-                                    trace_context=self.tracer.attempt_started(call, ex))
-        except Exception as exc:  # noqa: BLE001 - an argument that cannot be given fails the call
-            ex.inflight -= 1
-            call.executor = None
-            self._attempt_failed(call, wire.failure_from_exception(
-                exc, function=call.function, call_id=call.id, kind=pb.FAILURE_KIND_INTERNAL))
-            self._schedule_flush()
-            return
-        timeout = settings.config.timeout
-        if not ex.served and settings.config.init_timeout:
-            # A @cls() method: its executor runs the class's constructor before its first call,
-            # within init_timeout (the executor keeps that limit and answers if it is passed).
-            timeout += settings.config.init_timeout
-        self.access.call_started(ex, call, request.arguments)
-        waiter = ex.send(request)
-        call.task = waiter
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, ex.expire, call.id, waiter)
-        waiter.add_done_callback(lambda done: self._answered(call, ex, timer, done))
-
-    def _answered(self, call: CallState, ex: ExecutorState, timer: asyncio.TimerHandle,
-                  waiter: asyncio.Future[pb.RunResponse]) -> None:
-        """The attempt's response arrived, its executor's stream ended, its timeout passed, or
-        the attempt was cancelled (`call.task.cancel()`: the outcome is dropped)."""
-        timer.cancel()
-        if ex.pending.get(call.id) is waiter:
-            del ex.pending[call.id]
-        if waiter.cancelled():
-            self._attempt_dropped(call, ex, waiter)
-            return
-        error = waiter.exception()
-        response = waiter.result() if error is None else None
-        if response is None or wire.retires_executor(response) or self.access.unsettled(ex, call):
-            # Timed out, gone, or without the instance its @cls() method needs (the executor
-            # is stopped, awaited, before anything else goes to its pool); or it was handed a
-            # value not yet checkpointed (`exchange.Deferred`): the rest goes on in a task.
-            call.task = asyncio.ensure_future(self._conclude_slow(call, ex, response, error))
-            return
-        ex.served = True
-        ex.inflight -= 1
-        call.executor = None
-        if call.started_at is not None:
-            ex.pool.observe_call(time.time() - call.started_at)
-        self._conclude(call, ex, response, waiter)
-
-    def _conclude(self, call: CallState, ex: ExecutorState, response: pb.RunResponse,
-                  waiter: asyncio.Future[pb.RunResponse]) -> None:
-        self._take_outcome(call, ex, response, None)
-        self._after_call(ex, tail=response.HasField("tail_call"))
-        self._pump_after_call(ex.pool)
-        self._schedule_flush()
-        self._task_done(call, waiter)
-
-    async def _conclude_slow(self, call: CallState, ex: ExecutorState, response: pb.RunResponse | None,
-                             error: BaseException | None) -> None:
-        """An attempt without a usable answer — its failure (asking the backend why an executor
-        died takes a moment), then the executor retired before its pool is pumped again — or
-        one whose call was handed a value not yet checkpointed: nothing of it (outcome, retry,
-        failure) is acted on or written before that value's call is (`exchange.Deferred`)."""
-        failure: pb.Failure | None = None
-        if isinstance(error, TimeoutError):
-            failure = wire.make_failure(
-                pb.FAILURE_KIND_TIMEOUT,
-                f"{call.function} timed out after {call.settings.config.timeout:g} s "
-                f"(attempt {call.attempts}); its executor was replaced",
-                function=call.function, call_id=call.id, type_name="FunctionTimeout")
-        elif isinstance(error, ExecutorGone):
-            try:
-                failure = await self._lost_failure(call, ex, str(error))
-            except asyncio.CancelledError:
-                self._attempt_dropped(call, ex, asyncio.current_task())
-                raise
-        elif error is not None:
-            raise error
-        else:
-            ex.served = True
-        if self.access.unsettled(ex, call):
-            try:
-                await self.access.settled(ex, call)
-            except asyncio.CancelledError:
-                self._attempt_dropped(call, ex, asyncio.current_task())
-                raise
-        ex.inflight -= 1
-        call.executor = None
-        if response is not None and call.started_at is not None:
-            ex.pool.observe_call(time.time() - call.started_at)
-        self._take_outcome(call, ex, response, failure)
-        if response is None or wire.retires_executor(response):
-            await self._retire(ex)
-        else:
-            self._after_call(ex, tail=response.HasField("tail_call"))
-        self._pump_after_call(ex.pool)
-        self._schedule_flush()
-        self._task_done(call, asyncio.current_task())
+        self.store.count_execution(call.run.run_id, call.id, call.attempts, started_at)
+        return started_at
 
     def _take_outcome(self, call: CallState, ex: ExecutorState, response: pb.RunResponse | None,
                       failure: pb.Failure | None) -> None:
@@ -1121,93 +827,6 @@ class Scheduler:
         self.access.call_ended(ex, call)
         self.tracer.attempt_ended(call, response, failure, dropped)
 
-    def _attempt_dropped(self, call: CallState, ex: ExecutorState, task: asyncio.Future[Any] | None) -> None:
-        """The attempt (its response future, or the task that went on with it) was cancelled
-        before its outcome was handled."""
-        self.access.call_ended(ex, call)
-        ex.inflight -= 1
-        call.executor = None
-        self._task_done(call, task)
-        self.tracer.attempt_ended(call, None, None, dropped=True)
-
-    @staticmethod
-    def _task_done(call: CallState, task: asyncio.Future[Any] | None) -> None:
-        """Forget the attempt's future (or task) once it has its outcome: one kept by each of
-        a fan-out's calls would hold a few hundred bytes each."""
-        if call.task is task:
-            call.task = None
-
-    def _prestart_tail(self, call: CallState, tail: pb.TailCall) -> None:
-        """Start the executors that a large tail call's new calls need before they are added
-        (as `_add_call` would on the first of each function), so that they start while the
-        graph is added slice by slice; none for a graph with a signal (a call waiting for one
-        holds nothing)."""
-        functions: set[str] = set()
-        for spec in tail.futures:
-            if spec.kind == pb.NODE_KIND_SIGNAL:
-                return
-            if spec.kind == pb.NODE_KIND_CALL:
-                functions.add(spec.function)
-        for function in sorted(functions):
-            try:
-                pool = self._pool(call.app, function)
-            except SDKUsageError:
-                continue  # no such function: refused when the call is added
-            if pool.live() == 0:
-                pool.last_run_id = call.run.run_id
-                self._start_executor(pool)
-
-    async def _lost_failure(self, call: CallState, ex: ExecutorState, detail: str) -> pb.Failure:
-        name, limit = call.function, call.settings.config
-        # The stream breaks the moment the process dies; the container's state (and its
-        # OOMKilled flag) may take a moment longer to settle.
-        deadline = time.monotonic() + 3.0
-        info = await self.backend.exit_info(ex.handle)
-        while not info.exited and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            info = await self.backend.exit_info(ex.handle)
-        if info.oom_killed:
-            return wire.make_failure(
-                pb.FAILURE_KIND_OUT_OF_MEMORY,
-                f"{name} ran out of memory (limit {limit.memory:g} GB) and was killed (attempt {call.attempts})",
-                function=name, call_id=call.id, type_name="OutOfMemory")
-        detail = info.detail or detail
-        code = f", exit code {info.exit_code}" if info.exit_code is not None else ""
-        return wire.make_failure(
-            pb.FAILURE_KIND_EXECUTOR_LOST,
-            f"the executor of {name} died mid-call ({detail}{code}, attempt {call.attempts})",
-            function=name, call_id=call.id, type_name="ExecutorLost")
-
-    def _after_call(self, ex: ExecutorState, *, tail: bool) -> None:
-        """An executor slot came free. A caller that handed off by tail call releases its
-        executor at once; otherwise idle executors go after `idle_timeout`."""
-        pool = ex.pool
-        if ex.inflight or pool.queue or ex.stopping:
-            return
-        idle_others = sum(1 for e in pool.executors if not e.stopping and e is not ex)
-        if idle_others + 1 <= pool.warm_minimum:
-            return
-        if tail:
-            self._retire_soon(ex)
-        elif self._loop is not None:
-            ex.reap = self._loop.call_later(self.idle_timeout, self._reap, ex)
-
-    def _reap(self, ex: ExecutorState) -> None:
-        ex.reap = None
-        if ex.inflight != 0 or ex.stopping:
-            return
-        if self._loop is not None and self._expects_calls(ex.pool):
-            # The executor started for a fan-in's combiner (`_add_call`) stays warm while its
-            # call waits for its inputs, rather than being restarted when they are done.
-            ex.reap = self._loop.call_later(self.idle_timeout, self._reap, ex)
-            return
-        # Judged again now, and out of the pool at once (`_retire` takes a loop step): executors
-        # that went idle together each have a timer, and must not all go below the warm minimum.
-        others = sum(1 for e in ex.pool.executors if not e.stopping and e is not ex)
-        if others >= ex.pool.warm_minimum:
-            ex.pool.executors.remove(ex)
-            self._retire_soon(ex)
-
     def _expects_calls(self, pool: Pool) -> bool:
         """Whether a call of `pool` waits for its dependencies (not for a signal, which may take
         days) in a run being driven. A scan of the runs' calls, once per idle timeout, newest
@@ -1221,144 +840,6 @@ class Scheduler:
                         and not self._waits_for_signal(call)):
                     return True
         return False
-
-    def _retire_soon(self, ex: ExecutorState) -> None:
-        """Retire `ex` from a synchronous step; `close` waits for what is still retiring, so
-        that the engine never exits with an executor it meant to stop still running."""
-        task = asyncio.ensure_future(self._retire(ex))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
-
-    async def _retire(self, ex: ExecutorState) -> None:
-        if ex.stopping:
-            return
-        ex.stopping = True
-        if ex.reap is not None:
-            ex.reap.cancel()
-        pool = ex.pool
-        if ex in pool.executors:
-            pool.executors.remove(ex)
-        self.access.revoke(ex)
-        try:
-            if ex.reader is not None:
-                ex.reader.cancel()
-            await ex.channel.close()
-            await self.backend.stop_executor(ex.handle)
-        finally:
-            self._pump_all()
-            self.warm.fill()  # room came free
-
-    def _start_executor(self, pool: Pool) -> None:
-        if self._closed:
-            return  # (an executor retired as the engine closes frees a slot: nothing to fill)
-        pool.starting += 1
-        task = asyncio.ensure_future(self._start_executor_async(pool))
-        self._starts.add(task)
-        task.add_done_callback(self._starts.discard)
-
-    def _executor_spec(self, pool: Pool) -> ExecutorSpec:
-        settings = pool.settings
-        return ExecutorSpec(
-            function=settings.name, run_id=pool.last_run_id, cpu=settings.config.cpu,
-            memory_gb=settings.config.memory, ephemeral_disk_gb=settings.config.ephemeral_disk,
-            gpu=str(settings.config.gpu) if settings.config.gpu else None,
-            image=settings.image_tag, concurrency=settings.config.concurrency,
-            env={**self.tracer.executor_env(), **settings.env()}, constraints=settings.constraints,
-        )
-
-    def _warm_room(self) -> int:
-        """Room for blank executors: what `max_executors` leaves, and none while calls wait
-        for executors (a ramp comes first; the pool refills once the queues are empty)."""
-        if any(p.queue for p in self.pools.values()):
-            return 0
-        return self.max_executors - self._active_executors()
-
-    def _warm_fits(self, pool: Pool) -> bool:
-        """Whether a blank executor of the warm pool is ready for `pool`'s function."""
-        if not self.warm.ready:
-            return False
-        if pool.warm_fits is None:
-            pool.warm_fits = self.warm.fits(self._executor_spec(pool))
-        return pool.warm_fits
-
-    async def _start_executor_async(self, pool: Pool) -> None:
-        app, settings = pool.app, pool.settings
-        spec = self._executor_spec(pool)
-        handle = None
-        ex: ExecutorState | None = None
-        exchange = None
-        started = time.monotonic()
-        try:
-            # A blank executor of the warm pool when one fits (its stream already open, its
-            # exchange directory made), else one of the function's own.
-            ex = await self.warm.take(spec)
-            if ex is not None:
-                handle, ex.pool, exchange = ex.handle, pool, ex.exchange
-            else:
-                exchange = self.exchanges.new() if self.exchanges is not None else None
-                if exchange is not None:
-                    spec = dataclasses.replace(spec, exchange_dir=str(exchange.root))
-                handle = await self.backend.start_executor(spec)
-                ex = ExecutorState(handle, self.backend.channel(handle), pool)
-            reply = await ex.stub.Initialize(pb.InitializeRequest(
-                protocol_version=wire.PROTOCOL_VERSION, function=settings.name,
-                code_zip=app.code_zip, code_digest=app.code_digest, module=settings.module,
-                callback_address=self.callback_address, concurrency=settings.config.concurrency,
-                credential=self.access.issue(ex, settings.name, exchange),
-            ), timeout=120)
-            if reply.python_version.split(".")[:2] != wire.python_version().split(".")[:2]:
-                raise PythonVersionMismatch(
-                    f"the executor runs Python {reply.python_version} but the engine runs "
-                    f"{wire.python_version()}; cloudpickle needs the same minor version on both "
-                    "sides: rebuild the image with `engine image build`"
-                )
-        except asyncio.CancelledError:
-            pool.starting -= 1
-            if exchange is not None:
-                exchange.remove()
-            if ex is not None:
-                self.access.revoke(ex)
-            if handle is not None:  # started, not yet ours: nothing else would ever stop it
-                await asyncio.shield(self.backend.stop_executor(handle))
-            raise
-        except Exception as exc:  # noqa: BLE001 - every start failure fails the queued calls
-            pool.starting -= 1
-            if exchange is not None:
-                exchange.remove()
-            if ex is not None:
-                self.access.revoke(ex)
-            if handle is not None:
-                await self.backend.stop_executor(handle)
-            if self._closed:
-                return  # the engine is stopping (its backend, its channels): not the start's fault
-            pool.start_failures += 1
-            message = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            self._fail_queue(pool, f"could not start an executor for {settings.name}: {message}")
-            return
-        pool.starting -= 1
-        pool.start_failures = 0
-        if ex.stream is None:  # not a blank executor: what a start costs (see Pool.wanted)
-            self.start_cost = 0.7 * self.start_cost + 0.3 * (time.monotonic() - started)
-            ex.open()
-        if self._closed:
-            self.access.revoke(ex)
-            await self.backend.stop_executor(handle)
-            return
-        pool.executors.append(ex)
-        self._pump(pool)
-        self._after_call(ex, tail=False)
-        self._schedule_flush()
-
-    def _fail_queue(self, pool: Pool, message: str) -> None:
-        if pool.live() > 0:
-            return  # other executors can still serve the queue
-        while pool.queue:
-            call = pool.queue.popleft()
-            if call.status == QUEUED:
-                failure = wire.make_failure(pb.FAILURE_KIND_INTERNAL, message, function=call.function,
-                                            call_id=call.id, type_name="InfrastructureError")
-                self._finish_call_failed(call, failure)
-        self._schedule_flush()
 
     # =========================================================================================
     # outcomes
@@ -1391,7 +872,7 @@ class Scheduler:
         or lost) or the scheduler closes."""
         run = call.run
         try:
-            self._prestart_tail(call, tail)
+            self.dispatcher.prestart_tail(call, tail)
             futures = tail.futures
             slices = [futures[i:i + TAIL_SLICE] for i in range(0, len(futures), TAIL_SLICE)]
             for adding in (False, True):
@@ -1412,7 +893,7 @@ class Scheduler:
             self._tail_added(call, tail)
             self._schedule_flush()
         finally:
-            self._task_done(call, asyncio.current_task())
+            task_done(call, asyncio.current_task())
 
     def _screen_futures(self, call: CallState, specs: Iterable[pb.FutureSpec], grant: Grant | None) -> bool:
         """Whether futures of `call`'s tail call may be added: well formed, and passing only
@@ -1477,7 +958,7 @@ class Scheduler:
                                    error_kind=wire.failure_kind_name(failure.kind),
                                    error_message=failure.message)
             if self._loop is not None:
-                call.retry_handle = self._loop.call_later(delay, self._requeue, call)
+                call.retry_handle = self._loop.call_later(delay, self.dispatcher.requeue, call)
             return
         self._finish_call_failed(call, failure)
         if own and failure.kind == pb.FAILURE_KIND_REQUEST_ERROR:
@@ -1488,14 +969,6 @@ class Scheduler:
             if root.status == TAIL:
                 self._finish_call_failed(root, failure)
             self._finish_run(run, RunStatus.FAILED, failure=failure)
-
-    def _requeue(self, call: CallState) -> None:
-        call.retry_handle = None
-        if call.status != QUEUED or call.run.done.is_set():
-            return
-        pool = self._pool(call.app, call.function)
-        pool.queue.append(call)
-        self._want_pump(pool)
 
     def _finish_call_ok(self, call: CallState, data: bytes) -> None:
         result, digest = self.store.keep(data)
@@ -1520,7 +993,7 @@ class Scheduler:
         Everything else that waits for `call` (awaiting parents, tail callers, the run's end)
         waits for that checkpoint, as for any call."""
         deferred.owner.deferred.discard(deferred.token)  # type: ignore[attr-defined]
-        call.result_digest = deferred.token  # in memory only, for `_resolve_arguments`
+        call.result_digest = deferred.token  # in memory only, for `Values.resolve_arguments`
         early = [dep for dep in call.dependants
                  if dep.deps_pending == 1 and dep.status == PENDING and dep.kind in RUNS_CODE]
         if early:
@@ -1559,7 +1032,7 @@ class Scheduler:
                 call.result_digest = None
             self.access.deferred.pop(deferred.token, None)
             deferred.committed.set()
-            self._task_done(call, asyncio.current_task())
+            task_done(call, asyncio.current_task())
 
     def _succeed(self, call: CallState, result: bytes | None, digest: str | None) -> None:
         """Record the call's value: `result` inline or the blob `digest` (one of the two)."""
@@ -1593,7 +1066,7 @@ class Scheduler:
         if call.status == RUNNING and call.executor is not None:
             # Its code is still running there: stop the executor, so that nothing of a
             # cancelled run keeps working, nor takes a slot another call would be given.
-            self._retire_soon(call.executor)
+            self.dispatcher.retire_soon(call.executor)
         if call.task is not None and not call.task.done():
             call.task.cancel()
         if call.retry_handle is not None:
@@ -1800,7 +1273,7 @@ class Scheduler:
             ex = self._executor_of(parent)
             if ex is not None:
                 ex.blocked += 1
-                self._pump_all()  # a blocked executor frees room for the children it waits on
+                self.dispatcher.pump_all()  # a blocked executor frees room for the children it waits on
             try:
                 await asyncio.wait_for(waiter.event.wait(), timeout)
             except asyncio.TimeoutError:
@@ -1817,7 +1290,7 @@ class Scheduler:
         for i in request.ids:
             c = run.calls[i]
             if c.status == SUCCEEDED:
-                response.outcomes.add(id=i, value=self._result_payload(c, encoder))
+                response.outcomes.add(id=i, value=self.values.result_payload(c, encoder))
             elif c.status in (FAILED, CANCELLED) and c.failure is not None:
                 response.outcomes.add(id=i, failure=c.failure)
         return response
@@ -1846,11 +1319,11 @@ class Scheduler:
         return sum(r.counts[status] for r in self.runs.values())
 
     def executors_live(self) -> int:
-        return sum(p.live() for p in self.pools.values()) + self.warm.live()
+        return self.dispatcher.executors_live()
 
     def executors_warm(self) -> int:
         """Blank executors of the warm pool ready now (`engine.scheduler.warm`)."""
-        return len(self.warm.ready)
+        return len(self.dispatcher.warm.ready)
 
     def queued_call_ids(self, run_id: str) -> frozenset[str]:
         """Calls of a live run waiting for an executor slot: a state the store does not keep."""

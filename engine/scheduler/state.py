@@ -119,6 +119,13 @@ class CallState:
         return f"<Call {self.function} {self.id} {self.status}>"
 
 
+def task_done(call: CallState, task: asyncio.Future[Any] | None) -> None:
+    """Forget `call`'s attempt future (or task) once it has its outcome: one kept by each of
+    a fan-out's calls would hold a few hundred bytes each."""
+    if call.task is task:
+        call.task = None
+
+
 @dataclass
 class RunState:
     run_id: str

@@ -6,7 +6,7 @@ this machine's Python (process), started from the *blank spec* — default resou
 executor and its own spec is the blank one but for its name, the scheduler takes a blank
 executor from here and gives it the function by `Initialize` (the code bundle, the module, the
 callback address, a credential): milliseconds instead of a container start
-(`Scheduler._start_executor_async`). A function with its own image, resources, secrets or
+(`Dispatcher._start_executor_async`, `engine.scheduler.dispatch`). A function with its own image, resources, secrets or
 constraints starts its own executor, as before.
 
 - **Started early**: when the scheduler is told to (`Scheduler.start_warm_pool`: `engine server`
@@ -21,7 +21,7 @@ constraints starts its own executor, as before.
   `max_executors`; a function that cannot use one, when there is no other room, makes ready
   ones go (`evict`).
 - **Refilled** (`engine server`; not for the one run of `engine run`) in the background
-  whenever one is taken, when room comes free, and on the scheduler's tick; never while calls wait for executors (`Scheduler._warm_room`: their ramp
+  whenever one is taken, when room comes free, and on the scheduler's tick; never while calls wait for executors (`Dispatcher._warm_room`: their ramp
   comes first). A start that fails is not retried for `RETRY_AFTER_S` (a missing image must not
   loop).
 - **Stopped** with the scheduler (`close`): those starting stop what they started.

@@ -1,5 +1,5 @@
 """A call's attempt on the fake backend (`tests/unit/fakebackend.py`) without a task per call:
-`Scheduler._send_call` sends it and its response, timeout, executor loss or cancellation comes
+`Dispatcher._send_call` sends it and its response, timeout, executor loss or cancellation comes
 back as a callback on the response's future (`_answered`); only an attempt without a usable
 answer continues in a task (`_conclude_slow`). And the store writes a call dispatched before its
 row was sent with that row's INSERT (`Store.count_execution`).

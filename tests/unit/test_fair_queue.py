@@ -1,6 +1,6 @@
 """The fair queue alone (`engine.scheduler.pools.FairQueue`): runs take turns, weighted by
-priority; a finished run's calls leave at once; and `max_concurrent_calls` as the scheduler's
-pump applies it (`Scheduler._pump`), with no executor or backend behind it."""
+priority; a finished run's calls leave at once; and `max_concurrent_calls` as the dispatcher's
+pump applies it (`Dispatcher.pump`), with no executor or backend behind it."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_retried_call_goes_to_the_back_of_its_run() -> None:
     assert drain(q) == ["a-1", "a-0"]
 
 
-# --- max_concurrent_calls, as the scheduler's pump applies it -----------------------------------
+# --- max_concurrent_calls, as the dispatcher's pump applies it -----------------------------------
 
 
 class FakeExecutor:
@@ -129,9 +129,9 @@ class FakeExecutor:
         self.active = True
 
 
-def scheduler_with(cap: int | None, concurrency: int = 100) -> tuple[Any, list[Any]]:
+def dispatcher_with(cap: int | None, concurrency: int = 100) -> tuple[Any, list[Any]]:
+    from engine.scheduler.dispatch import Dispatcher
     from engine.scheduler.pools import Pool
-    from engine.scheduler.scheduler import Scheduler
     from engine.scheduler.warm import WarmPool
 
     app = SimpleNamespace(name="app", max_concurrent_calls=cap)
@@ -141,19 +141,19 @@ def scheduler_with(cap: int | None, concurrency: int = 100) -> tuple[Any, list[A
     ex = FakeExecutor(pool)
     pool.executors.append(ex)  # type: ignore[arg-type]
     dispatched: list[Any] = []
-    sched = Scheduler.__new__(Scheduler)
-    sched.pools = {("digest", "f"): pool}
-    sched.max_executors = 4
-    sched.start_cost = 0.5
-    sched.warm = WarmPool(None, 0, {}, room=lambda: 0)  # type: ignore[arg-type] # no warm pool
+    dispatcher = Dispatcher.__new__(Dispatcher)
+    dispatcher.pools = {("digest", "f"): pool}
+    dispatcher.max_executors = 4
+    dispatcher.start_cost = 0.5
+    dispatcher.warm = WarmPool(None, 0, {}, room=lambda: 0)  # type: ignore[arg-type] # no warm pool
 
     def dispatch(call: Any, executor: Any) -> None:
         executor.inflight += 1
         dispatched.append(call)
 
-    sched._dispatch = dispatch  # type: ignore[method-assign]
-    sched._start_executor = lambda pool: None  # type: ignore[method-assign]
-    return sched, dispatched
+    dispatcher._dispatch = dispatch  # type: ignore[method-assign]
+    dispatcher._start_executor = lambda pool: None  # type: ignore[method-assign]
+    return dispatcher, dispatched
 
 
 def queued_call(run: Any, n: int) -> Any:
@@ -161,41 +161,41 @@ def queued_call(run: Any, n: int) -> Any:
 
 
 def test_max_concurrent_calls_caps_every_run_of_the_application_together() -> None:
-    sched, dispatched = scheduler_with(cap=5)
-    pool = next(iter(sched.pools.values()))
+    dispatcher, dispatched = dispatcher_with(cap=5)
+    pool = next(iter(dispatcher.pools.values()))
     a, b = make_run("a"), make_run("b")
     for i in range(10):
         pool.queue.append(queued_call(a, i))
         pool.queue.append(queued_call(b, i))
-    sched._pump(pool)
+    dispatcher.pump(pool)
     assert [c.id for c in dispatched] == ["a-0", "b-0", "a-1", "b-1", "a-2"]
-    sched._pump(pool)
+    dispatcher.pump(pool)
     assert len(dispatched) == 5  # no room until one ends
     pool.executors[0].inflight -= 2
-    sched._pump(pool)
+    dispatcher.pump(pool)
     assert [c.id for c in dispatched[5:]] == ["b-2", "a-3"]
 
 
 def test_blocked_calls_do_not_count_against_max_concurrent_calls() -> None:
-    sched, dispatched = scheduler_with(cap=2)
-    pool = next(iter(sched.pools.values()))
+    dispatcher, dispatched = dispatcher_with(cap=2)
+    pool = next(iter(dispatcher.pools.values()))
     run = make_run("a")
     for i in range(4):
         pool.queue.append(queued_call(run, i))
-    sched._pump(pool)
+    dispatcher.pump(pool)
     assert len(dispatched) == 2
     pool.executors[0].blocked = 2  # both parents wait on their children
-    sched._pump(pool)
+    dispatcher.pump(pool)
     assert len(dispatched) == 4
 
 
 def test_without_a_cap_the_executor_is_the_limit() -> None:
-    sched, dispatched = scheduler_with(cap=None, concurrency=3)
-    pool = next(iter(sched.pools.values()))
+    dispatcher, dispatched = dispatcher_with(cap=None, concurrency=3)
+    pool = next(iter(dispatcher.pools.values()))
     run = make_run("a")
     for i in range(10):
         pool.queue.append(queued_call(run, i))
-    sched._pump(pool)
+    dispatcher.pump(pool)
     assert len(dispatched) == 3
 
 

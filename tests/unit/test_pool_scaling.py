@@ -1,7 +1,8 @@
 """Executor pools on the fake backend (`tests/unit/fakebackend.py`): how many executors the
 scheduler starts for queued calls, how many calls each one gets, when they go, what a failed
-start does, and how the runs sharing a pool take turns (`engine.scheduler.pools`,
-`Scheduler._pump`, `_after_call`, `_fail_queue`; docs/configuration.md, docs/server.md).
+start does, and how the runs sharing a pool take turns (`engine.scheduler.pools`; the
+dispatcher's `pump`, `_after_call`, `_fail_queue` in `engine.scheduler.dispatch`;
+docs/configuration.md, docs/server.md).
 
 Calls of functions without a handler are held until the test answers them, so every state a
 test asserts on is one the test brought about, not one it hopes to catch in time.
