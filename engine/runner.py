@@ -236,7 +236,7 @@ async def _drive(
                               warm_executors=app.config.warm_executors)
         await scheduler.start()
         if early is not None and early.made(backend):
-            scheduler.dispatcher.warm.adopt([asyncio.wrap_future(f) for f in early.handles], early.spec)
+            scheduler.adopt_blank_executors([asyncio.wrap_future(f) for f in early.handles], early.spec)
         # One run: blank executors serve its functions' first calls; refilling them as they are
         # taken would start executors this run will not use (an `engine server` refills).
         scheduler.start_warm_pool(refill=False, app=app)

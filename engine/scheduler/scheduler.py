@@ -68,13 +68,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from engine import tracing, wire
-from engine.backends.base import Backend
+from engine.backends.base import Backend, ExecutorHandle, ExecutorSpec
 from engine.errors import InfrastructureError, SDKUsageError
 from engine.scheduler import rerun
 from engine.scheduler.access import Access, Grant
@@ -255,6 +255,11 @@ class Scheduler:
         `refill=False` and `app` (the one run of `engine run`) the pool is not refilled as they
         are taken, and holds no more than `app` has functions a blank executor fits."""
         self.dispatcher.start_warm_pool(refill=refill, app=app)
+
+    def adopt_blank_executors(self, handles: list[Awaitable[ExecutorHandle | None]], spec: ExecutorSpec) -> None:
+        """Blank executors started before this scheduler (`engine.backends.early`), by `spec`,
+        each handle as it comes up: the warm pool takes them over."""
+        self.dispatcher.warm.adopt(handles, spec)
 
     async def close(self) -> None:
         """Stop every executor and the callback server. Runs in flight stay resumable."""
