@@ -125,16 +125,22 @@ def test_fill_starts_up_to_size_within_room() -> None:
     asyncio.run(scenario())
 
 
+async def one_starting_unheld() -> tuple[FakeBackend, WarmPool]:
+    """A pool of one blank executor, started, whose stream it does not hold yet."""
+    backend = FakeBackend()
+    backend.holds.clear()
+    pool = WarmPool(backend, 1, {}, room=lambda: 5)
+    pool.fill()
+    await settle()
+    assert len(backend.started) == 1 and pool.live() == 1 and not pool.ready
+    return backend, pool
+
+
 def test_a_blank_executor_is_ready_only_once_it_holds_its_stream() -> None:
     """Until the executor answers the stream's opening it does not yet count the stream as its
     hold: an engine killed then would leave it waiting to be initialised, so it is not ready."""
     async def scenario() -> None:
-        backend = FakeBackend()
-        backend.holds.clear()
-        pool = WarmPool(backend, 1, {}, room=lambda: 5)
-        pool.fill()
-        await settle()
-        assert len(backend.started) == 1 and pool.live() == 1 and not pool.ready
+        backend, pool = await one_starting_unheld()
         backend.holds.set()
         await settle()
         assert len(pool.ready) == 1
@@ -146,11 +152,7 @@ def test_a_blank_executor_is_ready_only_once_it_holds_its_stream() -> None:
 
 def test_a_blank_executor_whose_stream_ends_before_it_holds_it_is_stopped() -> None:
     async def scenario() -> None:
-        backend = FakeBackend()
-        backend.holds.clear()
-        pool = WarmPool(backend, 1, {}, room=lambda: 5)
-        pool.fill()
-        await settle()
+        backend, pool = await one_starting_unheld()
         (stream,) = backend.streams
         # The executor dies before it holds the stream: the stream ends, then the (empty)
         # initial metadata of an ended call arrives.
