@@ -15,7 +15,9 @@ constraints starts its own executor, as before.
 - **Held**: each blank executor's `Calls` stream is opened as soon as it accepts connections
   (the executor accepts it before `Initialize`), so that, like every executor, it ends by
   itself within the orphan grace when its engine dies (`engine.executor.lifetime`), and the
-  next engine sweeps whatever container is left (`Backend.cleanup_orphans`).
+  next engine sweeps whatever container is left (`Backend.cleanup_orphans`). It is ready only
+  once it has answered the stream's opening (`_held`): before that, an engine killed would
+  leave it waiting to be initialised.
 - **Bounded**: at most `size` blank executors, ready or starting (`warm_executors` in
   engine.yaml, or `ENGINE_WARM_EXECUTORS`; 0 turns the pool off). They count against
   `max_executors`; a function that cannot use one, when there is no other room, makes ready

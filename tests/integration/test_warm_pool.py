@@ -189,8 +189,8 @@ def test_blank_containers_of_a_killed_server_end_and_are_swept(
     servers.append(server)
     pid = server.proc.pid
     try:
-        # Held from the moment they accept connections (one killed before that, as any executor
-        # still starting, waits for the next engine's sweep).
+        # Ready once each has answered its stream's opening, i.e. holds it (one killed before
+        # that, as any executor still starting, waits for the next engine's sweep).
         poll(lambda: warm_ready(server) == 2, timeout=120, what="two blank containers, up and held")
         server.kill9()
         # Never initialised, but held by their Calls stream: they end within the grace (or,
