@@ -1,16 +1,16 @@
 """The function executor: a gRPC server that runs calls of one function.
 
-One executor serves one function of one application (code bundle). The scheduler starts it (as
-a process or a container), sends `Initialize` once with the zipped project, then opens one `Calls`
+One executor serves one function of one application (code bundle). The scheduler starts it (as a
+process or a container), sends `Initialize` once with the zipped project, then opens one `Calls`
 stream (a blank executor of the warm pool, `engine.scheduler.warm`, has it opened first, and is
-given its function by `Initialize` later; meanwhile it imports pydantic, `_warm_imports`) and writes a `RunRequest` on it for every call routed
-here, up to the function's `concurrency` at once (the calls dispatched together travel in one
-`RunRequests`); each `RunResponse` goes back on the stream as its call finishes, batched with
-whatever other answers are ready then. The executor keeps no state
-between calls beyond the imported code: every outcome goes back in the `RunResponse`, and the
-scheduler checkpoints it. The one exception is the instance of a `@cls()` class
-(`engine.sdk.stateful`): an executor of one of its methods builds it before its first call, once,
-and serves every later call with it (`_Instance`).
+given its function by `Initialize` later; meanwhile it imports pydantic, `_warm_imports`) and
+writes a `RunRequest` on it for every call routed here, up to the function's `concurrency` at
+once (the calls dispatched together travel in one `RunRequests`); each `RunResponse` goes back on
+the stream as its call finishes, batched with whatever other answers are ready then. The executor
+keeps no state between calls beyond the imported code: every outcome goes back in the
+`RunResponse`, and the scheduler checkpoints it. The one exception is the instance of a `@cls()`
+class (`engine.sdk.stateful`): an executor of one of its methods builds it before its first call,
+once, and serves every later call with it (`_Instance`).
 
 A call's return value is either a value (pickled into the response), or a `Future` — a tail call:
 its graph is encoded into the response and the call is over; the executor's slot is free at once.

@@ -6,8 +6,8 @@ this machine's Python (process), started from the *blank spec* — default resou
 executor and its own spec is the blank one but for its name, the scheduler takes a blank
 executor from here and gives it the function by `Initialize` (the code bundle, the module, the
 callback address, a credential): milliseconds instead of a container start
-(`Dispatcher._start_executor_async`, `engine.scheduler.dispatch`). A function with its own image, resources, secrets or
-constraints starts its own executor, as before.
+(`Dispatcher._start_executor_async`, `engine.scheduler.dispatch`). A function with its own
+image, resources, secrets or constraints starts its own executor, as before.
 
 - **Started early**: when the scheduler is told to (`Scheduler.start_warm_pool`: `engine server`
   once it listens, `engine run` before it submits the run). A function that needs an executor
@@ -22,10 +22,10 @@ constraints starts its own executor, as before.
   engine.yaml, or `ENGINE_WARM_EXECUTORS`; 0 turns the pool off). They count against
   `max_executors`; a function that cannot use one, when there is no other room, makes ready
   ones go (`evict`).
-- **Refilled** (`engine server`; not for the one run of `engine run`) in the background
-  whenever one is taken, when room comes free, and on the scheduler's tick; never while calls wait for executors (`Dispatcher._warm_room`: their ramp
-  comes first). A start that fails is not retried for `RETRY_AFTER_S` (a missing image must not
-  loop).
+- **Refilled** (`engine server`; not for the one run of `engine run`) in the background whenever
+  one is taken, when room comes free, and on the scheduler's tick; never while calls wait for
+  executors (`Dispatcher._warm_room`: their ramp comes first). A start that fails is not retried
+  for `RETRY_AFTER_S` (a missing image must not loop).
 - **Stopped** with the scheduler (`close`): those starting stop what they started.
 """
 
@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from engine.backends.base import BLANK, WARM_ENV, Backend, ExecutorHandle, ExecutorSpec, blank_spec, warm_size
-from engine.scheduler.exchange import Exchanges
+from engine.scheduler.exchange import Exchange, Exchanges
 from engine.scheduler.pools import ExecutorGone, ExecutorState
 
 log = logging.getLogger("engine.scheduler")
@@ -212,26 +212,14 @@ class WarmPool:
             await self._held(ex)  # held from now on: it ends with this engine
         except asyncio.CancelledError:
             self.starting -= 1
-            if ex is not None:
-                await asyncio.shield(self._stop(ex))
-            else:
-                if exchange is not None:
-                    exchange.remove()
-                if handle is not None:  # started, not yet anyone's: nothing else would stop it
-                    await asyncio.shield(self.backend.stop_executor(handle))
+            await asyncio.shield(self._discard(ex, exchange, handle))
             raise
         except Exception as exc:  # noqa: BLE001 - a blank executor is an optimisation: log, go on
             self.starting -= 1
             self._paused_until = time.monotonic() + RETRY_AFTER_S
             log.warning("could not start a blank executor for the warm pool (again in %.0f s): %s",
                         RETRY_AFTER_S, exc)
-            if ex is not None:
-                await self._stop(ex)
-            else:
-                if exchange is not None:
-                    exchange.remove()
-                if handle is not None:
-                    await self.backend.stop_executor(handle)
+            await self._discard(ex, exchange, handle)
             self._release_waiters()
             return
         self.starting -= 1
@@ -244,6 +232,17 @@ class WarmPool:
                 waiter.set_result(ex)
                 return
         self.ready.append(ex)
+
+    async def _discard(self, ex: ExecutorState | None, exchange: Exchange | None, handle: ExecutorHandle | None) -> None:
+        """Undo a start that did not finish: whatever of it exists is nobody's yet, and nothing
+        else would stop it."""
+        if ex is not None:
+            await self._stop(ex)  # its stream, channel, exchange directory and executor
+            return
+        if exchange is not None:
+            exchange.remove()
+        if handle is not None:
+            await self.backend.stop_executor(handle)
 
     @staticmethod
     async def _held(ex: ExecutorState) -> None:
