@@ -36,6 +36,7 @@ from engine.scheduler.context import headers_json
 from engine.scheduler.scheduler import default_max_executors
 from engine.sdk.ai import MODEL_HEADER
 from engine.store import open_store, store_url
+from engine.timeouts import within
 from engine.wire.v1 import engine_pb2 as pb
 
 Progress = Callable[[str, dict[str, int]], None]
@@ -265,8 +266,8 @@ async def _drive(
                 progress(run.run_id, run.progress())
             while not run.done.is_set():
                 try:
-                    await asyncio.wait_for(run.done.wait(), 0.1)
-                except asyncio.TimeoutError:
+                    await within(0.1, run.done.wait())
+                except TimeoutError:
                     pass
                 if progress is not None:
                     progress(run.run_id, run.progress())

@@ -99,6 +99,7 @@ from engine.images import (
     runtime_image_tag,
 )
 from engine.procstat import stat_fields
+from engine.timeouts import connects
 
 log = logging.getLogger(__name__)
 
@@ -364,16 +365,10 @@ class DockerBackend(Backend):
         deadline = loop.time() + START_TIMEOUT_S
         next_check = loop.time() + 0.5
         while True:
-            try:
-                # Not `asyncio.wait_for`: on Python 3.11 it loses a cancellation that arrives as
-                # the connect fails (python/cpython#86296), and a cancelled start then polled on
-                # for START_TIMEOUT_S (test_a_cancelled_start_leaves_no_container, 1 run in 3).
-                async with asyncio.timeout(1.0):
-                    _reader, writer = await asyncio.open_connection(ip, EXECUTOR_PORT)
-            except (OSError, TimeoutError):
-                pass
-            else:
-                writer.close()
+            # `connects`, not `asyncio.wait_for`: that loses a cancellation arriving as the
+            # connect fails (engine.timeouts), and a cancelled start then polled on for
+            # START_TIMEOUT_S (test_a_cancelled_start_leaves_no_container, 1 run in 3).
+            if await connects(ip, EXECUTOR_PORT, 1.0):
                 return
             now = loop.time()
             if now >= next_check or now >= deadline:

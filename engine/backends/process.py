@@ -37,6 +37,7 @@ from engine.executor.blobs import EXCHANGE_ENV
 from engine.executor.forkserver import Forked, ForkServer, ForkServerGone
 from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, blank_env, executor_env
 from engine.procstat import alive
+from engine.timeouts import within
 
 
 class ProcessBackend(Backend):
@@ -165,8 +166,8 @@ class ProcessBackend(Backend):
     async def exit_info(self, handle: ExecutorHandle) -> ExitInfo:
         proc: subprocess.Popen[bytes] | Forked = handle.ref  # type: ignore[assignment]
         try:
-            code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 2.0)
-        except asyncio.TimeoutError:
+            code = await within(2.0, asyncio.to_thread(proc.wait))
+        except TimeoutError:
             return ExitInfo(exited=False, detail="executor still running but unreachable")
         detail = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return ExitInfo(exited=True, exit_code=code, detail=detail)

@@ -82,6 +82,7 @@ from engine.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, blank_env, executor_env
 from engine.images import EXECUTOR_PORT, EXECUTOR_UID, docker_client, registry_image, runtime_image_tag
 from engine.procstat import start_ticks
+from engine.timeouts import connects
 
 if TYPE_CHECKING:
     from engine.app import AppSpec
@@ -555,12 +556,7 @@ class SwarmBackend(Backend):
         host, port = address.rsplit(":", 1)
         next_check = loop.time() + 0.5
         while True:
-            try:
-                _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
-            except (OSError, asyncio.TimeoutError):
-                pass
-            else:
-                writer.close()
+            if await connects(host, int(port), 1.0):
                 return
             now = loop.time()
             if now >= next_check or now >= deadline:

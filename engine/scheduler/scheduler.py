@@ -106,6 +106,7 @@ from engine.scheduler.values import Values
 from engine.sdk.runtime import child_id
 from engine.statuses import RunStatus
 from engine.store import CallRow, RunRow, SignalRow, Store, StoreUnavailable
+from engine.timeouts import within
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -1280,8 +1281,8 @@ class Scheduler:
                 ex.blocked += 1
                 self.dispatcher.pump_all()  # a blocked executor frees room for the children it waits on
             try:
-                await asyncio.wait_for(waiter.event.wait(), timeout)
-            except asyncio.TimeoutError:
+                await within(timeout, waiter.event.wait())
+            except TimeoutError:
                 pass
             finally:
                 if ex is not None:

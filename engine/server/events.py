@@ -28,6 +28,7 @@ from typing import Any
 from engine.server.views import node, run_summary
 from engine.statuses import RUN_FINAL
 from engine.store import Store
+from engine.timeouts import within
 
 KEEP_ALIVE_SECONDS = 15.0
 
@@ -69,8 +70,8 @@ class EventHub:
                 if left <= 0:
                     return False
                 try:
-                    await asyncio.wait_for(wake.wait(), min(left, 1.0))
-                except asyncio.TimeoutError:
+                    await within(min(left, 1.0), wake.wait())
+                except TimeoutError:
                     pass
             return False
         finally:
@@ -106,9 +107,9 @@ class EventHub:
                     yield sse_event("end", {"run_id": run_id, "status": row.status})
                     return
                 try:
-                    await asyncio.wait_for(wake.wait(), 1.0)
+                    await within(1.0, wake.wait())
                     await asyncio.sleep(0.05)  # one read for a burst of transitions
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 if time.monotonic() - last_beat > KEEP_ALIVE_SECONDS:
                     last_beat = time.monotonic()

@@ -61,6 +61,7 @@ import aiohttp
 from engine.server.views import failure_json
 from engine.statuses import RunStatus
 from engine.store import Delivery, DeliveryAttempt, RunRow, RunWebhook, Store, StoreUnavailable
+from engine.timeouts import within
 
 log = logging.getLogger("engine.server.webhooks")
 
@@ -210,8 +211,8 @@ class Sender:
                     log.exception("webhooks: claiming deliveries failed")
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
+                await within(wait, self._wake.wait())
+            except TimeoutError:
                 pass
 
     def body(self, delivery: Delivery) -> bytes:
