@@ -9,7 +9,11 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: setup docker image browser postgres demo test test-unit test-docker lint protos protos-check bench bench-server clean
 
+# The engine's own sources are byte-compiled on every `make setup` (up-to-date files are skipped):
+# where PYTHONDONTWRITEBYTECODE is set, Python never caches them itself, and every `engine run`
+# and executor template compiled them again (about 0.14 s of a one-call run's 0.7 s here).
 setup: $(STAMP)
+	@$(BIN)/python -m compileall -q engine
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
