@@ -14,20 +14,17 @@ run together, delayed the container's creation by about half a second; in sequen
 imports while Docker works. So the thread does little before that request: on docker it reads
 the runtime image's tag (cached, `engine.images.tag`) and speaks to the Docker engine through
 `engine.backends.dockerapi`'s small client, with the container definition the docker backend
-uses, and never imports the Docker SDK or gRPC. This module imports nothing heavy itself (nor
-does what it imports: `tests/unit/test_startup_imports.py`).
+uses, and never imports the Docker SDK or gRPC. This module imports nothing heavy itself, not
+even asyncio before its thread runs (nor does what it imports: `tests/unit/test_startup_imports.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +59,7 @@ class EarlyStart:
         self.spec = blank_spec({})
         # docker: the instance id its containers are labelled with (the docker backend made for
         # the run takes it, and with it their ownership: its `close` removes them).
-        self.instance_id = uuid.uuid4().hex[:12]
+        self.instance_id = os.urandom(6).hex()
         # docker: the runtime image the first container was created from (None: there was none).
         self._image: concurrent.futures.Future[str | None] = concurrent.futures.Future()
         # The backend made here (None: none was).
@@ -147,6 +144,8 @@ class EarlyStart:
     def _docker_executor(self, docker: LocalDocker, image: str, *, first: bool) -> ExecutorHandle | None:
         """Create and start one blank container and wait until it accepts connections (the
         docker backend's `start_executor`, on this thread); None when it could not."""
+        import socket
+
         from engine.backends.dockerapi import (
             START_TIMEOUT_S,
             DockerAPIError,
@@ -204,6 +203,8 @@ class EarlyStart:
     # --- process ----------------------------------------------------------------------------
 
     def _start_process(self) -> None:
+        import asyncio  # here, not at the top: `begin`'s caller waits for nothing it needs not
+
         self._image.set_result(None)
         try:
             from engine.backends.process import ProcessBackend
@@ -277,6 +278,8 @@ class EarlyStart:
         backend = self._backend.result()
         if backend is None:
             return
+        import asyncio
+
         # Nobody took it: it has started nothing else (its executors' template included).
         asyncio.run(backend.close())
 
