@@ -203,7 +203,7 @@ class EarlyStart:
     # --- process ----------------------------------------------------------------------------
 
     def _start_process(self) -> None:
-        import asyncio  # here, not at the top: `begin`'s caller waits for nothing it needs not
+        import asyncio  # on this thread: `begin`'s caller does not wait for its import
 
         self._image.set_result(None)
         try:
