@@ -87,7 +87,10 @@ def _no_containers_left(run_id: str) -> None:
     client = images.docker_client()
     deadline = time.monotonic() + 20
     while True:
-        left = client.containers.list(all=True, filters={"label": ["engine.managed=1", f"engine.run={run_id}"]})
+        # `engine run` exits without waiting for its containers' removal: one listed may be gone
+        # by the time the SDK inspects it (`ignore_removed`).
+        left = client.containers.list(all=True, filters={"label": ["engine.managed=1", f"engine.run={run_id}"]},
+                                      ignore_removed=True)
         if not left:
             return
         if time.monotonic() > deadline:
