@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 
 from engine.errors import SDKUsageError
+from engine.executor import memory
 from engine.procstat import parent_of
 
 ORPHAN_TIMEOUT_ENV = "ENGINE_EXECUTOR_ORPHAN_TIMEOUT"
@@ -58,12 +59,9 @@ def parse_orphan_timeout(text: str | None) -> float:
     return value
 
 
-# An executor's allocator defaults, beneath the function's own environment: glibc backs large
-# allocations with transparent huge pages (where the kernel allows them on request, the usual
-# `madvise` setting), so that a large value copied into fresh memory — unpickled from a mapped
-# blob, or built by the function — takes one page fault per 2 MiB instead of one per 4 KiB.
-# Measured on a 128 MiB value: unpickling 0.2 s -> 0.05 s (benchmarks/README.md, issue 16).
-EXECUTOR_ENV_DEFAULTS = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+# An executor's allocator defaults, beneath the function's own environment: freed memory kept
+# for the next call, large values on huge pages (`engine.executor.memory`).
+EXECUTOR_ENV_DEFAULTS = {"GLIBC_TUNABLES": memory.GLIBC_TUNABLES}
 
 #: Set to 1 in a blank executor's environment (a warm pool's, `engine.backends.base.BLANK`) by
 #: every backend: it will wait for a function, and uses the wait (`engine.executor.server.
@@ -80,13 +78,18 @@ def blank_env(function: str) -> dict[str, str]:
 
 def executor_env() -> dict[str, str]:
     """What every backend adds to an executor's environment: this engine's orphan grace period
-    (`ENGINE_EXECUTOR_ORPHAN_TIMEOUT` here, else the default). Raises `SDKUsageError` when the
-    variable is set to something that is not a positive number of seconds."""
+    (`ENGINE_EXECUTOR_ORPHAN_TIMEOUT` here, else the default) and, when set here, how long an
+    idle executor keeps its freed memory (`ENGINE_EXECUTOR_IDLE_TRIM`, `engine.executor.memory`).
+    Raises `SDKUsageError` when either is set to something that is not a number of seconds."""
     try:
         value = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV))
+        trim = os.environ.get(memory.IDLE_TRIM_ENV)
+        env = {ORPHAN_TIMEOUT_ENV: f"{value:g}"}
+        if trim is not None and trim.strip():
+            env[memory.IDLE_TRIM_ENV] = f"{memory.parse_idle_trim(trim):g}"
     except ValueError as exc:
         raise SDKUsageError(str(exc)) from None
-    return {ORPHAN_TIMEOUT_ENV: f"{value:g}"}
+    return env
 
 
 class Lifetime:
@@ -148,9 +151,12 @@ class Lifetime:
                 return f"no scheduler connection for {self.orphan_timeout:g} s"
         return None
 
-    def watch(self, stop: threading.Event) -> None:
-        """Thread body: poll `check` until it gives a reason (then set `stop`) or `stop` is set."""
+    def watch(self, stop: threading.Event, tick: Callable[[], None] | None = None) -> None:
+        """Thread body: poll `check` until it gives a reason (then set `stop`) or `stop` is set;
+        `tick`, when given, is called at every poll (`engine.executor.memory.Trim.tick`)."""
         while not stop.wait(POLL_S):
+            if tick is not None:
+                tick()
             reason = self.check()
             if reason is not None:
                 self.reason = reason

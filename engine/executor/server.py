@@ -87,6 +87,7 @@ import grpc
 
 from engine import tracing, wire
 from engine.errors import DeserializationError, SDKUsageError, SerializationError
+from engine.executor import memory
 from engine.executor.blobs import BlobClient, Staged
 from engine.executor.lifetime import (
     BLANK_ENV,
@@ -183,6 +184,8 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self.metadata: tuple[tuple[str, str], ...] = ()
         self._channel: grpc.Channel | None = None
         self._running = 0
+        # Freed memory kept for the next call, given back when idle (engine.executor.memory).
+        self.memory = memory.Trim()
         self.concurrency = 1
         self._lock = threading.Lock()
         self.instance: _Instance | None = None
@@ -353,6 +356,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         runtime = ExecutorRuntime(stub, blobs, request.run_id, request.call_id, self.metadata)
         ctx = sdk_runtime.CallContext(runtime, request.run_id, request.call_id, fn.name)
         token = sdk_runtime.enter(ctx)
+        self.memory.begin()
         with self._lock:
             self._running += 1
             sdk_runtime.set_process_default(ctx if self._running == 1 else None)
@@ -365,6 +369,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             with self._lock:
                 self._running -= 1
                 sdk_runtime.set_process_default(None)
+            self.memory.end()
             sdk_runtime.leave(token)
             _call_output.buffer = None
         response.logs = _clip_logs(buffer.getvalue())
@@ -712,6 +717,7 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     `os._exit`, whatever calls are still running."""
     try:
         orphan_timeout = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV))
+        idle_trim = memory.parse_idle_trim(os.environ.get(memory.IDLE_TRIM_ENV))
     except ValueError as exc:
         raise SystemExit(f"engine executor: {exc}") from None
     sys.dont_write_bytecode = True
@@ -722,7 +728,9 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     lifetime = Lifetime(orphan_timeout=orphan_timeout, init_timeout=init_timeout, parent_pid=parent_pid,
                         template_pid=template_pid)
     executor = Executor(lifetime)
+    executor.memory.idle_s = idle_trim
     blank = os.environ.pop(BLANK_ENV, None) == "1"  # not the function's to see
+    memory.forget_defaults()
     server = grpc.server(cf.ThreadPoolExecutor(max_workers=max_workers), options=wire.GRPC_OPTIONS)
     pb_grpc.add_FunctionExecutorServicer_to_server(executor, server)
     port = server.add_insecure_port(listen)
@@ -739,7 +747,8 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=lifetime.watch, args=(stop,), name="lifetime", daemon=True).start()
+    threading.Thread(target=lifetime.watch, args=(stop, executor.memory.tick), name="lifetime",
+                     daemon=True).start()
     stop.wait()
     try:
         if lifetime.reason:
