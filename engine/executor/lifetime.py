@@ -60,7 +60,7 @@ def parse_orphan_timeout(text: str | None) -> float:
 
 
 # An executor's allocator defaults, beneath the function's own environment: freed memory kept
-# for the next call, large values on huge pages (`engine.executor.memory`).
+# for the next call (`engine.executor.memory`).
 EXECUTOR_ENV_DEFAULTS = {"GLIBC_TUNABLES": memory.GLIBC_TUNABLES}
 
 #: Set to 1 in a blank executor's environment (a warm pool's, `engine.backends.base.BLANK`) by

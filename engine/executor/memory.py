@@ -1,19 +1,17 @@
 """An executor's memory: what a call frees is kept for the next call, and given back when idle.
 
-A large value costs its executor fresh memory twice: a function builds it (or unpickles it from
-a mapped blob, `engine.executor.blobs`), and the C library's default allocator gives every
+A large value costs its executor fresh memory: a function builds it, or unpickles it from a
+mapped blob (`engine.executor.blobs`), and the C library's default allocator gives every
 allocation of 32 MiB or more its own `mmap`, unmapped again when the value is freed. Fresh pages
 are slow on a virtual machine whose host takes free memory back (virtio-balloon free page
 reporting, as on the machines the benchmarks ran on): the host backs each page again on its
-first touch. Measured there: `pickle.loads` of a 128 MiB value in a thread, one call every 4 s,
-0.28-0.31 s each time with the default allocator, and 0.007 s from the second call on with the
-settings below (benchmarks/README.md, "Round seven").
+first touch. Measured there (`benchmarks/executor_memory.py`: a 128 MiB value unpickled in a
+thread, one call every 4 s): 0.05-0.07 s each time with glibc's defaults, up to 0.3 s when the
+host had taken the memory back, and 0.007 s from the second call on with the settings below.
 
 So an executor starts with glibc tuned (`GLIBC_TUNABLES`, a default beneath the environment the
 function is given; the backends put it there, `engine.executor.lifetime.EXECUTOR_ENV_DEFAULTS`):
 
-- `hugetlb=1`: what is fresh is backed by transparent huge pages (where the kernel allows them
-  on request, the usual `madvise` setting): one page fault per 2 MiB instead of per 4 KiB.
 - `mmap_max=0` and `arena_max=1`: every allocation, of every thread (calls run on threads), comes
   from the one heap instead of a mapping of its own or a thread's arena, whose large allocations
   are mapped and unmapped the same way.
@@ -27,6 +25,10 @@ otherwise runs with that instead. The executor takes the defaults out of its env
 start (`forget_defaults`), so that the processes a call starts get the C library's own
 behaviour. Other C libraries (musl) ignore the variable and have no `malloc_trim`: nothing
 happens there.
+
+Transparent huge pages (`glibc.malloc.hugetlb=1`, the executors' default before this) are not
+asked for: on these machines a fresh 2 MiB page cost 4x what its 4 KiB pages did unless the
+machine was loaded (benchmarks/README.md, "Round seven").
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: The allocator settings an executor starts with (see above).
-GLIBC_TUNABLES = ("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+GLIBC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                   "glibc.malloc.trim_threshold=18446744073709551615")
 
 #: Seconds without a running call after which an executor gives its freed memory back;
