@@ -45,7 +45,8 @@ from typing import Any
 GLIBC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                   "glibc.malloc.trim_threshold=18446744073709551615")
 
-#: Seconds without a running call after which an executor gives its freed memory back;
+#: Seconds without a running call after which an executor gives its freed memory back (as long
+#: as jemalloc's `dirty_decay_ms` by default);
 #: `ENGINE_EXECUTOR_IDLE_TRIM` in the engine's environment sets it for every executor (0: after
 #: every call; `engine.executor.lifetime.executor_env` passes it on).
 IDLE_TRIM_S = 10.0
