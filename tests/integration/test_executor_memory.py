@@ -7,38 +7,12 @@ settings."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Any
 
 import pytest
-
-from engine import wire
-from engine.app import app_spec_from_function
-from engine.runner import make_backend
-from engine.scheduler import Scheduler
-from engine.store import open_store, store_url
-from engine.wire.v1 import engine_pb2 as pb
+from test_value_exchange import _drive
 
 MB = 96
 BACKENDS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
-
-
-async def _run(backend: str, state_dir: Path, fn: Any, **kwargs: Any) -> Any:
-    store = open_store(store_url(state_dir))
-    app = app_spec_from_function(fn)
-    scheduler = Scheduler(store, make_backend(backend, state_dir, app), max_executors=4)
-    await scheduler.start()
-    try:
-        args = pb.Arguments()
-        for key, arg in kwargs.items():
-            args.kwargs[key].value.data = wire.dumps(arg)
-        run = scheduler.submit_run(app, wire.dumps(kwargs), args)
-        await asyncio.wait_for(run.done.wait(), 180)
-        assert run.status == "succeeded", run.status
-        return wire.loads(store.run_result(store.get_run(run.run_id)) or wire.dumps(None))
-    finally:
-        await scheduler.close()
-        store.close()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -51,7 +25,9 @@ def test_freed_memory_serves_the_next_call_and_goes_back_when_idle(
         monkeypatch.setenv("ENGINE_EXECUTOR_IDLE_TRIM", idle_trim)
     app = apps("app_memory")
     # Idle for 3 s before the third call: past a 1 s trim, well inside the default 10 s.
-    first, second, third = asyncio.run(_run(backend, state_dir, app.memory_between_calls, mb=MB, idle_s=3.0))
+    run, seen, _, _ = asyncio.run(_drive(backend, state_dir, app.memory_between_calls, mb=MB, idle_s=3.0))
+    assert run.status == "succeeded", run.status
+    first, second, third = seen
 
     assert first["pid"] == second["pid"] == third["pid"], "one executor was to take all three calls"
     for seen in (first, second, third):

@@ -5,18 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_executor_lifetime import Clock
 
 from engine.errors import SDKUsageError
 from engine.executor import memory
 from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_trims_once_after_the_idle_time_and_never_during_a_call() -> None:
