@@ -214,8 +214,9 @@ class Dispatcher:
                 self._start_executor(pool)
 
     def tick(self) -> None:
-        """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event), and
-        refill the warm pool: the scheduler's tick."""
+        """Re-evaluate pool sizes as queued calls age (scaling also reacts to every event, and a
+        ramping pool is judged again on its own timer, `_judge_later`), and refill the warm
+        pool: the scheduler's tick."""
         self.pump_all()
         self.warm.fill()
 
@@ -226,6 +227,9 @@ class Dispatcher:
         """The first step of closing: start nothing more; stop the executors still starting, the
         warm pool's, and await those being retired."""
         self.closed = True
+        for pool in self.pools.values():
+            if pool.judge_timer is not None:
+                pool.judge_timer.cancel()
         # Executors still starting: each stops the one it started (`_start_executor_async`).
         starts = list(self._starts)
         for task in starts:
@@ -304,8 +308,30 @@ class Dispatcher:
         if pool.live() == 0 and want > 0:
             room = max(room, 1)  # every function with work gets at least one executor
         in_flight = max(0, MAX_STARTS_IN_FLIGHT - pool.starting)
-        for _ in range(min(want, room, in_flight)):
+        starts = min(want, room, in_flight)
+        for _ in range(starts):
             self._start_executor(pool)
+        if room > starts and in_flight > starts:  # time alone may make one more worth starting
+            delay = pool.judge_again_in(now, WARM_START_COST if warm else self.start_cost)
+            if delay is not None:
+                self._judge_later(pool, delay)
+
+    def _judge_later(self, pool: Pool, delay: float) -> None:
+        """Pump `pool` again in `delay` seconds (or sooner, if already due sooner)."""
+        timer, loop = pool.judge_timer, self._loop
+        if loop is None or self.closed:
+            return
+        if timer is not None:
+            if timer.when() <= loop.time() + delay:
+                return
+            timer.cancel()
+
+        def judge() -> None:
+            pool.judge_timer = None
+            if not self.closed:
+                self._want_pump(pool)
+
+        pool.judge_timer = loop.call_later(delay, judge)
 
     def _call_room(self, app: AppSpec) -> int | float:
         """How many more calls of `app`'s runs may start now under its `max_concurrent_calls`

@@ -239,6 +239,8 @@ class Pool:
         self.first_dispatch: float | None = None
         # Whether a blank executor of the warm pool can serve this function (known once asked).
         self.warm_fits: bool | None = None
+        # The dispatcher's timer to judge this pool again (`judge_again_in`), when one is set.
+        self.judge_timer: asyncio.TimerHandle | None = None
 
     @property
     def concurrency(self) -> int:
@@ -276,11 +278,11 @@ class Pool:
         How many: as many as make the queue last no longer than a start, `per_call × queued /
         start_cost` slots in all, started together (a ramp). Until a call has finished, a call
         is known to take at least as long as the first one has been running, so a fan-out of
-        slow calls reaches its `max_containers` within a few start costs of its first dispatch.
+        slow calls reaches its `max_containers` within a few start costs of its first dispatch;
+        the dispatcher judges the pool again the moment that estimate makes the whole queue
+        worth its executors (`judge_again_in`).
         """
-        free_slots = sum(self.concurrency - ex.inflight for ex in self.executors if not ex.stopping)
-        free_slots += self.starting * self.concurrency
-        backlog = len(self.queue) - free_slots
+        backlog = self._backlog()
         if backlog <= 0:
             return 0
         need = -(-backlog // self.concurrency)
@@ -303,3 +305,33 @@ class Pool:
             return 0
         enough = per_call * len(self.queue) / (max(start_cost, 1e-3) * self.concurrency)
         return min(need, max(1, int(enough) - self.live()))
+
+    def judge_again_in(self, now: float, start_cost: float) -> float | None:
+        """Seconds until `wanted` would start every executor the queue needs at once, by time
+        alone: while nothing has finished, a queued call's wait is estimated from the first
+        call's age, which grows. None when waiting changes nothing (a call finished, the queue
+        is covered, the pool is at its `max_containers`, or the estimate already says to start
+        them and something else holds them back): only an event can then. The dispatcher judges
+        the pool again at that moment rather than at its next tick (which may have started some
+        of them before), so that a ramp of slow calls is started in one go as soon as the
+        estimate justifies it."""
+        if self.avg_call is not None or self.first_dispatch is None or not self.queue:
+            return None
+        live = self.live()
+        need = -(-self._backlog() // self.concurrency)
+        cap = self.settings.config.max_containers
+        if cap is not None:
+            need = min(need, cap - live)
+        if live == 0 or need <= 0:
+            return None
+        # `wanted` gives all `need` once per_call * queued / (start_cost * concurrency) reaches
+        # live + need (which also makes the queue's wait exceed a start).
+        per_call = (live + need) * max(start_cost, 1e-3) * self.concurrency / len(self.queue)
+        worth_at = self.first_dispatch + per_call
+        return worth_at - now + 1e-3 if worth_at > now else None
+
+    def _backlog(self) -> int:
+        """Queued calls beyond the free slots, counting those of executors still starting."""
+        free_slots = sum(self.concurrency - ex.inflight for ex in self.executors if not ex.stopping)
+        free_slots += self.starting * self.concurrency
+        return len(self.queue) - free_slots

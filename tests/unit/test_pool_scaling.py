@@ -18,6 +18,7 @@ from fakebackend import FakeCall, FakeEngine, Fn, call, drive, echo
 
 from engine.app import FunctionSettings
 from engine.errors import InfrastructureError
+from engine.scheduler.dispatch import Dispatcher
 from engine.scheduler.pools import Pool
 from engine.scheduler.state import QUEUED
 from engine.sdk.function import FunctionConfig
@@ -355,3 +356,47 @@ def test_before_any_call_ends_its_age_stands_for_its_duration() -> None:
     # Nothing has finished yet: the first call has run 3 s, so the queue is slow work.
     assert pool_with(5, [1], max_containers=8, first_dispatch=10.0).wanted(now=13.0, start_cost=0.5) == 5
     assert pool_with(5, [1], max_containers=8, first_dispatch=10.0).wanted(now=10.01, start_cost=0.5) == 0
+
+
+def test_the_pool_knows_when_time_alone_makes_the_whole_queue_worth_its_executors() -> None:
+    # Nine calls queued behind one that has run since t=10: all nine executors are worth
+    # starting together once age × 9 / start cost reaches 1 + 9, at t = 10 + 10 × 0.45 / 9.
+    pool = pool_with(9, [1], max_containers=10, first_dispatch=10.0)
+    delay = pool.judge_again_in(now=10.0, start_cost=0.45)
+    assert delay is not None and abs(delay - 0.501) < 1e-9
+    assert pool.wanted(now=10.0 + delay - 0.002, start_cost=0.45) < 9
+    assert pool.wanted(now=10.0 + delay, start_cost=0.45) == 9
+    # Capped: the five `max_containers` leaves are worth it sooner (1 + 4 executors).
+    capped = pool_with(9, [1], max_containers=5, first_dispatch=10.0)
+    capped_delay = capped.judge_again_in(now=10.0, start_cost=0.45)
+    assert capped_delay is not None and abs(capped_delay - (5 * 0.45 / 9 + 1e-3)) < 1e-9
+    assert capped.wanted(now=10.0 + 5 * 0.45 / 9 + 1e-3, start_cost=0.45) == 4
+    # Already worth it by time: whatever holds the starts back is no matter of waiting.
+    assert pool.judge_again_in(now=10.0 + delay, start_cost=0.45) is None
+
+
+def test_waiting_changes_nothing_once_a_call_has_ended_or_the_pool_is_full() -> None:
+    assert pool_with(9, [1], avg_call=2.0, first_dispatch=10.0).judge_again_in(now=10.0, start_cost=0.5) is None
+    assert pool_with(9, [], first_dispatch=10.0).judge_again_in(now=10.0, start_cost=0.5) is None
+    assert pool_with(9, [1, 1], max_containers=2, first_dispatch=10.0).judge_again_in(now=10.0, start_cost=0.5) is None
+    covered = pool_with(3, [1], first_dispatch=10.0)
+    covered.starting = 3
+    assert covered.judge_again_in(now=10.0, start_cost=0.5) is None
+
+
+def test_a_ramp_follows_the_estimate_without_waiting_for_the_schedulers_tick(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Calls held forever, so no call ever ends and nothing but time can justify a second
+    executor: with the scheduler's periodic re-judgement off, the pool's own timer
+    (`Pool.judge_again_in`) must bring the ramp to `max_containers`."""
+    monkeypatch.setattr(Dispatcher, "tick", lambda self: None)
+
+    async def scenario() -> None:
+        async with FakeEngine(tmp_path, {"main": fan_out("work", 6), "combine": combine,
+                                         "work": Fn(None, max_containers=6)}) as eng:
+            run = eng.submit()
+            await eng.until(lambda: len(eng.backend.running_of("work")) == 6, "a work executor per call", timeout=20)
+            assert len(eng.backend.started_of("work")) == 6
+            await eng.serve(run, "work")
+            assert eng.result(run) == list(range(6))
+
+    drive(scenario)
