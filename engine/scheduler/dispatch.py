@@ -311,7 +311,7 @@ class Dispatcher:
         starts = min(want, room, in_flight)
         for _ in range(starts):
             self._start_executor(pool)
-        if room > starts and in_flight > starts:  # time alone may make one more worth starting
+        if room > starts and in_flight > starts:  # time alone may make the rest worth starting
             delay = pool.judge_again_in(now, WARM_START_COST if warm else self.start_cost)
             if delay is not None:
                 self._judge_later(pool, delay)
