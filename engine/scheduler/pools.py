@@ -282,13 +282,7 @@ class Pool:
         the dispatcher judges the pool again the moment that estimate makes the whole queue
         worth its executors (`judge_again_in`).
         """
-        backlog = self._backlog()
-        if backlog <= 0:
-            return 0
-        need = -(-backlog // self.concurrency)
-        cap = self.settings.config.max_containers
-        if cap is not None:
-            need = min(need, cap - self.live())
+        need = self._need()
         if need <= 0:
             return 0
         if self.live() == 0:
@@ -317,11 +311,7 @@ class Pool:
         estimate justifies it."""
         if self.avg_call is not None or self.first_dispatch is None or not self.queue:
             return None
-        live = self.live()
-        need = -(-self._backlog() // self.concurrency)
-        cap = self.settings.config.max_containers
-        if cap is not None:
-            need = min(need, cap - live)
+        live, need = self.live(), self._need()
         if live == 0 or need <= 0:
             return None
         # `wanted` gives all `need` once per_call * queued / (start_cost * concurrency) reaches
@@ -330,8 +320,14 @@ class Pool:
         worth_at = self.first_dispatch + per_call
         return worth_at - now + 1e-3 if worth_at > now else None
 
-    def _backlog(self) -> int:
-        """Queued calls beyond the free slots, counting those of executors still starting."""
+    def _need(self) -> int:
+        """Executors the queue needs beyond the free slots (those of executors still starting
+        included), up to `max_containers`; 0 or less when it needs none."""
         free_slots = sum(self.concurrency - ex.inflight for ex in self.executors if not ex.stopping)
         free_slots += self.starting * self.concurrency
-        return len(self.queue) - free_slots
+        backlog = len(self.queue) - free_slots
+        if backlog <= 0:
+            return 0
+        need = -(-backlog // self.concurrency)
+        cap = self.settings.config.max_containers
+        return need if cap is None else min(need, cap - self.live())
