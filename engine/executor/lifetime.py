@@ -48,14 +48,27 @@ POLL_S = 0.25
 
 def parse_orphan_timeout(text: str | None) -> float:
     """Seconds from the variable's text (unset or blank: the default). Raises ValueError."""
+    return _seconds(ORPHAN_TIMEOUT_ENV, text, DEFAULT_ORPHAN_TIMEOUT_S, zero_ok=False)
+
+
+def parse_idle_trim(text: str | None) -> float:
+    """`ENGINE_EXECUTOR_IDLE_TRIM`'s seconds (`engine.executor.memory.IDLE_TRIM_S` when unset or
+    blank; 0 allowed). Raises ValueError."""
+    return _seconds(memory.IDLE_TRIM_ENV, text, memory.IDLE_TRIM_S, zero_ok=True)
+
+
+def _seconds(name: str, text: str | None, default: float, *, zero_ok: bool) -> float:
+    """A number of seconds from environment variable `name`'s text; ValueError, saying what to
+    set instead, for anything else."""
     if text is None or not text.strip():
-        return DEFAULT_ORPHAN_TIMEOUT_S
+        return default
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{ORPHAN_TIMEOUT_ENV} must be a number of seconds greater than 0, not {text!r}")
+    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+        what = "0 or more" if zero_ok else "greater than 0"
+        raise ValueError(f"{name} must be a number of seconds {what}, not {text!r}")
     return value
 
 
@@ -86,7 +99,7 @@ def executor_env() -> dict[str, str]:
         trim = os.environ.get(memory.IDLE_TRIM_ENV)
         env = {ORPHAN_TIMEOUT_ENV: f"{value:g}"}
         if trim is not None and trim.strip():
-            env[memory.IDLE_TRIM_ENV] = f"{memory.parse_idle_trim(trim):g}"
+            env[memory.IDLE_TRIM_ENV] = f"{parse_idle_trim(trim):g}"
     except ValueError as exc:
         raise SDKUsageError(str(exc)) from None
     return env

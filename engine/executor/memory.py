@@ -34,7 +34,6 @@ machine was loaded (benchmarks/README.md, "Round seven").
 from __future__ import annotations
 
 import functools
-import math
 import os
 import threading
 import time
@@ -48,23 +47,9 @@ GLIBC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
 #: Seconds without a running call after which an executor gives its freed memory back (as long
 #: as jemalloc's `dirty_decay_ms` by default);
 #: `ENGINE_EXECUTOR_IDLE_TRIM` in the engine's environment sets it for every executor (0: after
-#: every call; `engine.executor.lifetime.executor_env` passes it on).
+#: every call; `engine.executor.lifetime` reads it and passes it on).
 IDLE_TRIM_S = 10.0
 IDLE_TRIM_ENV = "ENGINE_EXECUTOR_IDLE_TRIM"
-
-
-def parse_idle_trim(text: str | None) -> float:
-    """`ENGINE_EXECUTOR_IDLE_TRIM`'s seconds (`IDLE_TRIM_S` when unset or blank). Raises
-    ValueError, with what to set instead, for anything but a number of seconds >= 0."""
-    if text is None or not text.strip():
-        return IDLE_TRIM_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{IDLE_TRIM_ENV} must be a number of seconds, 0 or more, not {text!r}")
-    return value
 
 
 def forget_defaults() -> None:
@@ -77,8 +62,8 @@ def forget_defaults() -> None:
 class Trim:
     """Gives freed memory back to the system once the executor has been idle for `idle_s`.
 
-    The executor calls `begin` and `end` around each call; the lifetime watch calls `tick`
-    (every quarter of a second). Thread-safe."""
+    The executor, which counts its running calls, says when it becomes `busy` and when it is
+    `idle` again; the lifetime watch calls `tick` (every quarter of a second). Thread-safe."""
 
     def __init__(self, idle_s: float = IDLE_TRIM_S, clock: Callable[[], float] = time.monotonic,
                  trim: Callable[[], Any] | None = None) -> None:
@@ -86,20 +71,16 @@ class Trim:
         self._clock = clock
         self._trim = trim if trim is not None else _malloc_trim
         self._lock = threading.Lock()
-        self._running = 0
         self._idle_since: float | None = None  # None: a call runs, or trimmed since the last
         self.trims = 0
 
-    def begin(self) -> None:
+    def busy(self) -> None:
         with self._lock:
-            self._running += 1
             self._idle_since = None
 
-    def end(self) -> None:
+    def idle(self) -> None:
         with self._lock:
-            self._running -= 1
-            if self._running == 0:
-                self._idle_since = self._clock()
+            self._idle_since = self._clock()
 
     def tick(self) -> None:
         with self._lock:

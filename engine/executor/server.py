@@ -94,6 +94,7 @@ from engine.executor.lifetime import (
     INIT_TIMEOUT_S,
     ORPHAN_TIMEOUT_ENV,
     Lifetime,
+    parse_idle_trim,
     parse_orphan_timeout,
 )
 from engine.executor.runtime import ExecutorRuntime, GraphEncoder
@@ -356,10 +357,10 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         runtime = ExecutorRuntime(stub, blobs, request.run_id, request.call_id, self.metadata)
         ctx = sdk_runtime.CallContext(runtime, request.run_id, request.call_id, fn.name)
         token = sdk_runtime.enter(ctx)
-        self.memory.begin()
         with self._lock:
             self._running += 1
             sdk_runtime.set_process_default(ctx if self._running == 1 else None)
+            self.memory.busy()
         # The call attempt's span is current around the user's code (engine.tracing).
         trace = tracing.enter_call(request.trace_context)
         try:
@@ -369,7 +370,8 @@ class Executor(pb_grpc.FunctionExecutorServicer):
             with self._lock:
                 self._running -= 1
                 sdk_runtime.set_process_default(None)
-            self.memory.end()
+                if self._running == 0:
+                    self.memory.idle()
             sdk_runtime.leave(token)
             _call_output.buffer = None
         response.logs = _clip_logs(buffer.getvalue())
@@ -717,7 +719,7 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     `os._exit`, whatever calls are still running."""
     try:
         orphan_timeout = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV))
-        idle_trim = memory.parse_idle_trim(os.environ.get(memory.IDLE_TRIM_ENV))
+        idle_trim = parse_idle_trim(os.environ.get(memory.IDLE_TRIM_ENV))
     except ValueError as exc:
         raise SystemExit(f"engine executor: {exc}") from None
     sys.dont_write_bytecode = True

@@ -9,7 +9,7 @@ from test_executor_lifetime import Clock
 
 from engine.errors import SDKUsageError
 from engine.executor import memory
-from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env
+from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, executor_env, parse_idle_trim
 
 
 def test_trims_once_after_the_idle_time_and_never_during_a_call() -> None:
@@ -18,13 +18,12 @@ def test_trims_once_after_the_idle_time_and_never_during_a_call() -> None:
     clock.now += 60
     trim.tick()
     assert trims == []  # a fresh executor has nothing freed to give back
-    trim.begin()
-    trim.begin()
-    trim.end()
+    trim.busy()  # a call begins; a second begins and ends, the first still runs
+    trim.busy()
     clock.now += 60
     trim.tick()
     assert trims == []  # one call still runs
-    trim.end()
+    trim.idle()  # the last running call ended
     clock.now += 9.9
     trim.tick()
     assert trims == []
@@ -34,9 +33,9 @@ def test_trims_once_after_the_idle_time_and_never_during_a_call() -> None:
     clock.now += 60
     trim.tick()
     assert trims == [230.1]  # once per idle spell, 10 s after the last call ended
-    trim.begin()
+    trim.busy()
     clock.now += 20
-    trim.end()
+    trim.idle()
     trim.tick()
     assert len(trims) == 1  # the idle time counts from the end of the last call
     clock.now += 10
@@ -47,21 +46,21 @@ def test_trims_once_after_the_idle_time_and_never_during_a_call() -> None:
 def test_zero_trims_at_the_first_tick_after_each_call() -> None:
     trims: list[int] = []
     trim = memory.Trim(idle_s=0, trim=lambda: trims.append(1))
-    trim.begin()
-    trim.end()
+    trim.busy()
+    trim.idle()
     trim.tick()
     assert trims == [1]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [(None, 10.0), ("", 10.0), (" ", 10.0), ("0", 0.0), ("2.5", 2.5)])
 def test_idle_trim_setting(text: str | None, seconds: float) -> None:
-    assert memory.parse_idle_trim(text) == seconds
+    assert parse_idle_trim(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["-1", "soon", "nan", "inf"])
 def test_a_bad_idle_trim_is_one_clear_error_before_any_executor_starts(text: str, monkeypatch) -> None:
     monkeypatch.setenv(memory.IDLE_TRIM_ENV, text)
-    with pytest.raises(SDKUsageError, match=r"ENGINE_EXECUTOR_IDLE_TRIM must be a number of seconds, 0 or more, not"):
+    with pytest.raises(SDKUsageError, match=r"ENGINE_EXECUTOR_IDLE_TRIM must be a number of seconds 0 or more, not"):
         executor_env()
 
 
