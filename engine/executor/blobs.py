@@ -38,14 +38,14 @@ from typing import Any, BinaryIO
 import cloudpickle
 import grpc
 
-from engine import wire
+from engine import pagecache, wire
 from engine.errors import AccessDenied, InfrastructureError
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
 # Bytes of fetched blobs kept for reuse.
 CACHE_BYTES = 256 * 1024 * 1024
-# A large value goes into the exchange directory in pieces of this size (`_write_through`).
+# The write-back of a large value to the disk is started every this many bytes (`_write_through`).
 WRITEBACK_CHUNK = 8 * 1024 * 1024
 # Where the backend mounted this executor's exchange directory, when it has one.
 EXCHANGE_ENV = "ENGINE_EXCHANGE_DIR"
@@ -102,7 +102,7 @@ class BlobClient:
             path = self.exchange / "out" / name
             try:
                 with open(path, "xb") as fh:
-                    fh.write(data)
+                    pagecache.write(fh.fileno(), data)
             except OSError:
                 path.unlink(missing_ok=True)
             else:
@@ -210,14 +210,13 @@ class BlobClient:
 
 
 def _write_through(fd: int, view: memoryview, offset: int) -> None:
-    """Write `view` at `offset` (the file's position) in WRITEBACK_CHUNK pieces, starting the
-    write-back of each to the disk (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait)."""
+    """Write `view` at `offset` (the file's position) in small pieces (`engine.pagecache`),
+    starting the write-back to the disk of every WRITEBACK_CHUNK of it (sync_file_range,
+    SYNC_FILE_RANGE_WRITE: it does not wait)."""
     start_writeback = _writeback()
     for start in range(0, len(view), WRITEBACK_CHUNK):
         piece = view[start:start + WRITEBACK_CHUNK]
-        done = 0
-        while done < len(piece):
-            done += os.write(fd, piece[done:])
+        pagecache.write(fd, piece)
         if start_writeback is not None:
             start_writeback(fd, offset + start, len(piece), _SYNC_FILE_RANGE_WRITE)
 
@@ -248,8 +247,8 @@ class _Spill:
     """A file object for the pickler: bytes in memory up to `limit`, then a file in `directory`
     from the start. The pickler hands a large bytes-like object straight to `write`, so a large
     value goes from the function's memory into the file with no copy of it in between; it is
-    written in pieces, each sent on its way to the disk as soon as it is written
-    (`_write_through`), so that the scheduler's fsync has little left to wait for."""
+    written in small pieces (`engine.pagecache`), and sent on its way to the disk as it is
+    written (`_write_through`), so that the scheduler's fsync has little left to wait for."""
 
     def __init__(self, directory: Path, limit: int) -> None:
         self.directory = directory
@@ -271,7 +270,7 @@ class _Spill:
             self.fh.write(self.buffer)
             self.buffer = bytearray()
         view = memoryview(data)
-        if n >= WRITEBACK_CHUNK and view.contiguous:
+        if n >= pagecache.PIECE and view.contiguous:
             self.fh.flush()
             _write_through(self.fh.fileno(), view.cast("B"), self.size - n)
         else:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from engine import pagecache
 from engine.errors import SDKUsageError
 from engine.store import base
 from engine.store.base import INLINE_LIMIT, CallRow, RunRow
@@ -150,7 +151,8 @@ class SQLiteStore(base.Store):
 
 
 class BlobWriter(base.BlobWriter):
-    """One blob being written: hashed as it arrives, named by its digest only once complete."""
+    """One blob being written: hashed as it arrives, named by its digest only once complete.
+    Written in small pieces (`engine.pagecache`), unbuffered: what arrives is megabytes."""
 
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
@@ -158,18 +160,17 @@ class BlobWriter(base.BlobWriter):
         self.size = 0
         store.blob_dir.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=store.blob_dir, prefix=".tmp-")
-        self.fh = os.fdopen(fd, "wb")
+        self.fh = os.fdopen(fd, "wb", buffering=0)
 
     def write(self, data: bytes) -> None:
         self.hasher.update(data)
-        self.fh.write(data)
+        pagecache.write(self.fh.fileno(), data)
         self.size += len(data)
 
     def commit(self) -> tuple[str, int]:
         """fsync and name the blob; returns (digest, size)."""
         digest = self.hasher.hexdigest()
         try:
-            self.fh.flush()
             os.fsync(self.fh.fileno())
             self.fh.close()
             target = self.store.blob_path(digest)

@@ -1,0 +1,34 @@
+"""Writing a large file: in 64 KiB pieces, so that the page cache takes its pages cheaply.
+
+Every large value the engine checkpoints on this machine becomes a file written through the
+page cache: the executor pickling a result into its exchange directory
+(`engine.executor.blobs`) and the SQLite store writing a blob that streamed in
+(`engine.store.sqlite`). One `write` of megabytes lets the kernel hold the new pages in large
+folios (ext4 takes up to 2 MiB), each a high-order block of free memory; a write of 64 KiB gets
+folios of 64 KiB at most, which the small free blocks left between the pages in use can hold.
+
+On a virtual machine that hands its free memory back to the host (virtio-balloon free page
+reporting, here for free blocks of 128 KiB and up) every large block has to come back from the
+host page by page first: measured on one, a new 128 MiB file took 0.31–0.33 s written in pieces
+of 128 KiB to 8 MiB, and 0.03 s in pieces of 64 KiB, as long as such small blocks were free
+(`benchmarks/README.md`, "Round eight").
+When free memory is at hand, the smaller pieces cost the extra system calls: ~2,000 for 128 MiB,
+a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The largest piece one `write` puts in the page cache.
+PIECE = 64 * 1024
+
+
+def write(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of `data` (contiguous) at `fd`'s position, in pieces of at most `PIECE`."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), PIECE):
+        piece = view[start:start + PIECE]
+        done = 0
+        while done < len(piece):
+            done += os.write(fd, piece[done:])
