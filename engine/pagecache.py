@@ -12,9 +12,8 @@ reporting, here for free blocks of 128 KiB and up) every large block has to come
 host page by page first: measured on one, a new 128 MiB file took 0.31–0.33 s written in pieces
 of 128 KiB to 8 MiB, and 0.03 s in pieces of 64 KiB, as long as such small blocks were free
 (there, for the first 1.25 GB of new files after memory was last freed; then 0.32 s as well:
-`benchmarks/README.md`, "Round eight").
-When free memory is at hand, the smaller pieces cost the extra system calls: ~2,000 for 128 MiB,
-a few milliseconds.
+`benchmarks/README.md`, "Round eight"). When free memory is at hand, the smaller pieces cost
+the extra system calls: ~2,000 for 128 MiB, a few milliseconds.
 """
 
 from __future__ import annotations

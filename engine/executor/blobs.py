@@ -272,7 +272,10 @@ class _Spill:
         view = memoryview(data)
         if n >= pagecache.PIECE and view.contiguous:
             self.fh.flush()
-            _write_through(self.fh.fileno(), view.cast("B"), self.size - n)
+            if n >= WRITEBACK_CHUNK:
+                _write_through(self.fh.fileno(), view.cast("B"), self.size - n)
+            else:  # (a write-back started for each of many smaller buffers would be many small I/Os)
+                pagecache.write(self.fh.fileno(), view)
         else:
             self.fh.write(data)
         return n
