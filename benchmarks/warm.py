@@ -1,12 +1,15 @@
 """Executor start-up, measured: the ramp of a fan-out of slow calls, and a served first call.
 
-Run by `run.py --parts ramp,first_call` (or alone: `python benchmarks/warm.py ramp|first_call
-[--backend docker]`; prints JSON). Numbers only, read from the store; nothing here is a test.
+Run by `run.py --parts ramp,first_call` (or alone: `python benchmarks/warm.py
+ramp|ramp_served|first_call [--backend docker] [--warm 12]`; prints JSON). Numbers only, read
+from the store; nothing here is a test.
 
 - **ramp** — `apps/ramp/app.py`: `n` calls of `seconds` each, `slow`'s `max_containers` = n,
   by `engine run`. From the store: the run's duration (ideal: just over `seconds`), and how many
   `slow` calls had started (each on an executor of its own) 0.5 s and 1 s after the first one
   did, and when the last one started.
+- **ramp_served** — the same app (10 × 2 s) served: an `engine server` with `--warm` blank
+  executors (default 12) and one with 2, each given one request once its warm pool is full.
 - **first_call** — an `engine server` with its warm pool (`ENGINE_WARM_EXECUTORS`, default 2)
   and one without (0), each given `apps/one_call.py` (or `--app models`: `apps/one_call_models.py`,
   the same call with a pydantic model in and out) once its blank executors are up: the time from
@@ -76,6 +79,68 @@ def ramp(backend: str, n: int, seconds: float, config: Path, timeout: float = 30
     }
 
 
+def ramp_served(backend: str, warm: int, n: int, seconds: float, timeout: float = 300) -> dict[str, Any]:
+    """The ramp app served: an `engine server` (`apps/ramp/engine.yaml`'s `max_executors`) with
+    `warm` blank executors, given one request once they are all up; when each `slow` call
+    started, from the store. What a served application's ramp gets from a warm pool as wide as
+    the ramp, against `engine run`, which starts its blank executors with the run."""
+    state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-ramp-served-"))
+    port = _free_port()
+    env = {**os.environ, "ENGINE_WARM_EXECUTORS": str(warm), "ENGINE_STATE_DIR": str(state_dir)}
+    server = subprocess.Popen([*ENGINE_CLI, "server", "--port", str(port), "--state-dir", str(state_dir),
+                               "--backend", backend, "--config", str(RAMP_APP.parent / "engine.yaml")],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        _wait_served(server, port, warm, backend, timeout)
+        deploy = subprocess.run([*ENGINE_CLI, "deploy", str(RAMP_APP), "--json"],
+                                env={**env, "ENGINE_SERVER": f"http://127.0.0.1:{port}"}, cwd=REPO,
+                                capture_output=True, text=True, timeout=timeout)
+        if deploy.returncode != 0:
+            raise SystemExit(f"bench: deploy failed: {deploy.stderr[-2000:]}")
+        status, answer = _request(port, "POST", f"/v1/applications/ramp/runs?wait={int(timeout)}",
+                                  {"n": n, "seconds": seconds}, timeout=timeout)
+        if status != 200 or answer.get("status") != "succeeded":
+            raise SystemExit(f"bench: the served ramp gave {status} {answer}")
+        run, calls = _store_calls(state_dir, answer["run_id"])
+    finally:
+        _stop_server(server)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    starts = sorted(c.started_at for c in calls if c.function == "slow" and c.started_at is not None)
+    return {"backend": backend, "served": True, "warm_executors": warm, "n": n, "seconds": seconds,
+            "run_id": run.run_id, "duration_s": run.ended_at - run.started_at,
+            "to_first_slow_dispatch_s": starts[0] - run.started_at,
+            "running_after_0_5_s": sum(1 for t in starts if t - starts[0] <= 0.5),
+            "all_running_after_s": starts[-1] - starts[0], "loadavg_1m": os.getloadavg()[0]}
+
+
+def _wait_served(server: subprocess.Popen[bytes], port: int, warm: int, backend: str, timeout: float) -> None:
+    """Until the server answers and its warm pool holds `warm` blank executors."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if _request(port, "GET", "/healthz", timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit(f"bench: the {backend} server did not start")
+        time.sleep(0.05)
+    while _warm_ready(port) < warm:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: the {backend} server's warm pool did not fill")
+        time.sleep(0.05)
+
+
+def _stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,20 +184,7 @@ def first_call(backend: str, warm: int, timeout: float = 180, app: str = "plain"
                                "--backend", backend], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if _request(port, "GET", "/healthz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"bench: the {backend} server did not start")
-            time.sleep(0.05)
-        while _warm_ready(port) < warm:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: the {backend} server's warm pool did not fill")
-            time.sleep(0.05)
+        _wait_served(server, port, warm, backend, timeout)
         deploy = subprocess.run([*ENGINE_CLI, "deploy", str(HERE / "apps" / app_file), "--json"],
                                 env={**env, "ENGINE_SERVER": f"http://127.0.0.1:{port}"}, cwd=REPO,
                                 capture_output=True, text=True, timeout=timeout)
@@ -145,12 +197,7 @@ def first_call(backend: str, warm: int, timeout: float = 180, app: str = "plain"
             raise SystemExit(f"bench: the served run gave {status} {answer}")
         run, calls = _store_calls(state_dir, answer["run_id"])
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        _stop_server(server)
         shutil.rmtree(state_dir, ignore_errors=True)
     root = next(c for c in calls if c.call_id == run.root_call_id)
     return {"backend": backend, "app": app, "warm_executors": warm, "run_id": run.run_id,
@@ -161,13 +208,16 @@ def first_call(backend: str, warm: int, timeout: float = 180, app: str = "plain"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("ramp", "first_call"))
+    parser.add_argument("what", choices=("ramp", "ramp_served", "first_call"))
+    parser.add_argument("--warm", type=int, default=12, help="ramp_served's warm pool")
     parser.add_argument("--backend", default="docker")
     parser.add_argument("--app", choices=sorted(FIRST_CALL_APPS), default="plain", help="first_call's application")
     args = parser.parse_args()
     if args.what == "ramp":
         out = [ramp(args.backend, 10, 2.0, RAMP_APP.parent / "engine.yaml"),
                ramp(args.backend, 6, 2.0, RAMP_APP.parent / "max6.yaml")]
+    elif args.what == "ramp_served":
+        out = [ramp_served(args.backend, args.warm, 10, 2.0), ramp_served(args.backend, 2, 10, 2.0)]
     else:
         out = [first_call(args.backend, 2, app=args.app), first_call(args.backend, 0, app=args.app)]
     print(json.dumps(out, indent=2))
