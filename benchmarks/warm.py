@@ -84,34 +84,46 @@ def ramp_served(backend: str, warm: int, n: int, seconds: float, timeout: float 
     `warm` blank executors, given one request once they are all up; when each `slow` call
     started, from the store. What a served application's ramp gets from a warm pool as wide as
     the ramp, against `engine run`, which starts its blank executors with the run."""
-    state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-ramp-served-"))
-    port = _free_port()
-    env = {**os.environ, "ENGINE_WARM_EXECUTORS": str(warm), "ENGINE_STATE_DIR": str(state_dir)}
-    server = subprocess.Popen([*ENGINE_CLI, "server", "--port", str(port), "--state-dir", str(state_dir),
-                               "--backend", backend, "--config", str(RAMP_APP.parent / "engine.yaml")],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
-        _wait_served(server, port, warm, backend, timeout)
-        deploy = subprocess.run([*ENGINE_CLI, "deploy", str(RAMP_APP), "--json"],
-                                env={**env, "ENGINE_SERVER": f"http://127.0.0.1:{port}"}, cwd=REPO,
-                                capture_output=True, text=True, timeout=timeout)
-        if deploy.returncode != 0:
-            raise SystemExit(f"bench: deploy failed: {deploy.stderr[-2000:]}")
-        status, answer = _request(port, "POST", f"/v1/applications/ramp/runs?wait={int(timeout)}",
-                                  {"n": n, "seconds": seconds}, timeout=timeout)
-        if status != 200 or answer.get("status") != "succeeded":
-            raise SystemExit(f"bench: the served ramp gave {status} {answer}")
-        run, calls = _store_calls(state_dir, answer["run_id"])
-    finally:
-        _stop_server(server)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    run, calls, _ = _serve_one_request(backend, warm, RAMP_APP, "ramp", {"n": n, "seconds": seconds},
+                                       config=RAMP_APP.parent / "engine.yaml", timeout=timeout)
     starts = sorted(c.started_at for c in calls if c.function == "slow" and c.started_at is not None)
     return {"backend": backend, "served": True, "warm_executors": warm, "n": n, "seconds": seconds,
             "run_id": run.run_id, "duration_s": run.ended_at - run.started_at,
             "to_first_slow_dispatch_s": starts[0] - run.started_at,
             "running_after_0_5_s": sum(1 for t in starts if t - starts[0] <= 0.5),
             "all_running_after_s": starts[-1] - starts[0], "loadavg_1m": os.getloadavg()[0]}
+
+
+def _serve_one_request(backend: str, warm: int, app_file: Path, app_name: str, body: Any, *,
+                       config: Path | None = None, timeout: float) -> tuple[Any, list[Any], float]:
+    """An `engine server` (fresh state directory) with `warm` blank executors and `app_file`
+    deployed; once its warm pool is full, one request to `app_name` with `body`, waited for.
+    Returns the run and its calls from the store, and the seconds from POST to result."""
+    state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-served-"))
+    port = _free_port()
+    env = {**os.environ, "ENGINE_WARM_EXECUTORS": str(warm), "ENGINE_STATE_DIR": str(state_dir)}
+    server = subprocess.Popen([*ENGINE_CLI, "server", "--port", str(port), "--state-dir", str(state_dir),
+                               "--backend", backend, *(["--config", str(config)] if config else [])],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        _wait_served(server, port, warm, backend, timeout)
+        deploy = subprocess.run([*ENGINE_CLI, "deploy", str(app_file), "--json"],
+                                env={**env, "ENGINE_SERVER": f"http://127.0.0.1:{port}"}, cwd=REPO,
+                                capture_output=True, text=True, timeout=timeout)
+        if deploy.returncode != 0:
+            raise SystemExit(f"bench: deploy failed: {deploy.stderr[-2000:]}")
+        start = time.perf_counter()
+        status, answer = _request(port, "POST", f"/v1/applications/{app_name}/runs?wait={int(timeout)}",
+                                  body, timeout=timeout)
+        request_s = time.perf_counter() - start
+        if status != 200 or answer.get("status") != "succeeded":
+            raise SystemExit(f"bench: the served run gave {status} {answer}")
+        run, calls = _store_calls(state_dir, answer["run_id"])
+    finally:
+        _stop_server(server)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return run, calls, request_s
 
 
 def _wait_served(server: subprocess.Popen[bytes], port: int, warm: int, backend: str, timeout: float) -> None:
@@ -177,28 +189,8 @@ def first_call(backend: str, warm: int, timeout: float = 180, app: str = "plain"
     """An `engine server` with `warm` blank executors; once they are up, one request of the
     application `app` (`FIRST_CALL_APPS`), whose function has no executor yet."""
     app_file, app_name, body = FIRST_CALL_APPS[app]
-    state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-first-"))
-    port = _free_port()
-    env = {**os.environ, "ENGINE_WARM_EXECUTORS": str(warm), "ENGINE_STATE_DIR": str(state_dir)}
-    server = subprocess.Popen([*ENGINE_CLI, "server", "--port", str(port), "--state-dir", str(state_dir),
-                               "--backend", backend], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _wait_served(server, port, warm, backend, timeout)
-        deploy = subprocess.run([*ENGINE_CLI, "deploy", str(HERE / "apps" / app_file), "--json"],
-                                env={**env, "ENGINE_SERVER": f"http://127.0.0.1:{port}"}, cwd=REPO,
-                                capture_output=True, text=True, timeout=timeout)
-        if deploy.returncode != 0:
-            raise SystemExit(f"bench: deploy failed: {deploy.stderr[-2000:]}")
-        start = time.perf_counter()
-        status, answer = _request(port, "POST", f"/v1/applications/{app_name}/runs?wait=120", body)
-        request_s = time.perf_counter() - start
-        if status != 200 or answer.get("status") != "succeeded":
-            raise SystemExit(f"bench: the served run gave {status} {answer}")
-        run, calls = _store_calls(state_dir, answer["run_id"])
-    finally:
-        _stop_server(server)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    run, calls, request_s = _serve_one_request(backend, warm, HERE / "apps" / app_file, app_name, body,
+                                               timeout=timeout)
     root = next(c for c in calls if c.call_id == run.root_call_id)
     return {"backend": backend, "app": app, "warm_executors": warm, "run_id": run.run_id,
             "created_to_dispatch_ms": (root.started_at - root.created_at) * 1000,
