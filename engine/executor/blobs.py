@@ -212,8 +212,9 @@ class BlobClient:
 def _write_through(fd: int, view: memoryview, offset: int) -> None:
     """Write `view` at `offset` (the file's position) in small pieces (`engine.pagecache`),
     starting the write-back to the disk of every WRITEBACK_CHUNK of it (sync_file_range,
-    SYNC_FILE_RANGE_WRITE: it does not wait)."""
-    start_writeback = _writeback()
+    SYNC_FILE_RANGE_WRITE: it does not wait) when it is at least that large: a write-back for
+    each of many smaller buffers would be many small I/Os, and the fsync does those at once."""
+    start_writeback = _writeback() if len(view) >= WRITEBACK_CHUNK else None
     for start in range(0, len(view), WRITEBACK_CHUNK):
         piece = view[start:start + WRITEBACK_CHUNK]
         pagecache.write(fd, piece)
@@ -272,10 +273,7 @@ class _Spill:
         view = memoryview(data)
         if n >= pagecache.PIECE and view.contiguous:
             self.fh.flush()
-            if n >= WRITEBACK_CHUNK:
-                _write_through(self.fh.fileno(), view.cast("B"), self.size - n)
-            else:  # (a write-back started for each of many smaller buffers would be many small I/Os)
-                pagecache.write(self.fh.fileno(), view)
+            _write_through(self.fh.fileno(), view.cast("B"), self.size - n)
         else:
             self.fh.write(data)
         return n
