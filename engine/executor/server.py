@@ -174,7 +174,9 @@ def _warm_imports() -> None:
 
 
 class Executor(pb_grpc.FunctionExecutorServicer):
-    def __init__(self, lifetime: Lifetime) -> None:
+    def __init__(self, lifetime: Lifetime, idle_trim: float = memory.IDLE_TRIM_S) -> None:
+        """`idle_trim`: seconds without a running call before freed memory goes back
+        (`engine.executor.memory.Trim`)."""
         self.lifetime = lifetime
         self.pid = os.getpid()
         self.function: Function[..., Any] | None = None
@@ -186,7 +188,7 @@ class Executor(pb_grpc.FunctionExecutorServicer):
         self._channel: grpc.Channel | None = None
         self._running = 0
         # Freed memory kept for the next call, given back when idle (engine.executor.memory).
-        self.memory = memory.Trim()
+        self.memory = memory.Trim(idle_trim)
         self.concurrency = 1
         self._lock = threading.Lock()
         self.instance: _Instance | None = None
@@ -729,8 +731,7 @@ def serve(listen: str, port_file: str | None = None, max_workers: int = 256,
     os.register_at_fork(after_in_child=lambda: _after_fork_in_child(original_stdout, original_stderr))
     lifetime = Lifetime(orphan_timeout=orphan_timeout, init_timeout=init_timeout, parent_pid=parent_pid,
                         template_pid=template_pid)
-    executor = Executor(lifetime)
-    executor.memory.idle_s = idle_trim
+    executor = Executor(lifetime, idle_trim)
     blank = os.environ.pop(BLANK_ENV, None) == "1"  # not the function's to see
     memory.forget_defaults()
     server = grpc.server(cf.ThreadPoolExecutor(max_workers=max_workers), options=wire.GRPC_OPTIONS)
