@@ -24,11 +24,12 @@ import os
 PIECE = 64 * 1024
 
 
-def write(fd: int, data: bytes | bytearray | memoryview) -> None:
-    """Write all of `data` (contiguous) at `fd`'s position, in pieces of at most `PIECE`."""
+def write(fd: int, data: bytes | bytearray | memoryview, piece_bytes: int = PIECE) -> None:
+    """Write all of `data` (contiguous) at `fd`'s position, in pieces of at most `piece_bytes`
+    (another size than `PIECE` only to measure it: `benchmarks/pagecache_pieces.py`)."""
     view = memoryview(data).cast("B")
-    for start in range(0, len(view), PIECE):
-        piece = view[start:start + PIECE]
+    for start in range(0, len(view), piece_bytes):
+        piece = view[start:start + piece_bytes]
         done = 0
         while done < len(piece):
             done += os.write(fd, piece[done:])
