@@ -2,8 +2,8 @@
 
 An executor need share no filesystem with the scheduler (on Swarm it is on another machine), so a
 value too large to travel inline is streamed to the scheduler's `Blobs` service (`put_blob`) and
-referenced by its SHA-256; a reference it receives is streamed back (`get_blob`). Both directions
-check the digest, and carry the executor's credential: the scheduler gives a blob only to an
+referenced by its content address (`engine.wire.content`); a reference it receives is streamed back (`get_blob`). Both directions
+check the address, and carry the executor's credential: the scheduler gives a blob only to an
 executor whose running calls were given it, and the SDK raises `AccessDenied` for any other.
 Fetched blobs are kept in a small LRU cache: content-addressed, so never stale,
 and a fan-out handing one large value to every call fetches it once per executor.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import mmap
 import os
 import secrets
@@ -40,6 +39,7 @@ import grpc
 
 from engine import pagecache, wire
 from engine.errors import AccessDenied, InfrastructureError
+from engine.wire import content
 from engine.wire.v1 import engine_pb2 as pb
 from engine.wire.v1 import engine_pb2_grpc as pb_grpc
 
@@ -112,7 +112,7 @@ class BlobClient:
         return self._stream(data)
 
     def _stream(self, data: bytes) -> str:
-        digest = wire.digest(data)
+        digest = content.address(data)
         view = memoryview(data)
 
         def chunks() -> Iterator[pb.BlobChunk]:
@@ -178,11 +178,9 @@ class BlobClient:
             if data is not None:
                 self._cache.move_to_end(digest)
                 return data
-        hasher = hashlib.sha256()
         parts: list[bytes] = []
         try:
             for chunk in self.stub.Get(pb.GetBlobRequest(digest=digest), metadata=self.metadata):
-                hasher.update(chunk.data)
                 parts.append(chunk.data)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
@@ -190,8 +188,8 @@ class BlobClient:
             raise InfrastructureError(f"could not fetch value {digest[:12]} from the scheduler: "
                                       f"{exc.details()}") from None
         data = b"".join(parts)
-        # (A deferred value's token is no digest: the scheduler streamed it once it had one.)
-        if hasher.hexdigest() != digest and not digest.startswith(wire.DEFERRED_PREFIX):
+        # (A deferred value's token is no address: the scheduler streamed it once it had one.)
+        if not digest.startswith(wire.DEFERRED_PREFIX) and not content.matches(data, digest):
             raise InfrastructureError(f"value {digest[:12]} arrived corrupted ({len(data)} bytes)")
         self._remember(digest, data)
         return data

@@ -35,7 +35,7 @@ Progress = Callable[[str], None] | None
 
 #: Runtime dependencies of the engine inside a container (no `docker`: executors never talk to
 #: the Docker engine).
-RUNTIME_DEPENDENCIES = ("grpcio", "protobuf", "cloudpickle", "pydantic", "pyyaml", "rich")
+RUNTIME_DEPENDENCIES = ("grpcio", "protobuf", "cloudpickle", "pydantic", "pyyaml", "rich", "blake3")
 
 EXECUTOR_PORT = 50051
 EXECUTOR_UID = 10001

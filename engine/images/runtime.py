@@ -1,8 +1,8 @@
 """The runtime image: `engine-runtime:py3.X-<hash>`, from `runtime_image/Dockerfile`.
 
-Its dependencies (grpcio, protobuf, cloudpickle, pydantic, pyyaml, rich and what they require) are
-pinned to the versions installed on the host — the generated protobuf code and the pickles must
-match on both sides — downloaded as wheels into `~/.cache/engine/wheels/<cpXY-arch>/` (reused
+Its dependencies (grpcio, protobuf, cloudpickle, pydantic, pyyaml, rich, blake3 and what they
+require) are pinned to the versions installed on the host — the generated protobuf code and the
+pickles must match on both sides — downloaded as wheels into `~/.cache/engine/wheels/<cpXY-arch>/` (reused
 across builds, so a rebuild needs no network) and installed with `pip --no-index`. The engine
 package goes in as its source tree. The hash covers the engine source, the pins and the
 Dockerfile, so editing engine code yields a new tag and a stale image is never used. (The base is

@@ -5,9 +5,9 @@ Apart from the builders (`engine.images.runtime`) because it needs no Docker SDK
 early start (`engine.backends.early`) reads the tag on a thread while the CLI imports the rest
 of itself, and that thread must not spend its time importing the SDK.
 
-The dependencies (grpcio, protobuf, cloudpickle, pydantic, pyyaml, rich and what they require)
-are pinned to the versions installed on the host: the generated protobuf code and the pickles
-must match on both sides.
+The dependencies (grpcio, protobuf, cloudpickle, pydantic, pyyaml, rich, blake3 and what they
+require) are pinned to the versions installed on the host: the generated protobuf code and the
+pickles must match on both sides.
 """
 
 from __future__ import annotations

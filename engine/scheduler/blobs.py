@@ -2,9 +2,9 @@
 
 Served beside `SchedulerCallback` on the same port, so every executor that can call back (on any
 Swarm node) can reach it. The bytes live in the store's blob directory — the store of record
-stays where the scheduler runs — named by SHA-256, written under a temporary name, fsynced and
-renamed before `Put` answers: an executor that was told "stored" may die at once and lose
-nothing. `Get` streams a blob in `wire.BLOB_CHUNK_BYTES` pieces; the receiver checks the digest.
+stays where the scheduler runs — named by content address (`engine.wire.content`), written under
+a temporary name, fsynced and renamed before `Put` answers: an executor that was told "stored"
+may die at once and lose nothing. `Get` streams a blob in `wire.BLOB_CHUNK_BYTES` pieces; the receiver checks the digest.
 
 File work runs on threads: the event loop keeps dispatching calls while a large value moves.
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import hashlib
 import itertools
 import mmap
 import os
@@ -52,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.procstat import alive
-from engine.wire import DEFERRED_PREFIX
+from engine.wire import DEFERRED_PREFIX, content
 
 # Linux fcntl commands (not exported by Python's fcntl module).
 F_SETLEASE = 1024
@@ -101,7 +100,7 @@ class Exchange:
                 except OSError:
                     pass  # (FileExistsError, or gone: the executor asks Blobs.Get)
             return
-        blob = self.blob_dir / digest[:2] / digest
+        blob = self.blob_dir / content.shard(digest) / digest
         target = self.in_dir / digest
         try:
             if stat.S_IMODE(blob.stat().st_mode) != 0o444:
@@ -174,7 +173,7 @@ class Exchange:
             raise
         finally:
             os.close(claimed.fd)
-        target = self.blob_dir / digest[:2] / digest
+        target = self.blob_dir / content.shard(digest) / digest
         with claimed.lock:
             try:
                 if target.exists():
@@ -278,7 +277,7 @@ def local_blob_dir(store: object) -> Path | None:
 
 
 def _hash_and_sync(fd: int, size: int) -> str:
-    """SHA-256 of the file, computed while another thread fsyncs it (both release the GIL)."""
+    """The file's content address, computed while another thread fsyncs it (both release the GIL)."""
     failed: list[OSError] = []
 
     def sync() -> None:
@@ -290,7 +289,7 @@ def _hash_and_sync(fd: int, size: int) -> str:
     syncing = threading.Thread(target=sync, name="adopt-fsync")
     syncing.start()
     try:
-        hasher = hashlib.sha256()
+        hasher = content.Hasher(threaded=size >= content.THREADED_FROM_BYTES)
         if size:
             # Populated at once: one page-table fill instead of a fault per 4 KiB page.
             with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ) as view:
@@ -299,7 +298,7 @@ def _hash_and_sync(fd: int, size: int) -> str:
         syncing.join()
     if failed:
         raise failed[0]
-    return hasher.hexdigest()
+    return hasher.address()
 
 
 def _remove(path: Path) -> None:

@@ -15,7 +15,6 @@ from their checkpoints, once the database answers (if no other server took them 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import uuid
@@ -26,6 +25,7 @@ from engine.errors import SDKUsageError
 from engine.store import base
 from engine.store.base import StoreUnavailable
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION, for_postgres, statements
+from engine.wire import content
 
 CHUNK = 1 << 20
 
@@ -220,7 +220,7 @@ class PostgresStore(base.Store):
             self._blob_connections.append(conn)
 
     def put_blob(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content.address(data)
         if self.has_blob(digest):
             return digest
         writer = self.blob_writer()
@@ -272,7 +272,7 @@ class PostgresBlobWriter(base.BlobWriter):
         self.conn = store._borrow()
         self.conn.execute("BEGIN")
         self.upload = uuid.uuid4().hex
-        self.hasher = hashlib.sha256()
+        self.hasher = content.Hasher()
         self.size = 0
         self.seq = 0
         self.buffer = bytearray()
@@ -291,7 +291,7 @@ class PostgresBlobWriter(base.BlobWriter):
         self.seq += 1
 
     def commit(self) -> tuple[str, int]:
-        digest = self.hasher.hexdigest()
+        digest = self.hasher.address()
         try:
             if self.buffer or self.seq == 0:
                 self._put(bytes(self.buffer))
@@ -471,7 +471,7 @@ def as_one_statement(sql: str, rows: list[Sequence[Any]]) -> tuple[str, list[Any
 
 
 def _check_digest(digest: str) -> None:
-    if len(digest) != 64 or digest.strip("0123456789abcdef"):
+    if not content.is_address(digest):
         raise KeyError(f"not a blob digest: {digest[:80]!r}")
 
 

@@ -12,7 +12,6 @@ What all stores share (group commit, leases, fencing) is in `engine.store.base`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import tempfile
@@ -26,6 +25,7 @@ from engine.errors import SDKUsageError
 from engine.store import base
 from engine.store.base import INLINE_LIMIT, CallRow, RunRow
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION, statements
+from engine.wire import content
 
 __all__ = ["INLINE_LIMIT", "CallRow", "RunRow", "SQLiteStore"]
 
@@ -103,16 +103,17 @@ class SQLiteStore(base.Store):
         self.db.close()
 
     # --- blobs -----------------------------------------------------------------------------
-    # Content-addressed files `<blob_dir>/<digest[:2]>/<digest>`, digest = SHA-256 (hex). Written
-    # under a temporary name, fsynced, then renamed: a blob's name never points at partial bytes.
+    # Files named by their content address (`engine.wire.content`), `<blob_dir>/<shard>/<address>`.
+    # Written under a temporary name, fsynced, then renamed: a blob's name never points at partial
+    # bytes.
 
     def blob_path(self, digest: str) -> Path:
-        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+        if not content.is_address(digest):
             raise KeyError(f"not a blob digest: {digest[:80]!r}")
-        return self.blob_dir / digest[:2] / digest
+        return self.blob_dir / content.shard(digest) / digest
 
     def put_blob(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content.address(data)
         if self.blob_path(digest).exists():
             return digest
         writer = self.blob_writer()
@@ -156,7 +157,7 @@ class BlobWriter(base.BlobWriter):
 
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
-        self.hasher = hashlib.sha256()
+        self.hasher = content.Hasher()
         self.size = 0
         store.blob_dir.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=store.blob_dir, prefix=".tmp-")
@@ -169,7 +170,7 @@ class BlobWriter(base.BlobWriter):
 
     def commit(self) -> tuple[str, int]:
         """fsync and name the blob; returns (digest, size)."""
-        digest = self.hasher.hexdigest()
+        digest = self.hasher.address()
         try:
             os.fsync(self.fh.fileno())
             self.fh.close()

@@ -150,19 +150,17 @@ def loads(data: bytes | memoryview) -> Any:
     return cloudpickle.loads(data)
 
 
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def args_digest(arguments: pb.Arguments) -> str:
-    return digest(arguments.SerializeToString(deterministic=True))[:32]
+    """A call's arguments, fingerprinted: SHA-256, as in every checkpoint a resume compares."""
+    return hashlib.sha256(arguments.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
 # --- payloads and blobs ------------------------------------------------------------------
 
 
 class BlobStore(Protocol):
-    """Where values too large for a message go: content-addressed by SHA-256 (hex)."""
+    """Where values too large for a message go, each under its content address
+    (`engine.wire.content`)."""
 
     def put_blob(self, data: bytes) -> str: ...
 

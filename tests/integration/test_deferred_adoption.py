@@ -33,6 +33,7 @@ from engine.scheduler import Scheduler
 from engine.scheduler.exchange import TEST_HOLD_ENV
 from engine.scheduler.state import RUNNING
 from engine.store import open_store, store_url
+from engine.wire import content
 from engine.wire.v1 import engine_pb2 as pb
 
 BACKENDS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
@@ -110,7 +111,7 @@ def test_kill_9_after_the_hand_off_before_makes_checkpoint_runs_both_again(
 
     # Both ran again on resume, and each is checkpointed once, make's value under its digest.
     assert checkpointed_count(state_dir, "make") == 1 and checkpointed_count(state_dir, "measure") == 1
-    assert wire.digest(wire.dumps(expected)) in blobs_on_disk(state_dir)
+    assert content.address(wire.dumps(expected)) in blobs_on_disk(state_dir)
     assert_every_blob_is_what_its_name_says(state_dir)
     # (measure's own value lists its in/, where the token may be: only references count now.)
     assert _token_references(state_dir) == 0
@@ -185,7 +186,7 @@ def test_measures_outcome_is_held_until_makes_checkpoint_commits(apps, state_dir
     # measure was given the value by its token, before make had a digest.
     assert len(outcome.result["in"]) == 1 and outcome.result["in"][0].startswith(wire.DEFERRED_PREFIX)
     calls = {c.function: c for c in run.calls.values()}
-    assert calls["make"].result_digest == wire.digest(wire.dumps(expected))
+    assert calls["make"].result_digest == content.address(wire.dumps(expected))
     assert calls["make"].ended_at <= calls["measure"].ended_at  # checkpointed in that order
     assert side_effects.count("make", "1") == 1 and side_effects.count("measure") == 1
     assert _token_references(state_dir) == 0
@@ -202,8 +203,8 @@ def test_a_value_that_cannot_be_stored_fails_both_calls_and_leaves_nothing(apps,
     hold = tmp_path / "hold-adoption"
     hold.touch()
     monkeypatch.setenv(TEST_HOLD_ENV, str(hold))
-    digest = wire.digest(wire.dumps(app.blob(SIZE, 1)))
-    blocker = state_dir / "blobs" / digest[:2]  # where `settle` names the value: now a file
+    digest = content.address(wire.dumps(app.blob(SIZE, 1)))
+    blocker = state_dir / "blobs" / content.shard(digest)  # where `settle` names the value: now a file
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_bytes(b"not a directory")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine import run_local_application, wire
+from engine.wire import content
 
 MB = 1024 * 1024
 
@@ -24,7 +25,7 @@ def test_large_results_become_arguments_of_another_call(apps, state_dir, show) -
     assert [tuple(x) for x in request.output()] == expected
     # Both results are checkpointed as blobs, named by their digest.
     names = {p.name for p in blob_files(state_dir, size)}
-    assert {wire.digest(wire.dumps(app.blob(size, seed))) for seed in (1, 2)} <= names
+    assert {content.address(wire.dumps(app.blob(size, seed))) for seed in (1, 2)} <= names
 
 
 def test_a_value_larger_than_any_grpc_message_moves_intact(apps, state_dir) -> None:

@@ -27,6 +27,7 @@ from engine.app import app_spec_from_function
 from engine.runner import make_backend, read_outcome
 from engine.scheduler import Scheduler
 from engine.store import open_store, store_url
+from engine.wire import content
 from engine.wire.v1 import engine_pb2 as pb
 
 MB = 1024 * 1024
@@ -41,7 +42,7 @@ def blobs_on_disk(state_dir: Path) -> dict[str, Path]:
 
 def assert_every_blob_is_what_its_name_says(state_dir: Path) -> None:
     for name, path in blobs_on_disk(state_dir).items():
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == name, f"blob {name[:12]} is corrupt"
+        assert content.matches(path.read_bytes(), name), f"blob {name[:12]} is corrupt"
 
 
 async def _drive(backend: str, state_dir: Path, fn: Any, url: str | None = None, share: bool = True,
@@ -91,10 +92,10 @@ def test_a_large_value_moves_through_the_exchange_directory_and_is_checkpointed(
     else:
         assert seen["exchange"].startswith(str(state_dir / "blobs" / ".exchange"))
 
-    # Checkpointed exactly as a streamed value: a blob named by the SHA-256 of its pickle.
+    # Checkpointed exactly as a streamed value: a blob named by the content address of its pickle.
     make = next(c for c in run.calls.values() if c.function == "make")
     digest = make.result_digest
-    assert digest == wire.digest(wire.dumps(expected))
+    assert digest == content.address(wire.dumps(expected))
     # measure's directory held the one value it was given: by its digest, or — handed on
     # before make was checkpointed (a deferred adoption) — by its token.
     assert len(seen["in"]) == 1 and (seen["in"][0] == digest or seen["in"][0].startswith(wire.DEFERRED_PREFIX))
@@ -103,6 +104,38 @@ def test_a_large_value_moves_through_the_exchange_directory_and_is_checkpointed(
     assert oct(blob.stat().st_mode & 0o777) == "0o444"
     assert_every_blob_is_what_its_name_says(state_dir)
     assert left == [], f"exchange directories left behind: {left}"
+
+
+def test_a_store_written_with_sha256_addresses_still_hands_its_values_on(
+        apps, state_dir, side_effects, cli) -> None:
+    """Stores from before BLAKE3 name their blobs by SHA-256: a rerun of such a run reuses the
+    checkpointed value under its old name, and the call it reruns gets the value intact."""
+    app = apps("app_exchange")
+    code, out, err = cli("run", f"{app.__file__}:pass_on", "--json",
+                         "--input", json.dumps({"size": SIZE, "log": str(side_effects)}))
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    # The store as an earlier engine would have left it: make's value under its SHA-256.
+    new = {n: p for n, p in blobs_on_disk(state_dir).items() if p.stat().st_size >= SIZE}
+    assert len(new) == 1 and next(iter(new)).startswith(content.PREFIX)
+    [(address, path)] = new.items()
+    old = hashlib.sha256(path.read_bytes()).hexdigest()
+    (state_dir / "blobs" / old[:2]).mkdir(exist_ok=True)
+    path.rename(state_dir / "blobs" / old[:2] / old)
+    with sqlite3.connect(state_dir / "engine.db") as db:
+        assert db.execute("UPDATE calls SET result_digest = ? WHERE result_digest = ?",
+                          (old, address)).rowcount == 1
+
+    code, out, err = cli("rerun", run_id, "--from", "measure", "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "succeeded", out
+    seen = read_outcome(state_dir, json.loads(out)["run_id"]).result
+    expected = app.blob(SIZE, 1)
+    assert seen["size"] == SIZE and seen["seed_ok"] and seen["head"] == expected[:16]
+    assert side_effects.count("make", "1") == 1 and side_effects.count("measure") == 2  # make reused
+    assert seen["in"] == [old]  # given to measure under its old name
+    assert wire.loads((state_dir / "blobs" / old[:2] / old).read_bytes()) == expected
+    assert_every_blob_is_what_its_name_says(state_dir)
 
 
 @pytest.mark.parametrize("where", ["another machine", "postgresql"])
@@ -126,7 +159,7 @@ def test_a_container_reads_only_what_it_was_given_and_cannot_plant_a_blob(
     victim, _, _, _ = asyncio.run(_drive("docker", state_dir, app.victim, size=4 * MB))
     secret = read_outcome(state_dir, victim.run_id)
     assert secret.status == "succeeded", secret.error()
-    secret_digest = wire.digest(wire.dumps(app.blob(4 * MB, 7)))
+    secret_digest = content.address(wire.dumps(app.blob(4 * MB, 7)))
     assert secret_digest in blobs_on_disk(state_dir)
 
     own = app.blob(3 * MB, 9)
@@ -136,7 +169,7 @@ def test_a_container_reads_only_what_it_was_given_and_cannot_plant_a_blob(
     assert outcome.status == "succeeded", outcome.error()
     out = outcome.result
     assert out["exchange"] == "/exchange" and out["own"] == len(own)
-    assert out["in"] == [wire.digest(wire.dumps(own))]  # its argument, and nothing else
+    assert out["in"] == [content.address(wire.dumps(own))]  # its argument, and nothing else
     for way in ("by_name", "by_host_path", "by_parent"):
         assert out[way] == "ENOENT", (way, out[way])
     assert out["write_in"] == "EROFS"

@@ -8,6 +8,7 @@ import pytest
 
 from engine import wire
 from engine.store import SQLiteStore, open_store, store_url
+from engine.wire import content
 
 MB = 1024 * 1024
 
@@ -24,8 +25,8 @@ def test_small_values_are_always_inline(store: SQLiteStore) -> None:
     small = b"s" * wire.SMALL_VALUE_BYTES
     assert all(encoder.data(small).data == small for _ in range(3))
     assert encoder.data(small + b"!").blob  # the message has no room for anything larger
-    assert list(store.blob_dir.rglob("*")) == [store.blob_path(wire.digest(small + b"!")).parent,
-                                               store.blob_path(wire.digest(small + b"!"))]
+    assert list(store.blob_dir.rglob("*")) == [store.blob_path(content.address(small + b"!")).parent,
+                                               store.blob_path(content.address(small + b"!"))]
 
 
 def test_medium_values_inline_until_the_message_budget_is_spent(store: SQLiteStore) -> None:
@@ -36,7 +37,7 @@ def test_medium_values_inline_until_the_message_budget_is_spent(store: SQLiteSto
     assert len(inline) == wire.MESSAGE_INLINE_BUDGET // MB == 8
     assert all(p.data == value for p in inline)
     spilled = payloads[8:]
-    assert all(p.blob == wire.digest(value) and p.size == MB and not p.data for p in spilled)
+    assert all(p.blob == content.address(value) and p.size == MB and not p.data for p in spilled)
     assert wire.payload_bytes(spilled[0], store) == value
 
 
@@ -59,7 +60,8 @@ def test_a_stored_blob_is_passed_by_reference_without_reading_it(store: SQLiteSt
 
 
 def test_blob_digests_are_checked_before_touching_the_disk(store: SQLiteStore) -> None:
-    for bad in ("../../engine.db", "a" * 63, "A" * 64, "g" * 64, ""):
+    for bad in ("../../engine.db", "a" * 63, "A" * 64, "g" * 64, "", "b3-" + "a" * 63, "b3-" + "A" * 64,
+                "b3-../" + "a" * 61):
         with pytest.raises(KeyError):
             store.blob_path(bad)
         assert not store.has_blob(bad)
@@ -69,7 +71,7 @@ def test_a_blob_written_in_pieces_appears_only_when_committed(store: SQLiteStore
     writer = store.blob_writer()
     writer.write(b"a" * 1000)
     writer.write(b"b" * 1000)
-    digest = wire.digest(b"a" * 1000 + b"b" * 1000)
+    digest = content.address(b"a" * 1000 + b"b" * 1000)
     assert not store.has_blob(digest)
     assert writer.commit() == (digest, 2000)
     assert store.get_blob(digest) == b"a" * 1000 + b"b" * 1000 and store.blob_size(digest) == 2000
@@ -77,7 +79,7 @@ def test_a_blob_written_in_pieces_appears_only_when_committed(store: SQLiteStore
     aborted = store.blob_writer()
     aborted.write(b"partial")
     aborted.abort()
-    assert not store.has_blob(wire.digest(b"partial"))
+    assert not store.has_blob(content.address(b"partial"))
     assert [p.name for p in store.blob_dir.iterdir() if p.name.startswith(".tmp-")] == []
 
 

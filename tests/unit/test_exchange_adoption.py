@@ -3,7 +3,6 @@ executor: what adoption takes into the blob directory and what it refuses."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.scheduler.exchange import Deferred, Exchanges, NotAdopted
-from engine.wire import DEFERRED_PREFIX
+from engine.wire import DEFERRED_PREFIX, content
 from engine.wire.v1 import engine_pb2 as pb
 
 
@@ -22,7 +21,7 @@ def exchanges(tmp_path: Path) -> Exchanges:
 
 
 def _blob(exchanges: Exchanges, digest: str) -> Path:
-    return exchanges.blob_dir / digest[:2] / digest
+    return exchanges.blob_dir / content.shard(digest) / digest
 
 
 def test_a_closed_file_is_renamed_into_the_store_under_its_digest(exchanges) -> None:
@@ -31,7 +30,7 @@ def test_a_closed_file_is_renamed_into_the_store_under_its_digest(exchanges) -> 
     (ex.out_dir / "value").write_bytes(data)
     inode = (ex.out_dir / "value").stat().st_ino
     digest, size = ex.adopt("value")
-    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert (digest, size) == (content.address(data), len(data))
     blob = _blob(exchanges, digest)
     assert blob.read_bytes() == data
     assert blob.stat().st_ino == inode  # moved, not copied
@@ -134,7 +133,7 @@ def test_a_deferred_value_is_linked_by_its_token_before_it_is_hashed_and_stays_r
     assert not list(exchanges.blob_dir.glob("[0-9a-f][0-9a-f]/*")) or stored_before  # not named yet
 
     digest = producer.settle(claimed)
-    assert digest == hashlib.sha256(data).hexdigest()
+    assert digest == content.address(data)
     assert _blob(exchanges, digest).read_bytes() == data
     assert linked.read_bytes() == data
     assert not list(exchanges.blob_dir.glob(".tmp-*"))

@@ -16,6 +16,7 @@ from engine.errors import RunNotFound, SDKUsageError
 from engine.store import CallRow, RunRow, SQLiteStore, Store, open_store, store_url
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
 from engine.store.sqlite import INLINE_LIMIT
+from engine.wire import content
 
 
 def schema_of(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
@@ -269,13 +270,12 @@ def test_small_results_inline_large_ones_as_blob_files(tmp_path: Path) -> None:
 
 
 def test_blobs_are_content_addressed(tmp_path: Path) -> None:
-    import hashlib
 
     store = make_store(tmp_path)
     try:
         data = b"x" * 100_000
         first = store.put_blob(data)
-        assert first == hashlib.sha256(data).hexdigest()
+        assert first == content.address(data)
         assert store.put_blob(data) == first  # idempotent
         assert store.get_blob(first) == data
         leftovers = [p for p in (tmp_path / "state" / "blobs").rglob(".tmp-*")]
@@ -287,7 +287,6 @@ def test_blobs_are_content_addressed(tmp_path: Path) -> None:
 def test_blobs_stream_in_and_out_of_either_store(opener: Callable[[], Store]) -> None:
     """What the Blobs service does: a value arriving in pieces is named by its digest only once
     whole; an aborted one leaves nothing; reading back in pieces gives the same bytes."""
-    import hashlib
 
     store = opener()
     data = bytes(range(256)) * 12_000  # about 3 MiB: several of PostgreSQL's 1 MiB chunks
@@ -295,7 +294,7 @@ def test_blobs_stream_in_and_out_of_either_store(opener: Callable[[], Store]) ->
     for i in range(0, len(data), 100_000):
         writer.write(data[i:i + 100_000])
     digest, size = writer.commit()
-    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert (digest, size) == (content.address(data), len(data))
     other = opener()  # another connection (another server) sees it
     assert other.has_blob(digest) and other.blob_size(digest) == len(data)
     with other.open_blob(digest) as fh:
@@ -308,7 +307,7 @@ def test_blobs_stream_in_and_out_of_either_store(opener: Callable[[], Store]) ->
     aborted = store.blob_writer()
     aborted.write(b"half a value")
     aborted.abort()
-    missing = hashlib.sha256(b"half a value").hexdigest()
+    missing = content.address(b"half a value")
     assert not other.has_blob(missing)
     with pytest.raises(FileNotFoundError):
         other.open_blob(missing)

@@ -16,6 +16,7 @@ from sidefx import record
 
 from engine import application, function
 from engine.sdk import runtime as sdk_runtime
+from engine.wire import content
 from engine.wire.v1 import engine_pb2 as pb
 
 
@@ -92,8 +93,8 @@ def intruder(secret_digest: str, blob_dir: str, own: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"exchange": str(base), "in": sorted(os.listdir(base / "in")),
                            "own": len(own)}
     for label, path in (("by_name", base / "in" / secret_digest),
-                        ("by_host_path", Path(blob_dir) / secret_digest[:2] / secret_digest),
-                        ("by_parent", base / "in" / ".." / ".." / ".." / secret_digest[:2] / secret_digest)):
+                        ("by_host_path", Path(blob_dir) / content.shard(secret_digest) / secret_digest),
+                        ("by_parent", base / "in" / ".." / ".." / ".." / content.shard(secret_digest) / secret_digest)):
         try:
             out[label] = f"read {len(path.read_bytes())} bytes"
         except OSError as exc:
@@ -105,7 +106,7 @@ def intruder(secret_digest: str, blob_dir: str, own: bytes) -> dict[str, Any]:
         out["write_in"] = _errno_name(exc)
     # Plant a name pointing at the secret and ask the scheduler to adopt it.
     link = base / "out" / "pointer"
-    link.symlink_to(Path(blob_dir) / secret_digest[:2] / secret_digest)
+    link.symlink_to(Path(blob_dir) / content.shard(secret_digest) / secret_digest)
     out["adopt_symlink"] = _adopt("pointer")
     out["adopt_escape"] = _adopt("../in")
     # A file it still holds open could change after the scheduler checked it: refused.
