@@ -289,10 +289,13 @@ def _hash_and_sync(fd: int, size: int) -> str:
     syncing = threading.Thread(target=sync, name="adopt-fsync")
     syncing.start()
     try:
-        hasher = content.Hasher(threaded=size >= content.THREADED_FROM_BYTES)
+        threaded = size >= content.THREADED_FROM_BYTES
+        hasher = content.Hasher(threaded=threaded)
         if size:
-            # Populated at once: one page-table fill instead of a fault per 4 KiB page.
-            with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ) as view:
+            # Hashed on every core, each faulting in the pages it reads (128 MiB: 0.019 s, against
+            # 0.023 s when the mapping is populated first); a small file is populated at once.
+            flags = mmap.MAP_SHARED | (0 if threaded else mmap.MAP_POPULATE)
+            with mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ) as view:
                 hasher.update(view)
     finally:
         syncing.join()
