@@ -27,9 +27,17 @@ How a container is run, and why:
   (`callback_host`, usually 172.17.0.1), which is also where the scheduler's callback server
   binds, so it is reachable from containers and not from other machines. A network namespace
   of its own is also most of what a container's start costs, and what makes concurrent starts
-  queue (`benchmarks/container_starts.py`; `none` costs the same, `host` or joining another
-  container's namespace far less, but those give up the isolation or the container's own
-  hostname).
+  queue (`benchmarks/container_starts.py`: ten at once on this project's 2-core machine, 1.26 s
+  on the bridge, 0.90 with no network, 0.43 joining another container's namespace).
+  `ENGINE_DOCKER_NETWORK=shared` trades for that: the backend starts one small *holder*
+  container on the bridge (`engine-network-…`, `engine.backends.holder`), and every executor
+  it starts joins the holder's namespace and listens on a port of its own there (50052, 50053,
+  …). The executors of one engine then share one address and one loopback, and one hostname
+  (Docker gives a container that joins another's namespace no hostname of its own); on the
+  default bridge they could already reach each other's ports, and other engines' executors
+  stay outside. The holder is labelled like an executor, so `close()` and the sweeps below
+  remove it too; it ends by itself once its namespace has had no executor for the orphan
+  grace, and a start that finds it gone makes a new one.
 - Ownership: labels `engine.managed`, `engine.instance`, `engine.owner_pid`,
   `engine.owner_start`, `engine.owner_host`, `engine.run`, `engine.function`. `close()` removes
   this instance's containers (with `close_without_waiting`, set by `engine run` as it ends, it
@@ -60,6 +68,8 @@ import logging
 import os
 import socket
 import struct
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -87,9 +97,16 @@ from engine.errors import (
     ImageMissing,
     InfrastructureError,
     PythonVersionMismatch,
+    SDKUsageError,
 )
 from engine.executor.blobs import EXCHANGE_ENV
-from engine.executor.lifetime import EXECUTOR_ENV_DEFAULTS, blank_env, executor_env
+from engine.executor.lifetime import (
+    EXECUTOR_ENV_DEFAULTS,
+    ORPHAN_TIMEOUT_ENV,
+    blank_env,
+    executor_env,
+    parse_orphan_timeout,
+)
 from engine.images import (
     EXECUTOR_PORT,
     FUNCTION_REPOSITORY_PREFIX,
@@ -107,6 +124,14 @@ log = logging.getLogger(__name__)
 EXCHANGE_MOUNT = "/exchange"
 
 _LOG_TAIL_LINES = 60
+#: How executors are networked ("Network" above): a namespace each, or one shared.
+NETWORK_ENV = "ENGINE_DOCKER_NETWORK"
+NETWORK_MODES = ("bridge", "shared")
+#: The function label of the holder of the shared namespace (no function of an application).
+HOLDER_FUNCTION = "(network)"
+#: The runtime image's entrypoint without its `--listen` (runtime_image/Dockerfile).
+EXECUTOR_COMMAND = ["python3", "-m", "engine.executor"]
+
 #: Concurrent Docker API calls (the client's connection pool is 32).
 _DOCKER_THREADS = 16
 
@@ -183,8 +208,13 @@ class DockerBackend(Backend):
         image_for: Callable[[ExecutorSpec], str] | None = None,
         command: list[str] | None = None,
         code_read_only: bool = True,
+        network: str | None = None,
     ) -> None:
         self.instance_id = instance_id
+        self.network = network or os.environ.get(NETWORK_ENV, "") or "bridge"
+        if self.network not in NETWORK_MODES:
+            raise SDKUsageError(f"{NETWORK_ENV}={self.network!r} is not a network mode: use "
+                                + " or ".join(NETWORK_MODES))
         self._image_for = image_for
         self._command = list(command) if command else None
         self._read_only = code_read_only
@@ -195,6 +225,14 @@ class DockerBackend(Backend):
         self._removals: list[socket.socket] = []  # `close_without_waiting`'s requests
         self._runtime_tag: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=_DOCKER_THREADS, thread_name_prefix="docker")
+        # network "shared": the holder container (id, bridge IP), made on the first start that
+        # needs it, and the ports its executors listen on.
+        self._holder: tuple[str, str] | None = None
+        self._holder_lock = threading.Lock()
+        self._ports: set[int] = set()
+        self._idle_since = 0.0  # when the last executor in the namespace went
+        # (engine.backends.holder ends after the grace with no executor: never join one that old)
+        self._holder_reuse_s = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV)) / 2
         gateway = self._bridge_gateway()
         # Bind mounts name paths of the engine's machine: only a local engine shares ours.
         self.shares_filesystem = str(self._client.api.base_url).startswith("http+docker://")
@@ -276,9 +314,30 @@ class DockerBackend(Backend):
 
     # --- start ---------------------------------------------------------------------------
 
-    def _create_and_start(self, spec: ExecutorSpec, image: str) -> tuple[str, str]:
-        """Create and start the container; return (id, bridge IP). Blocking."""
+    def _create_and_start(self, spec: ExecutorSpec, image: str) -> tuple[str, str, int]:
+        """Create and start the container; return (id, IP, port) to dial. Blocking."""
         self._verify_image(image)
+        if self.network != "shared":
+            return (*self._create_and_start_in(spec, image, "bridge", self._command), EXECUTOR_PORT)
+        port = self._take_port()
+        try:
+            for attempt in (1, 2):
+                holder, holder_ip = self._shared_namespace(image)
+                entrypoint = [*EXECUTOR_COMMAND, "--listen", f"0.0.0.0:{port}"]
+                try:
+                    container_id, _ = self._create_and_start_in(spec, image, f"container:{holder}", entrypoint)
+                except InfrastructureError:
+                    if attempt == 1 and self._forget_holder_if_gone():
+                        continue  # it ended (or was removed) meanwhile: again, with a new one
+                    raise
+                return container_id, holder_ip, port
+        except BaseException:
+            self._release_port(port)
+            raise
+        raise AssertionError("unreachable")
+
+    def _create_and_start_in(self, spec: ExecutorSpec, image: str, network_mode: str,
+                             entrypoint: list[str] | None) -> tuple[str, str]:
         binds, environment = {}, {**EXECUTOR_ENV_DEFAULTS, **spec.env, **self._executor_env, **blank_env(spec.function)}
         environment.pop(EXCHANGE_ENV, None)
         if spec.exchange_dir and self.shares_filesystem:
@@ -293,9 +352,10 @@ class DockerBackend(Backend):
             memory_gb=spec.memory_gb,
             ephemeral_disk_gb=spec.ephemeral_disk_gb,
             read_only=self._read_only,
-            entrypoint=self._command,
+            entrypoint=entrypoint,
             binds=binds,
             gpus=_gpu_count(spec.gpu),
+            network_mode=network_mode,
         )
         api = self._client.api
         try:
@@ -317,7 +377,7 @@ class DockerBackend(Backend):
                 f"Could not start the container for {spec.function} from {image}: {exc}"
             ) from exc
         ip = bridge_ip(attrs)
-        if not ip:
+        if not ip and network_mode == "bridge":
             detail = _describe_state(attrs.get("State") or {})
             logs = self._logs_tail(container_id)
             self._remove(container_id)
@@ -327,12 +387,65 @@ class DockerBackend(Backend):
             )
         return container_id, ip
 
+    def _shared_namespace(self, image: str) -> tuple[str, str]:
+        """The holder of the shared network namespace (id, bridge IP), started from `image`
+        (`engine.backends.holder`) if there is none, or none recent enough to join. Blocking."""
+        with self._holder_lock:
+            # (`_take_port` has counted the executor being started: "others" are the rest.)
+            stale = len(self._ports) <= 1 and time.monotonic() - self._idle_since > self._holder_reuse_s
+            if self._holder is not None and stale:
+                self._remove(self._holder[0])
+                self._holder = None
+            if self._holder is None:
+                config = executor_container(
+                    image, labels=owner_labels(self.instance_id, "", HOLDER_FUNCTION),
+                    environment=dict(self._executor_env), cpu=0.1, memory_gb=0.0625,
+                    ephemeral_disk_gb=0.001, read_only=True,
+                    entrypoint=["python3", "-m", "engine.backends.holder"])
+                holder = self._client.api.create_container_from_config(config, container_name(HOLDER_FUNCTION))["Id"]
+                try:
+                    self._client.api.start(holder)
+                    ip = bridge_ip(self._client.api.inspect_container(holder))
+                except BaseException:
+                    self._remove(holder)
+                    raise
+                if not ip:
+                    self._remove(holder)
+                    raise InfrastructureError("The container holding the executors' network namespace "
+                                              "got no bridge IP")
+                self._holder = (holder, ip)
+                self._idle_since = time.monotonic()
+            return self._holder
+
+    def _forget_holder_if_gone(self) -> bool:
+        """After a failed start: whether the holder no longer runs (then the next start makes a
+        new one)."""
+        with self._holder_lock:
+            if self._holder is None or (self._state(self._holder[0]) or {}).get("Running"):
+                return False
+            self._remove(self._holder[0])
+            self._holder = None
+            return True
+
+    def _take_port(self) -> int:
+        """A port no executor in the shared namespace listens on."""
+        with self._holder_lock:
+            port = next(p for p in range(EXECUTOR_PORT + 1, 65536) if p not in self._ports)
+            self._ports.add(port)
+            return port
+
+    def _release_port(self, port: int) -> None:
+        with self._holder_lock:
+            self._ports.discard(port)
+            if not self._ports:
+                self._idle_since = time.monotonic()
+
     async def start_executor(self, spec: ExecutorSpec) -> ExecutorHandle:
         image = self._image(spec)
         creating = self._pool.submit(self._create_and_start, spec, image)
         created = asyncio.wrap_future(creating)
         try:
-            container_id, ip = await asyncio.shield(created)
+            container_id, ip, port = await asyncio.shield(created)
         except asyncio.CancelledError:
             # The thread still creates and starts the container: remove it once it has (the
             # callback runs in that thread, so this holds even if the event loop is closing).
@@ -341,14 +454,16 @@ class DockerBackend(Backend):
             created.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
         try:
-            await self._wait_accepting(container_id, ip, spec.function)
+            await self._wait_accepting(container_id, ip, port, spec.function)
         except BaseException:
             # Cancelled, timed out, or died: never leave the container behind.
             await self._call(self._remove, container_id)
+            if self.network == "shared":
+                self._release_port(port)
             raise
         return ExecutorHandle(
             id=container_id,
-            address=f"{ip}:{EXECUTOR_PORT}",
+            address=f"{ip}:{port}",
             function=spec.function,
             ref=container_id,
         )
@@ -358,8 +473,8 @@ class DockerBackend(Backend):
             with contextlib.suppress(docker.errors.DockerException):
                 self._remove(creating.result()[0])
 
-    async def _wait_accepting(self, container_id: str, ip: str, function: str) -> None:
-        """Poll a TCP connect to ip:50051 until it succeeds; check the container is still
+    async def _wait_accepting(self, container_id: str, ip: str, port: int, function: str) -> None:
+        """Poll a TCP connect to ip:port until it succeeds; check the container is still
         running every half second so that a crash at start-up fails fast with its output."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
@@ -368,7 +483,7 @@ class DockerBackend(Backend):
             # `connects`, not `asyncio.wait_for`: that loses a cancellation arriving as the
             # connect fails (engine.timeouts), and a cancelled start then polled on for
             # START_TIMEOUT_S (test_a_cancelled_start_leaves_no_container, 1 run in 3).
-            if await connects(ip, EXECUTOR_PORT, 1.0):
+            if await connects(ip, port, 1.0):
                 return
             now = loop.time()
             if now >= next_check or now >= deadline:
@@ -384,7 +499,7 @@ class DockerBackend(Backend):
                     logs = await self._call(self._logs_tail, container_id)
                     raise InfrastructureError(
                         f"The executor container for {function} did not accept connections on "
-                        f"{ip}:{EXECUTOR_PORT} within {START_TIMEOUT_S:.0f} s. Its output:\n{logs}"
+                        f"{ip}:{port} within {START_TIMEOUT_S:.0f} s. Its output:\n{logs}"
                     )
             await asyncio.sleep(0.02)
 
@@ -436,6 +551,8 @@ class DockerBackend(Backend):
 
     async def stop_executor(self, handle: ExecutorHandle) -> None:
         await self._call(self._remove, str(handle.ref or handle.id))
+        if self.network == "shared":
+            self._release_port(int(handle.address.rsplit(":", 1)[1]))
 
     def _list(self, label: str) -> list[dict]:
         return self._client.api.containers(all=True, filters={"label": label})

@@ -76,9 +76,11 @@ def executor_container(
     entrypoint: list[str] | None = None,
     binds: dict[str, dict[str, str]] | None = None,
     gpus: int = 0,
+    network_mode: str = "bridge",
 ) -> dict[str, Any]:
     """The `POST /containers/create` body of an executor (why each setting:
-    `engine.backends.docker`'s docstring). `binds`: host path → {"bind": path, "mode": ro|rw}."""
+    `engine.backends.docker`'s docstring). `binds`: host path → {"bind": path, "mode": ro|rw};
+    `network_mode`: "bridge", or "container:ID" to join that container's network namespace."""
     memory = max(int(memory_gb * 1024**3), 8 * 1024**2)
     disk_mb = max(int(ephemeral_disk_gb * 1024), 1)
     host_config: dict[str, Any] = {
@@ -90,7 +92,7 @@ def executor_container(
             "/tmp": f"rw,nosuid,nodev,size={disk_mb}m",
             "/home/engine": f"rw,exec,nosuid,nodev,size={disk_mb}m,uid={EXECUTOR_UID},gid={EXECUTOR_UID}",
         },
-        "NetworkMode": "bridge",
+        "NetworkMode": network_mode,
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges"],
         "Init": True,  # a real PID 1: reaps the user's subprocesses, forwards signals

@@ -261,10 +261,17 @@ def docker_engines(docker_client: Any, engines: list) -> Iterator[list[subproces
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("network", ["bridge", "shared"])
 def test_containers_of_a_killed_engine_stop_by_themselves_and_the_next_run_removes_them(
-        docker_client: Any, docker_env: dict[str, str], docker_engines: list, tmp_path: Path) -> None:
+        docker_client: Any, docker_env: dict[str, str], docker_engines: list, tmp_path: Path,
+        network: str) -> None:
+    """`shared`: the holder of the executors' network namespace (`engine.backends.holder`) too,
+    once its executors are gone."""
+    from engine.backends.docker import HOLDER_FUNCTION, NETWORK_ENV
+    from engine.backends.holder import MARGIN_S
+
     grace = 3
-    env = {**docker_env, GRACE_ENV: str(grace)}
+    env = {**docker_env, GRACE_ENV: str(grace), NETWORK_ENV: network}
     log = "/tmp/side-effects.log"  # inside the container
     engine = start_engine(tmp_path, "run", "app_hang.py:hang_app", "--backend", "docker",
                           "--input", json.dumps(log), env=env)
@@ -281,16 +288,22 @@ def test_containers_of_a_killed_engine_stop_by_themselves_and_the_next_run_remov
 
     poll(hang_running, timeout=180, interval=0.2, what="the hanging call to start in its container")
     containers = {c["Labels"]["engine.function"]: c["Id"] for c in containers_of(docker_client, engine.pid)}
-    assert set(containers) == {"hang_app", "quick", "hang"}, containers
+    holder = {HOLDER_FUNCTION} if network == "shared" else set()
+    assert set(containers) == {"hang_app", "quick", "hang"} | holder, containers
 
     # Killed and not reaped: the engine's pid stays taken, by a zombie, until the end of the test.
     engine.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     poll(lambda: process_state(engine.pid) == "Z", timeout=10, what="the killed engine to be a zombie")
-    poll(lambda: not any(running(docker_client, c) for c in containers.values()), timeout=grace + 12,
-         interval=0.2, what=f"the containers to stop by themselves within {grace} s + a margin")
+    executors = [c for f, c in containers.items() if f != HOLDER_FUNCTION]
+    poll(lambda: not any(running(docker_client, c) for c in executors), timeout=grace + 12,
+         interval=0.2, what=f"the executors to stop by themselves within {grace} s + a margin")
     took = time.monotonic() - killed
     assert took >= grace, f"the containers stopped {took:.1f} s after the kill: before the grace"
+    if holder:
+        assert running(docker_client, containers[HOLDER_FUNCTION])  # (its grace starts now)
+        poll(lambda: not running(docker_client, containers[HOLDER_FUNCTION]), timeout=grace + MARGIN_S + 12,
+             interval=0.2, what="the namespace's holder to stop by itself once its executors have")
     reason = docker_client.api.logs(containers["hang"], stdout=True, stderr=True).decode(errors="replace")
     assert f"no scheduler connection for {grace} s" in reason, reason
     assert {c["Id"] for c in containers_of(docker_client, engine.pid)} == set(containers.values()), \
