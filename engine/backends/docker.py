@@ -228,8 +228,9 @@ class DockerBackend(Backend):
         # network "shared": the holder container (id, bridge IP), made on the first start that
         # needs it, and the ports its executors listen on.
         self._holder: tuple[str, str] | None = None
-        self._holder_lock = threading.Lock()
+        self._holder_lock = threading.Lock()  # held while a holder is made (Docker calls)
         self._ports: set[int] = set()
+        self._ports_lock = threading.Lock()  # never held across a Docker call: the event loop takes it
         self._idle_since = 0.0  # when the last executor in the namespace went
         # (engine.backends.holder ends after the grace with no executor: never join one that old)
         self._holder_reuse_s = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV)) / 2
@@ -391,8 +392,9 @@ class DockerBackend(Backend):
         """The holder of the shared network namespace (id, bridge IP), started from `image`
         (`engine.backends.holder`) if there is none, or none recent enough to join. Blocking."""
         with self._holder_lock:
-            # (`_take_port` has counted the executor being started: "others" are the rest.)
-            stale = len(self._ports) <= 1 and time.monotonic() - self._idle_since > self._holder_reuse_s
+            with self._ports_lock:
+                # (`_take_port` has counted the executor being started: "others" are the rest.)
+                stale = len(self._ports) <= 1 and time.monotonic() - self._idle_since > self._holder_reuse_s
             if self._holder is not None and stale:
                 self._remove(self._holder[0])
                 self._holder = None
@@ -414,7 +416,8 @@ class DockerBackend(Backend):
                     raise InfrastructureError("The container holding the executors' network namespace "
                                               "got no bridge IP")
                 self._holder = (holder, ip)
-                self._idle_since = time.monotonic()
+                with self._ports_lock:
+                    self._idle_since = time.monotonic()
             return self._holder
 
     def _forget_holder_if_gone(self) -> bool:
@@ -429,13 +432,13 @@ class DockerBackend(Backend):
 
     def _take_port(self) -> int:
         """A port no executor in the shared namespace listens on."""
-        with self._holder_lock:
+        with self._ports_lock:
             port = next(p for p in range(EXECUTOR_PORT + 1, 65536) if p not in self._ports)
             self._ports.add(port)
             return port
 
     def _release_port(self, port: int) -> None:
-        with self._holder_lock:
+        with self._ports_lock:
             self._ports.discard(port)
             if not self._ports:
                 self._idle_since = time.monotonic()
@@ -470,8 +473,11 @@ class DockerBackend(Backend):
 
     def _remove_when_created(self, creating: concurrent.futures.Future) -> None:
         if not creating.cancelled() and creating.exception() is None:
+            container_id, _, port = creating.result()
             with contextlib.suppress(docker.errors.DockerException):
-                self._remove(creating.result()[0])
+                self._remove(container_id)
+            if self.network == "shared":
+                self._release_port(port)
 
     async def _wait_accepting(self, container_id: str, ip: str, port: int, function: str) -> None:
         """Poll a TCP connect to ip:port until it succeeds; check the container is still
