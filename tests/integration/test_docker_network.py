@@ -83,3 +83,64 @@ def test_an_unknown_network_mode_is_one_clear_line(docker_client: Any, tmp_path:
     assert code == 2, (code, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert f"{NETWORK_ENV}='wide'" in err and "bridge or shared" in err, err
+
+
+@pytest.mark.docker
+def test_a_holder_is_replaced_when_stale_or_gone_and_closing_leaves_nothing(
+        docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend on its own, with real executors: starts join one holder on ports of their
+    own; a holder left without executors for over half the orphan grace is not joined again
+    (it may be ending: `engine.backends.holder`), nor one that is gone."""
+    import asyncio
+    import uuid
+
+    from engine import images
+    from engine.backends.base import ExecutorSpec
+    from engine.backends.docker import DockerBackend
+
+    monkeypatch.setenv("ENGINE_EXECUTOR_ORPHAN_TIMEOUT", "2")  # a holder is stale after 1 s
+    runtime = images.build_runtime_image()
+    instance = f"test-{uuid.uuid4().hex[:10]}"
+    label = f"engine.instance={instance}"
+
+    def holders() -> list[str]:
+        return [c["Id"] for c in docker_client.api.containers(all=True, filters={"label": label})
+                if c["Labels"]["engine.function"] == HOLDER_FUNCTION]
+
+    def holder_of(handle: Any) -> str:
+        return str(docker_client.api.inspect_container(handle.ref)["HostConfig"]["NetworkMode"]).removeprefix(
+            "container:")
+
+    async def scenario() -> None:
+        backend = DockerBackend(instance_id=instance, image_for=lambda _: runtime, network="shared")
+        spec = ExecutorSpec(function="tests.fn", run_id="run-1")
+        try:
+            first, second = await asyncio.gather(backend.start_executor(spec), backend.start_executor(spec))
+            [holder] = holders()
+            assert holder_of(first) == holder_of(second) == holder
+            assert first.address.rsplit(":", 1)[0] == second.address.rsplit(":", 1)[0]
+            assert first.address != second.address  # one address, a port each
+
+            await backend.stop_executor(first)
+            third = await backend.start_executor(spec)  # `second` still runs: the same holder
+            assert holder_of(third) == holder and third.address == first.address  # its port again
+            for handle in (second, third):
+                await backend.stop_executor(handle)
+            await asyncio.sleep(1.5)  # none for over half the grace
+            fourth = await backend.start_executor(spec)
+            [fresh] = holders()
+            assert fresh != holder and holder_of(fourth) == fresh
+
+            docker_client.api.remove_container(fresh, force=True)  # the holder gone under it
+            fifth = await backend.start_executor(spec)
+            [again] = holders()
+            assert again not in (holder, fresh) and holder_of(fifth) == again
+        finally:
+            await backend.close()
+        assert docker_client.api.containers(all=True, filters={"label": label}) == []
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for c in docker_client.api.containers(all=True, filters={"label": label}):
+            docker_client.api.remove_container(c["Id"], force=True)
