@@ -326,7 +326,8 @@ class DockerBackend(Backend):
                 holder, holder_ip = self._shared_namespace(image)
                 entrypoint = [*EXECUTOR_COMMAND, "--listen", f"0.0.0.0:{port}"]
                 try:
-                    container_id, _ = self._create_and_start_in(spec, image, f"container:{holder}", entrypoint)
+                    container_id, _ = self._create_and_start_in(spec, image, f"container:{holder}",
+                                                                entrypoint)
                 except InfrastructureError:
                     if attempt == 1 and self._forget_holder_if_gone():
                         continue  # it ended (or was removed) meanwhile: again, with a new one
@@ -404,10 +405,19 @@ class DockerBackend(Backend):
                     environment=dict(self._executor_env), cpu=0.1, memory_gb=0.0625,
                     ephemeral_disk_gb=0.001, read_only=True,
                     entrypoint=["python3", "-m", "engine.backends.holder"])
-                holder = self._client.api.create_container_from_config(config, container_name(HOLDER_FUNCTION))["Id"]
+                api = self._client.api
                 try:
-                    self._client.api.start(holder)
-                    ip = bridge_ip(self._client.api.inspect_container(holder))
+                    holder = api.create_container_from_config(config, container_name(HOLDER_FUNCTION))["Id"]
+                except docker.errors.DockerException as exc:
+                    raise InfrastructureError(f"Could not create the container holding the executors' "
+                                              f"network namespace from {image}: {exc}") from exc
+                try:
+                    api.start(holder)
+                    ip = bridge_ip(api.inspect_container(holder))
+                except docker.errors.DockerException as exc:
+                    self._remove(holder)
+                    raise InfrastructureError(f"Could not start the container holding the executors' "
+                                              f"network namespace from {image}: {exc}") from exc
                 except BaseException:
                     self._remove(holder)
                     raise

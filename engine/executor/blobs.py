@@ -2,11 +2,11 @@
 
 An executor need share no filesystem with the scheduler (on Swarm it is on another machine), so a
 value too large to travel inline is streamed to the scheduler's `Blobs` service (`put_blob`) and
-referenced by its content address (`engine.wire.content`); a reference it receives is streamed back (`get_blob`). Both directions
-check the address, and carry the executor's credential: the scheduler gives a blob only to an
-executor whose running calls were given it, and the SDK raises `AccessDenied` for any other.
-Fetched blobs are kept in a small LRU cache: content-addressed, so never stale,
-and a fan-out handing one large value to every call fetches it once per executor.
+referenced by its content address (`engine.wire.content`); a reference it receives is streamed
+back (`get_blob`). Both directions check the address, and carry the executor's credential: the
+scheduler gives a blob only to an executor whose running calls were given it, and the SDK raises
+`AccessDenied` for any other. Fetched blobs are kept in a small LRU cache: content-addressed, so
+never stale, and a fan-out handing one large value to every call fetches it once per executor.
 
 On the scheduler's own machine an executor may have an exchange directory instead
 (`ENGINE_EXCHANGE_DIR`, `engine.scheduler.exchange`): a blob its calls were given is a file in

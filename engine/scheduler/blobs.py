@@ -4,7 +4,8 @@ Served beside `SchedulerCallback` on the same port, so every executor that can c
 Swarm node) can reach it. The bytes live in the store's blob directory — the store of record
 stays where the scheduler runs — named by content address (`engine.wire.content`), written under
 a temporary name, fsynced and renamed before `Put` answers: an executor that was told "stored"
-may die at once and lose nothing. `Get` streams a blob in `wire.BLOB_CHUNK_BYTES` pieces; the receiver checks the digest.
+may die at once and lose nothing. `Get` streams a blob in `wire.BLOB_CHUNK_BYTES` pieces; the
+receiver checks its address.
 
 File work runs on threads: the event loop keeps dispatching calls while a large value moves.
 

@@ -11,7 +11,8 @@ hashes 128 MiB in 0.018 s and SHA-256 with the CPU's SHA extensions in 0.066 s; 
 a large input across cores (`threaded`: 0.009 s on two), which SHA-256's chain cannot.
 
 Stores written before BLAKE3 name their blobs by bare hex SHA-256. Those addresses stay valid:
-they are read as before, and `matches` checks a fetched value by the address's own algorithm. New values get BLAKE3 addresses, so a value stored under both is two blobs.
+they are read as before, and `matches` checks a fetched value by the address's own algorithm.
+New values get BLAKE3 addresses, so a value stored under both is two blobs.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ def test_executors_share_one_namespace_each_on_its_own_port_and_none_is_left(
     env = {**os.environ, "ENGINE_STATE_DIR": str(tmp_path / "state"), NETWORK_ENV: "shared"}
     env.pop("ENGINE_BACKEND", None)
     with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
-        engine = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", f"{APP}:fan", "--backend", "docker",
-                                   "--json", "--input", json.dumps({"n": 4, "seconds": 4})],
+        engine = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", f"{APP}:fan", "--backend",
+                                   "docker", "--json", "--input", json.dumps({"n": 4, "seconds": 4})],
                                   stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=APPS_DIR)
     try:
         def slow_running() -> list[dict[str, Any]]:
@@ -79,7 +79,8 @@ def test_executors_share_one_namespace_each_on_its_own_port_and_none_is_left(
 @pytest.mark.docker
 def test_an_unknown_network_mode_is_one_clear_line(docker_client: Any, tmp_path: Path) -> None:
     code, out, err = run_cli("run", f"{APP}:fan", "--backend", "docker", "--input", json.dumps({"n": 1}),
-                             cwd=APPS_DIR, env={"ENGINE_STATE_DIR": str(tmp_path / "state"), NETWORK_ENV: "wide"})
+                             cwd=APPS_DIR,
+                             env={"ENGINE_STATE_DIR": str(tmp_path / "state"), NETWORK_ENV: "wide"})
     assert code == 2, (code, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert f"{NETWORK_ENV}='wide'" in err and "bridge or shared" in err, err

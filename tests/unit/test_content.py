@@ -79,7 +79,8 @@ class _StoreBlobs(pb_grpc.BlobsServicer):
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
 
-    def Get(self, request: pb.GetBlobRequest, context: grpc.ServicerContext) -> Iterator[pb.BlobChunk]:  # noqa: N802
+    def Get(self, request: pb.GetBlobRequest,  # noqa: N802
+            context: grpc.ServicerContext) -> Iterator[pb.BlobChunk]:
         data = self.store.get_blob(request.digest)
         for start in range(0, len(data), MB):
             yield pb.BlobChunk(data=data[start:start + MB])
