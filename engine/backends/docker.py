@@ -92,6 +92,7 @@ from engine.backends.dockerapi import (
     executor_container,
     owner_labels,
 )
+from engine.backends.holder import MARGIN_S as HOLDER_MARGIN_S
 from engine.errors import (
     DockerUnavailable,
     ImageMissing,
@@ -105,7 +106,6 @@ from engine.executor.lifetime import (
     ORPHAN_TIMEOUT_ENV,
     blank_env,
     executor_env,
-    parse_orphan_timeout,
 )
 from engine.images import (
     EXECUTOR_PORT,
@@ -232,8 +232,11 @@ class DockerBackend(Backend):
         self._ports: set[int] = set()
         self._ports_lock = threading.Lock()  # never held across a Docker call: the event loop takes it
         self._idle_since = 0.0  # when the last executor in the namespace went
-        # (engine.backends.holder ends after the grace with no executor: never join one that old)
-        self._holder_reuse_s = parse_orphan_timeout(os.environ.get(ORPHAN_TIMEOUT_ENV)) / 2
+        # A holder ends after the orphan grace and a margin with no executor
+        # (`engine.backends.holder`): never join one without executors for half the grace.
+        grace = float(self._executor_env[ORPHAN_TIMEOUT_ENV])
+        self._holder_idle_s = grace + HOLDER_MARGIN_S
+        self._holder_reuse_s = grace / 2
         gateway = self._bridge_gateway()
         # Bind mounts name paths of the engine's machine: only a local engine shares ours.
         self.shares_filesystem = str(self._client.api.base_url).startswith("http+docker://")
@@ -322,21 +325,22 @@ class DockerBackend(Backend):
             return (*self._create_and_start_in(spec, image, "bridge", self._command), EXECUTOR_PORT)
         port = self._take_port()
         try:
-            for attempt in (1, 2):
-                holder, holder_ip = self._shared_namespace(image)
-                entrypoint = [*EXECUTOR_COMMAND, "--listen", f"0.0.0.0:{port}"]
-                try:
-                    container_id, _ = self._create_and_start_in(spec, image, f"container:{holder}",
-                                                                entrypoint)
-                except InfrastructureError:
-                    if attempt == 1 and self._forget_holder_if_gone():
-                        continue  # it ended (or was removed) meanwhile: again, with a new one
+            try:
+                return self._join_namespace(spec, image, port)
+            except InfrastructureError:
+                if not self._forget_holder_if_gone():
                     raise
-                return container_id, holder_ip, port
+                return self._join_namespace(spec, image, port)  # it had ended: with a new one
         except BaseException:
             self._release_port(port)
             raise
-        raise AssertionError("unreachable")
+
+    def _join_namespace(self, spec: ExecutorSpec, image: str, port: int) -> tuple[str, str, int]:
+        """Start the executor in the holder's namespace, listening on `port`; (id, IP, port)."""
+        holder_id, holder_ip = self._shared_namespace(image)
+        entrypoint = [*EXECUTOR_COMMAND, "--listen", f"0.0.0.0:{port}"]
+        container_id, _ = self._create_and_start_in(spec, image, f"container:{holder_id}", entrypoint)
+        return container_id, holder_ip, port
 
     def _create_and_start_in(self, spec: ExecutorSpec, image: str, network_mode: str,
                              entrypoint: list[str] | None) -> tuple[str, str]:
@@ -404,7 +408,8 @@ class DockerBackend(Backend):
                     image, labels=owner_labels(self.instance_id, "", HOLDER_FUNCTION),
                     environment=dict(self._executor_env), cpu=0.1, memory_gb=0.0625,
                     ephemeral_disk_gb=0.001, read_only=True,
-                    entrypoint=["python3", "-m", "engine.backends.holder"])
+                    entrypoint=["python3", "-m", "engine.backends.holder",
+                                f"{START_TIMEOUT_S + self._holder_idle_s:g}", f"{self._holder_idle_s:g}"])
                 api = self._client.api
                 try:
                     holder = api.create_container_from_config(config, container_name(HOLDER_FUNCTION))["Id"]

@@ -3,27 +3,25 @@
 It runs in a small container of its own on the bridge, and every executor the backend starts
 joins its network namespace (`NetworkMode: container:<holder>`, `engine.backends.docker`). It
 only waits, and ends by itself once no process has listened on a TCP port in the namespace for
-the executors' orphan grace (`ENGINE_EXECUTOR_ORPHAN_TIMEOUT`) plus `MARGIN_S` — at first, for
-the executor start timeout plus that. So when its engine is killed, its executors end after the
-grace (`engine.executor.lifetime`) and the holder soon after; the next engine's sweep removes
-the stopped containers. A living engine never joins a holder that has been without executors
-for more than half the grace (it starts a new one), so the holder is not ending as one joins.
+`idle` seconds — at first, for `first` seconds. The backend gives it the executors' orphan grace
+(`ENGINE_EXECUTOR_ORPHAN_TIMEOUT`) plus `MARGIN_S` as `idle`, and the executor start timeout
+more as `first`. So when its engine is killed, its executors end after the grace
+(`engine.executor.lifetime`) and the holder soon after; the next engine's sweep removes the
+stopped containers. A living engine never joins a holder that has been without executors for
+more than half the grace (it starts a new one), so the holder is not ending as one joins.
 
-Run in the container as `python3 -m engine.backends.holder`; it imports only the standard library.
+Run in the container as `python3 -m engine.backends.holder FIRST IDLE` (seconds); it imports
+only the standard library.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
 
 # Added to the orphan grace before an empty namespace ends its holder.
 MARGIN_S = 5.0
-# How long the first executor may take to listen (engine.backends.dockerapi.START_TIMEOUT_S).
-FIRST_LISTENER_S = 30.0
-_DEFAULT_GRACE_S = 10.0  # engine.executor.lifetime.DEFAULT_ORPHAN_TIMEOUT_S
 
 
 def listening() -> bool:
@@ -39,23 +37,15 @@ def listening() -> bool:
     return False
 
 
-def grace_s() -> float:
-    try:
-        grace = float(os.environ.get("ENGINE_EXECUTOR_ORPHAN_TIMEOUT", ""))
-    except ValueError:
-        grace = _DEFAULT_GRACE_S
-    return (grace if grace > 0 else _DEFAULT_GRACE_S) + MARGIN_S
-
-
-def main(poll_s: float = 1.0) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    grace = grace_s()
-    deadline = time.monotonic() + FIRST_LISTENER_S + grace
+def wait(first_s: float, idle_s: float, poll_s: float = 1.0) -> None:
+    """Until nothing has listened for `idle_s` seconds (`first_s` before anything has)."""
+    deadline = time.monotonic() + first_s
     while time.monotonic() < deadline:
         if listening():
-            deadline = time.monotonic() + grace
+            deadline = time.monotonic() + idle_s
         time.sleep(poll_s)
 
 
 if __name__ == "__main__":
-    main()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    wait(float(sys.argv[1]), float(sys.argv[2]))
