@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import server_bench  # beside this file: its client and helpers
-from server_bench import free_port, log
+from server_bench import free_port, log, wait_serving
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "apps" / "fanout.py"
@@ -125,16 +125,7 @@ def serve(backend: str, state: Path, app: Path) -> tuple[subprocess.Popen[bytes]
     server = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "server", "--port", str(port), "--state-dir", str(state / "state"),
          "--backend", backend], stdout=subprocess.DEVNULL, stderr=open(state / "server.log", "wb"), env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if Client(port).call("GET", "/healthz")[0] == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            raise RuntimeError(f"the server did not start: {(state / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.05)
+    wait_serving(server, port, 60, state / "server.log")
     deployed = subprocess.run([sys.executable, "-m", "engine.cli", "deploy", str(app),
                                "--server", f"http://127.0.0.1:{port}"], capture_output=True, text=True, env=env)
     if deployed.returncode:

@@ -67,6 +67,22 @@ class Client:
         return response.status, json.loads(response.read())
 
 
+def wait_serving(server: subprocess.Popen[bytes], port: int, timeout: float, log_file: Path | None = None) -> None:
+    """Until the `engine server` process `server` answers `GET /healthz` on `port`; SystemExit
+    (with the end of `log_file`) if it exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if Client(port, timeout=2).call("GET", "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            tail = f": {log_file.read_text(errors='replace')[-2000:]}" if log_file and log_file.exists() else ""
+            raise SystemExit(f"bench: the server on port {port} did not start{tail}")
+        time.sleep(0.05)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -187,16 +203,7 @@ def main() -> int:
         [sys.executable, "-m", "engine.cli", "server", "--port", str(port), "--state-dir", str(state / "state"),
          "--backend", "process"], stdout=subprocess.DEVNULL, stderr=open(state / "server.log", "wb"), env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if Client(port).call("GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"the server did not start: {(state / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_serving(server, port, 30, state / "server.log")
         deployed = subprocess.run([sys.executable, "-m", "engine.cli", "deploy", str(APP),
                                    "--server", f"http://127.0.0.1:{port}"], capture_output=True, text=True)
         if deployed.returncode:

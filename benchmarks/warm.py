@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server_bench import wait_serving  # beside this file
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ENGINE_CLI = [sys.executable, "-m", "engine.cli"]
@@ -129,15 +131,7 @@ def _serve_one_request(backend: str, warm: int, app_file: Path, app_name: str, b
 def _wait_served(server: subprocess.Popen[bytes], port: int, warm: int, backend: str, timeout: float) -> None:
     """Until the server answers and its warm pool holds `warm` blank executors."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if _request(port, "GET", "/healthz", timeout=2)[0] == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            raise SystemExit(f"bench: the {backend} server did not start")
-        time.sleep(0.05)
+    wait_serving(server, port, timeout)
     while _warm_ready(port) < warm:
         if time.monotonic() > deadline:
             raise SystemExit(f"bench: the {backend} server's warm pool did not fill")
