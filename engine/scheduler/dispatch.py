@@ -123,6 +123,9 @@ class Dispatcher:
         self.max_executors = max_executors
         self.idle_timeout = idle_timeout
         self.pools: dict[tuple[str, str], Pool] = {}
+        # How long each application's calls took in earlier runs, by application and function
+        # (the store's `call_durations`, given by the scheduler: `learn_durations`).
+        self.durations: dict[str, dict[str, float]] = {}
         # Seconds an executor takes to start and initialise (moving average; see Pool.wanted).
         self.start_cost = 0.5
         # Where executors reach the scheduler's services (`start`).
@@ -256,7 +259,25 @@ class Dispatcher:
         pool = self.pools.get(key)
         if pool is None:
             pool = self.pools[key] = Pool(app, app.settings(function))
+            pool.prior = self.durations.get(app.name, {}).get(function)
         return pool
+
+    def learn_durations(self, application: str, durations: dict[str, float]) -> None:
+        """How long `application`'s calls took (by function): the `prior` of its pools, those
+        made already included."""
+        self.durations.setdefault(application, {}).update(durations)
+        for pool in self.pools.values():
+            if pool.app.name == application and pool.function in durations:
+                pool.prior = durations[pool.function]
+
+    def observed_durations(self, application: str) -> dict[str, float]:
+        """How long calls of `application`'s functions took here (their pools' moving
+        averages), by function."""
+        observed: dict[str, float] = {}
+        for pool in self.pools.values():
+            if pool.app.name == application and pool.avg_call is not None:
+                observed[pool.function] = pool.avg_call
+        return observed
 
     def _active_executors(self) -> int:
         return self.warm.live() + sum(

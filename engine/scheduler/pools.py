@@ -9,6 +9,12 @@ cannot deadlock the engine by holding every slot while its children wait in the 
 
 A pool's queued calls are a `FairQueue`: the runs that share the pool take turns (weighted by
 their priority), so a run of twenty thousand calls does not make a run of ten wait behind it.
+
+How many executors a queue is worth depends on how long its calls take (`Pool.wanted`): what
+they took in this engine, or — before one has finished — at least the first one's age, and what
+they took in the application's last run (`Pool.prior`: the store's `call_durations`, which the
+scheduler writes as each run ends and gives the dispatcher as an application's first run here
+starts).
 """
 
 from __future__ import annotations
@@ -237,6 +243,9 @@ class Pool:
         # Moving average of call durations, and when the first call was dispatched.
         self.avg_call: float | None = None
         self.first_dispatch: float | None = None
+        # How long the function's calls took in earlier runs (the store's `call_durations`):
+        # the estimate until a call of this pool has finished (`wanted`).
+        self.prior: float | None = None
         # Whether a blank executor of the warm pool can serve this function (known once asked).
         self.warm_fits: bool | None = None
         # The dispatcher's timer to judge this pool again (`judge_again_in`), when one is set.
@@ -276,29 +285,37 @@ class Pool:
         LLM request) get an executor each, up to the caps.
 
         How many: as many as make the queue last no longer than a start, `per_call × queued /
-        start_cost` slots in all, started together (a ramp). Until a call has finished, a call
-        is known to take at least as long as the first one has been running, so a fan-out of
-        slow calls reaches its `max_containers` within a few start costs of its first dispatch;
-        the dispatcher judges the pool again the moment that estimate makes the whole queue
-        worth its executors (`judge_again_in`).
+        start_cost` slots in all, started together (a ramp). A call takes `avg_call` once one
+        has finished here. Before that it takes at least as long as the first one has been
+        running, and as long as calls of the function took in earlier runs (`prior`), whichever
+        is longer: a fan-out of slow calls that ran before gets its executors at its first
+        dispatch; one that never ran reaches its `max_containers` within a few start costs of
+        its first dispatch, the dispatcher judging the pool again the moment that estimate
+        makes the whole queue worth its executors (`judge_again_in`).
         """
         need = self._need()
         if need <= 0:
             return 0
-        if self.live() == 0:
+        live = self.live()
+        if live == 0 and self.prior is None:
             return 1 if self.avg_call is None else need
-        if self.avg_call is not None:
-            per_call = self.avg_call
-        elif self.first_dispatch is not None:
-            per_call = now - self.first_dispatch  # nothing finished yet: at least this slow
-        else:
+        per_call = self._per_call(now)
+        if per_call is None:
             return 0  # the first executor is still starting
-        slots = max(1, self.live() * self.concurrency)
+        slots = max(1, live * self.concurrency)
         wait = per_call * len(self.queue) / slots
         if wait <= start_cost:
-            return 0
+            return 0 if live else 1
         enough = per_call * len(self.queue) / (max(start_cost, 1e-3) * self.concurrency)
-        return min(need, max(1, int(enough) - self.live()))
+        return min(need, max(1, int(enough) - live))
+
+    def _per_call(self, now: float) -> float | None:
+        """How long a queued call will take, as far as is known (see `wanted`)."""
+        if self.avg_call is not None:
+            return self.avg_call
+        age = now - self.first_dispatch if self.first_dispatch is not None else None
+        known = [seconds for seconds in (self.prior, age) if seconds is not None]
+        return max(known) if known else None
 
     def judge_again_in(self, now: float, start_cost: float) -> float | None:
         """Seconds until `wanted` would start every executor the queue needs at once, by time

@@ -307,6 +307,7 @@ class Scheduler:
         `headers` (`context.headers_json`) are kept with a new run as a submission's are: what
         `engine run --model` sets (the server's durable queue writes them itself).
         """
+        self._learn_durations(app)
         run_id = run_id or new_run_id()
         root = pb.FutureSpec(
             id=root_call_id(run_id), kind=pb.NODE_KIND_CALL, function=app.name,
@@ -345,6 +346,7 @@ class Scheduler:
         every other call goes back to `pending` and runs when its dependencies allow. The
         caller holds the run's lease (`leases.claim`). `budget` replaces limits of the run's
         stored budget (`budgets.parse_budget`'s form): a raised limit lets it go on."""
+        self._learn_durations(app)
         row = self.store.get_run(run_id)
         run = RunState(run_id=run_id, app=app, root_id=row.root_call_id, priority=row.priority or 1)
         self.runs[run_id] = run
@@ -425,6 +427,12 @@ class Scheduler:
         self._arm_budget(run)
         self._schedule_flush()
         return run
+
+    def _learn_durations(self, app: AppSpec) -> None:
+        """Give the dispatcher how long `app`'s calls took in earlier runs (once per
+        application; from then on its own runs keep it up to date, `_finish_run`)."""
+        if app.name not in self.dispatcher.durations:
+            self.dispatcher.learn_durations(app.name, self.store.call_durations(app.name))
 
     def rerun_run(self, app: AppSpec, origin_id: str, function: str,
                   budget: Mapping[str, int | float | None] | None = None) -> RunState:
@@ -1208,6 +1216,10 @@ class Scheduler:
         if run.budget is not None:
             fields["budget"] = run.budget.ended()
         self.store.update_run(run.run_id, **fields)
+        observed = self.dispatcher.observed_durations(run.app.name)
+        if observed:
+            self.store.record_call_durations(run.run_id, run.app.name, observed)
+            self.dispatcher.durations.setdefault(run.app.name, {}).update(observed)  # for pools made later
         # Calls nobody needs any more (started with .run() and never awaited) stop here.
         cancel = wire.make_failure(pb.FAILURE_KIND_CANCELLED, f"run {status} before this call finished",
                                    function="", call_id="")

@@ -30,7 +30,7 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -694,6 +694,25 @@ class Store(ABC):
         rows = self._read("SELECT key, value, value_digest, call_id FROM request_state WHERE run_id = ?",
                           (run_id,))
         return [(r[0], bytes(r[1]) if r[1] is not None else None, r[2], r[3]) for r in rows]
+
+    # --- call durations (a hint for the executor pools' ramp) -------------------------------
+
+    def call_durations(self, application: str) -> dict[str, float]:
+        """How long a call of each of `application`'s functions took, as recorded by
+        `record_call_durations`: function -> seconds."""
+        rows = self._read("SELECT function, seconds FROM call_durations WHERE application = ?", (application,))
+        return {r[0]: float(r[1]) for r in rows}
+
+    def record_call_durations(self, run_id: str, application: str, durations: Mapping[str, float]) -> None:
+        """Replace the durations of these functions of `application` (written as `run_id`'s, so
+        a run whose lease was lost writes none)."""
+        now = time.time()
+        for function, seconds in sorted(durations.items()):
+            self._write(run_id,
+                        "INSERT INTO call_durations (application, function, seconds, updated_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (application, function) DO UPDATE SET "
+                        "seconds = excluded.seconds, updated_at = excluded.updated_at",
+                        (application, function, float(seconds), now))
 
     # --- signals ----------------------------------------------------------------------------
     # Sent by whoever answers a sender (the API, `engine signal`), on any connection; taken by

@@ -34,6 +34,10 @@ Tables:
 - `runs.rerun_of` / `runs.rerun_from`: for a rerun (`engine.scheduler.rerun`), the run it came
   from and the function it reran from; `calls.reused` is 1 for a call whose checkpoint was
   copied from that run.
+- `call_durations`: per application and function, how long a call took (the moving average of
+  the run that ended last with such calls), written with that run's end. A run's executor
+  pools start from it (`engine.scheduler.pools`), so a fan-out that was slow before ramps at
+  once; it is a hint, never a checkpoint, and losing it costs only that ramp.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
   The SQLite store keeps them as files beside the database and leaves these tables empty.
 
@@ -228,6 +232,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN rerun_of TEXT;
     ALTER TABLE runs ADD COLUMN rerun_from TEXT;
     ALTER TABLE calls ADD COLUMN reused INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 11: how long each function's calls took, per application, as the runs that ended last
+    # measured it: where a new run's executor pools start their estimate (`Pool.prior`).
+    """
+    CREATE TABLE call_durations (
+        application     TEXT NOT NULL,
+        function        TEXT NOT NULL,
+        seconds         REAL NOT NULL,
+        updated_at      REAL NOT NULL,
+        PRIMARY KEY (application, function)
+    );
     """,
 ]
 

@@ -277,6 +277,26 @@ def test_max_containers_one_runs_calls_one_at_a_time(apps, state_dir, side_effec
         assert start >= end  # never two at once
 
 
+def test_a_runs_end_records_how_long_its_functions_calls_took_for_the_next_run(apps, state_dir,
+                                                                                side_effects) -> None:
+    """What the next run's executor pools start from (`Pool.prior`): each function's calls'
+    duration, recorded with the run's end in the store on disk, per application."""
+    from engine.store import open_store, store_url
+
+    app = apps("app_graph")
+    for n in (3, 2):  # the second run reads the first's record and writes its own
+        assert run_local_application(app.serial_app, n, str(side_effects)).output() == [sum(range(n)), *range(n)]
+        store = open_store(store_url(state_dir))
+        try:
+            durations = store.call_durations("serial_app")
+        finally:
+            store.close()
+        assert set(durations) == {"serial_app", "serial", "total"}
+        assert 0.2 <= durations["serial"] < 5.0  # each call sleeps 0.2 s
+        assert durations["total"] < durations["serial"]
+    assert side_effects.count("serial_start") == 5
+
+
 def test_run_local_application_inside_an_event_loop(apps, state_dir, side_effects) -> None:
     import asyncio
 

@@ -20,7 +20,7 @@ from engine.app import FunctionSettings
 from engine.errors import InfrastructureError
 from engine.scheduler.dispatch import Dispatcher
 from engine.scheduler.pools import Pool
-from engine.scheduler.state import QUEUED
+from engine.scheduler.state import QUEUED, RunState
 from engine.sdk.function import FunctionConfig
 from engine.sdk.retries import Retries
 
@@ -316,7 +316,8 @@ def test_a_cancelled_run_leaves_the_queue_it_shares(tmp_path: Path) -> None:
 
 
 def pool_with(queued: int, executors: list[int], *, concurrency: int = 1, max_containers: int | None = None,
-              avg_call: float | None = None, first_dispatch: float | None = None) -> Pool:
+              avg_call: float | None = None, first_dispatch: float | None = None,
+              prior: float | None = None) -> Pool:
     """A pool of executors with these in-flight counts and `queued` calls of one run."""
     config = FunctionConfig(concurrency=concurrency, max_containers=max_containers)
     pool = Pool(SimpleNamespace(name="app"), FunctionSettings("work", "fakeapp", config, Retries()))  # type: ignore[arg-type]
@@ -324,7 +325,7 @@ def pool_with(queued: int, executors: list[int], *, concurrency: int = 1, max_co
     run = SimpleNamespace(run_id="r", priority=1, done=asyncio.Event())
     for i in range(queued):
         pool.queue.append(SimpleNamespace(run=run, id=f"c{i}"))  # type: ignore[arg-type]
-    pool.avg_call, pool.first_dispatch = avg_call, first_dispatch
+    pool.avg_call, pool.first_dispatch, pool.prior = avg_call, first_dispatch, prior
     return pool
 
 
@@ -382,6 +383,70 @@ def test_waiting_changes_nothing_once_a_call_has_ended_or_the_pool_is_full() -> 
     covered = pool_with(3, [1], first_dispatch=10.0)
     covered.starting = 3
     assert covered.judge_again_in(now=10.0, start_cost=0.5) is None
+
+
+def test_calls_that_were_slow_in_earlier_runs_get_their_executors_at_the_first_dispatch() -> None:
+    # Ten calls that took 2 s last time, nothing running yet: one executor each, at once.
+    assert pool_with(10, [], max_containers=10, prior=2.0).wanted(now=0.0, start_cost=0.5) == 10
+    assert pool_with(10, [], max_containers=4, prior=2.0).wanted(now=0.0, start_cost=0.5) == 4
+    # The first executor still starting counts; the rest start beside it.
+    starting = pool_with(10, [], max_containers=10, prior=2.0)
+    starting.starting = 1
+    assert starting.wanted(now=0.0, start_cost=0.5) == 9
+    # Trivial last time: one executor, as for a function never seen.
+    assert pool_with(300, [], prior=0.001).wanted(now=0.0, start_cost=0.5) == 1
+    assert pool_with(300, [1], prior=0.001, first_dispatch=0.0).wanted(now=0.0, start_cost=0.5) == 0
+
+
+def test_this_runs_calls_overrule_what_earlier_runs_measured() -> None:
+    # Quick last time, but the first call of this run has run for 3 s: its age stands.
+    assert pool_with(5, [1], max_containers=8, first_dispatch=10.0, prior=0.001).wanted(
+        now=13.0, start_cost=0.5) == 5
+    # ... and time alone still brings the ramp.
+    delay = pool_with(9, [1], max_containers=10, first_dispatch=10.0, prior=0.01).judge_again_in(
+        now=10.0, start_cost=0.45)
+    assert delay is not None and abs(delay - 0.501) < 1e-9
+    # Slow last time, but a call of this run has finished in 1 ms: that is what counts.
+    assert pool_with(300, [1], prior=5.0, avg_call=0.001).wanted(now=0.0, start_cost=0.5) == 0
+
+
+def test_a_second_run_starts_as_many_executors_as_the_first_one_needed_at_once(
+        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The first run's calls take about 0.3 s each; its end records that (the store's
+    `call_durations`). A second engine on the same store, with every re-judgement by time
+    off and its calls held until all are running, can only reach four executors before a
+    call ends if it starts them at its first dispatch, from that record."""
+    async def slow_serve(eng: FakeEngine, run: RunState) -> None:
+        while not run.done.is_set():
+            running = eng.backend.running_of("work")
+            if running:
+                await asyncio.sleep(0.3)
+                for c in running:
+                    c.answer(c.arg)
+            await eng.until(lambda: run.done.is_set() or bool(eng.backend.running_of("work")), "work")
+
+    async def first() -> None:
+        async with FakeEngine(tmp_path, {"main": fan_out("work", 4), "combine": combine,
+                                         "work": Fn(None, max_containers=4)}) as eng:
+            run = eng.submit()
+            await slow_serve(eng, run)
+            assert eng.result(run) == list(range(4))
+            recorded = eng.reader.call_durations("main")
+            assert 0.3 <= recorded["work"] < 5.0
+
+    async def second() -> None:
+        async with FakeEngine(tmp_path, {"main": fan_out("work", 4), "combine": combine,
+                                         "work": Fn(None, max_containers=4)}) as eng:
+            run = eng.submit()
+            await eng.until(lambda: len(eng.backend.running_of("work")) == 4, "a work executor per call")
+            assert len(eng.backend.started_of("work")) == 4
+            await eng.serve(run, "work")
+            assert eng.result(run) == list(range(4))
+
+    drive(first)
+    monkeypatch.setattr(Dispatcher, "tick", lambda self: None)
+    monkeypatch.setattr(Pool, "judge_again_in", lambda self, now, start_cost: None)
+    drive(second)
 
 
 def test_a_ramp_follows_the_estimate_without_waiting_for_the_schedulers_tick(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
