@@ -21,8 +21,9 @@ tensorlake, and `--max-minutes` skips what is left once the budget is spent — 
   the call); beside it, plain `docker run` of the runtime image to the first byte on a socket
   (the floor), and the process backend's cold start (`engine run`) for reference.
 - `ramp` — `warm.py`: `apps/ramp/app.py`, 10 calls of 2 s with `max_containers` 10, and 6 with
-  6, per backend: the run's duration (ideal: just over 2 s) and how many calls were running
-  0.5 s and 1 s after the first one started.
+  6, per backend, as a first run and run again in the same state directory: the run's duration
+  (ideal: just over 2 s), how many calls were running 0.5 s and 1 s after the first one started,
+  and when all were, after the first and after the calls were made.
 - `first_call` — `warm.py`: an `engine server` per backend with its warm pool of blank
   executors, and one without: creation → dispatch of the first call of a function with no
   executor yet (store timestamps), and POST → result; with the warm pool also for
@@ -759,7 +760,8 @@ def part_tree(args: argparse.Namespace, results: dict[str, Any], backends: list[
 
 
 def part_ramp(args: argparse.Namespace, results: dict[str, Any], backends: list[str], budget: Budget) -> None:
-    """10 calls of 2 s (max_containers 10) and 6 (max_containers 6), per backend (`warm.py`)."""
+    """10 calls of 2 s (max_containers 10) and 6 (max_containers 6), per backend, each as a
+    first run and run again (`warm.py`)."""
     import warm
 
     rows: list[dict[str, Any]] = []
@@ -767,14 +769,16 @@ def part_ramp(args: argparse.Namespace, results: dict[str, Any], backends: list[
     cases = [(10, APPS / "ramp" / "engine.yaml"), (6, APPS / "ramp" / "max6.yaml")]
     for i in range(args.repeats):
         for backend in backends:
-            for n, config in cases:
-                if not budget.allows(f"ramp {n} on {backend} repeat {i + 1}"):
+            for (n, config), again in ((case, again) for again in (False, True) for case in cases):
+                which = "run again" if again else "first run"
+                if not budget.allows(f"ramp {n} on {backend} ({which}) repeat {i + 1}"):
                     return
-                row = warm.ramp(backend, n, 2.0, config, args.timeout)
+                row = warm.ramp(backend, n, 2.0, config, args.timeout, again=again)
                 rows.append(row)
-                log(f"ramp {n} × 2 s on {backend} #{i + 1}: {row['duration_s']:.2f} s in-run (ideal just over 2 s); "
-                    f"{row['running_after_0_5_s']} of {n} running 0.5 s after the first, "
-                    f"{row['running_after_1_s']} after 1 s, all after {row['all_running_after_s']:.2f} s")
+                log(f"ramp {n} × 2 s on {backend}, {which}, #{i + 1}: {row['duration_s']:.2f} s in-run "
+                    f"(ideal just over 2 s); {row['running_after_0_5_s']} of {n} running 0.5 s after the "
+                    f"first, {row['running_after_1_s']} after 1 s, all after {row['all_running_after_s']:.2f} s "
+                    f"({row['all_running_after_created_s']:.2f} s after they were made)")
         write_results(args.out, results)
 
 

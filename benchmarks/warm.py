@@ -5,9 +5,11 @@ ramp|ramp_served|first_call [--backend docker] [--warm 12]`; prints JSON). Numbe
 from the store; nothing here is a test.
 
 - **ramp** — `apps/ramp/app.py`: `n` calls of `seconds` each, `slow`'s `max_containers` = n,
-  by `engine run`. From the store: the run's duration (ideal: just over `seconds`), and how many
+  by `engine run`. From the store: the run's duration (ideal: just over `seconds`), how many
   `slow` calls had started (each on an executor of its own) 0.5 s and 1 s after the first one
-  did, and when the last one started.
+  did, and when the last one started, after the first and after the calls were made. Each case
+  twice: a first run, and a run again in the same state directory, whose pools start from the
+  first run's call durations.
 - **ramp_served** — the same app (10 × 2 s) served: an `engine server` with `--warm` blank
   executors (default 12) and one with 2, each given one request once its warm pool is full.
 - **first_call** — an `engine server` with its warm pool (`ENGINE_WARM_EXECUTORS`, default 2)
@@ -52,31 +54,39 @@ def _store_calls(state_dir: Path, run_id: str) -> tuple[Any, list[Any]]:
         store.close()
 
 
-def ramp(backend: str, n: int, seconds: float, config: Path, timeout: float = 300) -> dict[str, Any]:
-    """One `engine run` of the ramp app; when each `slow` call started, from the store."""
+def ramp(backend: str, n: int, seconds: float, config: Path, timeout: float = 300, *,
+         again: bool = False) -> dict[str, Any]:
+    """One `engine run` of the ramp app; when each `slow` call started, from the store. With
+    `again`, the run measured is the second in one state directory: its executor pools start
+    from how long the first run's calls took (the store's `call_durations`), as a workflow run
+    again does."""
     state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-ramp-"))
     try:
-        start = time.perf_counter()
-        proc = subprocess.run([*ENGINE_CLI, "run", f"{RAMP_APP}:ramp", "--input",
-                               json.dumps({"n": n, "seconds": seconds}), "--json", "--backend", backend,
-                               "--state-dir", str(state_dir), "--config", str(config)],
-                              cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: ramp on {backend} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        for _ in range(2 if again else 1):
+            start = time.perf_counter()
+            proc = subprocess.run([*ENGINE_CLI, "run", f"{RAMP_APP}:ramp", "--input",
+                                   json.dumps({"n": n, "seconds": seconds}), "--json", "--backend", backend,
+                                   "--state-dir", str(state_dir), "--config", str(config)],
+                                  cwd=REPO, capture_output=True, text=True, timeout=timeout)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise SystemExit(f"bench: ramp on {backend} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
         run, calls = _store_calls(state_dir, run_id)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
-    starts = sorted(c.started_at for c in calls if c.function == "slow" and c.started_at is not None)
+    slow = [c for c in calls if c.function == "slow" and c.started_at is not None]
+    starts = sorted(c.started_at for c in slow)
     first = starts[0]
     return {
-        "backend": backend, "n": n, "seconds": seconds, "config": config.name, "run_id": run_id,
-        "duration_s": run.ended_at - run.started_at, "wall_s": wall,
+        "backend": backend, "n": n, "seconds": seconds, "config": config.name, "run_again": again,
+        "run_id": run_id, "duration_s": run.ended_at - run.started_at, "wall_s": wall,
         "ideal_s": seconds, "to_first_slow_dispatch_s": first - run.started_at,
         "running_after_0_5_s": sum(1 for t in starts if t - first <= 0.5),
         "running_after_1_s": sum(1 for t in starts if t - first <= 1.0),
         "all_running_after_s": starts[-1] - first,
+        # From the `slow` calls' creation (the tail call that made them all at once).
+        "all_running_after_created_s": starts[-1] - min(c.created_at for c in slow),
         "loadavg_1m": os.getloadavg()[0],
     }
 
@@ -200,8 +210,8 @@ def main() -> None:
     parser.add_argument("--app", choices=sorted(FIRST_CALL_APPS), default="plain", help="first_call's application")
     args = parser.parse_args()
     if args.what == "ramp":
-        out = [ramp(args.backend, 10, 2.0, RAMP_APP.parent / "engine.yaml"),
-               ramp(args.backend, 6, 2.0, RAMP_APP.parent / "max6.yaml")]
+        out = [ramp(args.backend, n, 2.0, RAMP_APP.parent / config, again=again)
+               for again in (False, True) for n, config in ((10, "engine.yaml"), (6, "max6.yaml"))]
     elif args.what == "ramp_served":
         out = [ramp_served(args.backend, args.warm, 10, 2.0), ramp_served(args.backend, 2, 10, 2.0)]
     else:
