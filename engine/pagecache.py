@@ -1,4 +1,4 @@
-"""Writing a large file: in 64 KiB pieces, so that the page cache takes its pages cheaply.
+"""Writing a large file in 64 KiB pieces, and releasing its pages: the page cache on a VM.
 
 Every large value the engine checkpoints on this machine becomes a file written through the
 page cache: the executor pickling a result into its exchange directory
@@ -14,6 +14,10 @@ of 128 KiB to 8 MiB, and 0.03 s in pieces of 64 KiB, as long as such small block
 (there, for the first 1.25 GB of new files after memory was last freed; then 0.32 s as well:
 `benchmarks/README.md`, "Round eight"). When free memory is at hand, the smaller pieces cost
 the extra system calls: ~2,000 for 128 MiB, a few milliseconds.
+
+Past those 1.25 GB, only pages freed again help: a value handed on and stored has its pages
+released (`release`, by `engine.scheduler.exchange.release_pages`), so that the next value's
+file is written into them (round ten).
 """
 
 from __future__ import annotations
@@ -33,3 +37,12 @@ def write(fd: int, data: bytes | bytearray | memoryview, piece_bytes: int = PIEC
         done = 0
         while done < len(piece):
             done += os.write(fd, piece[done:])
+
+
+def release(fd: int) -> None:
+    """Drop the file's cached pages (`POSIX_FADV_DONTNEED`; written-back pages only, which an
+    fsynced file's all are), so that the next large file written takes them, recycled, rather
+    than fresh ones. Nothing where the call does not exist (macOS)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

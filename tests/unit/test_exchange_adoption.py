@@ -1,14 +1,18 @@
 """The exchange directory on its own (engine/scheduler/exchange.py), on a real filesystem, no
-executor: what adoption takes into the blob directory and what it refuses."""
+executor: what adoption takes into the blob directory and what it refuses, and when a value's
+pages leave the page cache (read from the kernel with `mincore`)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pagecachelib
 import pytest
+from pagecachelib import cached, until_released
 
 from engine.scheduler.exchange import Deferred, Exchanges, NotAdopted
 from engine.wire import DEFERRED_PREFIX, content
@@ -149,3 +153,57 @@ def test_a_token_is_refused_anywhere_but_as_its_producers_own_result() -> None:
     grant.put.add(token)  # even "put" by it: a token is never a value to pass on
     with pytest.raises(Denied, match="not stored yet"):
         Access.check_payload(grant, pb.Payload(blob=token, size=1), "passing")
+
+
+# --- a handed-on value's pages leave the page cache ----------------------------------------------
+
+@pytest.fixture
+def drops_pages(tmp_path: Path) -> None:
+    if not pagecachelib.drops_pages(tmp_path):
+        pytest.skip("this filesystem does not drop cached pages when told (tmpfs)")
+
+
+def _claimed_value(exchanges: Exchanges, producer, size: int = 8 << 20):  # type: ignore[no-untyped-def]
+    (producer.out_dir / "v").write_bytes(os.urandom(size))
+    claimed = producer.claim("v")
+    deferred = Deferred(claimed, owner=None)
+    exchanges.deferred[deferred.token] = deferred
+    return claimed, deferred.token
+
+
+def test_a_value_leaves_the_page_cache_once_stored_and_read_by_the_calls_given_it(
+        exchanges, drops_pages) -> None:
+    """Two consumers hold the value: its pages stay until both calls have ended, and go only
+    once it is stored (settled) — whichever of the two comes last."""
+    producer, first, second = exchanges.new(), exchanges.new(), exchanges.new()
+    claimed, token = _claimed_value(exchanges, producer)
+    first.link(token)
+    second.link(token)
+    digest = producer.settle(claimed)
+    blob = _blob(exchanges, digest)
+    assert cached(blob) > 0.9  # stored, still linked: the consumers read it from memory
+    first.unlink(token)
+    time.sleep(0.2)
+    assert cached(blob) > 0.9  # the second consumer still has it
+    second.unlink(token)
+    assert until_released(blob) == 0
+    assert len(blob.read_bytes()) == 8 << 20  # from the disk, intact
+
+    # The calls end before the value is stored: storing it releases it.
+    claimed, token = _claimed_value(exchanges, producer)
+    first.link(token)
+    first.unlink(token)
+    assert cached(claimed.path) > 0.9
+    digest = producer.settle(claimed)
+    assert cached(_blob(exchanges, digest)) == 0
+
+
+def test_a_value_no_call_was_given_yet_keeps_its_pages(exchanges, drops_pages) -> None:
+    producer = exchanges.new()
+    claimed, _ = _claimed_value(exchanges, producer)
+    digest = producer.settle(claimed)
+    assert cached(_blob(exchanges, digest)) > 0.9  # for the call that will read it
+    consumer = exchanges.new()
+    consumer.link(digest)  # given by its digest, once stored
+    consumer.unlink(digest)
+    assert until_released(_blob(exchanges, digest)) == 0
