@@ -18,6 +18,11 @@ the extra system calls: ~2,000 for 128 MiB, a few milliseconds.
 Past those 1.25 GB, only pages freed again help: a value handed on and stored has its pages
 released (`release`, by `engine.scheduler.exchange.release_pages`), so that the next value's
 file is written into them (round ten).
+
+Pieces are aligned to the file, not to the buffer: a pickled value starts after a few bytes of
+opcodes, and 64 KiB writes at offset 20 straddle two folios each, which the page cache then
+holds in single pages (128 MiB: 0.046-0.050 s against 0.031 s aligned). So the first piece of
+a write ends at the next multiple of the piece size, and every later one starts at one.
 """
 
 from __future__ import annotations
@@ -30,13 +35,30 @@ PIECE = 64 * 1024
 
 def write(fd: int, data: bytes | bytearray | memoryview, piece_bytes: int = PIECE) -> None:
     """Write all of `data` (contiguous) at `fd`'s position, in pieces of at most `piece_bytes`
-    (another size than `PIECE` only to measure it: `benchmarks/pagecache_pieces.py`)."""
+    (another size than `PIECE` only to measure it: `benchmarks/pagecache_pieces.py`), each
+    ending at a multiple of `piece_bytes` in the file: a value pickled after a 20-byte header
+    would otherwise straddle every folio, which the page cache then holds in single pages
+    (128 MiB at offset 20: 0.046-0.050 s against 0.031 s aligned, round ten)."""
     view = memoryview(data).cast("B")
-    for start in range(0, len(view), piece_bytes):
-        piece = view[start:start + piece_bytes]
-        done = 0
-        while done < len(piece):
-            done += os.write(fd, piece[done:])
+    first = -position(fd) % piece_bytes  # the first piece only up to a boundary
+    if first:
+        _write_all(fd, view[:first])
+    for start in range(first, len(view), piece_bytes):
+        _write_all(fd, view[start:start + piece_bytes])
+
+
+def position(fd: int) -> int:
+    """`fd`'s offset in its file (0 for a pipe or socket)."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return 0
+
+
+def _write_all(fd: int, piece: memoryview) -> None:
+    done = 0
+    while done < len(piece):
+        done += os.write(fd, piece[done:])
 
 
 def release(fd: int) -> None:

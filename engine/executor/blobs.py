@@ -209,15 +209,18 @@ class BlobClient:
 
 def _write_through(fd: int, view: memoryview, offset: int) -> None:
     """Write `view` at `offset` (the file's position) in small pieces (`engine.pagecache`),
-    starting the write-back to the disk of every WRITEBACK_CHUNK of it (sync_file_range,
-    SYNC_FILE_RANGE_WRITE: it does not wait) when it is at least that large: a write-back for
-    each of many smaller buffers would be many small I/Os, and the fsync does those at once."""
+    starting the write-back to the disk of every WRITEBACK_CHUNK of the file it fills
+    (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait) when it is at least that large:
+    a write-back for each of many smaller buffers would be many small I/Os, and the fsync does
+    those at once. Chunks end at multiples of WRITEBACK_CHUNK in the file, as pieces do."""
     start_writeback = _writeback() if len(view) >= WRITEBACK_CHUNK else None
-    for start in range(0, len(view), WRITEBACK_CHUNK):
-        piece = view[start:start + WRITEBACK_CHUNK]
-        pagecache.write(fd, piece)
+    start = 0
+    while start < len(view):
+        end = min(len(view), start + WRITEBACK_CHUNK - (offset + start) % WRITEBACK_CHUNK)
+        pagecache.write(fd, view[start:end])
         if start_writeback is not None:
-            start_writeback(fd, offset + start, len(piece), _SYNC_FILE_RANGE_WRITE)
+            start_writeback(fd, offset + start, end - start, _SYNC_FILE_RANGE_WRITE)
+        start = end
 
 
 _SYNC_FILE_RANGE_WRITE = 2

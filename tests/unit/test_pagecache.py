@@ -1,6 +1,6 @@
-"""Large files are written in pieces the page cache holds in small folios (`engine.pagecache`):
-the helper itself, and the two writers of large values on one machine (the executor pickling into
-its exchange directory, the SQLite store writing a streamed blob)."""
+"""Large files are written in pieces the page cache holds in small folios, aligned to the file
+(`engine.pagecache`): the helper itself, and the two writers of large values on one machine (the
+executor pickling into its exchange directory, the SQLite store writing a streamed blob)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def test_write_puts_every_byte_at_the_position_in_pieces(tmp_path: Path, writes:
         fh.write(b"head")
         pagecache.write(fh.fileno(), memoryview(bytearray(data)))
     assert path.read_bytes() == b"head" + data
-    assert writes == [pagecache.PIECE] * 3 + [123]
+    # The first piece ends where the file's next piece begins: every later one is aligned.
+    assert writes == [pagecache.PIECE - 4, pagecache.PIECE, pagecache.PIECE, 127]
 
 
 def test_write_finishes_a_piece_the_kernel_took_in_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,8 +54,24 @@ def test_write_finishes_a_piece_the_kernel_took_in_part(tmp_path: Path, monkeypa
     assert path.read_bytes() == data
 
 
+@pytest.fixture
+def placed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Where in its file every `os.write` from now on wrote: (offset, size)."""
+    seen: list[tuple[int, int]] = []
+    real = os.write
+
+    def write(fd: int, data: object) -> int:
+        at = os.lseek(fd, 0, os.SEEK_CUR)
+        n = real(fd, data)  # type: ignore[arg-type]
+        seen.append((at, n))
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+    return seen
+
+
 def test_the_executor_pickles_a_large_value_into_its_exchange_directory_in_pieces(
-        tmp_path: Path, writes: list[int]) -> None:
+        tmp_path: Path, placed: list[tuple[int, int]]) -> None:
     (tmp_path / "out").mkdir()
     value = [b"a" * (20 * MB), bytearray(b"b" * (3 * MB))]
     channel = grpc.insecure_channel("localhost:1")  # never used: nothing is sent
@@ -62,8 +79,13 @@ def test_the_executor_pickles_a_large_value_into_its_exchange_directory_in_piece
     channel.close()
     assert isinstance(staged, Staged)
     assert (tmp_path / "out" / staged.name).read_bytes() == wire.dumps(value)
-    assert sum(writes) >= 23 * MB  # both buffers went through `pagecache.write`
-    assert max(writes) <= pagecache.PIECE
+    sizes = [n for _, n in placed]
+    assert sum(sizes) >= 23 * MB  # both buffers went through `pagecache.write`
+    assert max(sizes) <= pagecache.PIECE
+    # Every piece but each buffer's last ends at a multiple of a piece in the file, whatever
+    # the pickle's opcodes before it: none straddles a folio.
+    unaligned = [(at, n) for at, n in placed if (at + n) % pagecache.PIECE]
+    assert len(unaligned) == 2, unaligned
 
 
 def test_the_sqlite_store_writes_a_streamed_blob_in_pieces(tmp_path: Path, writes: list[int]) -> None:
