@@ -27,11 +27,12 @@ the value. For a call's own result, Adopt answers after 2 (`claim`) and step 3 (
 thread while the value is handed on by a token (`Deferred`: what waits for what). A crash at any step leaves at most a `.tmp-*` file, which the store sweeps; a blob's
 name never points at bytes that were not fsynced and hashed.
 
-Once a blob handed on this way is stored and no executor has it linked any more (the calls
-given it have ended), its pages leave the page cache (`release_pages`): a large value is read
-once or twice, just after it is made, and the next one then reuses that memory instead of
+Once a result handed on by its token is stored and no executor has it linked any more (the
+calls given it have ended), its pages leave the page cache (`release_pages`): such a value is
+read once or twice, just after it is made, and the next one then reuses that memory instead of
 taking fresh pages, which a virtual machine's host may have taken back. A call given it later
-reads it from the disk.
+(by its digest) reads it from the disk. A stored blob given by its digest keeps its pages: it
+is an argument that the next calls of a fan-out are likely given too.
 
 Not used (values stream as before) for the PostgreSQL store, whose blobs are rows, and for the
 swarm backend, whose executors run on other machines; docker only when its engine is local.
@@ -130,22 +131,21 @@ class Exchange:
 
     def unlink(self, digest: str) -> None:
         """The executor's call given blob `digest` (or deferred token) has ended: take its
-        link away, and the blob's pages out of memory once it is stored and no executor has
-        it (`release_pages`)."""
+        link away; a result handed on by its token also leaves the page cache once it is
+        stored and no executor has it (`release_pages`). A blob given by its digest is a stored
+        value passed as an argument, which the next call of a fan-out may well be given again:
+        it keeps its pages."""
         try:
             (self.in_dir / digest).unlink()
         except OSError:
             return
-        if digest.startswith(DEFERRED_PREFIX):
-            claimed = self.handed.pop(digest, None)
-            if claimed is None:
-                return
-            with claimed.lock:
-                if not claimed.settled:
-                    return  # `settle` releases it once it is stored
-                path = claimed.path
-        else:
-            path = self.blob_dir / content.shard(digest) / digest
+        claimed = self.handed.pop(digest, None)
+        if claimed is None:
+            return
+        with claimed.lock:
+            if not claimed.settled:
+                return  # `settle` releases it once it is stored
+            path = claimed.path
         self.release(path)
 
     def adopt(self, name: str) -> tuple[str, int]:
