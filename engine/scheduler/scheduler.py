@@ -1219,7 +1219,7 @@ class Scheduler:
         observed = self.dispatcher.observed_durations(run.app.name)
         if observed:
             self.store.record_call_durations(run.run_id, run.app.name, observed)
-            self.dispatcher.durations.setdefault(run.app.name, {}).update(observed)  # for pools made later
+            self.dispatcher.learn_durations(run.app.name, observed)  # for pools made later
         # Calls nobody needs any more (started with .run() and never awaited) stop here.
         cancel = wire.make_failure(pb.FAILURE_KIND_CANCELLED, f"run {status} before this call finished",
                                    function="", call_id="")
