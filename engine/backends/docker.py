@@ -453,6 +453,9 @@ class DockerBackend(Backend):
             return port
 
     def _release_port(self, port: int) -> None:
+        """An executor started by `_take_port` is gone (nothing in network "bridge")."""
+        if self.network != "shared":
+            return
         with self._ports_lock:
             self._ports.discard(port)
             if not self._ports:
@@ -476,8 +479,7 @@ class DockerBackend(Backend):
         except BaseException:
             # Cancelled, timed out, or died: never leave the container behind.
             await self._call(self._remove, container_id)
-            if self.network == "shared":
-                self._release_port(port)
+            self._release_port(port)
             raise
         return ExecutorHandle(
             id=container_id,
@@ -491,8 +493,7 @@ class DockerBackend(Backend):
             container_id, _, port = creating.result()
             with contextlib.suppress(docker.errors.DockerException):
                 self._remove(container_id)
-            if self.network == "shared":
-                self._release_port(port)
+            self._release_port(port)
 
     async def _wait_accepting(self, container_id: str, ip: str, port: int, function: str) -> None:
         """Poll a TCP connect to ip:port until it succeeds; check the container is still
@@ -572,8 +573,7 @@ class DockerBackend(Backend):
 
     async def stop_executor(self, handle: ExecutorHandle) -> None:
         await self._call(self._remove, str(handle.ref or handle.id))
-        if self.network == "shared":
-            self._release_port(int(handle.address.rsplit(":", 1)[1]))
+        self._release_port(int(handle.address.rsplit(":", 1)[1]))
 
     def _list(self, label: str) -> list[dict]:
         return self._client.api.containers(all=True, filters={"label": label})
