@@ -573,7 +573,8 @@ class DockerBackend(Backend):
 
     async def stop_executor(self, handle: ExecutorHandle) -> None:
         await self._call(self._remove, str(handle.ref or handle.id))
-        self._release_port(int(handle.address.rsplit(":", 1)[1]))
+        if self.network == "shared":  # (only there is the address's port one of ours)
+            self._release_port(int(handle.address.rsplit(":", 1)[1]))
 
     def _list(self, label: str) -> list[dict]:
         return self._client.api.containers(all=True, filters={"label": label})
