@@ -126,6 +126,9 @@ class Dispatcher:
         # How long each application's calls took in earlier runs, by application and function
         # (the store's `call_durations`, given by the scheduler: `learn_durations`).
         self.durations: dict[str, dict[str, float]] = {}
+        # How many of their calls ran at once, at most, in each application's last run, by
+        # application and function (the store's `call_durations.width`): `prestart`.
+        self.widths: dict[str, dict[str, int]] = {}
         # Seconds an executor takes to start and initialise (moving average; see Pool.wanted).
         self.start_cost = 0.5
         # Where executors reach the scheduler's services (`start`).
@@ -196,6 +199,36 @@ class Dispatcher:
             for _ in range(max(0, pool.warm_minimum - pool.live())):
                 self._start_executor(pool)
 
+    def prestart_learned(self, app: AppSpec, run_id: str) -> None:
+        """Start as many executors of each of `app`'s functions as the application's last run
+        had calls of it running at once (`widths`; up to `max_containers` and what
+        `max_executors` leaves), so that a fan-out that ran before finds its executors up
+        when it is made rather than starting them then. The scheduler calls it once the run's
+        root call has its executor: they start while the root works, and never delay the
+        root's own start. An executor no call comes to stops after `idle_timeout`, as any
+        idle one does."""
+        widths = self.widths.get(app.name, {})
+        room, blank = self.max_executors - self._active_executors(), len(self.warm.ready)
+        for function, width in sorted(widths.items()):
+            try:
+                pool = self.pool(app, function)
+            except SDKUsageError:
+                continue  # a function this version of the application no longer has
+            learned = -(-width // pool.concurrency)
+            cap = pool.settings.config.max_containers
+            if cap is not None:
+                learned = min(learned, cap)
+            more = max(0, learned - pool.live())
+            if not more:
+                continue
+            # Blank executors of the warm pool add no executor; others need room.
+            taken = min(more, blank) if self._warm_fits(pool) else 0
+            new = min(more - taken, max(0, room))
+            blank, room = blank - taken, room - new
+            pool.last_run_id = run_id
+            for _ in range(taken + new):
+                self._start_executor(pool)
+
     def prestart_tail(self, call: CallState, tail: pb.TailCall) -> None:
         """Start the executors that a large tail call's new calls need before they are added
         (as `start_first` would for the first of each function), so that they start while the
@@ -262,10 +295,14 @@ class Dispatcher:
             pool.prior = self.durations.get(app.name, {}).get(function)
         return pool
 
-    def learn_durations(self, application: str, durations: dict[str, float]) -> None:
+    def learn_durations(self, application: str, durations: dict[str, float],
+                        widths: dict[str, int] | None = None) -> None:
         """How long `application`'s calls took (by function): the `prior` of its pools, those
-        made already included."""
+        made already included; and how many ran at once (by function), for its next run's
+        `prestart`."""
         self.durations.setdefault(application, {}).update(durations)
+        if widths is not None:
+            self.widths.setdefault(application, {}).update(widths)
         for pool in self.pools.values():
             if pool.app.name == application and pool.function in durations:
                 pool.prior = durations[pool.function]

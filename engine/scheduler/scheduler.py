@@ -330,7 +330,7 @@ class Scheduler:
             if not self.leases.claim(run_id):
                 raise InfrastructureError(f"run {run_id} was taken by another process as it was created")
         self.values.spill_large_values(root.arguments)
-        run = RunState(run_id=run_id, app=app, root_id=root.id, priority=priority)
+        run = RunState(run_id=run_id, app=app, root_id=root.id, priority=priority, prestart_learned=True)
         run.budget = RunBudget(budget)
         self.runs[run_id] = run
         self.tracer.run_started(run, self.context.headers_of)
@@ -429,10 +429,12 @@ class Scheduler:
         return run
 
     def _learn_durations(self, app: AppSpec) -> None:
-        """Give the dispatcher how long `app`'s calls took in earlier runs (once per
-        application; from then on its own runs keep it up to date, `_finish_run`)."""
+        """Give the dispatcher how long `app`'s calls took in earlier runs and how many ran at
+        once (once per application; from then on its own runs keep it up to date,
+        `_finish_run`)."""
         if app.name not in self.dispatcher.durations:
-            self.dispatcher.learn_durations(app.name, self.store.call_durations(app.name))
+            self.dispatcher.learn_durations(app.name, self.store.call_durations(app.name),
+                                            self.store.call_widths(app.name))
 
     def rerun_run(self, app: AppSpec, origin_id: str, function: str,
                   budget: Mapping[str, int | float | None] | None = None) -> RunState:
@@ -808,11 +810,16 @@ class Scheduler:
 
     def _attempt_started(self, call: CallState) -> float:
         """The dispatcher gave `call` an executor slot: a new attempt begins, counted in the store
-        too, and `call` is running. Returns when it started."""
+        too, and `call` is running (a new run's root: the executors its application's last run
+        used start now, `Dispatcher.prestart_learned`). Returns when it started."""
         call.attempts += 1
         call.executions += 1
         call.started_at = started_at = time.time()
         self._set_status(call, RUNNING)
+        run = call.run
+        if run.prestart_learned and call.id == run.root_id:
+            run.prestart_learned = False
+            self.dispatcher.prestart_learned(run.app, run.run_id)
         self.context.clear_progress(call)
         self.store.count_execution(call.run.run_id, call.id, call.attempts, started_at)
         return started_at
@@ -1218,8 +1225,8 @@ class Scheduler:
         self.store.update_run(run.run_id, **fields)
         observed = self.dispatcher.observed_durations(run.app.name)
         if observed:
-            self.store.record_call_durations(run.run_id, run.app.name, observed)
-            self.dispatcher.learn_durations(run.app.name, observed)  # for pools made later
+            self.store.record_call_durations(run.run_id, run.app.name, observed, run.widths)
+            self.dispatcher.learn_durations(run.app.name, observed, run.widths)  # for later runs
         # Calls nobody needs any more (started with .run() and never awaited) stop here.
         cancel = wire.make_failure(pb.FAILURE_KIND_CANCELLED, f"run {status} before this call finished",
                                    function="", call_id="")
@@ -1374,9 +1381,16 @@ class Scheduler:
     # =========================================================================================
 
     def _set_status(self, call: CallState, status: str) -> None:
-        counts = call.run.counts
+        run = call.run
+        counts = run.counts
         counts[call.status] -= 1
         counts[status] += 1
+        if status == RUNNING:
+            running = run.running[call.function] = run.running[call.function] + 1
+            if running > run.widths.get(call.function, 0):
+                run.widths[call.function] = running
+        elif call.status == RUNNING:
+            run.running[call.function] -= 1
         call.status = status
         if self.on_event is not None:
             self.on_event(call.run, call)

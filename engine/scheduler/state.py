@@ -158,6 +158,13 @@ class RunState:
     # Whether it has any signal future: without one, no call waits for a signal, and the
     # check (`Scheduler._waits_for_signal`) need not scan a fan-in's hundred thousand arguments.
     has_signals: bool = False
+    # Per function, how many of its calls run now and how many ran at once at most (its width,
+    # recorded with the run's end: `Dispatcher.prestart` of the application's next run).
+    running: Counter[str] = field(default_factory=Counter)
+    widths: dict[str, int] = field(default_factory=dict)
+    # A new run (not a resume or a rerun, which have calls finished already): when its root
+    # call first gets an executor, the application's last widths start (`prestart_learned`).
+    prestart_learned: bool = False
 
     def progress(self) -> dict[str, int]:
         c = self.counts

@@ -695,7 +695,7 @@ class Store(ABC):
                           (run_id,))
         return [(r[0], bytes(r[1]) if r[1] is not None else None, r[2], r[3]) for r in rows]
 
-    # --- call durations (a hint for the executor pools' ramp) -------------------------------
+    # --- call durations and widths (a hint for the executor pools' ramp) ------------------------
 
     def call_durations(self, application: str) -> dict[str, float]:
         """How long a call of each of `application`'s functions took, as recorded by
@@ -703,16 +703,25 @@ class Store(ABC):
         rows = self._read("SELECT function, seconds FROM call_durations WHERE application = ?", (application,))
         return {r[0]: float(r[1]) for r in rows}
 
-    def record_call_durations(self, run_id: str, application: str, durations: Mapping[str, float]) -> None:
-        """Replace the durations of these functions of `application` (written as `run_id`'s, so
-        a run whose lease was lost writes none)."""
+    def call_widths(self, application: str) -> dict[str, int]:
+        """How many calls of each of `application`'s functions ran at once, at most, in the
+        run that recorded it (`record_call_durations`): function -> calls; none for 0."""
+        rows = self._read("SELECT function, width FROM call_durations WHERE application = ? AND width > 0",
+                          (application,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def record_call_durations(self, run_id: str, application: str, durations: Mapping[str, float],
+                              widths: Mapping[str, int] | None = None) -> None:
+        """Replace the durations of these functions of `application`, and their widths (0 when
+        not given), written as `run_id`'s, so a run whose lease was lost writes none."""
         now = time.time()
+        widths = widths or {}
         for function, seconds in sorted(durations.items()):
             self._write(run_id,
-                        "INSERT INTO call_durations (application, function, seconds, updated_at) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (application, function) DO UPDATE SET "
-                        "seconds = excluded.seconds, updated_at = excluded.updated_at",
-                        (application, function, float(seconds), now))
+                        "INSERT INTO call_durations (application, function, seconds, width, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (application, function) DO UPDATE SET "
+                        "seconds = excluded.seconds, width = excluded.width, updated_at = excluded.updated_at",
+                        (application, function, float(seconds), int(widths.get(function, 0)), now))
 
     # --- signals ----------------------------------------------------------------------------
     # Sent by whoever answers a sender (the API, `engine signal`), on any connection; taken by

@@ -35,9 +35,11 @@ Tables:
   from and the function it reran from; `calls.reused` is 1 for a call whose checkpoint was
   copied from that run.
 - `call_durations`: per application and function, how long a call took (the moving average of
-  the run that ended last with such calls), written with that run's end. A run's executor
-  pools start from it (`engine.scheduler.pools`), so a fan-out that was slow before ramps at
-  once; it is a hint, never a checkpoint, and losing it costs only that ramp.
+  the run that ended last with such calls) and how many of its calls ran at once at most in
+  that run (`width`), written with that run's end. A run's executor pools start from it
+  (`engine.scheduler.pools`), and its start starts `width` executors of each function
+  (`Dispatcher.prestart`), so a fan-out that ran before finds its executors up; it is a hint,
+  never a checkpoint, and losing it costs only that ramp.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
   The SQLite store keeps them as files beside the database and leaves these tables empty.
 
@@ -243,6 +245,11 @@ MIGRATIONS: list[str] = [
         updated_at      REAL NOT NULL,
         PRIMARY KEY (application, function)
     );
+    """,
+    # 12: how many of each function's calls ran at once, at most, in that run (its width): a
+    # new run of the application starts that many executors with it (`Dispatcher.prestart`).
+    """
+    ALTER TABLE call_durations ADD COLUMN width INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 

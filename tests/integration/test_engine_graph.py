@@ -279,8 +279,9 @@ def test_max_containers_one_runs_calls_one_at_a_time(apps, state_dir, side_effec
 
 def test_a_runs_end_records_how_long_its_functions_calls_took_for_the_next_run(apps, state_dir,
                                                                                 side_effects) -> None:
-    """What the next run's executor pools start from (`Pool.prior`): each function's calls'
-    duration, recorded with the run's end in the store on disk, per application."""
+    """What the next run's executor pools start from (`Pool.prior`, `prestart_learned`): each
+    function's calls' duration and how many ran at once, recorded with the run's end in the
+    store on disk, per application."""
     from engine.store import open_store, store_url
 
     app = apps("app_graph")
@@ -288,13 +289,43 @@ def test_a_runs_end_records_how_long_its_functions_calls_took_for_the_next_run(a
         assert run_local_application(app.serial_app, n, str(side_effects)).output() == [sum(range(n)), *range(n)]
         store = open_store(store_url(state_dir))
         try:
-            durations = store.call_durations("serial_app")
+            durations, widths = store.call_durations("serial_app"), store.call_widths("serial_app")
         finally:
             store.close()
         assert set(durations) == {"serial_app", "serial", "total"}
         assert 0.2 <= durations["serial"] < 5.0  # each call sleeps 0.2 s
         assert durations["total"] < durations["serial"]
+        assert widths == {"serial_app": 1, "serial": 1, "total": 1}  # `serial`: max_containers=1
     assert side_effects.count("serial_start") == 5
+
+
+def test_a_run_again_finds_its_fan_outs_executors_started_while_its_root_worked(apps, state_dir,
+                                                                               side_effects) -> None:
+    """A first run learns how many `broad` calls ran at once (`call_durations.width`); the next
+    run starts that many `broad` executors as its root begins, so that they have imported the
+    application before the root (working 1.5 s first) makes its fan-out; the first run's
+    start with its fan-out. Real executor processes; when each imported the application is its
+    own record."""
+    from engine.store import open_store, store_url
+
+    app = apps("app_graph")
+    widths = []
+    for _ in range(2):
+        assert run_local_application(app.broad_app, 3, str(side_effects), 1.5).output() == [3, 0, 1, 2]
+        store = open_store(store_url(state_dir))
+        try:
+            widths.append(store.call_widths("broad_app").get("broad", 0))
+        finally:
+            store.close()
+    fanouts = [float(r[-1]) for r in side_effects.tagged("broad_fanout")]
+    calls = side_effects.tagged("broad")  # i, pid, imported at, when
+    assert len(fanouts) == 2 and len(calls) == 6
+    first = {(r[1], float(r[2])) for r in calls[:3]}
+    second = {(r[1], float(r[2])) for r in calls[3:]}
+    assert all(imported > fanouts[0] for _, imported in first)  # nothing known yet
+    assert 1 <= widths[0] <= 3
+    early = {pid for pid, imported in second if imported < fanouts[1]}
+    assert len(early) == widths[0]  # as many as ran at once last time, up before the fan-out
 
 
 def test_run_local_application_inside_an_event_loop(apps, state_dir, side_effects) -> None:

@@ -449,6 +449,45 @@ def test_a_second_run_starts_as_many_executors_as_the_first_one_needed_at_once(
     drive(second)
 
 
+def test_a_new_run_starts_the_executors_the_last_run_used_while_its_root_still_works(tmp_path: Path) -> None:
+    """The first run has at most four `work` calls running at once; its end records that (the
+    store's `call_durations.width`). In the next run, four `work` executors start once the
+    root has its executor, while the root is still held and no `work` call exists yet; its
+    fan-out then finds them and starts no other (nor does the combiner, whose one executor
+    started with them). With `max_containers` lowered to 2 (and
+    `concurrency` 2), two start: 2 executors × 2 slots are the four calls' width."""
+    async def first() -> None:
+        async with FakeEngine(tmp_path, {"main": fan_out("work", 4), "combine": combine,
+                                         "work": Fn(None, max_containers=4)}) as eng:
+            run = eng.submit()
+            await eng.until(lambda: len(eng.backend.running_of("work")) == 4, "four work calls at once")
+            await eng.serve(run, "work")
+            assert eng.result(run) == list(range(4))
+            assert eng.reader.call_widths("main") == {"main": 1, "combine": 1, "work": 4}
+
+    async def again(max_containers: int, concurrency: int, executors: int) -> None:
+        async with FakeEngine(tmp_path, {"main": None, "combine": combine,
+                                         "work": Fn(None, max_containers=max_containers,
+                                                    concurrency=concurrency)}) as eng:
+            run = eng.submit()
+            await eng.until(lambda: eng.backend.running_of("main"), "the root running")
+            await eng.until(lambda: len(eng.backend.live_of("work")) == executors,
+                            f"{executors} work executors before any work call")
+            assert not eng.backend.calls_of("work")
+            assert len(eng.backend.started_of("combine")) == 1  # its width too
+            root = eng.backend.running_of("main")[0]
+            root.tail(call("combine", [call("work", i) for i in range(4)]))
+            await eng.until(lambda: len(eng.backend.running_of("work")) == 4, "the four calls on them")
+            await eng.serve(run, "work")
+            assert eng.result(run) == list(range(4))
+            assert len(eng.backend.started_of("work")) == executors
+            assert len(eng.backend.started_of("combine")) == 1
+
+    drive(first)
+    drive(lambda: again(4, 1, 4))
+    drive(lambda: again(2, 2, 2))
+
+
 def test_a_ramp_follows_the_estimate_without_waiting_for_the_schedulers_tick(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Calls held forever, so no call ever ends and nothing but time can justify a second
     executor: with the scheduler's periodic re-judgement off, the pool's own timer

@@ -474,8 +474,8 @@ def test_interleaved_writes_of_many_calls_commit_as_given(opener: Callable[[], S
 @pytest.mark.postgres
 def test_call_durations_are_kept_per_application_and_function(opener: Callable[[], Store]) -> None:
     """What a run's end records is what the next run of the application reads, on another
-    connection: each function's latest duration, other functions' kept; a run whose lease was
-    lost records nothing."""
+    connection: each function's latest duration and width, other functions' kept; a run whose
+    lease was lost records nothing."""
     store = opener()
     store.create_run(a_run("run-1", status="running", version=1))
     store.create_run(a_run("run-2", status="running", version=1))
@@ -483,18 +483,22 @@ def test_call_durations_are_kept_per_application_and_function(opener: Callable[[
     assert store.claim_run("run-1", "me", 30) == 1
     assert store.claim_run("run-2", "me", 30) == 1
     assert store.call_durations("main") == {}
-    store.record_call_durations("run-1", "main", {"slow": 2.5, "quick": 0.004})
+    store.record_call_durations("run-1", "main", {"slow": 2.5, "quick": 0.004}, {"slow": 10, "quick": 3})
     store.record_call_durations("run-1", "other", {"slow": 9.0})
     store.commit()
     assert opener().call_durations("main") == {"slow": 2.5, "quick": 0.004}
-    store.record_call_durations("run-2", "main", {"slow": 1.25})
+    assert opener().call_widths("main") == {"slow": 10, "quick": 3}
+    assert opener().call_widths("other") == {}  # none given: none started from it
+    store.record_call_durations("run-2", "main", {"slow": 1.25}, {"slow": 4})
     store.commit()
     assert opener().call_durations("main") == {"slow": 1.25, "quick": 0.004}
+    assert opener().call_widths("main") == {"slow": 4, "quick": 3}
     assert opener().call_durations("other") == {"slow": 9.0}
     store.fences["run-2"] = None  # its lease lost: its writes are dropped
-    store.record_call_durations("run-2", "main", {"slow": 7.0})
+    store.record_call_durations("run-2", "main", {"slow": 7.0}, {"slow": 50})
     store.commit()
     assert opener().call_durations("main")["slow"] == 1.25
+    assert opener().call_widths("main")["slow"] == 4
 
 
 def test_postgres_column_types_match_the_schema(postgres_url: str) -> None:

@@ -3,9 +3,15 @@ consumers, and futures started with .run() for control."""
 
 from __future__ import annotations
 
+import os
+import time
+
 from sidefx import record, wait_for
 
 from engine import application, function
+
+# When this process imported the application: an executor does as it is initialised.
+IMPORTED_AT = time.time()
 
 
 @function()
@@ -178,6 +184,22 @@ def together(i: int, log: str) -> int:
 @function()
 def together_app(n: int, log: str) -> list[int]:
     return total.future(*[together.future(i, log) for i in range(n)])
+
+
+@function(max_containers=3)
+def broad(i: int, log: str) -> int:
+    record(log, "broad", i, os.getpid(), repr(IMPORTED_AT))
+    time.sleep(1.0)
+    return i
+
+
+@application()
+@function()
+def broad_app(n: int, log: str, think: float) -> list[int]:
+    """Works `think` seconds (a model call planning), then fans out to `n` calls of `broad`."""
+    time.sleep(think)
+    record(log, "broad_fanout")
+    return total.future(*[broad.future(i, log) for i in range(n)])  # type: ignore[return-value]
 
 
 @function(concurrency=16)
