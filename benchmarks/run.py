@@ -760,23 +760,25 @@ def part_tree(args: argparse.Namespace, results: dict[str, Any], backends: list[
 
 
 def part_ramp(args: argparse.Namespace, results: dict[str, Any], backends: list[str], budget: Budget) -> None:
-    """10 calls of 2 s (max_containers 10) and 6 (max_containers 6), per backend, each as a
-    first run and run again (`warm.py`)."""
+    """10 calls of 2 s (max_containers 10) and 6 (max_containers 6), and the 10 after a root
+    that works 1 s before it fans out, per backend, each as a first run and run again
+    (`warm.py`)."""
     import warm
 
     rows: list[dict[str, Any]] = []
     results["ramp"] = {"runs": rows}
-    cases = [(10, APPS / "ramp" / "engine.yaml"), (6, APPS / "ramp" / "max6.yaml")]
+    cases = [(10, APPS / "ramp" / "engine.yaml", 0.0), (6, APPS / "ramp" / "max6.yaml", 0.0),
+             (10, APPS / "ramp" / "engine.yaml", 1.0)]
     for i in range(args.repeats):
         for backend in backends:
-            for (n, config), again in ((case, again) for again in (False, True) for case in cases):
+            for (n, config, think), again in ((case, again) for again in (False, True) for case in cases):
                 which = "run again" if again else "first run"
-                if not budget.allows(f"ramp {n} on {backend} ({which}) repeat {i + 1}"):
+                if not budget.allows(f"ramp {n} (think {think:g} s) on {backend} ({which}) repeat {i + 1}"):
                     return
-                row = warm.ramp(backend, n, 2.0, config, args.timeout, again=again)
+                row = warm.ramp(backend, n, 2.0, config, args.timeout, again=again, think=think)
                 rows.append(row)
-                log(f"ramp {n} × 2 s on {backend}, {which}, #{i + 1}: {row['duration_s']:.2f} s in-run "
-                    f"(ideal just over 2 s); {row['running_after_0_5_s']} of {n} running 0.5 s after the "
+                log(f"ramp {n} × 2 s after {think:g} s on {backend}, {which}, #{i + 1}: {row['duration_s']:.2f} s "
+                    f"in-run (ideal just over {row['ideal_s']:g} s); {row['running_after_0_5_s']} of {n} running 0.5 s after the "
                     f"first, {row['running_after_1_s']} after 1 s, all after {row['all_running_after_s']:.2f} s "
                     f"({row['all_running_after_created_s']:.2f} s after they were made)")
         write_results(args.out, results)

@@ -54,23 +54,41 @@ def _store_calls(state_dir: Path, run_id: str) -> tuple[Any, list[Any]]:
         store.close()
 
 
+def _wait_containers_gone(timeout: float = 30.0) -> None:
+    """Until Docker has removed the containers of the `engine run` that just ended, which it
+    does after that process exits (`DockerBackend.close`): a run again comes later than at
+    once, and should not share the machine with that clean-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=engine.managed=1"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        if not left:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"bench: Docker still has the last run's containers after {timeout:g} s")
+
+
 def ramp(backend: str, n: int, seconds: float, config: Path, timeout: float = 300, *,
-         again: bool = False) -> dict[str, Any]:
+         again: bool = False, think: float = 0.0) -> dict[str, Any]:
     """One `engine run` of the ramp app; when each `slow` call started, from the store. With
     `again`, the run measured is the second in one state directory: its executor pools start
-    from how long the first run's calls took (the store's `call_durations`), as a workflow run
-    again does."""
+    from how long the first run's calls took, and as many executors as its calls used start
+    once the root has its own (the store's `call_durations`), as a workflow run again does.
+    `think`: seconds the root works before it fans out (ideal run: `think + seconds`)."""
     state_dir = Path(tempfile.mkdtemp(prefix="engine-bench-ramp-"))
     try:
         for _ in range(2 if again else 1):
             start = time.perf_counter()
             proc = subprocess.run([*ENGINE_CLI, "run", f"{RAMP_APP}:ramp", "--input",
-                                   json.dumps({"n": n, "seconds": seconds}), "--json", "--backend", backend,
+                                   json.dumps({"n": n, "seconds": seconds, "think": think}), "--json",
+                                   "--backend", backend,
                                    "--state-dir", str(state_dir), "--config", str(config)],
                                   cwd=REPO, capture_output=True, text=True, timeout=timeout)
             wall = time.perf_counter() - start
             if proc.returncode != 0:
                 raise SystemExit(f"bench: ramp on {backend} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+            if again and backend == "docker":
+                _wait_containers_gone()
         run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
         run, calls = _store_calls(state_dir, run_id)
     finally:
@@ -79,9 +97,9 @@ def ramp(backend: str, n: int, seconds: float, config: Path, timeout: float = 30
     starts = sorted(c.started_at for c in slow)
     first = starts[0]
     return {
-        "backend": backend, "n": n, "seconds": seconds, "config": config.name, "run_again": again,
-        "run_id": run_id, "duration_s": run.ended_at - run.started_at, "wall_s": wall,
-        "ideal_s": seconds, "to_first_slow_dispatch_s": first - run.started_at,
+        "backend": backend, "n": n, "seconds": seconds, "think": think, "config": config.name,
+        "run_again": again, "run_id": run_id, "duration_s": run.ended_at - run.started_at, "wall_s": wall,
+        "ideal_s": think + seconds, "to_first_slow_dispatch_s": first - run.started_at,
         "running_after_0_5_s": sum(1 for t in starts if t - first <= 0.5),
         "running_after_1_s": sum(1 for t in starts if t - first <= 1.0),
         "all_running_after_s": starts[-1] - first,
@@ -210,8 +228,9 @@ def main() -> None:
     parser.add_argument("--app", choices=sorted(FIRST_CALL_APPS), default="plain", help="first_call's application")
     args = parser.parse_args()
     if args.what == "ramp":
-        out = [ramp(args.backend, n, 2.0, RAMP_APP.parent / config, again=again)
-               for again in (False, True) for n, config in ((10, "engine.yaml"), (6, "max6.yaml"))]
+        out = [ramp(args.backend, n, 2.0, RAMP_APP.parent / config, again=again, think=think)
+               for again in (False, True)
+               for n, config, think in ((10, "engine.yaml", 0.0), (6, "max6.yaml", 0.0), (10, "engine.yaml", 1.0))]
     elif args.what == "ramp_served":
         out = [ramp_served(args.backend, args.warm, 10, 2.0), ramp_served(args.backend, 2, 10, 2.0)]
     else:

@@ -25,5 +25,6 @@ def total(*values: int) -> int:
 
 @application()
 @function()
-def ramp(n: int = 10, seconds: float = 2.0) -> int:
+def ramp(n: int = 10, seconds: float = 2.0, think: float = 0.0) -> int:
+    time.sleep(think)  # an orchestrator that plans first (a model call) before it fans out
     return total.future(*[slow.future(i, seconds) for i in range(n)])  # type: ignore[return-value]
