@@ -761,14 +761,13 @@ def part_tree(args: argparse.Namespace, results: dict[str, Any], backends: list[
 
 def part_ramp(args: argparse.Namespace, results: dict[str, Any], backends: list[str], budget: Budget) -> None:
     """10 calls of 2 s (max_containers 10) and 6 (max_containers 6), and the 10 after a root
-    that works 1 s before it fans out, per backend, each as a first run and run again
-    (`warm.py`)."""
+    that works 1 s before it fans out (as-is, and with their executors declared warm), per
+    backend, each as a first run and run again (`warm.py` RAMP_CASES)."""
     import warm
 
     rows: list[dict[str, Any]] = []
     results["ramp"] = {"runs": rows}
-    cases = [(10, APPS / "ramp" / "engine.yaml", 0.0), (6, APPS / "ramp" / "max6.yaml", 0.0),
-             (10, APPS / "ramp" / "engine.yaml", 1.0)]
+    cases = [(n, APPS / "ramp" / config, think) for n, config, think in warm.RAMP_CASES]
     for i in range(args.repeats):
         for backend in backends:
             for (n, config, think), again in ((case, again) for again in (False, True) for case in cases):

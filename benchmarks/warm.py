@@ -5,11 +5,13 @@ ramp|ramp_served|first_call [--backend docker] [--warm 12]`; prints JSON). Numbe
 from the store; nothing here is a test.
 
 - **ramp** — `apps/ramp/app.py`: `n` calls of `seconds` each, `slow`'s `max_containers` = n,
-  by `engine run`. From the store: the run's duration (ideal: just over `seconds`), how many
-  `slow` calls had started (each on an executor of its own) 0.5 s and 1 s after the first one
-  did, and when the last one started, after the first and after the calls were made. Each case
-  twice: a first run, and a run again in the same state directory, whose pools start from the
-  first run's call durations.
+  by `engine run`, made at once or after the root worked `think` seconds (`RAMP_CASES`). From
+  the store: the run's duration (ideal: just over `think + seconds`), how many `slow` calls had
+  started (each on an executor of its own) 0.5 s and 1 s after the first one did, and when the
+  last one started, after the first and after the calls were made. Each case twice: a first
+  run, and a run again in the same state directory, whose pools start from the first run's
+  call durations and which starts the first run's widths as its root begins (on docker, once
+  Docker has removed the first run's containers).
 - **ramp_served** — the same app (10 × 2 s) served: an `engine server` with `--warm` blank
   executors (default 12) and one with 2, each given one request once its warm pool is full.
 - **first_call** — an `engine server` with its warm pool (`ENGINE_WARM_EXECUTORS`, default 2)
@@ -41,6 +43,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ENGINE_CLI = [sys.executable, "-m", "engine.cli"]
 RAMP_APP = HERE / "apps" / "ramp" / "app.py"
+#: (calls, config beside the app, seconds the root works before its fan-out): 10 and 6 at once;
+#: 10 after a root that works 1 s, as-is and with `slow`'s ten executors declared warm.
+RAMP_CASES = ((10, "engine.yaml", 0.0), (6, "max6.yaml", 0.0), (10, "engine.yaml", 1.0), (10, "warm10.yaml", 1.0))
 
 
 def _store_calls(state_dir: Path, run_id: str) -> tuple[Any, list[Any]]:
@@ -230,7 +235,7 @@ def main() -> None:
     if args.what == "ramp":
         out = [ramp(args.backend, n, 2.0, RAMP_APP.parent / config, again=again, think=think)
                for again in (False, True)
-               for n, config, think in ((10, "engine.yaml", 0.0), (6, "max6.yaml", 0.0), (10, "engine.yaml", 1.0))]
+               for n, config, think in RAMP_CASES]
     elif args.what == "ramp_served":
         out = [ramp_served(args.backend, args.warm, 10, 2.0), ramp_served(args.backend, 2, 10, 2.0)]
     else:
