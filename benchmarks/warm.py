@@ -10,8 +10,8 @@ from the store; nothing here is a test.
   started (each on an executor of its own) 0.5 s and 1 s after the first one did, and when the
   last one started, after the first and after the calls were made. Each case twice: a first
   run, and a run again in the same state directory, whose pools start from the first run's
-  call durations and which starts the first run's widths as its root begins (on docker, once
-  Docker has removed the first run's containers).
+  call durations and which starts the first run's widths as its root begins. On docker, each
+  run starts once Docker has removed the containers of the one before.
 - **ramp_served** — the same app (10 × 2 s) served: an `engine server` with `--warm` blank
   executors (default 12) and one with 2, each given one request once its warm pool is full.
 - **first_call** — an `engine server` with its warm pool (`ENGINE_WARM_EXECUTORS`, default 2)
@@ -92,8 +92,8 @@ def ramp(backend: str, n: int, seconds: float, config: Path, timeout: float = 30
             wall = time.perf_counter() - start
             if proc.returncode != 0:
                 raise SystemExit(f"bench: ramp on {backend} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-            if again and backend == "docker":
-                _wait_containers_gone()
+            if backend == "docker":
+                _wait_containers_gone()  # before the run again, and before the next case
         run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
         run, calls = _store_calls(state_dir, run_id)
     finally:
