@@ -192,40 +192,36 @@ class Dispatcher:
             pool.last_run_id = run_id
             self._start_executor(pool)
 
-    def prestart(self, app: AppSpec) -> None:
-        """Start the executors `app`'s functions keep warm (`min_containers`, `warm_containers`)."""
-        for settings in app.functions.values():
-            pool = self.pool(app, settings.name)
-            for _ in range(max(0, pool.warm_minimum - pool.live())):
-                self._start_executor(pool)
-
-    def prestart_learned(self, app: AppSpec, run_id: str) -> None:
-        """Start as many executors of each of `app`'s functions as the application's last run
+    def prestart(self, app: AppSpec, run_id: str, *, learned: bool) -> None:
+        """Start the executors `app`'s functions keep warm (`min_containers`,
+        `warm_containers`); with `learned`, also as many of each as the application's last run
         had calls of it running at once (`widths`; up to `max_containers` and what
-        `max_executors` leaves), so that a fan-out that ran before finds its executors up
-        when it is made rather than starting them then. The scheduler calls it once the run's
-        root call has its executor: they start while the root works, and never delay the
-        root's own start. An executor no call comes to stops after `idle_timeout`, as any
-        idle one does."""
-        widths = self.widths.get(app.name, {})
+        `max_executors` leaves), so that a fan-out that ran before finds its executors up when
+        it is made rather than starting them then. A new run calls it once its root call has
+        an executor, so that none of these delays the root's own start (`learned`); a resumed
+        run as it resumes (its calls finished already make the last widths too many). An
+        executor no call comes to stops after `idle_timeout`, as any idle one does."""
+        widths = self.widths.get(app.name, {}) if learned else {}
         room, blank = self.max_executors - self._active_executors(), len(self.warm.ready)
-        for function, width in sorted(widths.items()):
+        for function in [*app.functions, *sorted(set(widths) - set(app.functions))]:
             try:
                 pool = self.pool(app, function)
             except SDKUsageError:
                 continue  # a function this version of the application no longer has
-            learned = -(-width // pool.concurrency)
+            pool.last_run_id = run_id
+            for _ in range(max(0, pool.warm_minimum - pool.live())):
+                self._start_executor(pool)
+            learned_executors = -(-widths.get(function, 0) // pool.concurrency)
             cap = pool.settings.config.max_containers
             if cap is not None:
-                learned = min(learned, cap)
-            more = max(0, learned - pool.live())
+                learned_executors = min(learned_executors, cap)
+            more = max(0, learned_executors - pool.live())
             if not more:
                 continue
             # Blank executors of the warm pool add no executor; others need room.
             taken = min(more, blank) if self._warm_fits(pool) else 0
             new = min(more - taken, max(0, room))
             blank, room = blank - taken, room - new
-            pool.last_run_id = run_id
             for _ in range(taken + new):
                 self._start_executor(pool)
 

@@ -330,12 +330,11 @@ class Scheduler:
             if not self.leases.claim(run_id):
                 raise InfrastructureError(f"run {run_id} was taken by another process as it was created")
         self.values.spill_large_values(root.arguments)
-        run = RunState(run_id=run_id, app=app, root_id=root.id, priority=priority, prestart_learned=True)
+        run = RunState(run_id=run_id, app=app, root_id=root.id, priority=priority, prestart=True)
         run.budget = RunBudget(budget)
         self.runs[run_id] = run
         self.tracer.run_started(run, self.context.headers_of)
-        self.dispatcher.prestart(app)
-        self._add_call(run, root, parent_id=None)
+        self._add_call(run, root, parent_id=None)  # its first attempt starts the rest (`prestart`)
         self._arm_budget(run)
         self._schedule_flush()
         return run
@@ -390,7 +389,7 @@ class Scheduler:
             **started,
         )
         self.store.reset_unfinished(run_id)
-        self.dispatcher.prestart(app)
+        self.dispatcher.prestart(app, run_id, learned=False)
         # Relink the graph. Calls are in creation order, so dependencies come first.
         for call in run.calls.values():
             if call.status == TAIL:
@@ -810,16 +809,17 @@ class Scheduler:
 
     def _attempt_started(self, call: CallState) -> float:
         """The dispatcher gave `call` an executor slot: a new attempt begins, counted in the store
-        too, and `call` is running (a new run's root: the executors its application's last run
-        used start now, `Dispatcher.prestart_learned`). Returns when it started."""
+        too, and `call` is running (a new run's root: its application's other executors start
+        now, those kept warm and those its last run used, `Dispatcher.prestart`). Returns when
+        it started."""
         call.attempts += 1
         call.executions += 1
         call.started_at = started_at = time.time()
         self._set_status(call, RUNNING)
         run = call.run
-        if run.prestart_learned and call.id == run.root_id:
-            run.prestart_learned = False
-            self.dispatcher.prestart_learned(run.app, run.run_id)
+        if run.prestart and call.id == run.root_id:
+            run.prestart = False
+            self.dispatcher.prestart(run.app, run.run_id, learned=True)
         self.context.clear_progress(call)
         self.store.count_execution(call.run.run_id, call.id, call.attempts, started_at)
         return started_at

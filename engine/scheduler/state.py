@@ -163,8 +163,9 @@ class RunState:
     running: Counter[str] = field(default_factory=Counter)
     widths: dict[str, int] = field(default_factory=dict)
     # A new run (not a resume or a rerun, which have calls finished already): when its root
-    # call first gets an executor, the application's last widths start (`prestart_learned`).
-    prestart_learned: bool = False
+    # call first gets an executor, the application's warm executors and last widths start
+    # (`Dispatcher.prestart`).
+    prestart: bool = False
 
     def progress(self) -> dict[str, int]:
         c = self.counts

@@ -279,7 +279,7 @@ def test_max_containers_one_runs_calls_one_at_a_time(apps, state_dir, side_effec
 
 def test_a_runs_end_records_how_long_its_functions_calls_took_for_the_next_run(apps, state_dir,
                                                                                 side_effects) -> None:
-    """What the next run's executor pools start from (`Pool.prior`, `prestart_learned`): each
+    """What the next run's executor pools start from (`Pool.prior`, `Dispatcher.prestart`): each
     function's calls' duration and how many ran at once, recorded with the run's end in the
     store on disk, per application."""
     from engine.store import open_store, store_url
