@@ -14,7 +14,9 @@ Its side of the work:
   `max_concurrent_calls`; it starts executors as the queue needs them (`Pool.wanted`), up to
   `max_executors` engine-wide, `MAX_STARTS_IN_FLIGHT` per function at once. Pumping happens once
   per loop turn (`_want_pump`): a fan-out queues thousands of calls in one turn, handed out
-  together.
+  together. Some executors start ahead of their calls (`prestart`: a new run's warm minimum and
+  the widths of the application's last run, once its root has its executor; `start_first`: a
+  function's first while its call waits for inputs; `prestart_tail`: a large tail call's).
 - **Executor lifecycle.** An executor is started (`_start_executor_async`: a blank one of the
   warm pool, `engine.scheduler.warm`, when one fits, else the function's own), initialised with
   the code bundle and a credential (`engine.scheduler.access`), used, reaped after
@@ -195,12 +197,14 @@ class Dispatcher:
     def prestart(self, app: AppSpec, run_id: str, *, learned: bool) -> None:
         """Start the executors `app`'s functions keep warm (`min_containers`,
         `warm_containers`); with `learned`, also as many of each as the application's last run
-        had calls of it running at once (`widths`; up to `max_containers` and what
-        `max_executors` leaves), so that a fan-out that ran before finds its executors up when
-        it is made rather than starting them then. A new run calls it once its root call has
-        an executor, so that none of these delays the root's own start (`learned`); a resumed
-        run as it resumes (its calls finished already make the last widths too many). An
-        executor no call comes to stops after `idle_timeout`, as any idle one does."""
+        had calls of it running at once (`widths`; up to `max_containers`, what
+        `max_executors` leaves and `MAX_STARTS_IN_FLIGHT`), so that a fan-out that ran before
+        finds its executors up when it is made rather than starting them then.
+
+        A new run calls it with `learned` once its root call has an executor, so that none of
+        these delays the root's own start; a resumed run calls it without, as it resumes (its
+        calls finished already would make the last widths too many). An executor no call
+        comes to stops after `idle_timeout`, as any idle one does."""
         widths = self.widths.get(app.name, {}) if learned else {}
         room, blank = self.max_executors - self._active_executors(), len(self.warm.ready)
         for function in [*app.functions, *sorted(set(widths) - set(app.functions))]:
@@ -215,7 +219,7 @@ class Dispatcher:
             cap = pool.settings.config.max_containers
             if cap is not None:
                 learned_executors = min(learned_executors, cap)
-            more = max(0, learned_executors - pool.live())
+            more = min(max(0, learned_executors - pool.live()), max(0, MAX_STARTS_IN_FLIGHT - pool.starting))
             if not more:
                 continue
             # Blank executors of the warm pool add no executor; others need room.

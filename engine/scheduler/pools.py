@@ -14,7 +14,9 @@ How many executors a queue is worth depends on how long its calls take (`Pool.wa
 they took in this engine, or — before one has finished — at least the first one's age, and what
 they took in the application's last run (`Pool.prior`: the store's `call_durations`, which the
 scheduler writes as each run ends and gives the dispatcher as an application's first run here
-starts).
+starts). The same record says how many of a function's calls ran at once in that run: a new
+run starts that many executors as soon as its root has its own (`Dispatcher.prestart`), before
+its fan-out is made.
 """
 
 from __future__ import annotations
