@@ -37,9 +37,9 @@ Tables:
 - `call_durations`: per application and function, how long a call took (the moving average of
   the run that ended last with such calls) and how many of its calls ran at once at most in
   that run (`width`), written with that run's end. A run's executor pools start from it
-  (`engine.scheduler.pools`), and its start starts `width` executors of each function
-  (`Dispatcher.prestart`), so a fan-out that ran before finds its executors up; it is a hint,
-  never a checkpoint, and losing it costs only that ramp.
+  (`engine.scheduler.pools`), and a new run starts `width` executors of each function once its
+  root has its own (`Dispatcher.prestart`), so a fan-out that ran before finds its executors
+  up; it is a hint, never a checkpoint, and losing it costs only that ramp.
 - `blobs`, `blob_chunks`: large values, for a store that is not one machine's disk (PostgreSQL).
   The SQLite store keeps them as files beside the database and leaves these tables empty.
 
