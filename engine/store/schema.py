@@ -235,21 +235,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN rerun_from TEXT;
     ALTER TABLE calls ADD COLUMN reused INTEGER NOT NULL DEFAULT 0;
     """,
-    # 11: how long each function's calls took, per application, as the runs that ended last
-    # measured it: where a new run's executor pools start their estimate (`Pool.prior`).
+    # 11: per application and function, how long its calls took and how many ran at once, at
+    # most, as the run that ended last measured it: where a new run's executor pools start
+    # their estimate (`Pool.prior`), and how many executors it starts ahead (`prestart`).
     """
     CREATE TABLE call_durations (
         application     TEXT NOT NULL,
         function        TEXT NOT NULL,
         seconds         REAL NOT NULL,
+        width           INTEGER NOT NULL DEFAULT 0,
         updated_at      REAL NOT NULL,
         PRIMARY KEY (application, function)
     );
-    """,
-    # 12: how many of each function's calls ran at once, at most, in that run (its width): a
-    # new run of the application starts that many executors with it (`Dispatcher.prestart`).
-    """
-    ALTER TABLE call_durations ADD COLUMN width INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 
