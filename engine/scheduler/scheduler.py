@@ -1225,8 +1225,10 @@ class Scheduler:
         self.store.update_run(run.run_id, **fields)
         observed = self.dispatcher.observed_durations(run.app.name)
         if observed:
-            self.store.record_call_durations(run.run_id, run.app.name, observed, run.widths)
-            self.dispatcher.learn_durations(run.app.name, observed, run.widths)  # for later runs
+            # (A width is kept with its function's duration: what a restarted engine reads too.)
+            widths = {function: n for function, n in run.widths.items() if function in observed}
+            self.store.record_call_durations(run.run_id, run.app.name, observed, widths)
+            self.dispatcher.learn_durations(run.app.name, observed, widths)  # for later runs
         # Calls nobody needs any more (started with .run() and never awaited) stop here.
         cancel = wire.make_failure(pb.FAILURE_KIND_CANCELLED, f"run {status} before this call finished",
                                    function="", call_id="")
