@@ -23,6 +23,7 @@ from engine.scheduler.pools import Pool
 from engine.scheduler.state import QUEUED, RunState
 from engine.sdk.function import FunctionConfig
 from engine.sdk.retries import Retries
+from engine.store import Store
 
 
 def fan_out(function: str, n: int):  # type: ignore[no-untyped-def]
@@ -414,8 +415,9 @@ def test_a_second_run_starts_as_many_executors_as_the_first_one_needed_at_once(
         tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The first run's calls take about 0.3 s each; its end records that (the store's
     `call_durations`). A second engine on the same store, with every re-judgement by time
-    off and its calls held until all are running, can only reach four executors before a
-    call ends if it starts them at its first dispatch, from that record."""
+    off, nothing started ahead from the first run's width, and its calls held until all are
+    running, can only reach four executors before a call ends if it starts them at its first
+    dispatch, from that record."""
     async def slow_serve(eng: FakeEngine, run: RunState) -> None:
         while not run.done.is_set():
             running = eng.backend.running_of("work")
@@ -446,6 +448,8 @@ def test_a_second_run_starts_as_many_executors_as_the_first_one_needed_at_once(
     drive(first)
     monkeypatch.setattr(Dispatcher, "tick", lambda self: None)
     monkeypatch.setattr(Pool, "judge_again_in", lambda self, now, start_cost: None)
+    # Nor does it start the first run's width ahead (the next test): only the durations count.
+    monkeypatch.setattr(Store, "call_widths", lambda self, application: {})
     drive(second)
 
 
